@@ -1,0 +1,32 @@
+//! The heart of sandboxer: the sandbox record and its lifecycle state
+//! machine, profiles and the built-in catalog, the extension and transport
+//! contracts, the store, and the [`manager::Manager`] that drives a request
+//! from create through ready to teardown.
+//!
+//! The pure modules ([`lifecycle`], [`profile::parse`], [`duration`],
+//! [`credits`], [`model`]) do no I/O; the store and the manager do.
+//!
+//! ```
+//! use sandboxer_core::lifecycle::{step, Event, EndReason, Lifecycle, State};
+//!
+//! let (ready, _) = step(&Lifecycle::Provisioning, &Event::Ready).unwrap();
+//! let (ending, actions) = step(&ready, &Event::Destroy(EndReason::Expired)).unwrap();
+//! assert_eq!(ending.state(), State::Destroying);
+//! assert!(!actions.is_empty());
+//! assert!(step(&Lifecycle::Provisioning, &Event::TornDown).is_err());
+//! ```
+
+pub mod credits;
+pub mod duration;
+pub mod error;
+pub mod extension;
+pub mod hosts;
+pub mod lifecycle;
+pub mod manager;
+pub mod model;
+pub mod paths;
+pub mod profile;
+pub mod store;
+pub mod transport;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,337 @@
+//! The sandbox record and the small value types around it. Pure data; the
+//! field names of [`Sandbox`] are a contract with consumers (see the brief's
+//! table) and keep their names and meaning.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::credits::Micros;
+use crate::lifecycle::{Lifecycle, State};
+use crate::{Error, Result};
+
+/// Now, truncated to milliseconds so records print `...T14:07:38.123Z`.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+/// Who asked: `adm:NAME` (operator), `agt:NAME` (agent), `atm:NAME`
+/// (automation).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Actor {
+    pub kind: ActorKind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorKind {
+    Adm,
+    Agt,
+    Atm,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Adm => "adm",
+            ActorKind::Agt => "agt",
+            ActorKind::Atm => "atm",
+        }
+    }
+}
+
+impl Actor {
+    pub fn new(kind: ActorKind, name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        Actor::from_str(&format!("{}:{name}", kind.as_str()))
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.kind == ActorKind::Adm
+    }
+}
+
+impl FromStr for Actor {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::invalid_input(format!("bad actor `{s}`: {why}")).with_hint(
+                "an actor is `adm:NAME` (operator), `agt:NAME` (agent) or `atm:NAME` (automation); \
+                 NAME is 1-64 of letters, digits, `.`, `_`, `-`, `@`",
+            )
+        };
+        let (kind, name) = s.split_once(':').ok_or_else(|| bad("missing `:`"))?;
+        let kind = match kind {
+            "adm" => ActorKind::Adm,
+            "agt" => ActorKind::Agt,
+            "atm" => ActorKind::Atm,
+            other => return Err(bad(&format!("unknown kind `{other}`"))),
+        };
+        if name.is_empty() || name.len() > 64 {
+            return Err(bad("NAME must be 1 to 64 characters"));
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+        {
+            return Err(bad(
+                "NAME has a character outside letters, digits, `.`, `_`, `-`, `@`",
+            ));
+        }
+        Ok(Actor {
+            kind,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind.as_str(), self.name)
+    }
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Actor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Actor::from_str(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A fresh sandbox id: `sbx-` and 10 characters of lowercase base32 (50 random
+/// bits). The store re-draws on the rare collision.
+pub fn new_sandbox_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut rng = rand::thread_rng();
+    let tail: String = (0..10)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("sbx-{tail}")
+}
+
+/// Whether `s` has the shape of a sandbox id (used to keep ids out of shell
+/// commands and paths unless they are plain).
+pub fn is_sandbox_id(s: &str) -> bool {
+    s.strip_prefix("sbx-").is_some_and(|t| {
+        !t.is_empty()
+            && t.len() <= 32
+            && t.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    })
+}
+
+/// One published port of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    /// The port inside the sandbox (container or VM side).
+    pub target: u16,
+    /// The port a consumer connects to on `Reachability::address`.
+    pub published: u16,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+/// An SSH login a consumer can use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+}
+
+/// What a consumer needs to reach a ready sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reachability {
+    /// The address to connect to (an IP or DNS name).
+    pub address: String,
+    /// Published ports by service name.
+    #[serde(default)]
+    pub ports: BTreeMap<String, Vec<Port>>,
+    /// URLs by name.
+    #[serde(default)]
+    pub urls: BTreeMap<String, String>,
+    /// An SSH login into the sandbox, where it has one.
+    #[serde(default)]
+    pub ssh: Option<SshTarget>,
+    /// Anything else an extension reports (agent pid, venue path, provider id).
+    #[serde(default)]
+    pub details: BTreeMap<String, serde_json::Value>,
+}
+
+/// A placement candidate: one route of the profile on one place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Index of the route in the profile.
+    pub route: usize,
+    pub extension: String,
+    pub host: String,
+    /// Price per hour in credits (decimal string).
+    pub price_per_hour: Micros,
+}
+
+/// A candidate that was not used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub route: usize,
+    pub extension: String,
+    pub host: String,
+    pub reason: String,
+}
+
+/// The placement decision: the policy, the chosen candidate and every skipped
+/// one with its reason (including candidates tried and failed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTrace {
+    pub policy: String,
+    pub chosen: Option<Candidate>,
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+}
+
+/// Cost of a metered sandbox, in credits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cost {
+    pub price_per_hour: Micros,
+    pub held: Micros,
+    pub settled: Option<Micros>,
+}
+
+/// The sandbox record. See the module docs: the field names are a contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub profile: String,
+    pub profile_version: u32,
+    pub extension: String,
+    pub host: String,
+    /// `state` and `reason`, changed only through [`Sandbox::apply`].
+    #[serde(flatten)]
+    lifecycle: Lifecycle,
+    pub actor: Actor,
+    pub created_at: DateTime<Utc>,
+    pub ready_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    pub reachability: Option<Reachability>,
+    #[serde(default)]
+    pub route: RouteTrace,
+    pub recreated_from: Option<String>,
+    pub recreated_as: Option<String>,
+    pub cost: Option<Cost>,
+    /// The TTL asked for at create (or moved by extend-ttl), in seconds.
+    pub ttl_seconds: u64,
+    /// The idempotency key the create carried, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Host telemetry reported by the sandbox (canary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<serde_json::Value>,
+    /// Extension-private state needed for teardown (opaque to everyone else).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub backend: serde_json::Value,
+    /// When the record last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Everything needed to start a record in `provisioning`.
+#[derive(Debug, Clone)]
+pub struct NewSandbox {
+    pub id: String,
+    pub profile: String,
+    pub profile_version: u32,
+    pub extension: String,
+    pub host: String,
+    pub actor: Actor,
+    pub inputs: BTreeMap<String, String>,
+    pub route: RouteTrace,
+    pub ttl_seconds: u64,
+    pub idempotency_key: Option<String>,
+    pub recreated_from: Option<String>,
+    pub cost: Option<Cost>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Sandbox {
+    /// A new record in `provisioning`; its expiry is `created_at + ttl`.
+    pub fn new(n: NewSandbox) -> Self {
+        let expires_at = n.created_at + chrono::Duration::seconds(n.ttl_seconds as i64);
+        Sandbox {
+            id: n.id,
+            profile: n.profile,
+            profile_version: n.profile_version,
+            extension: n.extension,
+            host: n.host,
+            lifecycle: Lifecycle::Provisioning,
+            actor: n.actor,
+            created_at: n.created_at,
+            ready_at: None,
+            expires_at: Some(expires_at),
+            ended_at: None,
+            inputs: n.inputs,
+            reachability: None,
+            route: n.route,
+            recreated_from: n.recreated_from,
+            recreated_as: None,
+            cost: n.cost,
+            ttl_seconds: n.ttl_seconds,
+            idempotency_key: n.idempotency_key,
+            telemetry: None,
+            backend: serde_json::Value::Null,
+            updated_at: n.created_at,
+        }
+    }
+
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    pub fn state(&self) -> State {
+        self.lifecycle.state()
+    }
+
+    /// `destroyed`, `expired`, `failed: ...` and so on; `None` while live.
+    pub fn reason(&self) -> Option<String> {
+        self.lifecycle.reason()
+    }
+
+    /// Apply a lifecycle event through the state machine; an illegal
+    /// transition leaves the record unchanged and is a `Conflict`.
+    pub fn apply(
+        &mut self,
+        event: &crate::lifecycle::Event,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<crate::lifecycle::Action>> {
+        let (next, actions) = crate::lifecycle::step(&self.lifecycle, event)
+            .map_err(|e| Error::conflict(format!("sandbox {}: {e}", self.id)))?;
+        match next.state() {
+            State::Ready if self.ready_at.is_none() => self.ready_at = Some(at),
+            State::Destroyed | State::Failed => self.ended_at = Some(at),
+            _ => {}
+        }
+        self.lifecycle = next;
+        self.updated_at = at;
+        Ok(actions)
+    }
+
+    /// Whether the record still holds (or may hold) resources.
+    pub fn is_live(&self) -> bool {
+        self.lifecycle.is_live()
+    }
+}

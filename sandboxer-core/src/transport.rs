@@ -1,0 +1,79 @@
+//! The host transport contract: how sandboxer runs commands and moves files on
+//! a placement host. `local` runs them here; SSH hosts over one SSH
+//! connection. Implementations live in `sandboxer-transport`.
+
+use async_trait::async_trait;
+
+use crate::Result;
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    /// The last `n` lines of stderr, for error messages.
+    pub fn stderr_tail(&self, n: usize) -> String {
+        let s = String::from_utf8_lossy(&self.stderr);
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// Quote `s` for a POSIX shell: the result is one word whatever `s` holds.
+/// Every value that reaches a shell goes through this.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs commands and moves files on one host.
+///
+/// Contract:
+/// - `exec` runs `script` with `sh -c` on the host, with `stdin` fed in when
+///   given; a non-zero exit is *not* an error (look at `status`); failing to
+///   run it at all is (`Unreachable`, `Timeout`, `Io`).
+/// - `write_file` replaces the file atomically (temp + rename) and creates
+///   the parent folders.
+/// - `read_file` of a missing file is `Ok(None)`.
+/// - Paths are host paths; relative paths are relative to
+///   [`Transport::data_dir`]'s filesystem user home (SSH) or the current dir.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// The host name (`local` or the hosts-file name).
+    fn host(&self) -> &str;
+
+    /// The address consumers use to reach services on this host.
+    fn address(&self) -> &str;
+
+    /// sandboxer's data folder on the host (venues, agent binaries, work
+    /// folders live under it). Absolute.
+    fn data_dir(&self) -> &str;
+
+    /// Run `sh -c script`.
+    async fn exec(&self, script: &str, stdin: Option<&[u8]>) -> Result<ExecOutput>;
+
+    /// Write `data` to `path` (mode `mode`), atomically.
+    async fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()>;
+
+    /// Copy a file of this machine to `path` on the host (mode `mode`),
+    /// atomically.
+    async fn copy_file(&self, local: &std::path::Path, path: &str, mode: u32) -> Result<()>;
+
+    /// Read a whole file; `None` when it does not exist.
+    async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>>;
+}

@@ -1,0 +1,1 @@
+//! Telemetry and canary (being written).

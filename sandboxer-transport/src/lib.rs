@@ -1,0 +1,1 @@
+//! Host transports (being written).
