@@ -1,1 +1,6 @@
-//! Test kit (being written).
+//! Test fixtures shared by sandboxer's crates: the extension conformance
+//! suite every extension and layer runs ([`conformance`]), and discovery of
+//! the real components the testbed script started ([`testbed`]).
+
+pub mod conformance;
+pub mod testbed;

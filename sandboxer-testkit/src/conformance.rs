@@ -1,0 +1,1 @@
+//! The extension conformance suite (being written).

@@ -1,0 +1,1 @@
+//! Testbed discovery (being written).
