@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Unreachable,
     /// Something did not happen in the time allowed.
     Timeout,
+    /// No candidate (route and place) can take the sandbox now.
+    NoPlacement,
     /// Provisioning failed; the sandbox ended `failed`.
     ProvisionFailed,
     /// The actor's balance does not cover the hold.
@@ -51,6 +53,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::NoPlacement => "no_placement",
             ErrorKind::ProvisionFailed => "provision_failed",
             ErrorKind::InsufficientCredits => "insufficient_credits",
             ErrorKind::StoreCorrupt => "store_corrupt",

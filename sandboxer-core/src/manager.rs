@@ -1,1 +1,804 @@
-//! The manager (being written).
+//! The manager: the async driver that takes a request from create through
+//! ready to teardown. It resolves the profile and placement, records every
+//! transition in the store (through the pure state machine), and calls the
+//! extension through the host transport.
+//!
+//! Every store change is one `Store::update`, so concurrent CLI processes and
+//! the HTTP server can share one store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::extension::{Registry, SandboxCtx};
+use crate::hosts::Hosts;
+use crate::lifecycle::{EndReason, Event, State};
+use crate::model::{self, Actor, Candidate, NewSandbox, RouteTrace, Sandbox, Skipped};
+use crate::profile::{Catalog, Profile};
+use crate::routing::{self, Constraints, Decision, ExtensionInfo};
+use crate::store::{update_with, IdempotencyEntry, Store, StoreDoc};
+use crate::transport::Connector;
+use crate::{Error, ErrorKind, Result};
+
+/// A create request, as the CLI and the HTTP API take it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CreateRequest {
+    pub profile: String,
+    pub inputs: BTreeMap<String, String>,
+    /// `--ttl`; the profile's default when `None`.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub ttl: Option<Duration>,
+    pub constraints: Constraints,
+    #[serde(skip)]
+    pub actor: Option<Actor>,
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
+    /// Set by `recreate`: the sandbox this one replaces (its slot on the host
+    /// does not count against capacity).
+    #[serde(skip)]
+    pub recreated_from: Option<String>,
+}
+
+mod opt_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// Which sandboxes `list` returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only these states (empty: all).
+    pub states: Vec<State>,
+    pub actor: Option<Actor>,
+    pub profile: Option<String>,
+    pub host: Option<String>,
+    /// Leave out destroyed and failed records.
+    pub live_only: bool,
+}
+
+impl ListFilter {
+    pub fn matches(&self, s: &Sandbox) -> bool {
+        (self.states.is_empty() || self.states.contains(&s.state()))
+            && self.actor.as_ref().is_none_or(|a| &s.actor == a)
+            && self.profile.as_ref().is_none_or(|p| &s.profile == p)
+            && self.host.as_ref().is_none_or(|h| &s.host == h)
+            && (!self.live_only || !s.lifecycle().is_terminal())
+    }
+}
+
+/// Progress messages for people (a spinner's text). Never carries secrets.
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The driver. Cheap to clone.
+#[derive(Clone)]
+pub struct Manager {
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    hosts: Arc<Hosts>,
+    registry: Registry,
+    connector: Arc<dyn Connector>,
+    progress: Option<Progress>,
+}
+
+impl Manager {
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Catalog,
+        hosts: Hosts,
+        registry: Registry,
+        connector: Arc<dyn Connector>,
+    ) -> Self {
+        Manager {
+            store,
+            catalog: Arc::new(catalog),
+            hosts: Arc::new(hosts),
+            registry,
+            connector,
+            progress: None,
+        }
+    }
+
+    /// Report progress through `f` (the CLI's spinner).
+    pub fn with_progress(mut self, f: Progress) -> Self {
+        self.progress = Some(f);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+    pub fn hosts(&self) -> &Hosts {
+        &self.hosts
+    }
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+    pub fn connector(&self) -> &Arc<dyn Connector> {
+        &self.connector
+    }
+
+    fn say(&self, msg: &str) {
+        if let Some(p) = &self.progress {
+            p(msg);
+        }
+        tracing::debug!("{msg}");
+    }
+
+    /// One sandbox.
+    pub fn get(&self, id: &str) -> Result<Sandbox> {
+        self.store.load()?.require(id).cloned()
+    }
+
+    /// Sandboxes matching `filter`, oldest first.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Sandbox>> {
+        Ok(self
+            .store
+            .load()?
+            .sandboxes
+            .into_iter()
+            .filter(|s| filter.matches(s))
+            .collect())
+    }
+
+    fn extension_infos(&self) -> BTreeMap<String, ExtensionInfo> {
+        self.registry
+            .iter()
+            .map(|e| {
+                (
+                    e.id().to_string(),
+                    ExtensionInfo {
+                        uses_host: e.capabilities().uses_host,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Live sandboxes per host, leaving out `except`.
+    fn live_per_host(doc: &StoreDoc, except: Option<&str>) -> BTreeMap<String, u32> {
+        let mut m = BTreeMap::new();
+        for s in &doc.sandboxes {
+            if !s.lifecycle().is_terminal() && Some(s.id.as_str()) != except {
+                *m.entry(s.host.clone()).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+
+    /// The validated request: profile, inputs with defaults, TTL, actor.
+    fn validate(&self, req: &CreateRequest) -> Result<(Profile, BTreeMap<String, String>, Duration, Actor)> {
+        let profile = self.catalog.require(&req.profile)?.clone();
+        let inputs = profile.check_inputs(&req.inputs)?;
+        let ttl = profile.resolve_ttl(req.ttl)?;
+        let actor = req
+            .actor
+            .clone()
+            .ok_or_else(|| Error::invalid_input("a create needs an actor"))?;
+        if let Some(h) = &req.constraints.host {
+            self.hosts.require(h)?;
+        }
+        if let Some(k) = &req.idempotency_key {
+            if k.is_empty() || k.len() > 200 {
+                return Err(Error::invalid_input(
+                    "an idempotency key is 1 to 200 characters",
+                ));
+            }
+        }
+        Ok((profile, inputs, ttl, actor))
+    }
+
+    /// The placement decision for `req` against the current store, without
+    /// creating anything (`route explain`).
+    pub fn explain(&self, req: &CreateRequest) -> Result<Decision> {
+        let (profile, _inputs, ttl, _actor) = self.validate_for_explain(req)?;
+        let doc = self.store.load()?;
+        Ok(self.decide(&profile, ttl, &req.constraints, &doc, None, &BTreeSet::new()))
+    }
+
+    fn validate_for_explain(
+        &self,
+        req: &CreateRequest,
+    ) -> Result<(Profile, BTreeMap<String, String>, Duration, Actor)> {
+        let profile = self.catalog.require(&req.profile)?.clone();
+        let ttl = profile.resolve_ttl(req.ttl)?;
+        let actor = req
+            .actor
+            .clone()
+            .unwrap_or_else(|| Actor::new(model::ActorKind::Adm, model_user()).expect("valid"));
+        Ok((profile, req.inputs.clone(), ttl, actor))
+    }
+
+    fn decide(
+        &self,
+        profile: &Profile,
+        ttl: Duration,
+        constraints: &Constraints,
+        doc: &StoreDoc,
+        replacing: Option<&str>,
+        tried: &BTreeSet<(usize, String)>,
+    ) -> Decision {
+        let extensions = self.extension_infos();
+        let live = Self::live_per_host(doc, replacing);
+        let unreachable = BTreeMap::new();
+        routing::resolve(&routing::Input {
+            profile,
+            hosts: &self.hosts,
+            extensions: &extensions,
+            live_per_host: &live,
+            unreachable: &unreachable,
+            tried,
+            balance: None,
+            ttl,
+            constraints,
+        })
+    }
+
+    /// Create a sandbox: record it, provision it, and (when `wait`) wait
+    /// until it is ready. With the same idempotency key and the same request
+    /// the existing sandbox is returned and nothing is provisioned again.
+    pub async fn create(&self, req: CreateRequest, wait: bool) -> Result<Sandbox> {
+        match self.start_create(&req)? {
+            Started::Existing(s) => {
+                if wait && s.state() == State::Provisioning {
+                    self.wait_settled(&s.id).await
+                } else {
+                    Ok(s)
+                }
+            }
+            Started::New(s) => {
+                if wait {
+                    self.finish_create(&s.id).await
+                } else {
+                    Ok(s)
+                }
+            }
+        }
+    }
+
+    /// Step one of create: validate, decide the placement and record the
+    /// sandbox in `provisioning`, all in one store commit.
+    pub fn start_create(&self, req: &CreateRequest) -> Result<Started> {
+        let (profile, inputs, ttl, actor) = self.validate(req)?;
+        let request_hash = request_hash(req, &inputs, ttl, &actor);
+        let replacing = req.recreated_from.as_deref();
+        update_with(self.store.as_ref(), |doc| {
+            if let Some(key) = &req.idempotency_key {
+                if let Some(entry) = doc.idempotency.get(key) {
+                    if entry.request_hash != request_hash {
+                        return Err(Error::conflict(format!(
+                            "idempotency key `{key}` was already used for a different request (sandbox {})",
+                            entry.sandbox_id
+                        ))
+                        .with_hint("use a new key for a new request, or repeat the original request exactly"));
+                    }
+                    let existing = doc.require(&entry.sandbox_id)?.clone();
+                    return Ok(Started::Existing(existing));
+                }
+            }
+            let decision = self.decide(&profile, ttl, &req.constraints, doc, replacing, &BTreeSet::new());
+            let Some(chosen) = decision.candidates.first().cloned() else {
+                return Err(no_placement(&profile, &decision));
+            };
+            let mut id = model::new_sandbox_id();
+            while doc.get(&id).is_some() {
+                id = model::new_sandbox_id();
+            }
+            let route = RouteTrace {
+                policy: decision.policy.clone(),
+                chosen: Some(chosen.clone()),
+                skipped: decision.rejected.clone(),
+                remaining: decision.candidates[1..].to_vec(),
+            };
+            let sbx = Sandbox::new(NewSandbox {
+                id: id.clone(),
+                profile: profile.id.clone(),
+                profile_version: profile.version,
+                extension: chosen.extension.clone(),
+                host: chosen.host.clone(),
+                actor: actor.clone(),
+                inputs: inputs.clone(),
+                route,
+                ttl_seconds: ttl.as_secs(),
+                idempotency_key: req.idempotency_key.clone(),
+                recreated_from: req.recreated_from.clone(),
+                cost: None,
+                created_at: model::now(),
+            });
+            if let Some(key) = &req.idempotency_key {
+                doc.idempotency.insert(
+                    key.clone(),
+                    IdempotencyEntry {
+                        request_hash: request_hash.clone(),
+                        sandbox_id: id.clone(),
+                    },
+                );
+            }
+            doc.sandboxes.push(sbx.clone());
+            Ok(Started::New(sbx))
+        })
+    }
+
+    /// Step two of create: provision on the chosen candidate and wait until
+    /// ready; when a candidate fails, roll it back and move to the next one
+    /// (unless the request said `--no-fallback`). The last failure marks the
+    /// sandbox `failed`.
+    pub async fn finish_create(&self, id: &str) -> Result<Sandbox> {
+        let mut sbx = self.get(id)?;
+        if sbx.state() != State::Provisioning {
+            return Ok(sbx);
+        }
+        let profile = self.catalog.require(&sbx.profile)?.clone();
+        let started = tokio::time::Instant::now();
+        let deadline = started + profile.ready_timeout;
+        loop {
+            match self.try_candidate(&sbx, &profile, deadline).await {
+                Ok(ready) => return Ok(ready),
+                Err(Attempt::Gone(s)) => {
+                    return Err(Error::conflict(format!(
+                        "sandbox {id} changed while it was being provisioned (now {})",
+                        s.state()
+                    )))
+                }
+                Err(Attempt::Failed { step, error }) => {
+                    let why = format!("{step} on {} ({}): {}", sbx.host, sbx.extension, error.message());
+                    tracing::debug!("candidate failed: {why}");
+                    self.say(&format!("{} failed on {}; trying the next candidate", sbx.extension, sbx.host));
+                    match self.next_candidate(id, &profile, &why)? {
+                        Some(next) => sbx = next,
+                        None => {
+                            let failed = self.mark_failed(id, &why)?;
+                            let kind = match error.kind() {
+                                ErrorKind::InsufficientCredits => ErrorKind::InsufficientCredits,
+                                _ => ErrorKind::ProvisionFailed,
+                            };
+                            return Err(Error::new(
+                                kind,
+                                format!("sandbox {} failed: {why}", failed.id),
+                            )
+                            .with_hint(match error.hint() {
+                                Some(h) => h.to_string(),
+                                None => format!("`sandboxer get {}` shows the route trace", failed.id),
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn ctx_for(&self, sbx: &Sandbox, profile: &Profile, transport: Arc<dyn crate::transport::Transport>) -> SandboxCtx {
+        let route = sbx
+            .route
+            .chosen
+            .as_ref()
+            .and_then(|c| profile.routes.get(c.route))
+            .or_else(|| profile.routes.iter().find(|r| r.extension == sbx.extension));
+        SandboxCtx {
+            id: sbx.id.clone(),
+            profile: sbx.profile.clone(),
+            profile_version: sbx.profile_version,
+            actor: sbx.actor.clone(),
+            config: route.map(|r| r.config.clone()).unwrap_or_default(),
+            inputs: sbx.inputs.clone(),
+            host: sbx.host.clone(),
+            transport,
+            expires_at: sbx.expires_at.unwrap_or_else(model::now),
+            ready_timeout: profile.ready_timeout,
+        }
+    }
+
+    /// A transport for the sandbox's host (SaaS extensions get the local
+    /// one, which they ignore).
+    async fn transport_for(
+        &self,
+        host: &str,
+        uses_host: bool,
+    ) -> Result<Arc<dyn crate::transport::Transport>> {
+        let spec = if uses_host {
+            self.hosts.require(host)?
+        } else {
+            crate::hosts::HostSpec::local()
+        };
+        self.connector.connect(&spec).await
+    }
+
+    async fn try_candidate(
+        &self,
+        sbx: &Sandbox,
+        profile: &Profile,
+        deadline: tokio::time::Instant,
+    ) -> std::result::Result<Sandbox, Attempt> {
+        let failed = |step: &'static str| move |error: Error| Attempt::Failed { step, error };
+        let ext = self.registry.get(&sbx.extension).ok_or_else(|| Attempt::Failed {
+            step: "extension",
+            error: Error::unsupported(format!("extension {} is not in this build", sbx.extension)),
+        })?;
+        self.say(&format!("connecting to {}", sbx.host));
+        let transport = self
+            .transport_for(&sbx.host, ext.capabilities().uses_host)
+            .await
+            .map_err(failed("connect"))?;
+        let ctx = self.ctx_for(sbx, profile, transport);
+        self.say(&format!("provisioning {} on {} ({})", sbx.id, sbx.host, sbx.extension));
+        let provisioned = ext.provision(&ctx).await.map_err(failed("provision"))?;
+        let handle = provisioned.handle;
+        let saved = update_with(self.store.as_ref(), |doc| {
+            let rec = doc.require_mut(&sbx.id)?;
+            if rec.state() != State::Provisioning {
+                return Ok(Err(rec.clone()));
+            }
+            rec.backend = handle.clone();
+            rec.updated_at = model::now();
+            Ok(Ok(()))
+        });
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(now)) => {
+                let _ = ext.teardown(&ctx, &handle).await;
+                return Err(Attempt::Gone(now));
+            }
+            Err(e) => {
+                let _ = ext.teardown(&ctx, &handle).await;
+                return Err(Attempt::Failed { step: "record", error: e });
+            }
+        }
+        self.say(&format!("waiting for {} to be ready", sbx.id));
+        let ready = match ext.wait_ready(&ctx, &handle, deadline).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.say("rolling back");
+                if let Err(te) = ext.teardown(&ctx, &handle).await {
+                    tracing::warn!("rollback of {} failed: {te}", sbx.id);
+                }
+                return Err(Attempt::Failed { step: "wait_ready", error: e });
+            }
+        };
+        let committed = update_with(self.store.as_ref(), |doc| {
+            let rec = doc.require_mut(&sbx.id)?;
+            if rec.state() != State::Provisioning {
+                return Ok(Err(rec.clone()));
+            }
+            rec.apply(&Event::Ready, model::now())?;
+            rec.reachability = Some(ready.reachability.clone());
+            rec.telemetry = ready.telemetry.clone();
+            if let Some(h) = &ready.handle {
+                rec.backend = h.clone();
+            }
+            Ok(Ok(rec.clone()))
+        });
+        match committed {
+            Ok(Ok(rec)) => Ok(rec),
+            Ok(Err(now)) => {
+                // Destroyed while we provisioned: what we made must go.
+                let _ = ext.teardown(&ctx, ready.handle.as_ref().unwrap_or(&handle)).await;
+                Err(Attempt::Gone(now))
+            }
+            Err(e) => {
+                let _ = ext.teardown(&ctx, &handle).await;
+                Err(Attempt::Failed { step: "record", error: e })
+            }
+        }
+    }
+
+    /// Move a provisioning record to its next remaining candidate, recording
+    /// why the current one was skipped. `None` when none is left.
+    fn next_candidate(&self, id: &str, profile: &Profile, why: &str) -> Result<Option<Sandbox>> {
+        update_with(self.store.as_ref(), |doc| {
+            let live = Self::live_per_host(doc, Some(id));
+            let rec = doc.require_mut(id)?;
+            if rec.state() != State::Provisioning {
+                return Ok(None);
+            }
+            if let Some(c) = rec.route.chosen.take() {
+                rec.route.skipped.push(Skipped {
+                    route: c.route,
+                    extension: c.extension,
+                    host: c.host,
+                    reason: format!("tried and failed: {why}"),
+                });
+            }
+            while !rec.route.remaining.is_empty() {
+                let next: Candidate = rec.route.remaining.remove(0);
+                let uses_host = self
+                    .registry
+                    .get(&next.extension)
+                    .is_some_and(|e| e.capabilities().uses_host);
+                if uses_host {
+                    let cap = self.hosts.get(&next.host).and_then(|h| h.capacity);
+                    let n = live.get(&next.host).copied().unwrap_or(0);
+                    if cap.is_some_and(|cap| n >= cap) {
+                        rec.route.skipped.push(Skipped {
+                            route: next.route,
+                            extension: next.extension.clone(),
+                            host: next.host.clone(),
+                            reason: format!("at capacity ({n}/{} live)", cap.unwrap_or(0)),
+                        });
+                        continue;
+                    }
+                }
+                let _ = profile;
+                rec.extension = next.extension.clone();
+                rec.host = next.host.clone();
+                rec.backend = serde_json::Value::Null;
+                rec.route.chosen = Some(next);
+                rec.updated_at = model::now();
+                return Ok(Some(rec.clone()));
+            }
+            Ok(None)
+        })
+    }
+
+    fn mark_failed(&self, id: &str, why: &str) -> Result<Sandbox> {
+        update_with(self.store.as_ref(), |doc| {
+            let rec = doc.require_mut(id)?;
+            if rec.state() == State::Provisioning {
+                rec.apply(&Event::ProvisionFailed(why.to_string()), model::now())?;
+            }
+            Ok(rec.clone())
+        })
+    }
+
+    /// Wait (polling the store) until a sandbox another process is
+    /// provisioning leaves `provisioning`.
+    async fn wait_settled(&self, id: &str) -> Result<Sandbox> {
+        let sbx = self.get(id)?;
+        let profile = self.catalog.require(&sbx.profile)?;
+        let until = tokio::time::Instant::now() + profile.ready_timeout + Duration::from_secs(5);
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let s = self.get(id)?;
+            if s.state() != State::Provisioning {
+                return Ok(s);
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("sandbox {id} is still provisioning (by another request)"),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Tear a sandbox down and mark it destroyed with `reason`. Destroying a
+    /// destroyed sandbox returns it unchanged.
+    pub async fn destroy(&self, id: &str, reason: EndReason) -> Result<Sandbox> {
+        self.destroy_linked(id, reason, None).await
+    }
+
+    async fn destroy_linked(
+        &self,
+        id: &str,
+        reason: EndReason,
+        recreated_as: Option<&str>,
+    ) -> Result<Sandbox> {
+        let sbx = update_with(self.store.as_ref(), |doc| {
+            let rec = doc.require_mut(id)?;
+            if rec.state() == State::Destroyed {
+                return Ok(rec.clone());
+            }
+            rec.apply(&Event::Destroy(reason), model::now())?;
+            if let Some(n) = recreated_as {
+                rec.recreated_as = Some(n.to_string());
+            }
+            Ok(rec.clone())
+        })?;
+        if sbx.state() == State::Destroyed {
+            return Ok(sbx);
+        }
+        self.say(&format!("tearing down {id} on {}", sbx.host));
+        let ext = self.registry.get(&sbx.extension).ok_or_else(|| {
+            Error::unsupported(format!(
+                "sandbox {id} was made by {}, which this build does not have; it stays `destroying`",
+                sbx.extension
+            ))
+        })?;
+        let profile = self.catalog.get(&sbx.profile).cloned();
+        let transport = self
+            .transport_for(&sbx.host, ext.capabilities().uses_host)
+            .await
+            .map_err(|e| e.context(format!("tearing down {id}")))?;
+        let ctx = match &profile {
+            Some(p) => self.ctx_for(&sbx, p, transport),
+            None => SandboxCtx {
+                id: sbx.id.clone(),
+                profile: sbx.profile.clone(),
+                profile_version: sbx.profile_version,
+                actor: sbx.actor.clone(),
+                config: Default::default(),
+                inputs: sbx.inputs.clone(),
+                host: sbx.host.clone(),
+                transport,
+                expires_at: sbx.expires_at.unwrap_or_else(model::now),
+                ready_timeout: Duration::from_secs(60),
+            },
+        };
+        ext.teardown(&ctx, &sbx.backend).await.map_err(|e| {
+            e.context(format!("tearing down {id} on {}", sbx.host))
+                .with_hint(format!("it stays `destroying`; run `sandboxer destroy {id}` again"))
+        })?;
+        update_with(self.store.as_ref(), |doc| {
+            let rec = doc.require_mut(id)?;
+            if rec.state() == State::Destroying {
+                rec.apply(&Event::TornDown, model::now())?;
+            }
+            Ok(rec.clone())
+        })
+    }
+
+    /// A new sandbox with the same profile, inputs, host and actor; the old
+    /// one ends `destroyed` with reason `recreated`, and the two are linked.
+    pub async fn recreate(&self, id: &str, wait: bool) -> Result<Sandbox> {
+        let old = self.get(id)?;
+        if old.state() == State::Destroyed || old.state() == State::Destroying {
+            return Err(Error::conflict(format!(
+                "sandbox {id} is {}; recreate works on live or failed sandboxes",
+                old.state()
+            ))
+            .with_hint(format!("`sandboxer create --profile {}` makes a new one", old.profile)));
+        }
+        let uses_host = self
+            .registry
+            .get(&old.extension)
+            .is_none_or(|e| e.capabilities().uses_host);
+        let req = CreateRequest {
+            profile: old.profile.clone(),
+            inputs: old.inputs.clone(),
+            ttl: Some(Duration::from_secs(old.ttl_seconds)),
+            constraints: Constraints {
+                host: uses_host.then(|| old.host.clone()),
+                only: vec![old.extension.clone()],
+                ..Constraints::default()
+            },
+            actor: Some(old.actor.clone()),
+            idempotency_key: None,
+            recreated_from: Some(old.id.clone()),
+        };
+        let new = self.create(req, wait).await?;
+        self.destroy_linked(id, EndReason::Recreated, Some(&new.id)).await?;
+        self.get(&new.id)
+    }
+
+    /// Move the expiry of a live sandbox `by` later, within the profile's
+    /// maximum TTL (counted from creation).
+    pub async fn extend_ttl(&self, id: &str, by: Duration) -> Result<Sandbox> {
+        let sbx = self.get(id)?;
+        if !matches!(sbx.state(), State::Ready | State::Provisioning) {
+            return Err(Error::conflict(format!(
+                "sandbox {id} is {}; only live sandboxes can be extended",
+                sbx.state()
+            )));
+        }
+        let profile = self.catalog.require(&sbx.profile)?;
+        let new_ttl = Duration::from_secs(sbx.ttl_seconds) + by;
+        if by.is_zero() {
+            return Err(Error::invalid_input("extend by a positive duration, e.g. `30m`"));
+        }
+        if new_ttl > profile.max_ttl {
+            let room = profile.max_ttl.saturating_sub(Duration::from_secs(sbx.ttl_seconds));
+            return Err(Error::invalid_input(format!(
+                "extending {id} by {} makes its TTL {}, above the maximum {} of {}",
+                crate::duration::format_duration(by),
+                crate::duration::format_duration(new_ttl),
+                crate::duration::format_duration(profile.max_ttl),
+                profile.id
+            ))
+            .with_hint(format!(
+                "it can be extended by at most {}",
+                crate::duration::format_duration(room)
+            )));
+        }
+        let new_expiry: DateTime<Utc> = sbx.created_at + chrono::Duration::seconds(new_ttl.as_secs() as i64);
+        if let Some(ext) = self.registry.get(&sbx.extension) {
+            if ext.capabilities().extend {
+                let transport = self.transport_for(&sbx.host, ext.capabilities().uses_host).await?;
+                let ctx = self.ctx_for(&sbx, profile, transport);
+                ext.extend(&ctx, &sbx.backend, new_expiry).await?;
+            }
+        }
+        update_with(self.store.as_ref(), |doc| {
+            let rec = doc.require_mut(id)?;
+            if !matches!(rec.state(), State::Ready | State::Provisioning) {
+                return Err(Error::conflict(format!("sandbox {id} is {}", rec.state())));
+            }
+            rec.ttl_seconds = new_ttl.as_secs();
+            rec.expires_at = Some(new_expiry);
+            rec.updated_at = model::now();
+            Ok(rec.clone())
+        })
+    }
+}
+
+/// The outcome of step one of create.
+#[derive(Debug, Clone)]
+pub enum Started {
+    /// A new record in `provisioning`.
+    New(Sandbox),
+    /// The idempotency key named an existing sandbox.
+    Existing(Sandbox),
+}
+
+enum Attempt {
+    /// The record left `provisioning` under us (destroyed meanwhile).
+    Gone(Sandbox),
+    Failed { step: &'static str, error: Error },
+}
+
+fn model_user() -> String {
+    let u = crate::paths::user_name();
+    if Actor::new(model::ActorKind::Adm, u.clone()).is_ok() {
+        u
+    } else {
+        "operator".into()
+    }
+}
+
+/// The error when no candidate can take the sandbox.
+fn no_placement(profile: &Profile, d: &Decision) -> Error {
+    let missing: BTreeSet<&str> = d
+        .rejected
+        .iter()
+        .filter(|s| s.reason.contains("is not in this build"))
+        .map(|s| s.extension.as_str())
+        .collect();
+    let reasons: Vec<String> = d
+        .rejected
+        .iter()
+        .map(|s| format!("  {} on {}: {}", s.extension, s.host, s.reason))
+        .collect();
+    if !missing.is_empty() && missing.len() == profile.routes.len().min(missing.len()) && d.rejected.iter().all(|s| s.reason.contains("is not in this build")) {
+        let names: Vec<&str> = missing.into_iter().collect();
+        return Error::unsupported(format!(
+            "{} needs extension {}, which this build does not have",
+            profile.id,
+            names.join(" or ")
+        ))
+        .with_hint("`sandboxer profiles list` shows which profiles this build can create");
+    }
+    let kind = if d.rejected.iter().all(|s| s.reason.starts_with("insufficient credits")) {
+        ErrorKind::InsufficientCredits
+    } else {
+        ErrorKind::NoPlacement
+    };
+    Error::new(
+        kind,
+        format!("no place can take {} now:\n{}", profile.id, reasons.join("\n")),
+    )
+    .with_hint(format!(
+        "`sandboxer route explain --profile {}` shows every candidate",
+        profile.id
+    ))
+}
+
+/// A stable hash of the normalized request, for idempotency keys.
+fn request_hash(
+    req: &CreateRequest,
+    inputs: &BTreeMap<String, String>,
+    ttl: Duration,
+    actor: &Actor,
+) -> String {
+    let canonical = serde_json::json!({
+        "profile": req.profile,
+        "inputs": inputs,
+        "ttl": ttl.as_secs(),
+        "constraints": req.constraints,
+        "actor": actor.to_string(),
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    hex::encode(&digest[..16])
+}

@@ -201,6 +201,9 @@ pub struct RouteTrace {
     pub chosen: Option<Candidate>,
     #[serde(default)]
     pub skipped: Vec<Skipped>,
+    /// Candidates not tried yet, in order (the fallbacks while provisioning).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remaining: Vec<Candidate>,
 }
 
 /// Cost of a metered sandbox, in credits.

@@ -77,3 +77,11 @@ pub trait Transport: Send + Sync + 'static {
     /// Read a whole file; `None` when it does not exist.
     async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>>;
 }
+
+/// Opens transports to hosts (`local` or SSH). The manager holds one.
+#[async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// A transport to `host`, connected and authenticated. A host that does
+    /// not answer is `Unreachable`; a changed host key `Unauthorized`.
+    async fn connect(&self, host: &crate::hosts::HostSpec) -> Result<std::sync::Arc<dyn Transport>>;
+}

@@ -3,4 +3,5 @@
 //! the real components the testbed script started ([`testbed`]).
 
 pub mod conformance;
+pub mod home;
 pub mod testbed;

@@ -1,0 +1,232 @@
+//! The command line, with clap derive.
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = concat!(
+    "Examples:\n",
+    "  sandboxer create                         # canary on the default host (local when none configured)\n",
+    "  sandboxer create --profile profile.compose-e2e --input repo=/path/to/repo\n",
+    "  sandboxer list\n",
+    "  sandboxer destroy sbx-abc123\n",
+    "\n",
+    "Environment:\n",
+    "  SANDBOXER_DATA_DIR     where sandboxes.json lives (default ~/.local/share/sandboxer)\n",
+    "  SANDBOXER_CONFIG_DIR   hosts.toml, profiles/*.toml (default ~/.config/sandboxer)\n",
+    "  SANDBOXER_HOST         force the placement host\n",
+    "  SANDBOXER_ACTOR        who is asking (adm:NAME, agt:NAME, atm:NAME; default adm:$USER)\n",
+    "  NO_COLOR               no colours\n",
+    "\n",
+);
+
+/// sandboxer establishes sandboxes for agents and automations: it picks a
+/// profile, an extension and a host, provisions, confirms the sandbox is
+/// reachable, records every lifecycle step, and tears it down.
+#[derive(Debug, Parser)]
+#[command(name = "sandboxer", version, about, long_about = None,
+          after_help = format!("{AFTER_HELP}{}", crate::exit::EXIT_CODES_HELP))]
+pub struct Cli {
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Establish a sandbox and wait until it is ready.
+    #[command(after_help = "Examples:\n  \
+        sandboxer create\n  \
+        sandboxer create --ttl 2h --json\n  \
+        sandboxer create --profile profile.compose-e2e --input repo=./my-repo --host sandboxer01\n  \
+        sandboxer create --idempotency-key ci-run-4711 --no-wait")]
+    Create(CreateArgs),
+
+    /// Show one sandbox.
+    #[command(after_help = "Example:\n  sandboxer get sbx-abc123 --json")]
+    Get {
+        /// The sandbox id (sbx-...).
+        id: String,
+    },
+
+    /// List sandboxes (oldest first).
+    #[command(after_help = "Examples:\n  sandboxer list\n  sandboxer list --live --json\n  sandboxer list --state ready --actor agt:harness")]
+    List(ListArgs),
+
+    /// Tear a sandbox down; it ends `destroyed`.
+    #[command(after_help = "Example:\n  sandboxer destroy sbx-abc123")]
+    Destroy {
+        /// The sandbox id.
+        id: String,
+    },
+
+    /// Replace a sandbox with a new one of the same profile, inputs, host and
+    /// actor; the old one ends `destroyed` with reason `recreated`.
+    #[command(after_help = "Example:\n  sandboxer recreate sbx-abc123")]
+    Recreate {
+        /// The sandbox id.
+        id: String,
+        /// Return once provisioning of the new sandbox has started.
+        #[arg(long)]
+        no_wait: bool,
+    },
+
+    /// Move a sandbox's expiry later, within its profile's maximum TTL.
+    #[command(name = "extend-ttl", after_help = "Example:\n  sandboxer extend-ttl sbx-abc123 30m")]
+    ExtendTtl {
+        /// The sandbox id.
+        id: String,
+        /// How much longer: `90s`, `30m`, `2h`, `1h30m`, `1d`.
+        by: String,
+    },
+
+    /// The profile catalog: built-in and user profiles.
+    #[command(subcommand)]
+    Profiles(ProfilesCmd),
+
+    /// Placement hosts (`local` and hosts.toml).
+    #[command(subcommand)]
+    Hosts(HostsCmd),
+
+    /// Look at hosts.
+    #[command(subcommand)]
+    Inspect(InspectCmd),
+
+    /// Routing decisions.
+    #[command(subcommand)]
+    Route(RouteCmd),
+
+    /// Finish a create started with --no-wait (run detached by sandboxer
+    /// itself).
+    #[command(name = "__finish-create", hide = true)]
+    FinishCreate { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct PlacementArgs {
+    /// Place on this host and nowhere else (overrides the profile's
+    /// placement).
+    #[arg(long, env = "SANDBOXER_HOST", value_name = "NAME")]
+    pub host: Option<String>,
+
+    /// Refuse routes dearer than this many credits per hour.
+    #[arg(long, value_name = "CREDITS")]
+    pub max_price: Option<String>,
+
+    /// Only use this extension (repeatable).
+    #[arg(long, value_name = "EXT")]
+    pub only: Vec<String>,
+
+    /// Never use this extension (repeatable).
+    #[arg(long, value_name = "EXT")]
+    pub ignore: Vec<String>,
+
+    /// Try only the first candidate; no fallback when it fails.
+    #[arg(long)]
+    pub no_fallback: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The profile (recipe) to establish.
+    #[arg(long, short = 'p', default_value = "profile.sandbox-canary", value_name = "ID")]
+    pub profile: String,
+
+    /// An input of the profile, NAME=VALUE (repeatable).
+    #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+    pub inputs: Vec<String>,
+
+    /// How long the sandbox lives (default: the profile's), e.g. `30m`, `2h`.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+
+    /// Who is asking: adm:NAME, agt:NAME or atm:NAME (default adm:$USER).
+    #[arg(long, env = "SANDBOXER_ACTOR", value_name = "ACTOR")]
+    pub actor: Option<String>,
+
+    /// Repeating a create with the same key and request returns the same
+    /// sandbox instead of making another.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+
+    /// Return as soon as provisioning has started (state `provisioning`).
+    #[arg(long)]
+    pub no_wait: bool,
+
+    #[command(flatten)]
+    pub placement: PlacementArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only sandboxes in this state (repeatable): provisioning, ready,
+    /// destroying, destroyed, failed.
+    #[arg(long, value_name = "STATE")]
+    pub state: Vec<String>,
+    /// Only live sandboxes (not destroyed or failed).
+    #[arg(long)]
+    pub live: bool,
+    /// Only this actor's sandboxes.
+    #[arg(long, value_name = "ACTOR")]
+    pub actor: Option<String>,
+    /// Only this profile.
+    #[arg(long, value_name = "ID")]
+    pub profile: Option<String>,
+    /// Only this host.
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCmd {
+    /// Every profile: id, version, extensions, where it came from.
+    List,
+    /// One profile in full.
+    #[command(after_help = "Example:\n  sandboxer profiles show profile.compose-e2e")]
+    Show {
+        /// The profile id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCmd {
+    /// Every host with its settings and whether it answers now.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InspectCmd {
+    /// Host telemetry: CPUs, load, memory, disk, kernel, docker, venues.
+    #[command(after_help = "Examples:\n  sandboxer inspect host\n  sandboxer inspect host sandboxer01 --json")]
+    Host {
+        /// The host (default: the default host).
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteCmd {
+    /// Every candidate for a profile, chosen or rejected, and why.
+    #[command(after_help = "Example:\n  sandboxer route explain --profile profile.burst --actor agt:harness")]
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[arg(long, short = 'p', default_value = "profile.sandbox-canary", value_name = "ID")]
+    pub profile: String,
+    /// The TTL the request would ask for.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+    /// Who would ask.
+    #[arg(long, env = "SANDBOXER_ACTOR", value_name = "ACTOR")]
+    pub actor: Option<String>,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
+}

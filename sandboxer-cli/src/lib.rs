@@ -1,0 +1,433 @@
+//! The `sandboxer` command line: parses arguments, builds the manager from
+//! the data and config dirs, runs one command, prints the result for people
+//! or (`--json`) for machines, and maps errors to documented exit codes.
+//!
+//! Only this crate prints or exits. The binary's `main` is a few lines; the
+//! work is in [`run`], so tests can call it too.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use sandboxer_core::extension::Registry;
+use sandboxer_core::hosts::Hosts;
+use sandboxer_core::lifecycle::EndReason;
+use sandboxer_core::manager::{CreateRequest, ListFilter, Manager};
+use sandboxer_core::model::{Actor, ActorKind};
+use sandboxer_core::profile::Catalog;
+use sandboxer_core::routing::Constraints;
+use sandboxer_core::store::{JsonFileStore, Store};
+use sandboxer_core::{Error, Result};
+
+pub mod args;
+pub mod exit;
+pub mod render;
+
+use args::{Cli, Command};
+
+/// Run the command line `argv` (including the program name) and return the
+/// exit code.
+pub fn run(argv: Vec<String>) -> i32 {
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => exit::code::OK,
+                _ => exit::code::USAGE,
+            };
+            let _ = e.print();
+            return if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                exit::code::USAGE
+            } else {
+                code
+            };
+        }
+    };
+    init_logging(cli.verbose);
+    let color = color_enabled();
+    let json = cli.json;
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return exit::report(&Error::io("starting the runtime", e), json, color),
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => exit::report(&e, json, color),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SANDBOXER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color_enabled_stderr())
+        .without_time()
+        .try_init();
+}
+
+/// Colours on stdout: a terminal and no `NO_COLOR`.
+pub fn color_enabled() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+fn color_enabled_stderr() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+/// Everything a command needs, built from the environment.
+pub struct Env {
+    pub data_dir: PathBuf,
+    pub config_dir: PathBuf,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Env {
+            data_dir: sandboxer_core::paths::data_dir(),
+            config_dir: sandboxer_core::paths::config_dir(),
+        }
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        Arc::new(JsonFileStore::in_data_dir(&self.data_dir))
+    }
+
+    /// The catalog; `strict` fails on a broken user profile, otherwise the
+    /// built-ins stand in with a warning (so list/get/destroy keep working).
+    fn catalog(&self, strict: bool) -> Result<Catalog> {
+        match Catalog::load(&self.config_dir) {
+            Ok(c) => Ok(c),
+            Err(e) if !strict => {
+                tracing::warn!("user profiles ignored: {e}");
+                Ok(Catalog::builtin())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn registry(&self) -> Result<Registry> {
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::io("finding the sandboxer binary to deploy", e))?;
+        let mut r = Registry::new();
+        r.register(Arc::new(sandboxer_telemetry::CanaryExtension::new(exe)));
+        Ok(r)
+    }
+
+    fn manager(&self, strict_catalog: bool) -> Result<Manager> {
+        let hosts = Hosts::load(&self.config_dir)?;
+        Ok(Manager::new(
+            self.store(),
+            self.catalog(strict_catalog)?,
+            hosts,
+            self.registry()?,
+            Arc::new(sandboxer_transport::DefaultConnector::new(self.data_dir.clone())),
+        ))
+    }
+}
+
+fn parse_actor(given: Option<&str>) -> Result<Actor> {
+    match given {
+        Some(a) => a.parse(),
+        None => {
+            let user = sandboxer_core::paths::user_name();
+            Actor::new(ActorKind::Adm, user.clone()).or_else(|_| Actor::new(ActorKind::Adm, "operator"))
+        }
+    }
+}
+
+fn parse_inputs(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in raw {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(Error::invalid_input(format!("--input `{item}` is not NAME=VALUE"))
+                .with_hint("write it as `--input repo=/path/to/repo`"));
+        };
+        if k.is_empty() {
+            return Err(Error::invalid_input(format!("--input `{item}` has an empty NAME")));
+        }
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(Error::invalid_input(format!("--input `{k}` is given twice")));
+        }
+    }
+    Ok(out)
+}
+
+fn parse_ttl(raw: Option<&str>) -> Result<Option<Duration>> {
+    raw.map(|t| {
+        sandboxer_core::duration::parse_duration(t)
+            .map_err(|e| Error::invalid_input(format!("--ttl: {e}")))
+    })
+    .transpose()
+}
+
+fn constraints(p: &args::PlacementArgs) -> Result<Constraints> {
+    Ok(Constraints {
+        host: p.host.clone().filter(|h| !h.is_empty()),
+        max_price: p
+            .max_price
+            .as_deref()
+            .map(|m| sandboxer_core::credits::Micros::parse_amount(m).map_err(|e| e.context("--max-price")))
+            .transpose()?,
+        only: p.only.clone(),
+        ignore: p.ignore.clone(),
+        no_fallback: p.no_fallback,
+    })
+}
+
+/// A spinner on stderr while waiting; silent when stderr is not a terminal.
+fn spinner() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.enable_steady_tick(Duration::from_millis(80));
+    Some(pb)
+}
+
+fn with_spinner(m: Manager) -> (Manager, Option<indicatif::ProgressBar>) {
+    match spinner() {
+        Some(pb) => {
+            let p = pb.clone();
+            (m.with_progress(Arc::new(move |msg: &str| p.set_message(msg.to_string()))), Some(pb))
+        }
+        None => (m, None),
+    }
+}
+
+fn out(s: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(s.as_bytes());
+    if !s.ends_with('\n') {
+        let _ = o.write_all(b"\n");
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    out(&serde_json::to_string_pretty(v).expect("json"));
+}
+
+async fn dispatch(cli: Cli) -> Result<i32> {
+    let env = Env::from_process();
+    let json = cli.json;
+    let color = color_enabled();
+    match cli.command {
+        Command::Create(a) => {
+            let req = CreateRequest {
+                profile: a.profile.clone(),
+                inputs: parse_inputs(&a.inputs)?,
+                ttl: parse_ttl(a.ttl.as_deref())?,
+                constraints: constraints(&a.placement)?,
+                actor: Some(parse_actor(a.actor.as_deref())?),
+                idempotency_key: a.idempotency_key.clone(),
+                recreated_from: None,
+            };
+            let (m, pb) = with_spinner(env.manager(true)?);
+            let result = if a.no_wait {
+                match m.start_create(&req)? {
+                    sandboxer_core::manager::Started::New(s) => {
+                        spawn_finisher(&s.id)?;
+                        Ok(s)
+                    }
+                    sandboxer_core::manager::Started::Existing(s) => Ok(s),
+                }
+            } else {
+                m.create(req, true).await
+            };
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            let sbx = result?;
+            if json {
+                print_json(&render::record_json(&sbx));
+            } else {
+                out(&render::summary(&sbx, color));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::FinishCreate { id } => {
+            let m = env.manager(false)?;
+            m.finish_create(&id).await?;
+            Ok(exit::code::OK)
+        }
+        Command::Get { id } => {
+            let m = env.manager(false)?;
+            let sbx = m.get(&id)?;
+            if json {
+                print_json(&render::record_json(&sbx));
+            } else {
+                out(&render::summary(&sbx, color));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::List(a) => {
+            let m = env.manager(false)?;
+            let mut states = Vec::new();
+            for s in &a.state {
+                states.push(parse_state(s)?);
+            }
+            let filter = ListFilter {
+                states,
+                actor: a.actor.as_deref().map(str::parse).transpose()?,
+                profile: a.profile.clone(),
+                host: a.host.clone(),
+                live_only: a.live,
+            };
+            let list = m.list(&filter)?;
+            if json {
+                print_json(&serde_json::Value::Array(list.iter().map(render::record_json).collect()));
+            } else {
+                out(&render::sandbox_table(&list, color));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::Destroy { id } => {
+            let (m, pb) = with_spinner(env.manager(false)?);
+            let r = m.destroy(&id, EndReason::Destroyed).await;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            let sbx = r?;
+            if json {
+                print_json(&render::record_json(&sbx));
+            } else {
+                out(&render::summary(&sbx, color));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::Recreate { id, no_wait } => {
+            let (m, pb) = with_spinner(env.manager(true)?);
+            let r = m.recreate(&id, !no_wait).await;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            let sbx = r?;
+            if json {
+                print_json(&render::record_json(&sbx));
+            } else {
+                out(&render::summary(&sbx, color));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::ExtendTtl { id, by } => {
+            let by = sandboxer_core::duration::parse_duration(&by)
+                .map_err(|e| Error::invalid_input(format!("extend-ttl: {e}")))?;
+            let m = env.manager(true)?;
+            let sbx = m.extend_ttl(&id, by).await?;
+            if json {
+                print_json(&render::record_json(&sbx));
+            } else {
+                out(&render::summary(&sbx, color));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::Profiles(cmd) => {
+            let m = env.manager(true)?;
+            match cmd {
+                args::ProfilesCmd::List => {
+                    let list = m.catalog().list();
+                    if json {
+                        print_json(&serde_json::to_value(render::profile_rows(&list, m.registry())).expect("json"));
+                    } else {
+                        out(&render::profile_table(&list, m.registry()));
+                    }
+                }
+                args::ProfilesCmd::Show { id } => {
+                    let p = m.catalog().require(&id)?;
+                    if json {
+                        print_json(&serde_json::to_value(p).expect("json"));
+                    } else {
+                        out(&render::profile_detail(p, m.registry()));
+                    }
+                }
+            }
+            Ok(exit::code::OK)
+        }
+        Command::Hosts(args::HostsCmd::List) => {
+            let m = env.manager(false)?;
+            let rows = render::probe_hosts(&m).await;
+            if json {
+                print_json(&serde_json::to_value(&rows).expect("json"));
+            } else {
+                out(&render::host_table(&rows, m.hosts()));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::Inspect(args::InspectCmd::Host { name }) => {
+            let m = env.manager(false)?;
+            let name = name.unwrap_or_else(|| m.hosts().default.clone());
+            let spec = m.hosts().require(&name)?;
+            let transport = m.connector().connect(&spec).await?;
+            let inv = sandboxer_telemetry::gather(transport.as_ref()).await?;
+            if json {
+                print_json(&serde_json::to_value(&inv).expect("json"));
+            } else {
+                out(&render::inventory(&inv));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::Route(args::RouteCmd::Explain(a)) => {
+            let m = env.manager(true)?;
+            let req = CreateRequest {
+                profile: a.profile.clone(),
+                inputs: BTreeMap::new(),
+                ttl: parse_ttl(a.ttl.as_deref())?,
+                constraints: constraints(&a.placement)?,
+                actor: Some(parse_actor(a.actor.as_deref())?),
+                idempotency_key: None,
+                recreated_from: None,
+            };
+            let d = m.explain(&req)?;
+            if json {
+                print_json(&serde_json::to_value(&d).expect("json"));
+            } else {
+                out(&render::decision(&a.profile, &d));
+            }
+            Ok(exit::code::OK)
+        }
+    }
+}
+
+fn parse_state(s: &str) -> Result<sandboxer_core::lifecycle::State> {
+    use sandboxer_core::lifecycle::State;
+    Ok(match s {
+        "provisioning" => State::Provisioning,
+        "ready" => State::Ready,
+        "destroying" => State::Destroying,
+        "destroyed" => State::Destroyed,
+        "failed" => State::Failed,
+        other => {
+            return Err(Error::invalid_input(format!("--state `{other}` is not a state"))
+                .with_hint("states: provisioning, ready, destroying, destroyed, failed"))
+        }
+    })
+}
+
+/// `--no-wait`: finish the create in a detached `sandboxer __finish-create`
+/// so this process can return now.
+fn spawn_finisher(id: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding the sandboxer binary", e))?;
+    std::process::Command::new(exe)
+        .arg("__finish-create")
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Error::io("starting the background provisioning", e))?;
+    Ok(())
+}

@@ -1,0 +1,429 @@
+//! Human output: summaries and tables. `--json` output is the serde form of
+//! the same values (records without the extension-private `backend`).
+
+use std::fmt::Write as _;
+
+use chrono::Utc;
+use serde::Serialize;
+use sandboxer_core::extension::Registry;
+use sandboxer_core::hosts::{HostKind, Hosts};
+use sandboxer_core::lifecycle::State;
+use sandboxer_core::manager::Manager;
+use sandboxer_core::model::Sandbox;
+use sandboxer_core::profile::Profile;
+use sandboxer_core::routing::Decision;
+
+/// The record as consumers read it (`backend` is extension-private).
+pub fn record_json(s: &Sandbox) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).expect("a record always serializes");
+    if let Some(o) = v.as_object_mut() {
+        o.remove("backend");
+    }
+    v
+}
+
+fn paint(s: &str, state: State, color: bool) -> String {
+    if !color {
+        return s.to_string();
+    }
+    let c = match state {
+        State::Ready => "32",
+        State::Failed => "31",
+        State::Provisioning | State::Destroying => "33",
+        State::Destroyed => "2",
+    };
+    format!("\x1b[{c}m{s}\x1b[0m")
+}
+
+fn ago_or_in(t: chrono::DateTime<Utc>) -> String {
+    let d = t.signed_duration_since(Utc::now()).num_seconds();
+    let human = sandboxer_core::duration::format_duration(std::time::Duration::from_secs(d.unsigned_abs()));
+    if d >= 0 {
+        format!("in {human}")
+    } else {
+        format!("{human} ago")
+    }
+}
+
+fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn gib(bytes: f64) -> String {
+    format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
+}
+
+/// A few host telemetry figures from a record's telemetry JSON.
+pub fn telemetry_line(t: &serde_json::Value) -> Option<String> {
+    let cpus = t.get("cpus")?.as_u64()?;
+    let mut parts = vec![format!("{cpus} CPUs")];
+    if let Some(l) = t.get("load_1").and_then(|v| v.as_f64()) {
+        parts.push(format!("load {l:.2}"));
+    }
+    if let (Some(avail), Some(total)) = (
+        t.get("mem_available_bytes").and_then(|v| v.as_f64()),
+        t.get("mem_total_bytes").and_then(|v| v.as_f64()),
+    ) {
+        parts.push(format!("memory {} free of {}", gib(avail), gib(total)));
+    }
+    if let Some(d) = t.get("disk_free_bytes").and_then(|v| v.as_f64()) {
+        parts.push(format!("disk {} free", gib(d)));
+    }
+    if let Some(k) = t.get("kernel").and_then(|v| v.as_str()) {
+        parts.push(format!("kernel {k}"));
+    }
+    if let Some(present) = t.pointer("/docker/present").and_then(|v| v.as_bool()) {
+        parts.push(if present { "docker present".into() } else { "no docker".into() });
+    }
+    Some(parts.join(", "))
+}
+
+/// The short summary of one sandbox.
+pub fn summary(s: &Sandbox, color: bool) -> String {
+    let mut o = String::new();
+    let state = s.state();
+    let _ = writeln!(o, "{}  {}", s.id, paint(state.as_str(), state, color));
+    let _ = writeln!(o, "  profile    {} v{}", s.profile, s.profile_version);
+    let _ = writeln!(o, "  host       {} ({})", s.host, s.extension);
+    if let Some(r) = s.reason() {
+        let _ = writeln!(o, "  reason     {r}");
+    }
+    let _ = writeln!(o, "  actor      {}", s.actor);
+    let _ = writeln!(o, "  created    {}", rfc3339(s.created_at));
+    if let Some(t) = s.expires_at {
+        if s.is_live() && !s.lifecycle().is_terminal() {
+            let _ = writeln!(o, "  expires    {} ({})", rfc3339(t), ago_or_in(t));
+        }
+    }
+    if let Some(t) = s.ended_at {
+        let _ = writeln!(o, "  ended      {}", rfc3339(t));
+    }
+    if !s.inputs.is_empty() {
+        let inputs: Vec<String> = s.inputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(o, "  inputs     {}", inputs.join(" "));
+    }
+    if let Some(r) = &s.reachability {
+        if state == State::Ready {
+            let _ = writeln!(o, "  address    {}", r.address);
+            for (svc, ports) in &r.ports {
+                let p: Vec<String> = ports.iter().map(|p| format!("{}->{}", p.published, p.target)).collect();
+                let _ = writeln!(o, "  ports      {svc}: {}", p.join(", "));
+            }
+            for (name, url) in &r.urls {
+                let _ = writeln!(o, "  url        {name}: {url}");
+            }
+            if let Some(ssh) = &r.ssh {
+                let _ = writeln!(o, "  ssh        {}@{} -p {}", ssh.user, ssh.host, ssh.port);
+            }
+        }
+    }
+    if let Some(t) = s.telemetry.as_ref().and_then(telemetry_line) {
+        let _ = writeln!(o, "  telemetry  {t}");
+    }
+    if let Some(c) = &s.cost {
+        let settled = c.settled.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        let _ = writeln!(o, "  cost       {}/h, held {}, settled {}", c.price_per_hour, c.held, settled);
+    }
+    if let Some(f) = &s.recreated_from {
+        let _ = writeln!(o, "  replaces   {f}");
+    }
+    if let Some(n) = &s.recreated_as {
+        let _ = writeln!(o, "  replaced   by {n}");
+    }
+    o
+}
+
+/// Columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(visible_len(c));
+        }
+    }
+    let mut o = String::new();
+    let line = |cells: Vec<String>, o: &mut String| {
+        let n = cells.len();
+        for (i, c) in cells.into_iter().enumerate() {
+            o.push_str(&c);
+            if i + 1 < n {
+                o.push_str(&" ".repeat(widths[i] - visible_len(&c) + 2));
+            }
+        }
+        o.push('\n');
+    };
+    line(header.iter().map(|h| h.to_uppercase()).collect(), &mut o);
+    for r in rows {
+        line(r.clone(), &mut o);
+    }
+    o
+}
+
+fn visible_len(s: &str) -> usize {
+    let mut n = 0;
+    let mut esc = false;
+    for c in s.chars() {
+        if esc {
+            if c == 'm' {
+                esc = false;
+            }
+        } else if c == '\x1b' {
+            esc = true;
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+pub fn sandbox_table(list: &[Sandbox], color: bool) -> String {
+    if list.is_empty() {
+        return "no sandboxes\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let expires = match (s.state(), s.expires_at) {
+                (State::Ready | State::Provisioning, Some(t)) => ago_or_in(t),
+                _ => "-".into(),
+            };
+            vec![
+                s.id.clone(),
+                paint(s.state().as_str(), s.state(), color),
+                s.reason().unwrap_or_else(|| "-".into()).chars().take(40).collect(),
+                s.profile.clone(),
+                s.host.clone(),
+                s.actor.to_string(),
+                expires,
+            ]
+        })
+        .collect();
+    table(&["id", "state", "reason", "profile", "host", "actor", "expires"], &rows)
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProfileRow {
+    pub id: String,
+    pub version: u32,
+    pub extensions: Vec<String>,
+    /// Every extension the profile names is in this build.
+    pub available: bool,
+    pub missing_extensions: Vec<String>,
+    pub source: String,
+    pub description: String,
+}
+
+pub fn profile_rows(list: &[&Profile], reg: &Registry) -> Vec<ProfileRow> {
+    list.iter()
+        .map(|p| {
+            let exts: Vec<String> = p.routes.iter().map(|r| r.extension.clone()).collect();
+            let missing: Vec<String> = exts.iter().filter(|e| reg.get(e).is_none()).cloned().collect();
+            ProfileRow {
+                id: p.id.clone(),
+                version: p.version,
+                available: missing.len() < exts.len(),
+                missing_extensions: missing,
+                extensions: exts,
+                source: p.source.to_string(),
+                description: p.description.clone(),
+            }
+        })
+        .collect()
+}
+
+pub fn profile_table(list: &[&Profile], reg: &Registry) -> String {
+    let rows: Vec<Vec<String>> = profile_rows(list, reg)
+        .into_iter()
+        .map(|r| {
+            let avail = if r.missing_extensions.is_empty() {
+                "yes".to_string()
+            } else if r.available {
+                format!("partly (no {})", r.missing_extensions.join(", "))
+            } else {
+                format!("no ({} not in this build)", r.missing_extensions.join(", "))
+            };
+            vec![r.id, format!("v{}", r.version), r.extensions.join(", "), avail, r.source]
+        })
+        .collect();
+    table(&["profile", "version", "extensions", "available", "source"], &rows)
+}
+
+pub fn profile_detail(p: &Profile, reg: &Registry) -> String {
+    let d = sandboxer_core::duration::format_duration;
+    let mut o = String::new();
+    let _ = writeln!(o, "{} v{}", p.id, p.version);
+    let _ = writeln!(o, "  {}", p.description);
+    let _ = writeln!(o, "  source         {}", p.source);
+    let _ = writeln!(o, "  ttl            default {}, maximum {}", d(p.default_ttl), d(p.max_ttl));
+    let _ = writeln!(o, "  ready timeout  {}", d(p.ready_timeout));
+    let _ = writeln!(o, "  policy         {}", p.policy.as_str());
+    if p.inputs.is_empty() {
+        let _ = writeln!(o, "  inputs         none");
+    } else {
+        let _ = writeln!(o, "  inputs");
+        for (name, i) in &p.inputs {
+            let req = if i.required { "required" } else { "optional" };
+            let def = i.default.as_ref().map(|v| format!(", default {v}")).unwrap_or_default();
+            let _ = writeln!(o, "    {name} ({req}{def}): {}", i.help);
+        }
+    }
+    let _ = writeln!(o, "  routes");
+    for (i, r) in p.routes.iter().enumerate() {
+        let have = if reg.get(&r.extension).is_some() { "" } else { "  [not in this build]" };
+        let place = if r.placement.is_empty() {
+            "the default host".to_string()
+        } else {
+            r.placement.join(", ")
+        };
+        let _ = writeln!(o, "    {i}. {}{have}", r.extension);
+        let _ = writeln!(o, "       placement  {place}");
+        let _ = writeln!(o, "       price      {}/h", r.price_per_hour);
+        if !r.config.is_empty() {
+            let _ = writeln!(o, "       config     {}", serde_json::Value::Object(r.config.clone()));
+        }
+    }
+    o
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostRow {
+    pub name: String,
+    pub kind: &'static str,
+    pub address: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<String>,
+    pub capacity: Option<u32>,
+    pub live: u32,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub default: bool,
+    pub reachable: bool,
+    pub error: Option<String>,
+}
+
+/// Every host with a connection attempt (in parallel).
+pub async fn probe_hosts(m: &Manager) -> Vec<HostRow> {
+    let live = m
+        .list(&sandboxer_core::manager::ListFilter {
+            live_only: true,
+            ..Default::default()
+        })
+        .unwrap_or_default();
+    let hosts = m.hosts().all();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let c = m.connector().clone();
+        let h = h.clone();
+        set.spawn(async move { (i, c.connect(&h).await.map(|_| ())) });
+    }
+    let mut results: Vec<Option<sandboxer_core::Result<()>>> = (0..hosts.len()).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, r)) = joined {
+            results[i] = Some(r);
+        }
+    }
+    hosts
+        .into_iter()
+        .zip(results)
+        .map(|(h, r)| {
+            let r = r.unwrap_or_else(|| Err(sandboxer_core::Error::internal("probe did not finish")));
+            let (port, user, key) = match &h.kind {
+                HostKind::Local => (None, None, None),
+                HostKind::Ssh { port, user, identity_file, .. } => {
+                    (Some(*port), Some(user.clone()), Some(identity_file.display().to_string()))
+                }
+            };
+            HostRow {
+                live: live.iter().filter(|s| s.host == h.name).count() as u32,
+                default: h.name == m.hosts().default,
+                kind: if h.is_local() { "local" } else { "ssh" },
+                name: h.name,
+                address: h.address,
+                port,
+                user,
+                identity_file: key,
+                capacity: h.capacity,
+                labels: h.labels,
+                reachable: r.is_ok(),
+                error: r.err().map(|e| e.to_string()),
+            }
+        })
+        .collect()
+}
+
+pub fn host_table(rows: &[HostRow], hosts: &Hosts) -> String {
+    let t: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let name = if r.default { format!("{} *", r.name) } else { r.name.clone() };
+            let reach = match &r.error {
+                None => "yes".to_string(),
+                Some(e) => format!("no: {}", e.lines().next().unwrap_or("")),
+            };
+            vec![
+                name,
+                r.address.clone(),
+                r.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                r.user.clone().unwrap_or_else(|| "-".into()),
+                r.identity_file.clone().unwrap_or_else(|| "-".into()),
+                match r.capacity {
+                    Some(c) => format!("{}/{c}", r.live),
+                    None => format!("{}/-", r.live),
+                },
+                if r.labels.is_empty() {
+                    "-".into()
+                } else {
+                    r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                },
+                reach,
+            ]
+        })
+        .collect();
+    let mut o = table(&["name", "address", "port", "user", "key", "live/cap", "labels", "reachable"], &t);
+    let from = match &hosts.path {
+        Some(p) => format!("hosts file: {}", p.display()),
+        None => "no hosts file; only the built-in host `local`".into(),
+    };
+    let _ = writeln!(o, "(* default host; {from})");
+    o
+}
+
+pub fn inventory(inv: &sandboxer_telemetry::HostInventory) -> String {
+    let v = serde_json::to_value(inv).expect("json");
+    let mut o = String::new();
+    let g = |k: &str| v.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let _ = writeln!(o, "host            {}", g("host").as_str().unwrap_or("?"));
+    let _ = writeln!(o, "cpus            {}", g("cpus"));
+    let _ = writeln!(o, "load            {} {} {}", g("load_1"), g("load_5"), g("load_15"));
+    if let (Some(a), Some(t)) = (g("mem_available_bytes").as_f64(), g("mem_total_bytes").as_f64()) {
+        let _ = writeln!(o, "memory          {} available of {}", gib(a), gib(t));
+    }
+    if let Some(d) = g("disk_free_bytes").as_f64() {
+        let _ = writeln!(o, "disk free       {} ({})", gib(d), g("disk_path").as_str().unwrap_or("?"));
+    }
+    let _ = writeln!(o, "kernel          {}", g("kernel").as_str().unwrap_or("?"));
+    let docker = match (v.pointer("/docker/present").and_then(|x| x.as_bool()), v.pointer("/docker/version").and_then(|x| x.as_str())) {
+        (Some(true), Some(ver)) => format!("present, engine {ver}"),
+        (Some(true), None) => "present (engine not answering)".into(),
+        _ => "not present".into(),
+    };
+    let _ = writeln!(o, "docker          {docker}");
+    let _ = writeln!(o, "venues running  {}", g("venues_running"));
+    o
+}
+
+pub fn decision(profile: &str, d: &Decision) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{profile} (policy {})", d.policy);
+    if d.candidates.is_empty() {
+        let _ = writeln!(o, "  no candidate can take it now");
+    }
+    for (i, c) in d.candidates.iter().enumerate() {
+        let tag = if i == 0 { "chosen   " } else { "fallback " };
+        let _ = writeln!(o, "  {tag} {} on {} at {}/h", c.extension, c.host, c.price_per_hour);
+    }
+    for s in &d.rejected {
+        let _ = writeln!(o, "  rejected  {} on {}: {}", s.extension, s.host, s.reason);
+    }
+    o
+}

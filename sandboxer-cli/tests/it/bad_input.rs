@@ -1,0 +1,108 @@
+//! Bad input: a clear message, its exit code, and the store byte-for-byte
+//! unchanged. Human and JSON renderings are snapshotted.
+
+use crate::{home, redact};
+
+/// A home with one ready sandbox, so "unchanged" means something.
+fn home_with_one() -> (sandboxer_testkit::home::Home, String) {
+    let h = home();
+    let rec = h.run(&["create", "--json"]).ok().json();
+    (h, rec["id"].as_str().unwrap().to_string())
+}
+
+fn check(h: &sandboxer_testkit::home::Home, args: &[&str], code: i32, kind: &str, needle: &str) -> String {
+    let before = h.store_bytes();
+    let human = h.run(args).expect_code(code);
+    assert!(
+        human.stderr.contains(needle),
+        "`{}`: stderr should mention {needle:?}:\n{}",
+        args.join(" "),
+        human.stderr
+    );
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let j = h.run(&json_args).expect_code(code).json();
+    assert_eq!(j["error"]["kind"], kind, "{j:#}");
+    assert_eq!(h.store_bytes(), before, "`{}` changed the store", args.join(" "));
+    redact(&human.stderr)
+}
+
+#[test]
+fn bad_inputs_are_refused_with_their_exit_code_and_leave_the_store_intact() {
+    let (h, id) = home_with_one();
+    let mut rendered = Vec::new();
+    rendered.push(check(&h, &["create", "--profile", "profile.nope"], 3, "not_found", "profile.nope"));
+    rendered.push(check(&h, &["create", "--input", "colour=blue"], 4, "invalid_input", "colour"));
+    rendered.push(check(
+        &h,
+        &["create", "--profile", "profile.compose-e2e"],
+        4,
+        "invalid_input",
+        "repo",
+    ));
+    rendered.push(check(&h, &["create", "--ttl", "48h"], 4, "invalid_input", "maximum"));
+    rendered.push(check(&h, &["create", "--ttl", "30"], 4, "invalid_input", "unit"));
+    rendered.push(check(&h, &["create", "--actor", "boss:me"], 4, "invalid_input", "boss"));
+    rendered.push(check(&h, &["get", "sbx-doesnotexist"], 3, "not_found", "sbx-doesnotexist"));
+    rendered.push(check(&h, &["destroy", "sbx-doesnotexist"], 3, "not_found", "sbx-doesnotexist"));
+    insta::assert_snapshot!("bad_input_messages", rendered.join("---\n"));
+    h.run(&["destroy", &id]).ok();
+}
+
+#[test]
+fn a_malformed_user_profile_is_reported_with_file_line_and_column() {
+    let (h, id) = home_with_one();
+    let path = h.write_profile(
+        "broken.toml",
+        "id = \"profile.broken\"\nversion = \"one\"\ndescription = \"x\"\ndefault_ttl = \"2 hours\"\nmax_ttl = \"4h\"\nsurprise = true\n[[routes]]\nextension = \"ext.canary\"\n",
+    );
+    let before = h.store_bytes();
+    let r = h.run(&["create", "--profile", "profile.broken"]).expect_code(4);
+    let shown = path.display().to_string();
+    // Every problem at once, each with file:line:column.
+    assert!(r.stderr.contains(&format!("{shown}:2:")), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{shown}:4:")), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{shown}:6:")), "{}", r.stderr);
+    assert_eq!(h.store_bytes(), before);
+    insta::assert_snapshot!(
+        "malformed_profile",
+        redact(&r.stderr.replace(&shown, "[PROFILE]"))
+    );
+    // Reading commands keep working with the built-ins.
+    h.run(&["list"]).ok();
+    h.run(&["destroy", &id]).ok();
+}
+
+#[test]
+fn a_corrupt_store_is_refused_and_never_overwritten() {
+    let h = home();
+    std::fs::create_dir_all(&h.data).unwrap();
+    for garbage in [&b"{ this is not json"[..], b"", b"{\"version\": 99, \"sandboxes\": []}"] {
+        std::fs::write(h.store_path(), garbage).unwrap();
+        for args in [&["list"][..], &["create"], &["get", "sbx-aaaaaaaaaa"]] {
+            let r = h.run(args).expect_code(8);
+            assert!(
+                r.stderr.contains("sandboxes.json"),
+                "the message names the file: {}",
+                r.stderr
+            );
+            assert_eq!(std::fs::read(h.store_path()).unwrap(), garbage, "never overwritten");
+        }
+    }
+    let r = h.run(&["list", "--json"]).expect_code(8);
+    assert_eq!(r.json()["error"]["kind"], "store_corrupt");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_has_examples() {
+    let h = home();
+    h.run(&["frobnicate"]).expect_code(2);
+    h.run(&["create", "--no-such-flag"]).expect_code(2);
+    h.run(&["create", "--input", "novalue"]).expect_code(4);
+    let help = h.run(&["--help"]).ok().stdout;
+    assert!(help.contains("Exit codes"), "{help}");
+    for cmd in ["create", "get", "list", "destroy", "recreate", "extend-ttl"] {
+        let help = h.run(&[cmd, "--help"]).ok().stdout;
+        assert!(help.contains("Example"), "`{cmd} --help` has examples:\n{help}");
+    }
+}
