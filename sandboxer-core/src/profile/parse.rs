@@ -1,24 +1,1697 @@
-//! Raw TOML walk for profiles and hosts files (placeholder, being written).
-use std::path::Path;
+//! The raw TOML walk for profile files and `hosts.toml`. Pure: text in,
+//! validated value or diagnostics out.
+//!
+//! The walk goes over a span-keeping [`toml_edit::ImDocument`] by hand, so
+//! that every problem in a file is found in one pass and reported with its
+//! file, line and column ([`Diagnostic`]), the way nextest's config loader
+//! does. Nothing stops at the first error except a TOML syntax error.
+//!
+//! # The profile schema
+//!
+//! ```toml
+//! id = "profile.compose-e2e"        # required; `profile.` then [a-z0-9.-_]
+//! version = 1                       # required, positive integer
+//! description = "..."               # required
+//! default_ttl = "2h"                # required, at most max_ttl
+//! max_ttl = "24h"                   # required
+//! ready_timeout = "5m"              # optional, default 5m
+//! policy = "ordered"                # optional: ordered | burst | cheapest
+//!
+//! [inputs.repo]                     # zero or more
+//! required = true                   # optional, default false
+//! help = "path to the consumer repo" # optional, default ""
+//! default = "..."                   # optional; only for optional inputs
+//!
+//! [[routes]]                        # one or more, in order of preference
+//! extension = "ext.compose-ssh"     # required, starts with `ext.`
+//! placement = ["sandboxer01", "coulombcore"]  # optional, default [] (the default host)
+//! price_per_hour = "0"              # optional, default 0; a decimal string or
+//!                                   # a non-negative integer, never a float
+//!
+//! [routes.config]                   # optional, any TOML table; handed to the
+//! compose_file = "docker-compose.e2e.yml"     # extension as a JSON object
+//! ```
+//!
+//! Durations are written with their unit (`90s`, `30m`, `2h`, `1d`, `1h30m`,
+//! see [`crate::duration`]). The schema of `hosts.toml` is documented on
+//! [`crate::hosts::parse_hosts`].
+//!
+//! ```
+//! use std::path::Path;
+//! use sandboxer_core::profile::{parse_profile, ProfileSource};
+//!
+//! let text = r#"
+//! id = "profile.demo"
+//! version = 1
+//! description = "demo"
+//! default_ttl = "1h"
+//! max_ttl = "1d"
+//!
+//! [[routes]]
+//! extension = "ext.compose-ssh"
+//! "#;
+//! let p = parse_profile(Path::new("demo.toml"), text, ProfileSource::Builtin).unwrap();
+//! assert_eq!(p.routes[0].extension, "ext.compose-ssh");
+//!
+//! let err = parse_profile(Path::new("bad.toml"), "id = 1\n", ProfileSource::Builtin).unwrap_err();
+//! assert!(err.message().starts_with("6 problems in bad.toml"));
+//! ```
 
-use super::Profile;
-use crate::hosts::Hosts;
-use crate::Result;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml_edit::{ImDocument, Item, Key, TableLike, Value};
+
+use super::{InputSpec, Policy, Profile, ProfileSource, Route};
+use crate::credits::Micros;
+use crate::duration::{format_duration, parse_duration};
+use crate::hosts::{HostKind, HostSpec, Hosts, LOCAL};
+use crate::{Error, Result};
 
 /// One problem found in a config file.
+///
+/// Displays as `path:line:column: message`, followed by an indented
+/// `  hint: ...` line when there is a hint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub path: std::path::PathBuf,
+    /// 1-based line.
     pub line: usize,
+    /// 1-based column, in characters.
     pub column: usize,
     pub message: String,
     pub hint: Option<String>,
 }
 
-pub fn parse_profile(_path: &Path, _text: &str, _source: super::ProfileSource) -> Result<Profile> {
-    Err(crate::Error::internal("profile parsing not written yet"))
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
 }
 
-pub fn parse_hosts_toml(_path: &Path, _text: &str) -> Result<Hosts> {
-    Err(crate::Error::internal("hosts parsing not written yet"))
+/// Render diagnostics for people: a first line `N problems in PATH` (or
+/// `in K files` when they span several), then one diagnostic per line.
+pub fn render_diagnostics(diagnostics: &[Diagnostic]) -> String {
+    let n = diagnostics.len();
+    let noun = if n == 1 { "problem" } else { "problems" };
+    let mut paths: Vec<&Path> = diagnostics.iter().map(|d| d.path.as_path()).collect();
+    paths.sort();
+    paths.dedup();
+    let place = match paths.as_slice() {
+        [one] => one.display().to_string(),
+        many => format!("{} files", many.len()),
+    };
+    let mut out = format!("{n} {noun} in {place}");
+    for d in diagnostics {
+        out.push('\n');
+        out.push_str(&d.to_string());
+    }
+    out
+}
+
+/// The [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) error
+/// whose message is [`render_diagnostics`].
+pub fn diagnostics_error(diagnostics: &[Diagnostic]) -> Error {
+    Error::invalid_config(render_diagnostics(diagnostics))
+}
+
+/// Parse and validate one profile file; on failure an `InvalidConfig` error
+/// lists every problem (see [`parse_profile_diagnostics`]).
+pub fn parse_profile(path: &Path, text: &str, source: ProfileSource) -> Result<Profile> {
+    parse_profile_diagnostics(path, text, source).map_err(|d| diagnostics_error(&d))
+}
+
+/// Parse and validate one profile file, returning every problem found.
+pub fn parse_profile_diagnostics(
+    path: &Path,
+    text: &str,
+    source: ProfileSource,
+) -> Result<Profile, Vec<Diagnostic>> {
+    parse_profile_located(path, text, source).map(|(p, _)| p)
+}
+
+/// [`parse_profile_diagnostics`], also giving the 1-based line and column of
+/// the `id` value (the catalog points there for duplicate ids).
+pub(crate) fn parse_profile_located(
+    path: &Path,
+    text: &str,
+    source: ProfileSource,
+) -> Result<(Profile, (usize, usize)), Vec<Diagnostic>> {
+    let mut w = Walker::new(path, text);
+    let doc = w.document()?;
+    let profile = walk_profile(&mut w, doc.as_table(), source);
+    w.finish(profile)
+}
+
+/// Parse and validate `hosts.toml` (the schema is on
+/// [`crate::hosts::parse_hosts`], which calls this); on failure an
+/// `InvalidConfig` error lists every problem.
+pub fn parse_hosts_toml(path: &Path, text: &str) -> Result<Hosts> {
+    parse_hosts_diagnostics(path, text).map_err(|d| diagnostics_error(&d))
+}
+
+/// Parse and validate `hosts.toml`, returning every problem found.
+pub fn parse_hosts_diagnostics(path: &Path, text: &str) -> Result<Hosts, Vec<Diagnostic>> {
+    let mut w = Walker::new(path, text);
+    let doc = w.document()?;
+    let hosts = walk_hosts(&mut w, doc.as_table());
+    w.finish(hosts)
+}
+
+const PROFILE_KEYS: &[&str] = &[
+    "id",
+    "version",
+    "description",
+    "default_ttl",
+    "max_ttl",
+    "ready_timeout",
+    "policy",
+    "inputs",
+    "routes",
+];
+const INPUT_KEYS: &[&str] = &["required", "help", "default"];
+const ROUTE_KEYS: &[&str] = &["extension", "placement", "price_per_hour", "config"];
+const POLICIES: &[&str] = &["ordered", "burst", "cheapest"];
+const HOSTS_KEYS: &[&str] = &["default", "hosts"];
+const HOST_KEYS: &[&str] = &[
+    "name",
+    "address",
+    "port",
+    "user",
+    "identity_file",
+    "known_hosts",
+    "capacity",
+    "labels",
+    "data_dir",
+    "connect_timeout",
+    "command_timeout",
+];
+
+/// `ready_timeout` when the profile does not say.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+type Span = Option<Range<usize>>;
+
+/// A table or inline table, with where to point when something in it is
+/// missing and how to name it in messages.
+struct Tbl<'t> {
+    table: &'t dyn TableLike,
+    at: Span,
+    what: String,
+}
+
+/// A key found in a table.
+struct Field<'t> {
+    name: String,
+    item: &'t Item,
+    /// The value's span, else the key's.
+    at: Span,
+}
+
+struct Walker<'a> {
+    path: &'a Path,
+    text: &'a str,
+    line_starts: Vec<usize>,
+    diags: Vec<Diagnostic>,
+}
+
+impl<'a> Walker<'a> {
+    fn new(path: &'a Path, text: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Walker {
+            path,
+            text,
+            line_starts,
+            diags: Vec::new(),
+        }
+    }
+
+    fn document(&mut self) -> Result<ImDocument<&'a str>, Vec<Diagnostic>> {
+        ImDocument::parse(self.text).map_err(|e| {
+            let message = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            self.report(e.span(), format!("TOML syntax error: {message}"), None);
+            std::mem::take(&mut self.diags)
+        })
+    }
+
+    fn finish<T>(mut self, value: Option<T>) -> Result<T, Vec<Diagnostic>> {
+        match value {
+            Some(v) if self.diags.is_empty() => Ok(v),
+            _ => {
+                if self.diags.is_empty() {
+                    // A walk never returns None without saying why; keep it
+                    // honest if one day it does.
+                    self.report(None, "invalid file", None);
+                }
+                self.diags.sort_by_key(|d| (d.line, d.column));
+                Err(self.diags)
+            }
+        }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    fn position(&self, span: &Span) -> (usize, usize) {
+        let Some(span) = span else { return (1, 1) };
+        let offset = span.start.min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset);
+        let start = self.line_starts[line - 1];
+        let column = self
+            .text
+            .get(start..offset)
+            .map(|s| s.chars().count())
+            .unwrap_or(offset - start);
+        (line, column + 1)
+    }
+
+    fn report(&mut self, span: Span, message: impl Into<String>, hint: Option<String>) {
+        let (line, column) = self.position(&span);
+        self.diags.push(Diagnostic {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+            hint,
+        });
+    }
+
+    fn raw(&self, span: &Span) -> Option<&'a str> {
+        span.as_ref().and_then(|s| self.text.get(s.clone()))
+    }
+
+    /// Report every key of `t` not in `known`.
+    fn unknown_keys(&mut self, t: &Tbl<'_>, known: &[&str]) {
+        for (k, _) in t.table.iter() {
+            if !known.contains(&k) {
+                let at = t.table.key(k).and_then(Key::span);
+                let hint = match closest(k, known) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None => format!("known keys: {}", known.join(", ")),
+                };
+                self.report(at, format!("unknown key `{k}` in {}", t.what), Some(hint));
+            }
+        }
+    }
+
+    /// The key `name` of `t`. When absent and `example` is given (the key is
+    /// required), report it missing with the example as the hint.
+    fn field<'t>(&mut self, t: &Tbl<'t>, name: &str, example: Option<&str>) -> Option<Field<'t>> {
+        match t.table.get_key_value(name) {
+            Some((key, item)) if !item.is_none() => Some(Field {
+                name: name.to_string(),
+                item,
+                at: item.span().or_else(|| key.span()),
+            }),
+            _ => {
+                if let Some(example) = example {
+                    self.report(
+                        t.at.clone(),
+                        format!("missing required key `{name}` in {}", t.what),
+                        Some(format!("add `{example}`")),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn wrong_type(&mut self, f: &Field<'_>, expected: &str) {
+        let found = type_name(f.item);
+        let raw = self.raw(&f.at).unwrap_or("");
+        let hint = match f.item.as_value() {
+            Some(Value::String(s))
+                if expected.contains("integer") && s.value().parse::<i64>().is_ok() =>
+            {
+                Some(format!("remove the quotes: `{} = {}`", f.name, s.value()))
+            }
+            Some(Value::Integer(_) | Value::Float(_) | Value::Boolean(_))
+                if expected == "a string" =>
+            {
+                Some(format!("quote it: `{} = \"{raw}\"`", f.name))
+            }
+            _ => None,
+        };
+        self.report(
+            f.at.clone(),
+            format!("`{}` must be {expected}, not {found}", f.name),
+            hint,
+        );
+    }
+
+    fn string(&mut self, f: &Field<'_>) -> Option<String> {
+        match f.item.as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                self.wrong_type(f, "a string");
+                None
+            }
+        }
+    }
+
+    fn non_empty_string(&mut self, f: &Field<'_>) -> Option<String> {
+        let s = self.string(f)?;
+        if s.trim().is_empty() {
+            self.report(
+                f.at.clone(),
+                format!("`{}` must not be empty", f.name),
+                None,
+            );
+            return None;
+        }
+        Some(s)
+    }
+
+    fn boolean(&mut self, f: &Field<'_>) -> Option<bool> {
+        match f.item.as_bool() {
+            Some(b) => Some(b),
+            None => {
+                self.wrong_type(f, "a boolean (`true` or `false`)");
+                None
+            }
+        }
+    }
+
+    /// A positive integer that fits `u32`.
+    fn positive_u32(&mut self, f: &Field<'_>, hint: Option<String>) -> Option<u32> {
+        let Some(n) = f.item.as_integer() else {
+            self.wrong_type(f, "a positive integer");
+            return None;
+        };
+        match u32::try_from(n) {
+            Ok(v) if v > 0 => Some(v),
+            _ => {
+                self.report(
+                    f.at.clone(),
+                    format!("`{}` must be a positive integer, not {n}", f.name),
+                    hint,
+                );
+                None
+            }
+        }
+    }
+
+    /// A non-zero duration string.
+    fn duration(&mut self, f: &Field<'_>) -> Option<Duration> {
+        let s = self.string(f)?;
+        match parse_duration(&s) {
+            Ok(d) if d.is_zero() => {
+                self.report(
+                    f.at.clone(),
+                    format!("`{}` must be longer than 0s", f.name),
+                    None,
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(why) => {
+                self.report(
+                    f.at.clone(),
+                    format!("bad duration for `{}`: {why}", f.name),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional duration with a default.
+    fn duration_or(&mut self, t: &Tbl<'_>, name: &str, default: Duration) -> Option<Duration> {
+        match self.field(t, name, None) {
+            Some(f) => self.duration(&f),
+            None => Some(default),
+        }
+    }
+
+    /// An array of non-empty strings.
+    fn string_array(&mut self, f: &Field<'_>) -> Option<Vec<String>> {
+        let Some(array) = f.item.as_array() else {
+            let found = type_name(f.item);
+            self.report(
+                f.at.clone(),
+                format!("`{}` must be an array of strings, not {found}", f.name),
+                Some(format!("write e.g. `{} = [\"sandboxer01\"]`", f.name)),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, v) in array.iter().enumerate() {
+            match v.as_str() {
+                Some(s) if !s.trim().is_empty() => out.push(s.to_string()),
+                Some(_) => {
+                    ok = false;
+                    self.report(
+                        v.span(),
+                        format!("`{}` item {} is an empty string", f.name, i + 1),
+                        None,
+                    );
+                }
+                None => {
+                    ok = false;
+                    self.report(
+                        v.span(),
+                        format!(
+                            "`{}` must be an array of strings; item {} is {}",
+                            f.name,
+                            i + 1,
+                            value_type_name(v)
+                        ),
+                        None,
+                    );
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn table<'t>(&mut self, f: &Field<'t>, what: String) -> Option<Tbl<'t>> {
+        match f.item.as_table_like() {
+            Some(table) => Some(Tbl {
+                table,
+                at: f.at.clone(),
+                what,
+            }),
+            None => {
+                self.wrong_type(f, "a table");
+                None
+            }
+        }
+    }
+
+    /// `[[name]]` tables (or an array of inline tables).
+    fn tables<'t>(&mut self, f: &Field<'t>, noun: &str) -> Option<Vec<Tbl<'t>>> {
+        let what = |i: usize| format!("`[[{}]]` #{}", f.name, i + 1);
+        match f.item {
+            Item::ArrayOfTables(a) => Some(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, t)| Tbl {
+                        table: t,
+                        at: t.span(),
+                        what: what(i),
+                    })
+                    .collect(),
+            ),
+            Item::Value(Value::Array(a)) => {
+                let mut out = Vec::new();
+                for (i, v) in a.iter().enumerate() {
+                    match v.as_inline_table() {
+                        Some(t) => out.push(Tbl {
+                            table: t,
+                            at: t.span(),
+                            what: what(i),
+                        }),
+                        None => self.report(
+                            v.span(),
+                            format!(
+                                "each {noun} in `{}` must be a table, not {}",
+                                f.name,
+                                value_type_name(v)
+                            ),
+                            Some(format!("write each {noun} as a `[[{}]]` table", f.name)),
+                        ),
+                    }
+                }
+                Some(out)
+            }
+            _ => {
+                let found = type_name(f.item);
+                self.report(
+                    f.at.clone(),
+                    format!("`{}` must be an array of tables, not {found}", f.name),
+                    Some(format!("write each {noun} as a `[[{}]]` table", f.name)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A TOML item as JSON, for `[routes.config]`.
+    fn json(&mut self, item: &Item) -> Option<serde_json::Value> {
+        match item {
+            Item::None => None,
+            Item::Value(v) => self.json_value(v),
+            Item::Table(t) => self.json_object(t).map(serde_json::Value::Object),
+            Item::ArrayOfTables(a) => {
+                let mut out = Vec::new();
+                for t in a.iter() {
+                    out.push(serde_json::Value::Object(self.json_object(t)?));
+                }
+                Some(serde_json::Value::Array(out))
+            }
+        }
+    }
+
+    fn json_object(
+        &mut self,
+        t: &dyn TableLike,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let mut out = serde_json::Map::new();
+        let mut ok = true;
+        for (k, item) in t.iter() {
+            match self.json(item) {
+                Some(v) => {
+                    out.insert(k.to_string(), v);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn json_value(&mut self, v: &Value) -> Option<serde_json::Value> {
+        use serde_json::Value as J;
+        Some(match v {
+            Value::String(s) => J::String(s.value().clone()),
+            Value::Integer(i) => J::from(*i.value()),
+            Value::Float(x) => match serde_json::Number::from_f64(*x.value()) {
+                Some(n) => J::Number(n),
+                None => {
+                    self.report(
+                        v.span(),
+                        "`nan` and `inf` cannot be passed to an extension",
+                        Some("use a finite number or a string".to_string()),
+                    );
+                    return None;
+                }
+            },
+            Value::Boolean(b) => J::Bool(*b.value()),
+            Value::Datetime(d) => J::String(d.value().to_string()),
+            Value::Array(a) => {
+                let mut out = Vec::new();
+                let mut ok = true;
+                for v in a.iter() {
+                    match self.json_value(v) {
+                        Some(j) => out.push(j),
+                        None => ok = false,
+                    }
+                }
+                if !ok {
+                    return None;
+                }
+                J::Array(out)
+            }
+            Value::InlineTable(t) => J::Object(self.json_object(t)?),
+        })
+    }
+}
+
+fn type_name(item: &Item) -> &'static str {
+    match item {
+        Item::None => "nothing",
+        Item::Value(v) => value_type_name(v),
+        Item::Table(_) => "a table",
+        Item::ArrayOfTables(_) => "an array of tables",
+    }
+}
+
+fn value_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "a string",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Boolean(_) => "a boolean",
+        Value::Datetime(_) => "a date-time",
+        Value::Array(_) => "an array",
+        Value::InlineTable(_) => "a table",
+    }
+}
+
+/// The candidate nearest to `word`, when near enough to be a likely typo
+/// (or when `word` is a prefix of exactly one candidate).
+pub(crate) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    let limit = (word.chars().count() / 3).max(1);
+    let best = candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .min_by_key(|(d, _)| *d);
+    if let Some((d, c)) = best {
+        if d <= limit {
+            return Some(c);
+        }
+    }
+    let prefixed: Vec<&str> = candidates
+        .iter()
+        .copied()
+        .filter(|c| word.len() >= 3 && c.starts_with(word))
+        .collect();
+    match prefixed.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    }
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and swaps of two neighbours each count 1.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// `[a-z0-9.-_]` (the characters of profile ids and host names).
+fn name_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')
+}
+
+fn walk_profile(
+    w: &mut Walker<'_>,
+    root: &toml_edit::Table,
+    source: ProfileSource,
+) -> Option<(Profile, (usize, usize))> {
+    let root = Tbl {
+        table: root,
+        at: None,
+        what: "the profile".to_string(),
+    };
+    w.unknown_keys(&root, PROFILE_KEYS);
+
+    let mut id_at = (1, 1);
+    let id = w
+        .field(&root, "id", Some("id = \"profile.my-stack\""))
+        .and_then(|f| {
+            id_at = w.position(&f.at);
+            let id = w.string(&f)?;
+            check_profile_id(w, &f, &id).then_some(id)
+        });
+    let version = w
+        .field(&root, "version", Some("version = 1"))
+        .and_then(|f| w.positive_u32(&f, Some("versions count up from 1".to_string())));
+    let description = w
+        .field(
+            &root,
+            "description",
+            Some("description = \"what it gives\""),
+        )
+        .and_then(|f| w.string(&f));
+    let default_ttl_field = w.field(&root, "default_ttl", Some("default_ttl = \"2h\""));
+    let default_ttl = default_ttl_field.as_ref().and_then(|f| w.duration(f));
+    let max_ttl = w
+        .field(&root, "max_ttl", Some("max_ttl = \"24h\""))
+        .and_then(|f| w.duration(&f));
+    if let (Some(f), Some(default), Some(max)) = (&default_ttl_field, default_ttl, max_ttl) {
+        if default > max {
+            w.report(
+                f.at.clone(),
+                format!(
+                    "default_ttl {} is longer than max_ttl {}",
+                    format_duration(default),
+                    format_duration(max)
+                ),
+                Some("lower `default_ttl` or raise `max_ttl`".to_string()),
+            );
+        }
+    }
+    let ready_timeout = w.duration_or(&root, "ready_timeout", DEFAULT_READY_TIMEOUT);
+    let policy = match w.field(&root, "policy", None) {
+        None => Some(Policy::default()),
+        Some(f) => w.string(&f).and_then(|s| match s.as_str() {
+            "ordered" => Some(Policy::Ordered),
+            "burst" => Some(Policy::Burst),
+            "cheapest" => Some(Policy::Cheapest),
+            other => {
+                let hint = match closest(other, POLICIES) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None => format!("known policies: {}", POLICIES.join(", ")),
+                };
+                w.report(
+                    f.at.clone(),
+                    format!("unknown policy `{other}`"),
+                    Some(hint),
+                );
+                None
+            }
+        }),
+    };
+    let inputs = match w.field(&root, "inputs", None) {
+        None => Some(BTreeMap::new()),
+        Some(f) => w
+            .table(&f, "`inputs`".to_string())
+            .and_then(|t| walk_inputs(w, &t)),
+    };
+    let routes = walk_routes(w, &root);
+
+    let profile = Profile {
+        id: id?,
+        version: version?,
+        description: description?,
+        inputs: inputs?,
+        default_ttl: default_ttl?,
+        max_ttl: max_ttl?,
+        ready_timeout: ready_timeout?,
+        policy: policy?,
+        routes: routes?,
+        source,
+    };
+    Some((profile, id_at))
+}
+
+fn check_profile_id(w: &mut Walker<'_>, f: &Field<'_>, id: &str) -> bool {
+    let Some(rest) = id.strip_prefix("profile.") else {
+        let suggestion: String = id
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if name_char(c) { c } else { '-' })
+            .collect();
+        w.report(
+            f.at.clone(),
+            format!("profile id `{id}` must start with `profile.`"),
+            Some(format!("write e.g. `id = \"profile.{suggestion}\"`")),
+        );
+        return false;
+    };
+    if rest.is_empty() {
+        w.report(
+            f.at.clone(),
+            "profile id `profile.` needs a name after `profile.`",
+            Some("write e.g. `id = \"profile.my-stack\"`".to_string()),
+        );
+        return false;
+    }
+    let mut bad: Vec<char> = id.chars().filter(|c| !name_char(*c)).collect();
+    bad.dedup();
+    if !bad.is_empty() {
+        let shown: Vec<String> = bad.iter().map(|c| format!("`{c}`")).collect();
+        w.report(
+            f.at.clone(),
+            format!(
+                "profile id `{id}` has characters outside [a-z0-9.-_]: {}",
+                shown.join(", ")
+            ),
+            Some("use lowercase letters, digits, `.`, `-` and `_`".to_string()),
+        );
+        return false;
+    }
+    true
+}
+
+fn walk_inputs(w: &mut Walker<'_>, inputs: &Tbl<'_>) -> Option<BTreeMap<String, InputSpec>> {
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (name, item) in inputs.table.iter() {
+        let key_at = inputs.table.key(name).and_then(Key::span);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            w.report(
+                key_at.clone(),
+                format!("input name `{name}` may only have letters, digits, `_`, `-` and `.`"),
+                None,
+            );
+            ok = false;
+            continue;
+        }
+        let f = Field {
+            name: format!("inputs.{name}"),
+            item,
+            at: item.span().or(key_at),
+        };
+        let Some(t) = w.table(&f, format!("`[inputs.{name}]`")) else {
+            ok = false;
+            continue;
+        };
+        w.unknown_keys(&t, INPUT_KEYS);
+        let required = match w.field(&t, "required", None) {
+            Some(f) => w.boolean(&f),
+            None => Some(false),
+        };
+        let help = match w.field(&t, "help", None) {
+            Some(f) => w.string(&f),
+            None => Some(String::new()),
+        };
+        let default = match w.field(&t, "default", None) {
+            Some(f) => match w.string(&f) {
+                Some(_) if required == Some(true) => {
+                    w.report(
+                        f.at.clone(),
+                        format!("input `{name}` is required, so it cannot have a default"),
+                        Some("remove `default` or set `required = false`".to_string()),
+                    );
+                    None
+                }
+                d => d.map(Some),
+            },
+            None => Some(None),
+        };
+        match (required, help, default) {
+            (Some(required), Some(help), Some(default)) => {
+                out.insert(
+                    name.to_string(),
+                    InputSpec {
+                        required,
+                        help,
+                        default,
+                    },
+                );
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn walk_routes(w: &mut Walker<'_>, root: &Tbl<'_>) -> Option<Vec<Route>> {
+    let no_routes_hint =
+        Some("add a `[[routes]]` table with at least `extension = \"ext.NAME\"`".to_string());
+    let Some(f) = w.field(root, "routes", None) else {
+        w.report(
+            None,
+            "no routes: a profile needs at least one `[[routes]]`",
+            no_routes_hint,
+        );
+        return None;
+    };
+    let tables = w.tables(&f, "route")?;
+    if tables.is_empty() {
+        w.report(
+            f.at.clone(),
+            "no routes: a profile needs at least one `[[routes]]`",
+            no_routes_hint,
+        );
+        return None;
+    }
+    let mut routes = Vec::new();
+    let mut ok = true;
+    for t in &tables {
+        match walk_route(w, t) {
+            Some(r) => routes.push(r),
+            None => ok = false,
+        }
+    }
+    ok.then_some(routes)
+}
+
+fn walk_route(w: &mut Walker<'_>, t: &Tbl<'_>) -> Option<Route> {
+    w.unknown_keys(t, ROUTE_KEYS);
+    let extension = w
+        .field(t, "extension", Some("extension = \"ext.compose-ssh\""))
+        .and_then(|f| {
+            let ext = w.string(&f)?;
+            match ext.strip_prefix("ext.") {
+                Some(rest) if !rest.is_empty() => Some(ext),
+                _ => {
+                    w.report(
+                        f.at.clone(),
+                        format!("extension `{ext}` must start with `ext.` and name an extension"),
+                        Some("write e.g. `extension = \"ext.compose-ssh\"`".to_string()),
+                    );
+                    None
+                }
+            }
+        });
+    let placement = match w.field(t, "placement", None) {
+        Some(f) => w.string_array(&f),
+        None => Some(Vec::new()),
+    };
+    let price_per_hour = match w.field(t, "price_per_hour", None) {
+        Some(f) => price(w, &f),
+        None => Some(Micros::ZERO),
+    };
+    let config = match w.field(t, "config", None) {
+        None => Some(serde_json::Map::new()),
+        Some(f) => match f.item.as_table_like() {
+            Some(table) => w.json_object(table),
+            None => {
+                w.wrong_type(&f, "a table (`[routes.config]`)");
+                None
+            }
+        },
+    };
+    Some(Route {
+        extension: extension?,
+        config: config?,
+        placement: placement?,
+        price_per_hour: price_per_hour?,
+    })
+}
+
+fn price(w: &mut Walker<'_>, f: &Field<'_>) -> Option<Micros> {
+    let text = match f.item.as_value() {
+        Some(Value::String(s)) => s.value().clone(),
+        Some(Value::Integer(n)) if *n.value() >= 0 => n.value().to_string(),
+        Some(Value::Integer(n)) => {
+            w.report(
+                f.at.clone(),
+                format!("`price_per_hour` must not be negative, not {}", n.value()),
+                None,
+            );
+            return None;
+        }
+        Some(Value::Float(_)) => {
+            let raw = w.raw(&f.at).unwrap_or("0.5");
+            w.report(
+                f.at.clone(),
+                "`price_per_hour` must not be a float: credits are exact decimals",
+                Some(format!("quote it: `price_per_hour = \"{raw}\"`")),
+            );
+            return None;
+        }
+        _ => {
+            w.wrong_type(f, "a decimal string like \"0.6\" or a non-negative integer");
+            return None;
+        }
+    };
+    match Micros::parse_amount(&text) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            w.report(
+                f.at.clone(),
+                format!("bad price_per_hour: {}", e.message()),
+                e.hint().map(str::to_string),
+            );
+            None
+        }
+    }
+}
+
+/// `~` and `~/rest` from the home dir; other paths as written.
+fn expand_home(s: &str) -> PathBuf {
+    if s == "~" {
+        return crate::paths::home_dir();
+    }
+    match s.strip_prefix("~/") {
+        Some(rest) => crate::paths::home_dir().join(rest),
+        None => PathBuf::from(s),
+    }
+}
+
+fn walk_hosts(w: &mut Walker<'_>, root: &toml_edit::Table) -> Option<Hosts> {
+    let root = Tbl {
+        table: root,
+        at: None,
+        what: "the hosts file".to_string(),
+    };
+    w.unknown_keys(&root, HOSTS_KEYS);
+    let tables = match w.field(&root, "hosts", None) {
+        Some(f) => w.tables(&f, "host"),
+        None => Some(Vec::new()),
+    };
+    let mut hosts = Vec::new();
+    let mut ok = tables.is_some();
+    // name -> line of its first definition
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for t in tables.iter().flatten() {
+        match walk_host(w, t, &mut seen) {
+            Some(h) => hosts.push(h),
+            None => ok = false,
+        }
+    }
+    let default = match w.field(&root, "default", None) {
+        None => Some(
+            hosts
+                .first()
+                .map(|h| h.name.clone())
+                .unwrap_or_else(|| LOCAL.to_string()),
+        ),
+        Some(f) => w.string(&f).and_then(|name| {
+            if name == LOCAL || seen.contains_key(&name) {
+                return Some(name);
+            }
+            let mut known: Vec<&str> = vec![LOCAL];
+            known.extend(seen.keys().map(String::as_str));
+            let hint = match closest(&name, &known) {
+                Some(near) => format!("did you mean `{near}`? known hosts: {}", known.join(", ")),
+                None => format!("known hosts: {}", known.join(", ")),
+            };
+            w.report(
+                f.at.clone(),
+                format!("default host `{name}` is not listed in `[[hosts]]`"),
+                Some(hint),
+            );
+            None
+        }),
+    };
+    if !ok {
+        return None;
+    }
+    Some(Hosts {
+        path: Some(w.path.to_path_buf()),
+        default: default?,
+        hosts,
+    })
+}
+
+fn walk_host(
+    w: &mut Walker<'_>,
+    t: &Tbl<'_>,
+    seen: &mut BTreeMap<String, usize>,
+) -> Option<HostSpec> {
+    w.unknown_keys(t, HOST_KEYS);
+    let name = w
+        .field(t, "name", Some("name = \"sandboxer01\""))
+        .and_then(|f| {
+            let name = w.string(&f)?;
+            let line = w.position(&f.at).0;
+            let mut chars = name.chars();
+            let first_ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            if !first_ok || !chars.all(name_char) {
+                w.report(
+                    f.at.clone(),
+                    format!("host name `{name}` must match [a-z0-9][a-z0-9.-_]*"),
+                    Some("use lowercase letters, digits, `.`, `-` and `_`, starting with a letter or digit".to_string()),
+                );
+                return None;
+            }
+            if name == LOCAL {
+                w.report(
+                    f.at.clone(),
+                    "host name `local` is reserved for the built-in host (this machine, no SSH)",
+                    Some("pick another name for this SSH host".to_string()),
+                );
+                return None;
+            }
+            if let Some(first) = seen.get(&name) {
+                w.report(
+                    f.at.clone(),
+                    format!("host `{name}` is listed twice: at line {first} and line {line}"),
+                    Some("host names must be unique; rename or remove one".to_string()),
+                );
+                return None;
+            }
+            seen.insert(name.clone(), line);
+            Some(name)
+        });
+    let address = w
+        .field(t, "address", Some("address = \"192.0.2.10\""))
+        .and_then(|f| w.non_empty_string(&f));
+    let port = match w.field(t, "port", None) {
+        None => Some(22),
+        Some(f) => match f.item.as_integer() {
+            Some(n) => match u16::try_from(n) {
+                Ok(p) if p > 0 => Some(p),
+                _ => {
+                    w.report(
+                        f.at.clone(),
+                        format!("`port` must be between 1 and 65535, not {n}"),
+                        None,
+                    );
+                    None
+                }
+            },
+            None => {
+                w.wrong_type(&f, "an integer");
+                None
+            }
+        },
+    };
+    let user = match w.field(t, "user", None) {
+        None => Some("root".to_string()),
+        Some(f) => w.non_empty_string(&f),
+    };
+    let identity_file = w
+        .field(
+            t,
+            "identity_file",
+            Some("identity_file = \"~/.ssh/id_ed25519\""),
+        )
+        .and_then(|f| w.non_empty_string(&f))
+        .map(|s| expand_home(&s));
+    let known_hosts = match w.field(t, "known_hosts", None) {
+        None => Some(None),
+        Some(f) => w.non_empty_string(&f).map(|s| Some(expand_home(&s))),
+    };
+    let capacity = match w.field(t, "capacity", None) {
+        None => Some(None),
+        Some(f) => w
+            .positive_u32(&f, Some("remove `capacity` for no limit".to_string()))
+            .map(Some),
+    };
+    let labels = match w.field(t, "labels", None) {
+        None => Some(BTreeMap::new()),
+        Some(f) => w.table(&f, "`labels`".to_string()).and_then(|labels| {
+            let mut out = BTreeMap::new();
+            let mut ok = true;
+            for (k, item) in labels.table.iter() {
+                let lf = Field {
+                    name: format!("labels.{k}"),
+                    item,
+                    at: item
+                        .span()
+                        .or_else(|| labels.table.key(k).and_then(Key::span)),
+                };
+                match w.string(&lf) {
+                    Some(v) => {
+                        out.insert(k.to_string(), v);
+                    }
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }),
+    };
+    let data_dir = match w.field(t, "data_dir", None) {
+        None => Some(None),
+        Some(f) => w.non_empty_string(&f).map(Some),
+    };
+    let connect_timeout = w.duration_or(t, "connect_timeout", Duration::from_secs(5));
+    let command_timeout = w.duration_or(t, "command_timeout", Duration::from_secs(600));
+    Some(HostSpec {
+        name: name?,
+        address: address?,
+        kind: HostKind::Ssh {
+            port: port?,
+            user: user?,
+            identity_file: identity_file?,
+            known_hosts: known_hosts?,
+        },
+        capacity: capacity?,
+        labels: labels?,
+        data_dir: data_dir?,
+        connect_timeout: connect_timeout?,
+        command_timeout: command_timeout?,
+    })
+}
+
+/// Write a profile as TOML that [`parse_profile`] reads back to the same
+/// profile (given the same source). Useful as a starting point for a user
+/// file that overrides a built-in. JSON `null`s in route configs have no
+/// TOML form and are left out.
+pub fn render_profile(p: &Profile) -> String {
+    use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Table};
+
+    let mut doc = DocumentMut::new();
+    doc["id"] = value(p.id.as_str());
+    doc["version"] = value(i64::from(p.version));
+    doc["description"] = value(p.description.as_str());
+    doc["default_ttl"] = value(format_duration(p.default_ttl));
+    doc["max_ttl"] = value(format_duration(p.max_ttl));
+    doc["ready_timeout"] = value(format_duration(p.ready_timeout));
+    doc["policy"] = value(p.policy.as_str());
+    if !p.inputs.is_empty() {
+        let mut inputs = Table::new();
+        inputs.set_implicit(true);
+        for (name, spec) in &p.inputs {
+            let mut t = Table::new();
+            t["required"] = value(spec.required);
+            t["help"] = value(spec.help.as_str());
+            if let Some(d) = &spec.default {
+                t["default"] = value(d.as_str());
+            }
+            inputs.insert(name, Item::Table(t));
+        }
+        doc["inputs"] = Item::Table(inputs);
+    }
+    let mut routes = ArrayOfTables::new();
+    for r in &p.routes {
+        let mut t = Table::new();
+        t["extension"] = value(r.extension.as_str());
+        t["placement"] = value(r.placement.iter().map(String::as_str).collect::<Array>());
+        t["price_per_hour"] = value(r.price_per_hour.to_string());
+        if !r.config.is_empty() {
+            let mut config = Table::new();
+            for (k, v) in &r.config {
+                if let Some(v) = json_to_toml(v) {
+                    config.insert(k, Item::Value(v));
+                }
+            }
+            t["config"] = Item::Table(config);
+        }
+        routes.push(t);
+    }
+    doc["routes"] = Item::ArrayOfTables(routes);
+    doc.to_string()
+}
+
+fn json_to_toml(v: &serde_json::Value) -> Option<Value> {
+    use serde_json::Value as J;
+    Some(match v {
+        J::Null => return None,
+        J::Bool(b) => Value::from(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Value::from(i),
+            None => Value::from(n.as_f64()?),
+        },
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(a) => Value::Array(a.iter().filter_map(json_to_toml).collect()),
+        J::Object(o) => {
+            let mut t = toml_edit::InlineTable::new();
+            for (k, v) in o {
+                if let Some(v) = json_to_toml(v) {
+                    t.insert(k, v);
+                }
+            }
+            Value::InlineTable(t)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn diags(text: &str) -> Vec<Diagnostic> {
+        parse_profile_diagnostics(Path::new("p.toml"), text, ProfileSource::Builtin)
+            .expect_err("should fail")
+    }
+
+    fn host_diags(text: &str) -> Vec<Diagnostic> {
+        parse_hosts_diagnostics(Path::new("hosts.toml"), text).expect_err("should fail")
+    }
+
+    fn at(d: &Diagnostic) -> (usize, usize) {
+        (d.line, d.column)
+    }
+
+    const GOOD: &str = r#"id = "profile.demo"
+version = 1
+description = "demo"
+default_ttl = "2h"
+max_ttl = "24h"
+
+[inputs.repo]
+required = true
+help = "the repo"
+
+[[routes]]
+extension = "ext.compose-ssh"
+placement = ["a", "b"]
+price_per_hour = 2
+
+[routes.config]
+compose_file = "x.yml"
+nested = { k = [1, 2.5, true] }
+"#;
+
+    #[test]
+    fn parses_a_good_profile_with_defaults() {
+        let p = parse_profile(Path::new("p.toml"), GOOD, ProfileSource::Builtin).unwrap();
+        assert_eq!(p.id, "profile.demo");
+        assert_eq!(p.ready_timeout, DEFAULT_READY_TIMEOUT);
+        assert_eq!(p.policy, Policy::Ordered);
+        assert!(p.inputs["repo"].required);
+        assert_eq!(p.routes[0].price_per_hour, Micros::from_credits(2));
+        assert_eq!(p.routes[0].placement, ["a", "b"]);
+        assert_eq!(
+            serde_json::Value::Object(p.routes[0].config.clone()),
+            serde_json::json!({"compose_file": "x.yml", "nested": {"k": [1, 2.5, true]}})
+        );
+    }
+
+    #[test]
+    fn three_problems_are_all_reported_with_positions() {
+        let text = r#"id = "profile.demo"
+version = 0
+description = "demo"
+default_ttl = "2x"
+max_ttl = "24h"
+
+[[routes]]
+extenssion = "ext.compose-ssh"
+"#;
+        let d = diags(text);
+        let got: Vec<_> = d.iter().map(|d| (at(d), d.message.as_str())).collect();
+        assert_eq!(d.len(), 4, "{got:#?}");
+        assert_eq!(at(&d[0]), (2, 11));
+        assert!(d[0].message.contains("positive integer, not 0"));
+        assert_eq!(at(&d[1]), (4, 15));
+        assert!(d[1].message.starts_with("bad duration for `default_ttl`"));
+        // the route misses `extension` (pointed at its header) and has an
+        // unknown key
+        assert_eq!(at(&d[2]), (7, 1));
+        assert!(d[2].message.contains("missing required key `extension`"));
+        assert_eq!(at(&d[3]), (8, 1));
+        assert_eq!(d[3].hint.as_deref(), Some("did you mean `extension`?"));
+    }
+
+    #[test]
+    fn rendered_error_lists_everything() {
+        let err = parse_profile(
+            Path::new("dir/p.toml"),
+            "id = \"nope\"\nversion = \"1\"\n",
+            ProfileSource::Builtin,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidConfig);
+        let msg = err.message();
+        assert!(msg.starts_with("6 problems in dir/p.toml\n"), "{msg}");
+        assert!(msg.contains("dir/p.toml:1:6: profile id `nope` must start with `profile.`\n  hint: write e.g. `id = \"profile.nope\"`"), "{msg}");
+        assert!(msg.contains("dir/p.toml:2:11: `version` must be a positive integer, not a string\n  hint: remove the quotes: `version = 1`"), "{msg}");
+        assert!(msg.contains("missing required key `description`"), "{msg}");
+        assert!(msg.contains("no routes"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let d = diags("id = \"profile.x\"\nversion = \n");
+        assert_eq!(d.len(), 1);
+        assert_eq!(at(&d[0]), (2, 11));
+        assert!(d[0].message.starts_with("TOML syntax error"));
+    }
+
+    #[test]
+    fn unknown_keys_suggest_or_list() {
+        let text = GOOD
+            .replace("max_ttl", "max_tll")
+            .replace("help =", "hepl =");
+        let d = diags(&(text + "\nwhatever = 1\n"));
+        let hints: Vec<_> = d.iter().filter_map(|d| d.hint.as_deref()).collect();
+        assert!(hints.contains(&"did you mean `max_ttl`?"), "{d:#?}");
+        assert!(hints.contains(&"did you mean `help`?"), "{d:#?}");
+        // `whatever` lands in [routes.config] (any key is fine there), so
+        // put a truly unknown key at the top instead
+        let d = diags(&format!("whatever = 1\n{GOOD}"));
+        assert_eq!(d.len(), 1);
+        assert_eq!(at(&d[0]), (1, 1));
+        assert!(d[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .starts_with("known keys: id, version"));
+    }
+
+    #[test]
+    fn ids_policies_extensions_and_ttls_are_checked() {
+        let text = GOOD
+            .replace("profile.demo", "profile.Demo!")
+            .replace(
+                "default_ttl = \"2h\"",
+                "default_ttl = \"2d\"\npolicy = \"bursty\"",
+            )
+            .replace("ext.compose-ssh", "compose-ssh");
+        let d = diags(&text);
+        let msgs: Vec<_> = d.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(d.len(), 4, "{msgs:#?}");
+        assert!(msgs[0].contains("characters outside [a-z0-9.-_]: `D`, `!`"));
+        assert_eq!(msgs[1], "default_ttl 2d is longer than max_ttl 1d");
+        assert_eq!(msgs[2], "unknown policy `bursty`");
+        assert_eq!(d[2].hint.as_deref(), Some("did you mean `burst`?"));
+        assert!(msgs[3].starts_with("extension `compose-ssh` must start with `ext.`"));
+    }
+
+    #[test]
+    fn prices_accept_strings_and_integers_but_not_floats() {
+        let with =
+            |price: &str| GOOD.replace("price_per_hour = 2", &format!("price_per_hour = {price}"));
+        let ok = parse_profile(Path::new("p"), &with("\"0.6\""), ProfileSource::Builtin).unwrap();
+        assert_eq!(ok.routes[0].price_per_hour, Micros(600_000));
+        let d = diags(&with("0.6"));
+        assert_eq!(
+            d[0].hint.as_deref(),
+            Some("quote it: `price_per_hour = \"0.6\"`")
+        );
+        let d = diags(&with("-1"));
+        assert!(d[0].message.contains("negative"));
+        let d = diags(&with("\"1e3\""));
+        assert!(d[0]
+            .message
+            .starts_with("bad price_per_hour: bad amount `1e3`"));
+        assert!(d[0].hint.is_some());
+    }
+
+    #[test]
+    fn placement_must_be_strings_and_routes_must_exist() {
+        let d = diags(&GOOD.replace("[\"a\", \"b\"]", "[\"a\", 2]"));
+        assert_eq!(d.len(), 1);
+        assert_eq!(at(&d[0]), (13, 19));
+        assert!(d[0].message.contains("item 2 is an integer"));
+        let d = diags(&GOOD.replace("[\"a\", \"b\"]", "\"a\""));
+        assert!(d[0]
+            .message
+            .contains("must be an array of strings, not a string"));
+
+        let head = GOOD.split("[[routes]]").next().unwrap();
+        let d = diags(head);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].message.starts_with("no routes"));
+        let d = diags(&format!("routes = []\n{head}"));
+        assert!(d[0].message.starts_with("no routes"));
+        let d = diags(&format!("{head}\n[routes]\nextension = \"ext.x\"\n"));
+        assert!(d[0]
+            .message
+            .contains("must be an array of tables, not a table"));
+    }
+
+    #[test]
+    fn inline_routes_and_inputs_work_too() {
+        let text = r#"
+id = "profile.inline"
+version = 2
+description = ""
+default_ttl = "1h"
+max_ttl = "1h"
+inputs = { name = { help = "who", default = "me" } }
+routes = [{ extension = "ext.a", config = { x = 1 } }, { extension = "ext.b" }]
+"#;
+        let p = parse_profile(Path::new("p"), text, ProfileSource::Builtin).unwrap();
+        assert_eq!(p.routes.len(), 2);
+        assert_eq!(p.inputs["name"].default.as_deref(), Some("me"));
+    }
+
+    #[test]
+    fn required_input_with_default_is_refused() {
+        let d = diags(&GOOD.replace("help = \"the repo\"", "default = \"x\""));
+        assert_eq!(d.len(), 1);
+        assert!(d[0].message.contains("cannot have a default"));
+    }
+
+    const HOST: &str = r#"[[hosts]]
+name = "sandboxer01"
+address = "127.0.0.2"
+identity_file = "~/.ssh/id_ed25519"
+"#;
+
+    #[test]
+    fn hosts_parse_with_defaults() {
+        let text = format!(
+            "default = \"two\"\n{HOST}\n[[hosts]]\nname = \"two\"\naddress = \"h\"\nport = 2222\nuser = \"sb\"\nidentity_file = \"/k\"\nknown_hosts = \"~/kh\"\ncapacity = 3\nlabels = {{ zone = \"lab\" }}\ndata_dir = \"/d\"\nconnect_timeout = \"1s\"\ncommand_timeout = \"1m\"\n"
+        );
+        let h = parse_hosts_toml(Path::new("hosts.toml"), &text).unwrap();
+        assert_eq!(h.default, "two");
+        assert_eq!(h.path.as_deref(), Some(Path::new("hosts.toml")));
+        let first = &h.hosts[0];
+        let home = crate::paths::home_dir();
+        assert_eq!(
+            first.kind,
+            HostKind::Ssh {
+                port: 22,
+                user: "root".into(),
+                identity_file: home.join(".ssh/id_ed25519"),
+                known_hosts: None
+            }
+        );
+        assert_eq!(first.connect_timeout, Duration::from_secs(5));
+        assert_eq!(first.command_timeout, Duration::from_secs(600));
+        assert_eq!(first.capacity, None);
+        let second = &h.hosts[1];
+        assert_eq!(second.capacity, Some(3));
+        assert_eq!(second.labels["zone"], "lab");
+        assert_eq!(second.data_dir.as_deref(), Some("/d"));
+        assert!(
+            matches!(&second.kind, HostKind::Ssh { port: 2222, known_hosts: Some(k), .. } if *k == home.join("kh"))
+        );
+
+        let only = parse_hosts_toml(Path::new("h"), HOST).unwrap();
+        assert_eq!(only.default, "sandboxer01");
+        let empty = parse_hosts_toml(Path::new("h"), "").unwrap();
+        assert_eq!(empty.default, LOCAL);
+        assert!(empty.hosts.is_empty());
+    }
+
+    #[test]
+    fn hosts_errors_are_all_reported() {
+        let text = format!(
+            "default = \"sandboxer02\"\n{HOST}\n{HOST}\n[[hosts]]\nname = \"local\"\naddress = \"x\"\nidentity_file = \"/k\"\n\n[[hosts]]\nname = \"nokey\"\naddress = \"x\"\ncapacity = 0\n"
+        );
+        let d = host_diags(&text);
+        let msgs: Vec<_> = d.iter().map(|d| d.to_string()).collect();
+        assert_eq!(d.len(), 5, "{msgs:#?}");
+        assert_eq!(at(&d[0]), (1, 11));
+        assert_eq!(
+            d[0].message,
+            "default host `sandboxer02` is not listed in `[[hosts]]`"
+        );
+        assert_eq!(
+            d[0].hint.as_deref(),
+            Some("did you mean `sandboxer01`? known hosts: local, nokey, sandboxer01")
+        );
+        assert_eq!(at(&d[1]), (8, 8));
+        assert_eq!(
+            d[1].message,
+            "host `sandboxer01` is listed twice: at line 3 and line 8"
+        );
+        assert_eq!(at(&d[2]), (13, 8));
+        assert!(d[2].message.contains("`local` is reserved"));
+        assert_eq!(at(&d[3]), (17, 1));
+        assert_eq!(
+            d[3].message,
+            "missing required key `identity_file` in `[[hosts]]` #4"
+        );
+        assert_eq!(at(&d[4]), (20, 12));
+        assert!(d[4].message.contains("positive integer, not 0"));
+    }
+
+    #[test]
+    fn host_names_and_types_are_checked() {
+        let d = host_diags("[[hosts]]\nname = \"Bad Name\"\naddress = 1\nport = 70000\nidentity_file = \"/k\"\nconnect_timeout = \"5\"\n");
+        let msgs: Vec<_> = d.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(msgs.len(), 4, "{msgs:#?}");
+        assert!(msgs[0].contains("must match [a-z0-9][a-z0-9.-_]*"));
+        assert_eq!(msgs[1], "`address` must be a string, not an integer");
+        assert_eq!(d[1].hint.as_deref(), Some("quote it: `address = \"1\"`"));
+        assert!(msgs[2].contains("between 1 and 65535"));
+        assert!(msgs[3].starts_with("bad duration for `connect_timeout`"));
+        let d = host_diags("[hosts]\nname = \"x\"\n");
+        assert!(d[0].message.contains("must be an array of tables"));
+        assert_eq!(
+            d[0].hint.as_deref(),
+            Some("write each host as a `[[hosts]]` table")
+        );
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let d = diags("description = \"héllo\" ; \n");
+        assert_eq!(at(&d[0]), (1, 23));
+    }
+
+    #[test]
+    fn closest_finds_typos() {
+        assert_eq!(closest("extention", ROUTE_KEYS), Some("extension"));
+        assert_eq!(closest("defualt_ttl", PROFILE_KEYS), Some("default_ttl"));
+        assert_eq!(closest("price", ROUTE_KEYS), Some("price_per_hour"));
+        assert_eq!(closest("zzz", ROUTE_KEYS), None);
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-z0-9][a-z0-9._-]{0,12}"
+    }
+
+    fn json_leaf() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            (-1.0e9f64..1.0e9).prop_map(serde_json::Value::from),
+            ".{0,12}".prop_map(serde_json::Value::from),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        json_leaf().prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,6}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn route() -> impl Strategy<Value = Route> {
+        (
+            name(),
+            proptest::collection::btree_map(".{1,8}", json_value(), 0..4),
+            proptest::collection::vec(name(), 0..3),
+            0i64..10_000_000_000,
+        )
+            .prop_map(|(ext, config, placement, price)| Route {
+                extension: format!("ext.{ext}"),
+                config: config.into_iter().collect(),
+                placement,
+                price_per_hour: Micros(price),
+            })
+    }
+
+    fn input() -> impl Strategy<Value = InputSpec> {
+        (any::<bool>(), ".{0,20}", proptest::option::of(".{0,8}")).prop_map(
+            |(required, help, default)| InputSpec {
+                required,
+                help,
+                default: if required { None } else { default },
+            },
+        )
+    }
+
+    fn profile() -> impl Strategy<Value = Profile> {
+        (
+            name(),
+            1u32..,
+            ".{0,30}",
+            proptest::collection::btree_map("[a-zA-Z0-9_.-]{1,10}", input(), 0..3),
+            (1u64..1_000_000, 0u64..1_000_000, 1u64..100_000),
+            prop_oneof![
+                Just(Policy::Ordered),
+                Just(Policy::Burst),
+                Just(Policy::Cheapest)
+            ],
+            proptest::collection::vec(route(), 1..4),
+        )
+            .prop_map(
+                |(id, version, description, inputs, (ttl, extra, ready), policy, routes)| Profile {
+                    id: format!("profile.{id}"),
+                    version,
+                    description,
+                    inputs,
+                    default_ttl: Duration::from_secs(ttl),
+                    max_ttl: Duration::from_secs(ttl + extra),
+                    ready_timeout: Duration::from_secs(ready),
+                    policy,
+                    routes,
+                    source: ProfileSource::Builtin,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn render_then_parse_round_trips(p in profile()) {
+            let text = render_profile(&p);
+            let back = parse_profile(Path::new("r.toml"), &text, ProfileSource::Builtin);
+            prop_assert!(back.is_ok(), "{}\n---\n{}", back.unwrap_err().message(), text);
+            prop_assert_eq!(back.unwrap(), p);
+        }
+
+        #[test]
+        fn any_text_gives_a_profile_or_positioned_diagnostics(text in "(.|\n){0,200}") {
+            if let Err(d) = parse_profile_diagnostics(Path::new("f"), &text, ProfileSource::Builtin) {
+                prop_assert!(!d.is_empty());
+                let lines = text.split('\n').count();
+                for d in d {
+                    prop_assert!(d.line >= 1 && d.line <= lines && d.column >= 1);
+                }
+            }
+        }
+    }
 }
