@@ -449,7 +449,7 @@ impl Manager {
             Ok(Ok(())) => {}
             Ok(Err(now)) => {
                 let _ = ext.teardown(&ctx, &handle).await;
-                return Err(Attempt::Gone(now));
+                return Err(Attempt::Gone(Box::new(now)));
             }
             Err(e) => {
                 let _ = ext.teardown(&ctx, &handle).await;
@@ -485,7 +485,7 @@ impl Manager {
             Ok(Err(now)) => {
                 // Destroyed while we provisioned: what we made must go.
                 let _ = ext.teardown(&ctx, ready.handle.as_ref().unwrap_or(&handle)).await;
-                Err(Attempt::Gone(now))
+                Err(Attempt::Gone(Box::new(now)))
             }
             Err(e) => {
                 let _ = ext.teardown(&ctx, &handle).await;
@@ -735,7 +735,7 @@ pub enum Started {
 
 enum Attempt {
     /// The record left `provisioning` under us (destroyed meanwhile).
-    Gone(Sandbox),
+    Gone(Box<Sandbox>),
     Failed { step: &'static str, error: Error },
 }
 
