@@ -143,6 +143,8 @@ async fn main() -> anyhow::Result<()> {
         transport: transport.clone(),
         expires_at: Utc::now() + chrono::Duration::minutes(5),
         ready_timeout: std::time::Duration::from_secs(10),
+        created_at: Utc::now(),
+        price_per_hour: Default::default(),
     };
     sandboxer_testkit::conformance::run_conformance(ext, &make_ctx).await;
     println!("ext.folder passes the extension conformance suite");

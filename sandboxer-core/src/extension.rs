@@ -46,6 +46,10 @@ pub struct SandboxCtx {
     pub expires_at: DateTime<Utc>,
     /// How long `provision` + `wait_ready` may take together.
     pub ready_timeout: Duration,
+    /// When the sandbox was recorded (metering counts from here).
+    pub created_at: DateTime<Utc>,
+    /// The route's price per hour (zero for own hosts).
+    pub price_per_hour: crate::credits::Micros,
 }
 
 impl std::fmt::Debug for SandboxCtx {

@@ -398,6 +398,13 @@ impl Manager {
             transport,
             expires_at: sbx.expires_at.unwrap_or_else(model::now),
             ready_timeout: profile.ready_timeout,
+            created_at: sbx.created_at,
+            price_per_hour: sbx
+                .route
+                .chosen
+                .as_ref()
+                .map(|c| c.price_per_hour)
+                .unwrap_or_default(),
         }
     }
 
@@ -626,6 +633,13 @@ impl Manager {
                 transport,
                 expires_at: sbx.expires_at.unwrap_or_else(model::now),
                 ready_timeout: Duration::from_secs(60),
+                created_at: sbx.created_at,
+                price_per_hour: sbx
+                    .route
+                    .chosen
+                    .as_ref()
+                    .map(|c| c.price_per_hour)
+                    .unwrap_or_default(),
             },
         };
         ext.teardown(&ctx, &sbx.backend).await.map_err(|e| {
