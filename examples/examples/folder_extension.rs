@@ -110,7 +110,10 @@ impl Extension for FolderExtension {
     async fn list_resources(&self, transport: Arc<dyn Transport>) -> Result<Vec<Resource>> {
         let root = format!("{}/folders", transport.data_dir());
         let out = transport
-            .exec(&format!("ls -1 {} 2>/dev/null || true", shell_quote(&root)), None)
+            .exec(
+                &format!("ls -1 {} 2>/dev/null || true", shell_quote(&root)),
+                None,
+            )
             .await?;
         Ok(out
             .stdout_str()
@@ -129,8 +132,9 @@ impl Extension for FolderExtension {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
-    let transport: Arc<dyn Transport> =
-        Arc::new(sandboxer_transport::LocalTransport::new(data.path().to_path_buf()));
+    let transport: Arc<dyn Transport> = Arc::new(sandboxer_transport::LocalTransport::new(
+        data.path().to_path_buf(),
+    ));
     let ext: Arc<dyn Extension> = Arc::new(FolderExtension);
     let make_ctx = |id: &str| SandboxCtx {
         id: id.to_string(),

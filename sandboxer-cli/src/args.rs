@@ -55,7 +55,9 @@ pub enum Command {
     },
 
     /// List sandboxes (oldest first).
-    #[command(after_help = "Examples:\n  sandboxer list\n  sandboxer list --live --json\n  sandboxer list --state ready --actor agt:harness")]
+    #[command(
+        after_help = "Examples:\n  sandboxer list\n  sandboxer list --live --json\n  sandboxer list --state ready --actor agt:harness"
+    )]
     List(ListArgs),
 
     /// Tear a sandbox down; it ends `destroyed`.
@@ -77,7 +79,10 @@ pub enum Command {
     },
 
     /// Move a sandbox's expiry later, within its profile's maximum TTL.
-    #[command(name = "extend-ttl", after_help = "Example:\n  sandboxer extend-ttl sbx-abc123 30m")]
+    #[command(
+        name = "extend-ttl",
+        after_help = "Example:\n  sandboxer extend-ttl sbx-abc123 30m"
+    )]
     ExtendTtl {
         /// The sandbox id.
         id: String,
@@ -134,7 +139,12 @@ pub struct PlacementArgs {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The profile (recipe) to establish.
-    #[arg(long, short = 'p', default_value = "profile.sandbox-canary", value_name = "ID")]
+    #[arg(
+        long,
+        short = 'p',
+        default_value = "profile.sandbox-canary",
+        value_name = "ID"
+    )]
     pub profile: String,
 
     /// An input of the profile, NAME=VALUE (repeatable).
@@ -203,7 +213,9 @@ pub enum HostsCmd {
 #[derive(Debug, Subcommand)]
 pub enum InspectCmd {
     /// Host telemetry: CPUs, load, memory, disk, kernel, docker, venues.
-    #[command(after_help = "Examples:\n  sandboxer inspect host\n  sandboxer inspect host sandboxer01 --json")]
+    #[command(
+        after_help = "Examples:\n  sandboxer inspect host\n  sandboxer inspect host sandboxer01 --json"
+    )]
     Host {
         /// The host (default: the default host).
         name: Option<String>,
@@ -213,13 +225,20 @@ pub enum InspectCmd {
 #[derive(Debug, Subcommand)]
 pub enum RouteCmd {
     /// Every candidate for a profile, chosen or rejected, and why.
-    #[command(after_help = "Example:\n  sandboxer route explain --profile profile.burst --actor agt:harness")]
+    #[command(
+        after_help = "Example:\n  sandboxer route explain --profile profile.burst --actor agt:harness"
+    )]
     Explain(ExplainArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    #[arg(long, short = 'p', default_value = "profile.sandbox-canary", value_name = "ID")]
+    #[arg(
+        long,
+        short = 'p',
+        default_value = "profile.sandbox-canary",
+        value_name = "ID"
+    )]
     pub profile: String,
     /// The TTL the request would ask for.
     #[arg(long, value_name = "DURATION")]

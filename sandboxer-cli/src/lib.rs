@@ -37,7 +37,9 @@ pub fn run(argv: Vec<String>) -> i32 {
             let code = match e.kind() {
                 clap::error::ErrorKind::DisplayHelp
                 | clap::error::ErrorKind::DisplayVersion
-                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => exit::code::OK,
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    exit::code::OK
+                }
                 _ => exit::code::USAGE,
             };
             let _ = e.print();
@@ -51,7 +53,10 @@ pub fn run(argv: Vec<String>) -> i32 {
     init_logging(cli.verbose);
     let color = color_enabled();
     let json = cli.json;
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return exit::report(&Error::io("starting the runtime", e), json, color),
     };
@@ -133,7 +138,9 @@ impl Env {
             self.catalog(strict_catalog)?,
             hosts,
             self.registry()?,
-            Arc::new(sandboxer_transport::DefaultConnector::new(self.data_dir.clone())),
+            Arc::new(sandboxer_transport::DefaultConnector::new(
+                self.data_dir.clone(),
+            )),
         ))
     }
 }
@@ -143,7 +150,8 @@ fn parse_actor(given: Option<&str>) -> Result<Actor> {
         Some(a) => a.parse(),
         None => {
             let user = sandboxer_core::paths::user_name();
-            Actor::new(ActorKind::Adm, user.clone()).or_else(|_| Actor::new(ActorKind::Adm, "operator"))
+            Actor::new(ActorKind::Adm, user.clone())
+                .or_else(|_| Actor::new(ActorKind::Adm, "operator"))
         }
     }
 }
@@ -152,14 +160,20 @@ fn parse_inputs(raw: &[String]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for item in raw {
         let Some((k, v)) = item.split_once('=') else {
-            return Err(Error::invalid_input(format!("--input `{item}` is not NAME=VALUE"))
-                .with_hint("write it as `--input repo=/path/to/repo`"));
+            return Err(
+                Error::invalid_input(format!("--input `{item}` is not NAME=VALUE"))
+                    .with_hint("write it as `--input repo=/path/to/repo`"),
+            );
         };
         if k.is_empty() {
-            return Err(Error::invalid_input(format!("--input `{item}` has an empty NAME")));
+            return Err(Error::invalid_input(format!(
+                "--input `{item}` has an empty NAME"
+            )));
         }
         if out.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(Error::invalid_input(format!("--input `{k}` is given twice")));
+            return Err(Error::invalid_input(format!(
+                "--input `{k}` is given twice"
+            )));
         }
     }
     Ok(out)
@@ -179,7 +193,10 @@ fn constraints(p: &args::PlacementArgs) -> Result<Constraints> {
         max_price: p
             .max_price
             .as_deref()
-            .map(|m| sandboxer_core::credits::Micros::parse_amount(m).map_err(|e| e.context("--max-price")))
+            .map(|m| {
+                sandboxer_core::credits::Micros::parse_amount(m)
+                    .map_err(|e| e.context("--max-price"))
+            })
             .transpose()?,
         only: p.only.clone(),
         ignore: p.ignore.clone(),
@@ -201,7 +218,10 @@ fn with_spinner(m: Manager) -> (Manager, Option<indicatif::ProgressBar>) {
     match spinner() {
         Some(pb) => {
             let p = pb.clone();
-            (m.with_progress(Arc::new(move |msg: &str| p.set_message(msg.to_string()))), Some(pb))
+            (
+                m.with_progress(Arc::new(move |msg: &str| p.set_message(msg.to_string()))),
+                Some(pb),
+            )
         }
         None => (m, None),
     }
@@ -287,7 +307,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             };
             let list = m.list(&filter)?;
             if json {
-                print_json(&serde_json::Value::Array(list.iter().map(render::record_json).collect()));
+                print_json(&serde_json::Value::Array(
+                    list.iter().map(render::record_json).collect(),
+                ));
             } else {
                 out(&render::sandbox_table(&list, color));
             }
@@ -339,7 +361,10 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 args::ProfilesCmd::List => {
                     let list = m.catalog().list();
                     if json {
-                        print_json(&serde_json::to_value(render::profile_rows(&list, m.registry())).expect("json"));
+                        print_json(
+                            &serde_json::to_value(render::profile_rows(&list, m.registry()))
+                                .expect("json"),
+                        );
                     } else {
                         out(&render::profile_table(&list, m.registry()));
                     }
@@ -409,8 +434,10 @@ fn parse_state(s: &str) -> Result<sandboxer_core::lifecycle::State> {
         "destroyed" => State::Destroyed,
         "failed" => State::Failed,
         other => {
-            return Err(Error::invalid_input(format!("--state `{other}` is not a state"))
-                .with_hint("states: provisioning, ready, destroying, destroyed, failed"))
+            return Err(
+                Error::invalid_input(format!("--state `{other}` is not a state"))
+                    .with_hint("states: provisioning, ready, destroying, destroyed, failed"),
+            )
         }
     })
 }

@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 
 use chrono::Utc;
-use serde::Serialize;
 use sandboxer_core::extension::Registry;
 use sandboxer_core::hosts::{HostKind, Hosts};
 use sandboxer_core::lifecycle::State;
@@ -12,6 +11,7 @@ use sandboxer_core::manager::Manager;
 use sandboxer_core::model::Sandbox;
 use sandboxer_core::profile::Profile;
 use sandboxer_core::routing::Decision;
+use serde::Serialize;
 
 /// The record as consumers read it (`backend` is extension-private).
 pub fn record_json(s: &Sandbox) -> serde_json::Value {
@@ -37,7 +37,8 @@ fn paint(s: &str, state: State, color: bool) -> String {
 
 fn ago_or_in(t: chrono::DateTime<Utc>) -> String {
     let d = t.signed_duration_since(Utc::now()).num_seconds();
-    let human = sandboxer_core::duration::format_duration(std::time::Duration::from_secs(d.unsigned_abs()));
+    let human =
+        sandboxer_core::duration::format_duration(std::time::Duration::from_secs(d.unsigned_abs()));
     if d >= 0 {
         format!("in {human}")
     } else {
@@ -73,7 +74,11 @@ pub fn telemetry_line(t: &serde_json::Value) -> Option<String> {
         parts.push(format!("kernel {k}"));
     }
     if let Some(present) = t.pointer("/docker/present").and_then(|v| v.as_bool()) {
-        parts.push(if present { "docker present".into() } else { "no docker".into() });
+        parts.push(if present {
+            "docker present".into()
+        } else {
+            "no docker".into()
+        });
     }
     Some(parts.join(", "))
 }
@@ -106,7 +111,10 @@ pub fn summary(s: &Sandbox, color: bool) -> String {
         if state == State::Ready {
             let _ = writeln!(o, "  address    {}", r.address);
             for (svc, ports) in &r.ports {
-                let p: Vec<String> = ports.iter().map(|p| format!("{}->{}", p.published, p.target)).collect();
+                let p: Vec<String> = ports
+                    .iter()
+                    .map(|p| format!("{}->{}", p.published, p.target))
+                    .collect();
                 let _ = writeln!(o, "  ports      {svc}: {}", p.join(", "));
             }
             for (name, url) in &r.urls {
@@ -121,8 +129,15 @@ pub fn summary(s: &Sandbox, color: bool) -> String {
         let _ = writeln!(o, "  telemetry  {t}");
     }
     if let Some(c) = &s.cost {
-        let settled = c.settled.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-        let _ = writeln!(o, "  cost       {}/h, held {}, settled {}", c.price_per_hour, c.held, settled);
+        let settled = c
+            .settled
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            o,
+            "  cost       {}/h, held {}, settled {}",
+            c.price_per_hour, c.held, settled
+        );
     }
     if let Some(f) = &s.recreated_from {
         let _ = writeln!(o, "  replaces   {f}");
@@ -190,7 +205,11 @@ pub fn sandbox_table(list: &[Sandbox], color: bool) -> String {
             vec![
                 s.id.clone(),
                 paint(s.state().as_str(), s.state(), color),
-                s.reason().unwrap_or_else(|| "-".into()).chars().take(40).collect(),
+                s.reason()
+                    .unwrap_or_else(|| "-".into())
+                    .chars()
+                    .take(40)
+                    .collect(),
                 s.profile.clone(),
                 s.host.clone(),
                 s.actor.to_string(),
@@ -198,7 +217,12 @@ pub fn sandbox_table(list: &[Sandbox], color: bool) -> String {
             ]
         })
         .collect();
-    table(&["id", "state", "reason", "profile", "host", "actor", "expires"], &rows)
+    table(
+        &[
+            "id", "state", "reason", "profile", "host", "actor", "expires",
+        ],
+        &rows,
+    )
 }
 
 #[derive(Debug, Serialize)]
@@ -217,7 +241,11 @@ pub fn profile_rows(list: &[&Profile], reg: &Registry) -> Vec<ProfileRow> {
     list.iter()
         .map(|p| {
             let exts: Vec<String> = p.routes.iter().map(|r| r.extension.clone()).collect();
-            let missing: Vec<String> = exts.iter().filter(|e| reg.get(e).is_none()).cloned().collect();
+            let missing: Vec<String> = exts
+                .iter()
+                .filter(|e| reg.get(e).is_none())
+                .cloned()
+                .collect();
             ProfileRow {
                 id: p.id.clone(),
                 version: p.version,
@@ -242,10 +270,19 @@ pub fn profile_table(list: &[&Profile], reg: &Registry) -> String {
             } else {
                 format!("no ({} not in this build)", r.missing_extensions.join(", "))
             };
-            vec![r.id, format!("v{}", r.version), r.extensions.join(", "), avail, r.source]
+            vec![
+                r.id,
+                format!("v{}", r.version),
+                r.extensions.join(", "),
+                avail,
+                r.source,
+            ]
         })
         .collect();
-    table(&["profile", "version", "extensions", "available", "source"], &rows)
+    table(
+        &["profile", "version", "extensions", "available", "source"],
+        &rows,
+    )
 }
 
 pub fn profile_detail(p: &Profile, reg: &Registry) -> String {
@@ -254,7 +291,12 @@ pub fn profile_detail(p: &Profile, reg: &Registry) -> String {
     let _ = writeln!(o, "{} v{}", p.id, p.version);
     let _ = writeln!(o, "  {}", p.description);
     let _ = writeln!(o, "  source         {}", p.source);
-    let _ = writeln!(o, "  ttl            default {}, maximum {}", d(p.default_ttl), d(p.max_ttl));
+    let _ = writeln!(
+        o,
+        "  ttl            default {}, maximum {}",
+        d(p.default_ttl),
+        d(p.max_ttl)
+    );
     let _ = writeln!(o, "  ready timeout  {}", d(p.ready_timeout));
     let _ = writeln!(o, "  policy         {}", p.policy.as_str());
     if p.inputs.is_empty() {
@@ -263,13 +305,21 @@ pub fn profile_detail(p: &Profile, reg: &Registry) -> String {
         let _ = writeln!(o, "  inputs");
         for (name, i) in &p.inputs {
             let req = if i.required { "required" } else { "optional" };
-            let def = i.default.as_ref().map(|v| format!(", default {v}")).unwrap_or_default();
+            let def = i
+                .default
+                .as_ref()
+                .map(|v| format!(", default {v}"))
+                .unwrap_or_default();
             let _ = writeln!(o, "    {name} ({req}{def}): {}", i.help);
         }
     }
     let _ = writeln!(o, "  routes");
     for (i, r) in p.routes.iter().enumerate() {
-        let have = if reg.get(&r.extension).is_some() { "" } else { "  [not in this build]" };
+        let have = if reg.get(&r.extension).is_some() {
+            ""
+        } else {
+            "  [not in this build]"
+        };
         let place = if r.placement.is_empty() {
             "the default host".to_string()
         } else {
@@ -279,7 +329,11 @@ pub fn profile_detail(p: &Profile, reg: &Registry) -> String {
         let _ = writeln!(o, "       placement  {place}");
         let _ = writeln!(o, "       price      {}/h", r.price_per_hour);
         if !r.config.is_empty() {
-            let _ = writeln!(o, "       config     {}", serde_json::Value::Object(r.config.clone()));
+            let _ = writeln!(
+                o,
+                "       config     {}",
+                serde_json::Value::Object(r.config.clone())
+            );
         }
     }
     o
@@ -316,7 +370,8 @@ pub async fn probe_hosts(m: &Manager) -> Vec<HostRow> {
         let h = h.clone();
         set.spawn(async move { (i, c.connect(&h).await.map(|_| ())) });
     }
-    let mut results: Vec<Option<sandboxer_core::Result<()>>> = (0..hosts.len()).map(|_| None).collect();
+    let mut results: Vec<Option<sandboxer_core::Result<()>>> =
+        (0..hosts.len()).map(|_| None).collect();
     while let Some(joined) = set.join_next().await {
         if let Ok((i, r)) = joined {
             results[i] = Some(r);
@@ -326,12 +381,20 @@ pub async fn probe_hosts(m: &Manager) -> Vec<HostRow> {
         .into_iter()
         .zip(results)
         .map(|(h, r)| {
-            let r = r.unwrap_or_else(|| Err(sandboxer_core::Error::internal("probe did not finish")));
+            let r =
+                r.unwrap_or_else(|| Err(sandboxer_core::Error::internal("probe did not finish")));
             let (port, user, key) = match &h.kind {
                 HostKind::Local => (None, None, None),
-                HostKind::Ssh { port, user, identity_file, .. } => {
-                    (Some(*port), Some(user.clone()), Some(identity_file.display().to_string()))
-                }
+                HostKind::Ssh {
+                    port,
+                    user,
+                    identity_file,
+                    ..
+                } => (
+                    Some(*port),
+                    Some(user.clone()),
+                    Some(identity_file.display().to_string()),
+                ),
             };
             HostRow {
                 live: live.iter().filter(|s| s.host == h.name).count() as u32,
@@ -355,7 +418,11 @@ pub fn host_table(rows: &[HostRow], hosts: &Hosts) -> String {
     let t: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let name = if r.default { format!("{} *", r.name) } else { r.name.clone() };
+            let name = if r.default {
+                format!("{} *", r.name)
+            } else {
+                r.name.clone()
+            };
             let reach = match &r.error {
                 None => "yes".to_string(),
                 Some(e) => format!("no: {}", e.lines().next().unwrap_or("")),
@@ -373,13 +440,29 @@ pub fn host_table(rows: &[HostRow], hosts: &Hosts) -> String {
                 if r.labels.is_empty() {
                     "-".into()
                 } else {
-                    r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                    r.labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
                 },
                 reach,
             ]
         })
         .collect();
-    let mut o = table(&["name", "address", "port", "user", "key", "live/cap", "labels", "reachable"], &t);
+    let mut o = table(
+        &[
+            "name",
+            "address",
+            "port",
+            "user",
+            "key",
+            "live/cap",
+            "labels",
+            "reachable",
+        ],
+        &t,
+    );
     let from = match &hosts.path {
         Some(p) => format!("hosts file: {}", p.display()),
         None => "no hosts file; only the built-in host `local`".into(),
@@ -394,15 +477,32 @@ pub fn inventory(inv: &sandboxer_telemetry::HostInventory) -> String {
     let g = |k: &str| v.get(k).cloned().unwrap_or(serde_json::Value::Null);
     let _ = writeln!(o, "host            {}", g("host").as_str().unwrap_or("?"));
     let _ = writeln!(o, "cpus            {}", g("cpus"));
-    let _ = writeln!(o, "load            {} {} {}", g("load_1"), g("load_5"), g("load_15"));
-    if let (Some(a), Some(t)) = (g("mem_available_bytes").as_f64(), g("mem_total_bytes").as_f64()) {
+    let _ = writeln!(
+        o,
+        "load            {} {} {}",
+        g("load_1"),
+        g("load_5"),
+        g("load_15")
+    );
+    if let (Some(a), Some(t)) = (
+        g("mem_available_bytes").as_f64(),
+        g("mem_total_bytes").as_f64(),
+    ) {
         let _ = writeln!(o, "memory          {} available of {}", gib(a), gib(t));
     }
     if let Some(d) = g("disk_free_bytes").as_f64() {
-        let _ = writeln!(o, "disk free       {} ({})", gib(d), g("disk_path").as_str().unwrap_or("?"));
+        let _ = writeln!(
+            o,
+            "disk free       {} ({})",
+            gib(d),
+            g("disk_path").as_str().unwrap_or("?")
+        );
     }
     let _ = writeln!(o, "kernel          {}", g("kernel").as_str().unwrap_or("?"));
-    let docker = match (v.pointer("/docker/present").and_then(|x| x.as_bool()), v.pointer("/docker/version").and_then(|x| x.as_str())) {
+    let docker = match (
+        v.pointer("/docker/present").and_then(|x| x.as_bool()),
+        v.pointer("/docker/version").and_then(|x| x.as_str()),
+    ) {
         (Some(true), Some(ver)) => format!("present, engine {ver}"),
         (Some(true), None) => "present (engine not answering)".into(),
         _ => "not present".into(),
@@ -420,7 +520,11 @@ pub fn decision(profile: &str, d: &Decision) -> String {
     }
     for (i, c) in d.candidates.iter().enumerate() {
         let tag = if i == 0 { "chosen   " } else { "fallback " };
-        let _ = writeln!(o, "  {tag} {} on {} at {}/h", c.extension, c.host, c.price_per_hour);
+        let _ = writeln!(
+            o,
+            "  {tag} {} on {} at {}/h",
+            c.extension, c.host, c.price_per_hour
+        );
     }
     for s in &d.rejected {
         let _ = writeln!(o, "  rejected  {} on {}: {}", s.extension, s.host, s.reason);

@@ -180,7 +180,10 @@ impl Manager {
     }
 
     /// The validated request: profile, inputs with defaults, TTL, actor.
-    fn validate(&self, req: &CreateRequest) -> Result<(Profile, BTreeMap<String, String>, Duration, Actor)> {
+    fn validate(
+        &self,
+        req: &CreateRequest,
+    ) -> Result<(Profile, BTreeMap<String, String>, Duration, Actor)> {
         let profile = self.catalog.require(&req.profile)?.clone();
         let inputs = profile.check_inputs(&req.inputs)?;
         let ttl = profile.resolve_ttl(req.ttl)?;
@@ -206,7 +209,14 @@ impl Manager {
     pub fn explain(&self, req: &CreateRequest) -> Result<Decision> {
         let (profile, _inputs, ttl, _actor) = self.validate_for_explain(req)?;
         let doc = self.store.load()?;
-        Ok(self.decide(&profile, ttl, &req.constraints, &doc, None, &BTreeSet::new()))
+        Ok(self.decide(
+            &profile,
+            ttl,
+            &req.constraints,
+            &doc,
+            None,
+            &BTreeSet::new(),
+        ))
     }
 
     fn validate_for_explain(
@@ -289,7 +299,14 @@ impl Manager {
                     return Ok(Started::Existing(existing));
                 }
             }
-            let decision = self.decide(&profile, ttl, &req.constraints, doc, replacing, &BTreeSet::new());
+            let decision = self.decide(
+                &profile,
+                ttl,
+                &req.constraints,
+                doc,
+                replacing,
+                &BTreeSet::new(),
+            );
             let Some(chosen) = decision.candidates.first().cloned() else {
                 return Err(no_placement(&profile, &decision));
             };
@@ -354,9 +371,17 @@ impl Manager {
                     )))
                 }
                 Err(Attempt::Failed { step, error }) => {
-                    let why = format!("{step} on {} ({}): {}", sbx.host, sbx.extension, error.message());
+                    let why = format!(
+                        "{step} on {} ({}): {}",
+                        sbx.host,
+                        sbx.extension,
+                        error.message()
+                    );
                     tracing::debug!("candidate failed: {why}");
-                    self.say(&format!("{} failed on {}; trying the next candidate", sbx.extension, sbx.host));
+                    self.say(&format!(
+                        "{} failed on {}; trying the next candidate",
+                        sbx.extension, sbx.host
+                    ));
                     match self.next_candidate(id, &profile, &why)? {
                         Some(next) => sbx = next,
                         None => {
@@ -371,7 +396,9 @@ impl Manager {
                             )
                             .with_hint(match error.hint() {
                                 Some(h) => h.to_string(),
-                                None => format!("`sandboxer get {}` shows the route trace", failed.id),
+                                None => {
+                                    format!("`sandboxer get {}` shows the route trace", failed.id)
+                                }
                             }));
                         }
                     }
@@ -380,7 +407,12 @@ impl Manager {
         }
     }
 
-    fn ctx_for(&self, sbx: &Sandbox, profile: &Profile, transport: Arc<dyn crate::transport::Transport>) -> SandboxCtx {
+    fn ctx_for(
+        &self,
+        sbx: &Sandbox,
+        profile: &Profile,
+        transport: Arc<dyn crate::transport::Transport>,
+    ) -> SandboxCtx {
         let route = sbx
             .route
             .chosen
@@ -430,17 +462,26 @@ impl Manager {
         deadline: tokio::time::Instant,
     ) -> std::result::Result<Sandbox, Attempt> {
         let failed = |step: &'static str| move |error: Error| Attempt::Failed { step, error };
-        let ext = self.registry.get(&sbx.extension).ok_or_else(|| Attempt::Failed {
-            step: "extension",
-            error: Error::unsupported(format!("extension {} is not in this build", sbx.extension)),
-        })?;
+        let ext = self
+            .registry
+            .get(&sbx.extension)
+            .ok_or_else(|| Attempt::Failed {
+                step: "extension",
+                error: Error::unsupported(format!(
+                    "extension {} is not in this build",
+                    sbx.extension
+                )),
+            })?;
         self.say(&format!("connecting to {}", sbx.host));
         let transport = self
             .transport_for(&sbx.host, ext.capabilities().uses_host)
             .await
             .map_err(failed("connect"))?;
         let ctx = self.ctx_for(sbx, profile, transport);
-        self.say(&format!("provisioning {} on {} ({})", sbx.id, sbx.host, sbx.extension));
+        self.say(&format!(
+            "provisioning {} on {} ({})",
+            sbx.id, sbx.host, sbx.extension
+        ));
         let provisioned = ext.provision(&ctx).await.map_err(failed("provision"))?;
         let handle = provisioned.handle;
         let saved = update_with(self.store.as_ref(), |doc| {
@@ -460,7 +501,10 @@ impl Manager {
             }
             Err(e) => {
                 let _ = ext.teardown(&ctx, &handle).await;
-                return Err(Attempt::Failed { step: "record", error: e });
+                return Err(Attempt::Failed {
+                    step: "record",
+                    error: e,
+                });
             }
         }
         self.say(&format!("waiting for {} to be ready", sbx.id));
@@ -471,7 +515,10 @@ impl Manager {
                 if let Err(te) = ext.teardown(&ctx, &handle).await {
                     tracing::warn!("rollback of {} failed: {te}", sbx.id);
                 }
-                return Err(Attempt::Failed { step: "wait_ready", error: e });
+                return Err(Attempt::Failed {
+                    step: "wait_ready",
+                    error: e,
+                });
             }
         };
         let committed = update_with(self.store.as_ref(), |doc| {
@@ -491,12 +538,17 @@ impl Manager {
             Ok(Ok(rec)) => Ok(rec),
             Ok(Err(now)) => {
                 // Destroyed while we provisioned: what we made must go.
-                let _ = ext.teardown(&ctx, ready.handle.as_ref().unwrap_or(&handle)).await;
+                let _ = ext
+                    .teardown(&ctx, ready.handle.as_ref().unwrap_or(&handle))
+                    .await;
                 Err(Attempt::Gone(Box::new(now)))
             }
             Err(e) => {
                 let _ = ext.teardown(&ctx, &handle).await;
-                Err(Attempt::Failed { step: "record", error: e })
+                Err(Attempt::Failed {
+                    step: "record",
+                    error: e,
+                })
             }
         }
     }
@@ -644,7 +696,9 @@ impl Manager {
         };
         ext.teardown(&ctx, &sbx.backend).await.map_err(|e| {
             e.context(format!("tearing down {id} on {}", sbx.host))
-                .with_hint(format!("it stays `destroying`; run `sandboxer destroy {id}` again"))
+                .with_hint(format!(
+                    "it stays `destroying`; run `sandboxer destroy {id}` again"
+                ))
         })?;
         update_with(self.store.as_ref(), |doc| {
             let rec = doc.require_mut(id)?;
@@ -664,7 +718,10 @@ impl Manager {
                 "sandbox {id} is {}; recreate works on live or failed sandboxes",
                 old.state()
             ))
-            .with_hint(format!("`sandboxer create --profile {}` makes a new one", old.profile)));
+            .with_hint(format!(
+                "`sandboxer create --profile {}` makes a new one",
+                old.profile
+            )));
         }
         let uses_host = self
             .registry
@@ -684,7 +741,8 @@ impl Manager {
             recreated_from: Some(old.id.clone()),
         };
         let new = self.create(req, wait).await?;
-        self.destroy_linked(id, EndReason::Recreated, Some(&new.id)).await?;
+        self.destroy_linked(id, EndReason::Recreated, Some(&new.id))
+            .await?;
         self.get(&new.id)
     }
 
@@ -701,10 +759,14 @@ impl Manager {
         let profile = self.catalog.require(&sbx.profile)?;
         let new_ttl = Duration::from_secs(sbx.ttl_seconds) + by;
         if by.is_zero() {
-            return Err(Error::invalid_input("extend by a positive duration, e.g. `30m`"));
+            return Err(Error::invalid_input(
+                "extend by a positive duration, e.g. `30m`",
+            ));
         }
         if new_ttl > profile.max_ttl {
-            let room = profile.max_ttl.saturating_sub(Duration::from_secs(sbx.ttl_seconds));
+            let room = profile
+                .max_ttl
+                .saturating_sub(Duration::from_secs(sbx.ttl_seconds));
             return Err(Error::invalid_input(format!(
                 "extending {id} by {} makes its TTL {}, above the maximum {} of {}",
                 crate::duration::format_duration(by),
@@ -717,10 +779,13 @@ impl Manager {
                 crate::duration::format_duration(room)
             )));
         }
-        let new_expiry: DateTime<Utc> = sbx.created_at + chrono::Duration::seconds(new_ttl.as_secs() as i64);
+        let new_expiry: DateTime<Utc> =
+            sbx.created_at + chrono::Duration::seconds(new_ttl.as_secs() as i64);
         if let Some(ext) = self.registry.get(&sbx.extension) {
             if ext.capabilities().extend {
-                let transport = self.transport_for(&sbx.host, ext.capabilities().uses_host).await?;
+                let transport = self
+                    .transport_for(&sbx.host, ext.capabilities().uses_host)
+                    .await?;
                 let ctx = self.ctx_for(&sbx, profile, transport);
                 ext.extend(&ctx, &sbx.backend, new_expiry).await?;
             }
@@ -750,7 +815,10 @@ pub enum Started {
 enum Attempt {
     /// The record left `provisioning` under us (destroyed meanwhile).
     Gone(Box<Sandbox>),
-    Failed { step: &'static str, error: Error },
+    Failed {
+        step: &'static str,
+        error: Error,
+    },
 }
 
 fn model_user() -> String {
@@ -775,7 +843,12 @@ fn no_placement(profile: &Profile, d: &Decision) -> Error {
         .iter()
         .map(|s| format!("  {} on {}: {}", s.extension, s.host, s.reason))
         .collect();
-    if !missing.is_empty() && missing.len() == profile.routes.len().min(missing.len()) && d.rejected.iter().all(|s| s.reason.contains("is not in this build")) {
+    if !missing.is_empty()
+        && missing.len() == profile.routes.len().min(missing.len())
+        && d.rejected
+            .iter()
+            .all(|s| s.reason.contains("is not in this build"))
+    {
         let names: Vec<&str> = missing.into_iter().collect();
         return Error::unsupported(format!(
             "{} needs extension {}, which this build does not have",
@@ -784,14 +857,22 @@ fn no_placement(profile: &Profile, d: &Decision) -> Error {
         ))
         .with_hint("`sandboxer profiles list` shows which profiles this build can create");
     }
-    let kind = if d.rejected.iter().all(|s| s.reason.starts_with("insufficient credits")) {
+    let kind = if d
+        .rejected
+        .iter()
+        .all(|s| s.reason.starts_with("insufficient credits"))
+    {
         ErrorKind::InsufficientCredits
     } else {
         ErrorKind::NoPlacement
     };
     Error::new(
         kind,
-        format!("no place can take {} now:\n{}", profile.id, reasons.join("\n")),
+        format!(
+            "no place can take {} now:\n{}",
+            profile.id,
+            reasons.join("\n")
+        ),
     )
     .with_hint(format!(
         "`sandboxer route explain --profile {}` shows every candidate",

@@ -119,7 +119,11 @@ pub fn resolve(input: &Input<'_>) -> Decision {
             continue;
         }
         if c.ignore.contains(&route.extension) {
-            reject_all(format!("--ignore {}", route.extension), places, &mut rejected);
+            reject_all(
+                format!("--ignore {}", route.extension),
+                places,
+                &mut rejected,
+            );
             continue;
         }
         if let Some(h) = &c.host {
@@ -135,7 +139,10 @@ pub fn resolve(input: &Input<'_>) -> Decision {
         if let Some(max) = c.max_price {
             if route.price_per_hour > max {
                 reject_all(
-                    format!("price {}/h is above --max-price {max}", route.price_per_hour),
+                    format!(
+                        "price {}/h is above --max-price {max}",
+                        route.price_per_hour
+                    ),
                     places,
                     &mut rejected,
                 );
@@ -169,10 +176,7 @@ pub fn resolve(input: &Input<'_>) -> Decision {
             }
             if uses_host {
                 let Some(spec) = input.hosts.get(&host) else {
-                    reject(
-                        format!("host {host} is not in hosts.toml"),
-                        &mut rejected,
-                    );
+                    reject(format!("host {host} is not in hosts.toml"), &mut rejected);
                     continue;
                 };
                 if let Some(why) = input.unreachable.get(&host) {

@@ -98,7 +98,10 @@ impl Home {
 
     /// Run and wait.
     pub fn run(&self, args: &[&str]) -> Run {
-        self.command(args).output().expect("running sandboxer").into()
+        self.command(args)
+            .output()
+            .expect("running sandboxer")
+            .into()
     }
 
     /// The store file.

@@ -10,7 +10,13 @@ fn home_with_one() -> (sandboxer_testkit::home::Home, String) {
     (h, rec["id"].as_str().unwrap().to_string())
 }
 
-fn check(h: &sandboxer_testkit::home::Home, args: &[&str], code: i32, kind: &str, needle: &str) -> String {
+fn check(
+    h: &sandboxer_testkit::home::Home,
+    args: &[&str],
+    code: i32,
+    kind: &str,
+    needle: &str,
+) -> String {
     let before = h.store_bytes();
     let human = h.run(args).expect_code(code);
     assert!(
@@ -23,7 +29,12 @@ fn check(h: &sandboxer_testkit::home::Home, args: &[&str], code: i32, kind: &str
     json_args.push("--json");
     let j = h.run(&json_args).expect_code(code).json();
     assert_eq!(j["error"]["kind"], kind, "{j:#}");
-    assert_eq!(h.store_bytes(), before, "`{}` changed the store", args.join(" "));
+    assert_eq!(
+        h.store_bytes(),
+        before,
+        "`{}` changed the store",
+        args.join(" ")
+    );
     redact(&human.stderr)
 }
 
@@ -31,8 +42,20 @@ fn check(h: &sandboxer_testkit::home::Home, args: &[&str], code: i32, kind: &str
 fn bad_inputs_are_refused_with_their_exit_code_and_leave_the_store_intact() {
     let (h, id) = home_with_one();
     let mut rendered = Vec::new();
-    rendered.push(check(&h, &["create", "--profile", "profile.nope"], 3, "not_found", "profile.nope"));
-    rendered.push(check(&h, &["create", "--input", "colour=blue"], 4, "invalid_input", "colour"));
+    rendered.push(check(
+        &h,
+        &["create", "--profile", "profile.nope"],
+        3,
+        "not_found",
+        "profile.nope",
+    ));
+    rendered.push(check(
+        &h,
+        &["create", "--input", "colour=blue"],
+        4,
+        "invalid_input",
+        "colour",
+    ));
     rendered.push(check(
         &h,
         &["create", "--profile", "profile.compose-e2e"],
@@ -40,11 +63,41 @@ fn bad_inputs_are_refused_with_their_exit_code_and_leave_the_store_intact() {
         "invalid_input",
         "repo",
     ));
-    rendered.push(check(&h, &["create", "--ttl", "48h"], 4, "invalid_input", "maximum"));
-    rendered.push(check(&h, &["create", "--ttl", "30"], 4, "invalid_input", "unit"));
-    rendered.push(check(&h, &["create", "--actor", "boss:me"], 4, "invalid_input", "boss"));
-    rendered.push(check(&h, &["get", "sbx-doesnotexist"], 3, "not_found", "sbx-doesnotexist"));
-    rendered.push(check(&h, &["destroy", "sbx-doesnotexist"], 3, "not_found", "sbx-doesnotexist"));
+    rendered.push(check(
+        &h,
+        &["create", "--ttl", "48h"],
+        4,
+        "invalid_input",
+        "maximum",
+    ));
+    rendered.push(check(
+        &h,
+        &["create", "--ttl", "30"],
+        4,
+        "invalid_input",
+        "unit",
+    ));
+    rendered.push(check(
+        &h,
+        &["create", "--actor", "boss:me"],
+        4,
+        "invalid_input",
+        "boss",
+    ));
+    rendered.push(check(
+        &h,
+        &["get", "sbx-doesnotexist"],
+        3,
+        "not_found",
+        "sbx-doesnotexist",
+    ));
+    rendered.push(check(
+        &h,
+        &["destroy", "sbx-doesnotexist"],
+        3,
+        "not_found",
+        "sbx-doesnotexist",
+    ));
     insta::assert_snapshot!("bad_input_messages", rendered.join("---\n"));
     h.run(&["destroy", &id]).ok();
 }
@@ -57,7 +110,9 @@ fn a_malformed_user_profile_is_reported_with_file_line_and_column() {
         "id = \"profile.broken\"\nversion = \"one\"\ndescription = \"x\"\ndefault_ttl = \"2 hours\"\nmax_ttl = \"4h\"\nsurprise = true\n[[routes]]\nextension = \"ext.canary\"\n",
     );
     let before = h.store_bytes();
-    let r = h.run(&["create", "--profile", "profile.broken"]).expect_code(4);
+    let r = h
+        .run(&["create", "--profile", "profile.broken"])
+        .expect_code(4);
     let shown = path.display().to_string();
     // Every problem at once, each with file:line:column.
     assert!(r.stderr.contains(&format!("{shown}:2:")), "{}", r.stderr);
@@ -77,7 +132,11 @@ fn a_malformed_user_profile_is_reported_with_file_line_and_column() {
 fn a_corrupt_store_is_refused_and_never_overwritten() {
     let h = home();
     std::fs::create_dir_all(&h.data).unwrap();
-    for garbage in [&b"{ this is not json"[..], b"", b"{\"version\": 99, \"sandboxes\": []}"] {
+    for garbage in [
+        &b"{ this is not json"[..],
+        b"",
+        b"{\"version\": 99, \"sandboxes\": []}",
+    ] {
         std::fs::write(h.store_path(), garbage).unwrap();
         for args in [&["list"][..], &["create"], &["get", "sbx-aaaaaaaaaa"]] {
             let r = h.run(args).expect_code(8);
@@ -86,7 +145,11 @@ fn a_corrupt_store_is_refused_and_never_overwritten() {
                 "the message names the file: {}",
                 r.stderr
             );
-            assert_eq!(std::fs::read(h.store_path()).unwrap(), garbage, "never overwritten");
+            assert_eq!(
+                std::fs::read(h.store_path()).unwrap(),
+                garbage,
+                "never overwritten"
+            );
         }
     }
     let r = h.run(&["list", "--json"]).expect_code(8);
@@ -103,6 +166,9 @@ fn usage_errors_exit_2_and_help_has_examples() {
     assert!(help.contains("Exit codes"), "{help}");
     for cmd in ["create", "get", "list", "destroy", "recreate", "extend-ttl"] {
         let help = h.run(&[cmd, "--help"]).ok().stdout;
-        assert!(help.contains("Example"), "`{cmd} --help` has examples:\n{help}");
+        assert!(
+            help.contains("Example"),
+            "`{cmd} --help` has examples:\n{help}"
+        );
     }
 }

@@ -29,14 +29,20 @@ fn create_get_list_extend_recreate_destroy() {
     assert_eq!(rec["actor"], "adm:tester");
     assert!(rec["ready_at"].is_string() && rec["expires_at"].is_string());
     assert!(rec["ended_at"].is_null());
-    assert!(rec.get("backend").is_none(), "extension-private state must not be printed");
+    assert!(
+        rec.get("backend").is_none(),
+        "extension-private state must not be printed"
+    );
     assert!(rec["telemetry"]["cpus"].as_u64().unwrap() >= 1);
     assert_eq!(rec["route"]["chosen"]["host"], "local");
     let id = rec["id"].as_str().unwrap().to_string();
     let pid = agent_pid(&rec);
     assert!(pid_alive(pid), "the agent runs after create");
     let venue = h.data.join("venues").join(&id);
-    assert!(venue.join("sandboxer").exists(), "the binary was copied into the venue");
+    assert!(
+        venue.join("sandboxer").exists(),
+        "the binary was copied into the venue"
+    );
 
     // get and list agree with create.
     let got = h.run(&["get", &id, "--json"]).ok().json();
@@ -120,15 +126,24 @@ ready_timeout = "30s"
 extension = "ext.canary"
 "#,
     );
-    let rec = h.run(&["create", "--profile", "profile.quick-canary", "--json"]).ok().json();
+    let rec = h
+        .run(&["create", "--profile", "profile.quick-canary", "--json"])
+        .ok()
+        .json();
     let pid = agent_pid(&rec);
     let started = Instant::now();
     while pid_alive(pid) && started.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!pid_alive(pid) || zombie(pid), "the agent must exit at its deadline");
+    assert!(
+        !pid_alive(pid) || zombie(pid),
+        "the agent must exit at its deadline"
+    );
     let venue = h.data.join("venues").join(rec["id"].as_str().unwrap());
-    assert!(venue.join("exited.json").exists(), "the agent records why it exited");
+    assert!(
+        venue.join("exited.json").exists(),
+        "the agent records why it exited"
+    );
     // Destroy still works (venue cleaned, record destroyed).
     h.run(&["destroy", rec["id"].as_str().unwrap()]).ok();
     assert!(!venue.exists());
@@ -143,14 +158,22 @@ fn zombie(pid: i64) -> bool {
 #[test]
 fn idempotency_key_returns_the_same_sandbox() {
     let h = home();
-    let a = h.run(&["create", "--idempotency-key", "k1", "--json"]).ok().json();
-    let b = h.run(&["create", "--idempotency-key", "k1", "--json"]).ok().json();
+    let a = h
+        .run(&["create", "--idempotency-key", "k1", "--json"])
+        .ok()
+        .json();
+    let b = h
+        .run(&["create", "--idempotency-key", "k1", "--json"])
+        .ok()
+        .json();
     assert_eq!(a["id"], b["id"]);
     let list = h.run(&["list", "--json"]).ok().json();
     assert_eq!(list.as_array().unwrap().len(), 1, "no second sandbox");
     // Same key, different request: a conflict, exit 7, nothing written.
     let before = h.store_bytes();
-    let r = h.run(&["create", "--idempotency-key", "k1", "--ttl", "5m", "--json"]).expect_code(7);
+    let r = h
+        .run(&["create", "--idempotency-key", "k1", "--ttl", "5m", "--json"])
+        .expect_code(7);
     assert_eq!(r.json()["error"]["kind"], "conflict");
     assert_eq!(h.store_bytes(), before);
     h.run(&["destroy", a["id"].as_str().unwrap()]).ok();
@@ -165,7 +188,10 @@ fn no_wait_returns_provisioning_then_becomes_ready() {
     let started = Instant::now();
     let mut state = String::new();
     while started.elapsed() < Duration::from_secs(30) {
-        state = h.run(&["get", &id, "--json"]).ok().json()["state"].as_str().unwrap().to_string();
+        state = h.run(&["get", &id, "--json"]).ok().json()["state"]
+            .as_str()
+            .unwrap()
+            .to_string();
         if state != "provisioning" {
             break;
         }
@@ -179,7 +205,12 @@ fn no_wait_returns_provisioning_then_becomes_ready() {
 fn profiles_hosts_and_inspect_work_in_both_forms() {
     let h = home();
     let list = h.run(&["profiles", "list", "--json"]).ok().json();
-    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
     for want in [
         "profile.burst",
         "profile.compose-e2e",
@@ -191,9 +222,16 @@ fn profiles_hosts_and_inspect_work_in_both_forms() {
     }
     let human = h.run(&["profiles", "list"]).ok().stdout;
     assert!(human.contains("built-in"), "{human}");
-    let show = h.run(&["profiles", "show", "profile.compose-e2e", "--json"]).ok().json();
+    let show = h
+        .run(&["profiles", "show", "profile.compose-e2e", "--json"])
+        .ok()
+        .json();
     assert_eq!(show["inputs"]["repo"]["required"], true);
-    assert!(h.run(&["profiles", "show", "profile.compose-e2e"]).ok().stdout.contains("repo (required"));
+    assert!(h
+        .run(&["profiles", "show", "profile.compose-e2e"])
+        .ok()
+        .stdout
+        .contains("repo (required"));
 
     let hosts = h.run(&["hosts", "list", "--json"]).ok().json();
     assert_eq!(hosts[0]["name"], "local");
@@ -235,7 +273,9 @@ extension = "ext.not-built"
     assert_eq!(p["available"], false);
     assert_eq!(p["missing_extensions"][0], "ext.not-built");
     let before = h.store_bytes();
-    let r = h.run(&["create", "--profile", "profile.future", "--json"]).expect_code(10);
+    let r = h
+        .run(&["create", "--profile", "profile.future", "--json"])
+        .expect_code(10);
     let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(msg.contains("ext.not-built"), "{msg}");
     assert_eq!(h.store_bytes(), before);
@@ -243,6 +283,10 @@ extension = "ext.not-built"
 
 pub fn venues(data: &Path) -> Vec<String> {
     std::fs::read_dir(data.join("venues"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -62,9 +62,16 @@ fn twenty_concurrent_creates_are_all_recorded_and_destroyable() {
         assert_eq!(run.ok().json()["state"], "destroyed");
     }
     let list = h.run(&["list", "--json"]).ok().json();
-    assert!(list.as_array().unwrap().iter().all(|r| r["state"] == "destroyed"));
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["state"] == "destroyed"));
     assert_eq!(list.as_array().unwrap().len(), 20);
-    assert!(crate::canary::venues(&h.data).is_empty(), "every venue removed");
+    assert!(
+        crate::canary::venues(&h.data).is_empty(),
+        "every venue removed"
+    );
 }
 
 /// A tiny deterministic generator (no sleeps standing in for readiness:
@@ -121,5 +128,8 @@ fn sigkill_at_random_moments_leaves_a_parsable_store_in_legal_states() {
         let d = h.run(&["destroy", id, "--json"]).ok().json();
         assert_eq!(d["state"], "destroyed", "{d:#}");
     }
-    assert!(crate::canary::venues(&h.data).is_empty(), "no venue left behind");
+    assert!(
+        crate::canary::venues(&h.data).is_empty(),
+        "no venue left behind"
+    );
 }
