@@ -1,0 +1,442 @@
+//! The stub provider: a real HTTP service that speaks a subset of E2B's
+//! REST API, keeps its sandboxes in memory and kills each one at its
+//! timeout by itself, like a metered SaaS provider would.
+//!
+//! | request | answers |
+//! |---|---|
+//! | `POST /sandboxes` `{templateID, timeout, metadata}` | 201 [`CreatedSandbox`]; 400 bad body; 429 at capacity |
+//! | `GET /sandboxes[?metadata=k%3Dv]` | 200 `[`[`SandboxDetail`]`]`, filtered by metadata |
+//! | `GET /sandboxes/{id}` | 200 [`SandboxDetail`]; 404 |
+//! | `DELETE /sandboxes/{id}` | 204; 404 |
+//! | `POST /sandboxes/{id}/timeout` `{timeout}` | 204 (the sandbox now ends `timeout` s from now); 400; 404 |
+//!
+//! Every request needs the header `X-API-Key` (401 without it or with
+//! another key). Errors are `{"code": N, "message": "..."}`. Timeouts are
+//! whole seconds, 1 to [`MAX_TIMEOUT_SECS`] (default 15).
+//!
+//! A sandbox is gone once its `endAt` has passed: the background task
+//! [`StubState::spawn_reaper`] removes it at that moment, and every request
+//! also drops expired sandboxes first, so answers are exact even between
+//! two runs of the task.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use rand::Rng as _;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::api::{
+    ApiError, CreatedSandbox, NewSandbox, SandboxDetail, SetTimeout, API_KEY_HEADER,
+    DEFAULT_TIMEOUT_SECS, STATE_RUNNING,
+};
+use crate::secret::ApiKey;
+
+/// The longest timeout the stub accepts (24 h, E2B's ceiling).
+pub const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+/// The stub's `envdVersion` (E2B reports the version of its in-sandbox daemon).
+const ENVD_VERSION: &str = "0.0.0-stub";
+
+/// How the stub behaves.
+#[derive(Debug, Clone)]
+pub struct StubConfig {
+    /// The key every request must carry in `X-API-Key`.
+    pub api_key: ApiKey,
+    /// How many sandboxes may run at once; one more is a 429. Zero makes
+    /// every create a 429 (a provider that is always full).
+    pub capacity: usize,
+    /// The domain sandboxes are reached under: `<sandboxID>.<domain>`.
+    pub domain: String,
+}
+
+impl StubConfig {
+    /// Capacity 4, domain `saas-stub.local`.
+    pub fn new(api_key: ApiKey) -> Self {
+        StubConfig {
+            api_key,
+            capacity: 4,
+            domain: "saas-stub.local".to_string(),
+        }
+    }
+}
+
+struct Entry {
+    template_id: String,
+    started_at: DateTime<Utc>,
+    end_at: DateTime<Utc>,
+    metadata: BTreeMap<String, String>,
+}
+
+struct Inner {
+    config: StubConfig,
+    client_id: String,
+    sandboxes: Mutex<BTreeMap<String, Entry>>,
+    /// Wakes the reaper when a deadline moved.
+    changed: Notify,
+}
+
+/// The stub's in-memory state, shared by the handlers and the reaper.
+#[derive(Clone)]
+pub struct StubState(Arc<Inner>);
+
+impl std::fmt::Debug for StubState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StubState")
+            .field("config", &self.0.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StubState {
+    pub fn new(config: StubConfig) -> Self {
+        StubState(Arc::new(Inner {
+            config,
+            client_id: random_token(8),
+            sandboxes: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+        }))
+    }
+
+    pub fn config(&self) -> &StubConfig {
+        &self.0.config
+    }
+
+    /// How many sandboxes are running now.
+    pub fn running(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The sandbox map with every expired sandbox removed.
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        let mut map = self.0.sandboxes.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Utc::now();
+        map.retain(|id, e| {
+            let keep = e.end_at > now;
+            if !keep {
+                tracing::info!(sandbox = %id, "timeout reached, sandbox killed");
+            }
+            keep
+        });
+        map
+    }
+
+    fn detail(&self, id: &str, e: &Entry) -> SandboxDetail {
+        SandboxDetail {
+            sandbox_id: id.to_string(),
+            template_id: e.template_id.clone(),
+            client_id: self.0.client_id.clone(),
+            started_at: Some(e.started_at),
+            end_at: Some(e.end_at),
+            state: Some(STATE_RUNNING.to_string()),
+            metadata: e.metadata.clone(),
+            domain: Some(self.0.config.domain.clone()),
+            cpu_count: Some(2),
+            memory_mb: Some(512),
+        }
+    }
+
+    /// Start the task that kills sandboxes at their `endAt`. It sleeps until
+    /// the earliest deadline (at most a second, so a wall-clock jump is
+    /// caught up quickly) or until a deadline changes. Abort the handle to
+    /// stop it.
+    pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
+        let state = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = state.lock().values().map(|e| e.end_at).min();
+                let wait = next
+                    .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                    .unwrap_or(Duration::MAX)
+                    .min(Duration::from_secs(1));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = state.0.changed.notified() => {}
+                }
+            }
+        })
+    }
+}
+
+/// The stub's routes over `state`. The caller runs the reaper
+/// ([`StubState::spawn_reaper`]); [`Server`] does.
+pub fn router(state: StubState) -> Router {
+    let sandboxes = Router::new()
+        .route("/sandboxes", post(create).get(list))
+        .route("/sandboxes/{id}", get(get_one).delete(delete_one))
+        .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    sandboxes
+        .fallback(|| async { Reject(StatusCode::NOT_FOUND, "no such route".into()) })
+        .with_state(state)
+}
+
+/// A bound stub, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    state: StubState,
+}
+
+impl Server {
+    /// Bind `addr` (port 0 picks a free port; see [`Server::local_addr`]).
+    pub async fn bind(addr: SocketAddr, config: StubConfig) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Server {
+            listener,
+            state: StubState::new(config),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &StubState {
+        &self.state
+    }
+
+    /// Serve (with the reaper running) until `shutdown` completes, then let
+    /// open requests finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let reaper = self.state.spawn_reaper();
+        let result = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await;
+        reaper.abort();
+        result
+    }
+}
+
+/// Bind `bind` and serve until SIGTERM or Ctrl-C.
+pub async fn serve(bind: SocketAddr, config: StubConfig) -> std::io::Result<()> {
+    let shutdown = shutdown_signal()?;
+    let server = Server::bind(bind, config).await?;
+    tracing::info!(addr = %server.local_addr()?, "saas stub listening");
+    server.run(shutdown).await
+}
+
+/// Catch SIGTERM and SIGINT (Ctrl-C) from now on; the future completes on
+/// the first of them. Call it before announcing the address, so a signal
+/// sent right after the announcement is not fatal.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// An error answer: `{"code": N, "message": "..."}` with status N.
+struct Reject(StatusCode, String);
+
+impl Reject {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Reject(StatusCode::BAD_REQUEST, message.into())
+    }
+    fn not_found(id: &str) -> Self {
+        Reject(StatusCode::NOT_FOUND, format!("sandbox {id} not found"))
+    }
+}
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        let body = ApiError {
+            code: self.0.as_u16(),
+            message: self.1,
+        };
+        (self.0, Json(body)).into_response()
+    }
+}
+
+type Answer = Result<Response, Reject>;
+
+async fn require_key(
+    State(state): State<StubState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Answer {
+    match headers.get(API_KEY_HEADER) {
+        None => Err(Reject(
+            StatusCode::UNAUTHORIZED,
+            "missing X-API-Key header".into(),
+        )),
+        Some(v) if !state.0.config.api_key.matches(v.as_bytes()) => {
+            Err(Reject(StatusCode::UNAUTHORIZED, "invalid API key".into()))
+        }
+        Some(_) => Ok(next.run(req).await),
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Reject> {
+    serde_json::from_slice(body)
+        .map_err(|e| Reject::bad_request(format!("invalid request body: {e}")))
+}
+
+fn check_timeout(timeout: u64) -> Result<u64, Reject> {
+    if (1..=MAX_TIMEOUT_SECS).contains(&timeout) {
+        Ok(timeout)
+    } else {
+        Err(Reject::bad_request(format!(
+            "timeout must be 1 to {MAX_TIMEOUT_SECS} seconds, not {timeout}"
+        )))
+    }
+}
+
+fn end_at(from: DateTime<Utc>, timeout: u64) -> DateTime<Utc> {
+    from + chrono::Duration::seconds(timeout as i64)
+}
+
+async fn create(State(state): State<StubState>, body: Bytes) -> Answer {
+    let req: NewSandbox = parse_body(&body)?;
+    if req.template_id.trim().is_empty() {
+        return Err(Reject::bad_request("templateID is required"));
+    }
+    let timeout = check_timeout(req.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS))?;
+    let capacity = state.0.config.capacity;
+    let created = {
+        let mut map = state.lock();
+        if map.len() >= capacity {
+            return Err(Reject(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "capacity full: {} of {capacity} sandboxes running",
+                    map.len()
+                ),
+            ));
+        }
+        let id = loop {
+            let id = format!("i{}", random_token(19));
+            if !map.contains_key(&id) {
+                break id;
+            }
+        };
+        let now = Utc::now();
+        map.insert(
+            id.clone(),
+            Entry {
+                template_id: req.template_id.clone(),
+                started_at: now,
+                end_at: end_at(now, timeout),
+                metadata: req.metadata,
+            },
+        );
+        id
+    };
+    state.0.changed.notify_one();
+    tracing::info!(sandbox = %created, template = %req.template_id, timeout, "sandbox created");
+    let body = CreatedSandbox {
+        sandbox_id: created,
+        template_id: req.template_id,
+        client_id: state.0.client_id.clone(),
+        domain: Some(state.0.config.domain.clone()),
+        envd_version: Some(ENVD_VERSION.to_string()),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn list(State(state): State<StubState>, RawQuery(query): RawQuery) -> Answer {
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    if let Some(q) = query {
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(&q)
+            .map_err(|e| Reject::bad_request(format!("invalid query: {e}")))?;
+        for (k, v) in params {
+            if k == "metadata" {
+                let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&v)
+                    .map_err(|e| Reject::bad_request(format!("invalid metadata filter: {e}")))?;
+                wanted.extend(pairs);
+            }
+        }
+    }
+    let map = state.lock();
+    let out: Vec<SandboxDetail> = map
+        .iter()
+        .filter(|(_, e)| {
+            wanted
+                .iter()
+                .all(|(k, v)| e.metadata.get(k).is_some_and(|have| have == v))
+        })
+        .map(|(id, e)| state.detail(id, e))
+        .collect();
+    Ok(Json(out).into_response())
+}
+
+async fn get_one(State(state): State<StubState>, Path(id): Path<String>) -> Answer {
+    let map = state.lock();
+    let e = map.get(&id).ok_or_else(|| Reject::not_found(&id))?;
+    Ok(Json(state.detail(&id, e)).into_response())
+}
+
+async fn delete_one(State(state): State<StubState>, Path(id): Path<String>) -> Answer {
+    let removed = state.lock().remove(&id).is_some();
+    if !removed {
+        return Err(Reject::not_found(&id));
+    }
+    state.0.changed.notify_one();
+    tracing::info!(sandbox = %id, "sandbox deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn set_timeout(
+    State(state): State<StubState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let req: SetTimeout = parse_body(&body)?;
+    let timeout = check_timeout(req.timeout)?;
+    {
+        let mut map = state.lock();
+        let e = map.get_mut(&id).ok_or_else(|| Reject::not_found(&id))?;
+        e.end_at = end_at(Utc::now(), timeout);
+    }
+    state.0.changed.notify_one();
+    tracing::info!(sandbox = %id, timeout, "sandbox timeout set");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `n` random lowercase letters and digits.
+fn random_token(n: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..n)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_bounded() {
+        assert!(check_timeout(0).is_err());
+        assert_eq!(check_timeout(1).ok(), Some(1));
+        assert_eq!(check_timeout(MAX_TIMEOUT_SECS).ok(), Some(MAX_TIMEOUT_SECS));
+        assert!(check_timeout(MAX_TIMEOUT_SECS + 1).is_err());
+    }
+
+    #[test]
+    fn ids_look_like_e2b_ids() {
+        let id = format!("i{}", random_token(19));
+        assert_eq!(id.len(), 20);
+        assert!(crate::api::is_provider_id(&id));
+    }
+}
