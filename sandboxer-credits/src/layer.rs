@@ -1,0 +1,190 @@
+//! [`Metered`]: the metering layer. It wraps any extension and pays for
+//! metered routes in the ledger, so backends never touch it.
+//!
+//! When the route has a price (`ctx.price_per_hour > 0`):
+//!
+//! - `provision` first holds `price x TTL` (TTL = `expires_at - created_at`).
+//!   Insufficient credits refuse it before the inner extension runs. When
+//!   the inner provision fails, or its future is dropped (a cancelled
+//!   create), the hold is voided.
+//! - `teardown` tears down, then settles `price x` the seconds from
+//!   `created_at` to now (never more than held; the rest is released).
+//! - `extend` holds the extra time (or is refused) before the inner extend.
+//!
+//! Free routes pass straight through. Every ledger call is a short blocking
+//! file append with one `fdatasync`, done inline, as the sandbox store does.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sandboxer_core::credits::Micros;
+use sandboxer_core::extension::{
+    Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx,
+};
+use sandboxer_core::model::now;
+use sandboxer_core::transport::Transport;
+use sandboxer_core::{ErrorKind, Result};
+
+use crate::state::{seconds_between, Applied, HoldRequest, HoldState};
+use crate::FileLedger;
+
+/// An extension with metering around it. It has the inner extension's id
+/// and capabilities.
+///
+/// ```no_run
+/// # fn wrap(ext: std::sync::Arc<dyn sandboxer_core::extension::Extension>) -> sandboxer_core::Result<()> {
+/// use std::sync::Arc;
+/// use sandboxer_core::extension::Registry;
+/// use sandboxer_credits::{FileLedger, Metered};
+///
+/// let ledger = Arc::new(FileLedger::open(&sandboxer_core::paths::data_dir())?);
+/// let mut registry = Registry::new();
+/// registry.register(Arc::new(Metered::new(ext, ledger)));
+/// # Ok(()) }
+/// ```
+pub struct Metered {
+    inner: Arc<dyn Extension>,
+    ledger: Arc<FileLedger>,
+}
+
+impl Metered {
+    pub fn new(inner: Arc<dyn Extension>, ledger: Arc<FileLedger>) -> Metered {
+        Metered { inner, ledger }
+    }
+
+    /// The ledger it pays from.
+    pub fn ledger(&self) -> &Arc<FileLedger> {
+        &self.ledger
+    }
+
+    /// Release the hold of a sandbox whose provisioning failed after
+    /// `provision` returned (e.g. it never became ready). `Ok` when there is
+    /// no open hold.
+    pub fn void(&self, sandbox_id: &str) -> Result<Option<Applied>> {
+        void_open(&self.ledger, sandbox_id)
+    }
+}
+
+fn void_open(ledger: &FileLedger, sandbox_id: &str) -> Result<Option<Applied>> {
+    match ledger.hold_of(sandbox_id)? {
+        Some(h) if h.state == HoldState::Open => match ledger.void(sandbox_id) {
+            Ok(a) => Ok(Some(a)),
+            // Settled or voided by another process meanwhile.
+            Err(e) if e.kind() == ErrorKind::Conflict => Ok(None),
+            Err(e) => Err(e),
+        },
+        _ => Ok(None),
+    }
+}
+
+fn metered(ctx: &SandboxCtx) -> bool {
+    ctx.price_per_hour > Micros::ZERO
+}
+
+/// Voids the hold when dropped armed: the inner provision failed, or the
+/// provision future was dropped before it finished.
+struct VoidOnDrop<'a> {
+    ledger: &'a FileLedger,
+    sandbox_id: &'a str,
+    armed: bool,
+}
+
+impl Drop for VoidOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = void_open(self.ledger, self.sandbox_id) {
+                // The hold stays open; reconciliation voids it once the
+                // sandbox is failed or missing in the store.
+                tracing::warn!(
+                    "could not void the hold of {} after provisioning stopped: {e}",
+                    self.sandbox_id
+                );
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Extension for Metered {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn provision(&self, ctx: &SandboxCtx) -> Result<Provisioned> {
+        if !metered(ctx) {
+            return self.inner.provision(ctx).await;
+        }
+        self.ledger.hold(&HoldRequest {
+            sandbox_id: ctx.id.clone(),
+            actor: ctx.actor.clone(),
+            price_per_hour: ctx.price_per_hour,
+            extension: self.inner.id().to_string(),
+            host: ctx.host.clone(),
+            profile: ctx.profile.clone(),
+            created_at: ctx.created_at,
+            expires_at: ctx.expires_at,
+        })?;
+        let mut guard = VoidOnDrop {
+            ledger: &self.ledger,
+            sandbox_id: &ctx.id,
+            armed: true,
+        };
+        let provisioned = self.inner.provision(ctx).await;
+        guard.armed = provisioned.is_err();
+        drop(guard);
+        provisioned
+    }
+
+    async fn wait_ready(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &serde_json::Value,
+        deadline: tokio::time::Instant,
+    ) -> Result<ReadyInfo> {
+        self.inner.wait_ready(ctx, handle, deadline).await
+    }
+
+    async fn teardown(&self, ctx: &SandboxCtx, handle: &serde_json::Value) -> Result<()> {
+        self.inner.teardown(ctx, handle).await?;
+        if !metered(ctx) {
+            return Ok(());
+        }
+        match self.ledger.hold_of(&ctx.id)? {
+            Some(h) if h.state == HoldState::Open => {}
+            // Never held (refused, or provisioned before metering) or
+            // already resolved (voided after a failed provision, settled by
+            // an earlier teardown): nothing to pay.
+            _ => return Ok(()),
+        }
+        let seconds = seconds_between(ctx.created_at, now());
+        match self.ledger.settle(&ctx.id, seconds, now()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                tracing::debug!("teardown of {}: {e}", ctx.id);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn extend(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &serde_json::Value,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        if metered(ctx) && self.inner.capabilities().extend {
+            self.ledger.extend(&ctx.id, expires_at)?;
+        }
+        self.inner.extend(ctx, handle, expires_at).await
+    }
+
+    async fn list_resources(&self, transport: Arc<dyn Transport>) -> Result<Vec<Resource>> {
+        self.inner.list_resources(transport).await
+    }
+}

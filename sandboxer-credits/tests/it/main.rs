@@ -1,0 +1,4 @@
+//! One integration test binary for sandboxer-credits.
+
+mod layer;
+mod ledger;
