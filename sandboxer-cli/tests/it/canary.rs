@@ -5,9 +5,11 @@ use std::time::{Duration, Instant};
 
 use crate::home;
 
+/// Whether the process runs (a zombie waiting for an init that does not
+/// reap counts as gone).
 fn pid_alive(pid: i64) -> bool {
     // kill(pid, 0): 0 when the process exists.
-    unsafe { libc::kill(pid as i32, 0) == 0 }
+    (unsafe { libc::kill(pid as i32, 0) == 0 }) && !zombie(pid)
 }
 
 fn agent_pid(rec: &serde_json::Value) -> i64 {

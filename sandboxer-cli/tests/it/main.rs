@@ -13,7 +13,7 @@ pub fn home() -> Home {
 /// Replace ids and times with stable placeholders for snapshots.
 pub fn redact(s: &str) -> String {
     let rules = [
-        (r"sbx-[a-z2-7]{10}", "[ID]"),
+        (r"sbx-[a-z2-7]{10}\b", "[ID]"),
         (
             r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})",
             "[TIME]",
