@@ -106,6 +106,23 @@ pub enum Command {
     #[command(subcommand)]
     Route(RouteCmd),
 
+    /// End every stale sandbox: expired ones are destroyed (reason
+    /// `expired`), stuck ones and ghosts closed (reason `reaped`), orphans
+    /// torn down. Idempotent; safe to run from cron while others run it too.
+    #[command(
+        name = "reap-stale",
+        after_help = "Examples:\n  sandboxer reap-stale --dry-run\n  sandboxer reap-stale\n\n\
+        Run it periodically for TTL enforcement, e.g. from cron:\n  \
+        */5 * * * * sandboxer reap-stale --json >> ~/.local/state/sandboxer-reaper.log 2>&1"
+    )]
+    ReapStale {
+        /// Say what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        grace: GraceArgs,
+    },
+
     /// Finish a create started with --no-wait (run detached by sandboxer
     /// itself).
     #[command(name = "__finish-create", hide = true)]
@@ -210,6 +227,14 @@ pub enum HostsCmd {
     List,
 }
 
+#[derive(Debug, Args)]
+pub struct GraceArgs {
+    /// Leave alone anything younger than this (created, ready or ended within
+    /// the window).
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub grace: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum InspectCmd {
     /// Host telemetry: CPUs, load, memory, disk, kernel, docker, venues.
@@ -220,6 +245,13 @@ pub enum InspectCmd {
         /// The host (default: the default host).
         name: Option<String>,
     },
+    /// Stale sandboxes: expired (past TTL), stuck (provisioning or destroying
+    /// too long), orphans (resources on a host with no live record) and
+    /// ghosts (ready records whose resources are gone). Changes nothing.
+    #[command(
+        after_help = "Examples:\n  sandboxer inspect stale\n  sandboxer inspect stale --grace 0s --json"
+    )]
+    Stale(GraceArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -403,6 +403,36 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             }
             Ok(exit::code::OK)
         }
+        Command::Inspect(args::InspectCmd::Stale(g)) => {
+            let grace = parse_grace(&g.grace)?;
+            let m = env.manager(false)?;
+            let report = m.inspect_stale(grace).await?;
+            if json {
+                print_json(&serde_json::to_value(&report).expect("json"));
+            } else {
+                out(&render::stale(&report));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::ReapStale { dry_run, grace } => {
+            let grace = parse_grace(&grace.grace)?;
+            let (m, pb) = with_spinner(env.manager(false)?);
+            let r = m.reap_stale(grace, dry_run).await;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            let report = r?;
+            if json {
+                print_json(&serde_json::to_value(&report).expect("json"));
+            } else {
+                out(&render::reaped(&report));
+            }
+            Ok(if report.all_ok() {
+                exit::code::OK
+            } else {
+                exit::code::PROVISION_FAILED
+            })
+        }
         Command::Route(args::RouteCmd::Explain(a)) => {
             let m = env.manager(true)?;
             let req = CreateRequest {
@@ -423,6 +453,11 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             Ok(exit::code::OK)
         }
     }
+}
+
+fn parse_grace(g: &str) -> Result<Duration> {
+    sandboxer_core::duration::parse_duration(g)
+        .map_err(|e| Error::invalid_input(format!("--grace: {e}")))
 }
 
 fn parse_state(s: &str) -> Result<sandboxer_core::lifecycle::State> {

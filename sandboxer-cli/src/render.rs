@@ -531,3 +531,72 @@ pub fn decision(profile: &str, d: &Decision) -> String {
     }
     o
 }
+
+pub fn stale(r: &sandboxer_core::reaper::StaleReport) -> String {
+    let mut o = String::new();
+    if r.items.is_empty() {
+        o.push_str("nothing stale\n");
+    } else {
+        let rows: Vec<Vec<String>> = r
+            .items
+            .iter()
+            .map(|i| {
+                vec![
+                    i.kind.as_str().to_string(),
+                    i.sandbox_id.clone(),
+                    i.host.clone(),
+                    i.extension.clone(),
+                    i.state
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_else(|| "no record".into()),
+                    i.detail.clone(),
+                ]
+            })
+            .collect();
+        o.push_str(&table(
+            &["kind", "sandbox", "host", "extension", "record", "detail"],
+            &rows,
+        ));
+    }
+    for u in &r.unchecked {
+        let _ = writeln!(
+            o,
+            "not checked: {} ({}): {}",
+            u.host,
+            u.extension,
+            u.reason.lines().next().unwrap_or("")
+        );
+    }
+    o
+}
+
+pub fn reaped(r: &sandboxer_core::reaper::ReapReport) -> String {
+    let mut o = String::new();
+    if r.reaped.is_empty() {
+        o.push_str("nothing stale\n");
+    } else {
+        let rows: Vec<Vec<String>> = r
+            .reaped
+            .iter()
+            .map(|i| {
+                vec![
+                    i.item.kind.as_str().to_string(),
+                    i.item.sandbox_id.clone(),
+                    i.item.host.clone(),
+                    i.outcome.clone(),
+                ]
+            })
+            .collect();
+        o.push_str(&table(&["kind", "sandbox", "host", "outcome"], &rows));
+    }
+    for u in &r.unchecked {
+        let _ = writeln!(
+            o,
+            "not checked: {} ({}): {}",
+            u.host,
+            u.extension,
+            u.reason.lines().next().unwrap_or("")
+        );
+    }
+    o
+}

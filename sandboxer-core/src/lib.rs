@@ -26,6 +26,7 @@ pub mod manager;
 pub mod model;
 pub mod paths;
 pub mod profile;
+pub mod reaper;
 pub mod routing;
 pub mod store;
 pub mod transport;

@@ -354,7 +354,14 @@ impl Manager {
     /// (unless the request said `--no-fallback`). The last failure marks the
     /// sandbox `failed`.
     pub async fn finish_create(&self, id: &str) -> Result<Sandbox> {
-        let mut sbx = self.get(id)?;
+        // Claim the record: this process now provisions it.
+        let mut sbx = update_with(self.store.as_ref(), |doc| {
+            let rec = doc.require_mut(id)?;
+            if rec.state() == State::Provisioning {
+                rec.worker = Some(model::Worker::current());
+            }
+            Ok(rec.clone())
+        })?;
         if sbx.state() != State::Provisioning {
             return Ok(sbx);
         }

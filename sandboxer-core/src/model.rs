@@ -251,6 +251,53 @@ pub struct Sandbox {
     pub backend: serde_json::Value,
     /// When the record last changed.
     pub updated_at: DateTime<Utc>,
+    /// The process provisioning it (so the reaper can tell a create that
+    /// died from one still running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<Worker>,
+}
+
+/// A process on a machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worker {
+    pub pid: u32,
+    /// The machine's boot id (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+}
+
+impl Worker {
+    /// This process.
+    pub fn current() -> Worker {
+        Worker {
+            pid: std::process::id(),
+            boot_id: boot_id(),
+        }
+    }
+
+    /// `Some(false)` when the process is certainly gone (same boot, no such
+    /// pid or a zombie), `None` when this machine cannot tell (another
+    /// machine or boot).
+    pub fn is_alive(&self) -> Option<bool> {
+        if self.boot_id.is_empty() || self.boot_id != boot_id() {
+            return None;
+        }
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Err(_) => Some(false),
+            Ok(stat) => {
+                // The state field follows the parenthesised command name.
+                let state = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next());
+                Some(!matches!(state, Some("Z") | Some("X")))
+            }
+        }
+    }
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Everything needed to start a record in `provisioning`.
@@ -298,6 +345,7 @@ impl Sandbox {
             telemetry: None,
             backend: serde_json::Value::Null,
             updated_at: n.created_at,
+            worker: Some(Worker::current()),
         }
     }
 

@@ -1,0 +1,503 @@
+//! Stale sandboxes and the reaper: TTL enforcement and leak-proofing.
+//!
+//! `inspect` reconciles the store against what every host (and provider)
+//! actually has, and classifies what is wrong:
+//!
+//! - **expired**: a live record past its `expires_at`;
+//! - **stuck**: a record in `provisioning` past its profile's ready timeout
+//!   plus the grace window, or in `destroying` past the grace window;
+//! - **orphan**: a resource on a host that carries a sandbox id whose record
+//!   is missing or already ended;
+//! - **ghost**: a `ready` record whose resources are gone from its host.
+//!
+//! `reap` ends each: expired ones are destroyed with reason `expired`, stuck
+//! and ghost records with reason `reaped`, orphans are torn down. It is
+//! idempotent ("already gone" is success), never touches anything younger
+//! than the grace window, and is safe to run twice at once (every record
+//! change is a state-machine transition in one store commit, and teardown
+//! is idempotent).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::extension::{Resource, SandboxCtx};
+use crate::hosts::HostSpec;
+use crate::lifecycle::{EndReason, State};
+use crate::manager::Manager;
+use crate::model::{self, Sandbox};
+use crate::Result;
+
+/// What is wrong with a stale item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StaleKind {
+    Expired,
+    Stuck,
+    Orphan,
+    Ghost,
+}
+
+impl StaleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaleKind::Expired => "expired",
+            StaleKind::Stuck => "stuck",
+            StaleKind::Orphan => "orphan",
+            StaleKind::Ghost => "ghost",
+        }
+    }
+}
+
+/// One stale thing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StaleItem {
+    pub kind: StaleKind,
+    pub sandbox_id: String,
+    pub host: String,
+    pub extension: String,
+    /// The record's state, when there is a record.
+    pub state: Option<State>,
+    /// Why it is stale, for people.
+    pub detail: String,
+    /// The resource found on the host (orphans).
+    pub resource: Option<Resource>,
+}
+
+/// A host or provider the inspection could not look at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unchecked {
+    pub host: String,
+    pub extension: String,
+    pub reason: String,
+}
+
+/// What `inspect stale` found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StaleReport {
+    pub checked_at: Option<DateTime<Utc>>,
+    pub grace_seconds: u64,
+    pub items: Vec<StaleItem>,
+    /// Hosts whose resources could not be listed: orphans and ghosts there
+    /// are unknown (never guessed).
+    pub unchecked: Vec<Unchecked>,
+}
+
+/// What the reaper did with one item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reaped {
+    #[serde(flatten)]
+    pub item: StaleItem,
+    /// `destroyed`, `torn down`, `would reap` (dry run) or `failed: ...`.
+    pub outcome: String,
+    pub ok: bool,
+}
+
+/// What `reap-stale` did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReapReport {
+    pub dry_run: bool,
+    pub reaped: Vec<Reaped>,
+    pub unchecked: Vec<Unchecked>,
+}
+
+impl ReapReport {
+    pub fn all_ok(&self) -> bool {
+        self.reaped.iter().all(|r| r.ok)
+    }
+}
+
+/// The default grace window: nothing younger is touched.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
+
+fn older_than(t: DateTime<Utc>, now: DateTime<Utc>, d: Duration) -> bool {
+    now.signed_duration_since(t).num_milliseconds() > d.as_millis() as i64
+}
+
+fn human_age(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = now.signed_duration_since(t).num_seconds().max(0) as u64;
+    crate::duration::format_duration(Duration::from_secs(secs))
+}
+
+/// The pure part: classify records (expired, stuck, orphaned by a dead
+/// create) given the time and whether a worker process lives.
+pub fn classify_records(
+    records: &[Sandbox],
+    ready_timeouts: &BTreeMap<String, Duration>,
+    now: DateTime<Utc>,
+    grace: Duration,
+    worker_alive: &dyn Fn(&crate::model::Worker) -> Option<bool>,
+) -> Vec<StaleItem> {
+    let mut out = Vec::new();
+    for s in records {
+        let item = |kind, detail: String| StaleItem {
+            kind,
+            sandbox_id: s.id.clone(),
+            host: s.host.clone(),
+            extension: s.extension.clone(),
+            state: Some(s.state()),
+            detail,
+            resource: None,
+        };
+        if !older_than(s.created_at, now, grace) {
+            continue;
+        }
+        match s.state() {
+            State::Ready | State::Provisioning => {
+                if let Some(exp) = s.expires_at.filter(|e| *e < now) {
+                    out.push(item(
+                        StaleKind::Expired,
+                        format!("expired {} ago", human_age(exp, now)),
+                    ));
+                    continue;
+                }
+                if s.state() == State::Provisioning {
+                    if let Some(w) = &s.worker {
+                        if worker_alive(w) == Some(false) {
+                            out.push(item(
+                                StaleKind::Orphan,
+                                format!("its provisioning process {} is gone", w.pid),
+                            ));
+                            continue;
+                        }
+                    }
+                    let rt = ready_timeouts
+                        .get(&s.profile)
+                        .copied()
+                        .unwrap_or(Duration::from_secs(300));
+                    if older_than(s.created_at, now, rt + grace) {
+                        out.push(item(
+                            StaleKind::Stuck,
+                            format!(
+                                "provisioning for {} (ready timeout {})",
+                                human_age(s.created_at, now),
+                                crate::duration::format_duration(rt)
+                            ),
+                        ));
+                    }
+                }
+            }
+            State::Destroying if older_than(s.updated_at, now, grace) => {
+                out.push(item(
+                    StaleKind::Stuck,
+                    format!("destroying for {}", human_age(s.updated_at, now)),
+                ));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+impl Manager {
+    /// Every stale sandbox and resource, without changing anything.
+    pub async fn inspect_stale(&self, grace: Duration) -> Result<StaleReport> {
+        let doc = self.store().load()?;
+        let now = model::now();
+        let timeouts: BTreeMap<String, Duration> = self
+            .catalog()
+            .list()
+            .into_iter()
+            .map(|p| (p.id.clone(), p.ready_timeout))
+            .collect();
+        let mut items = classify_records(&doc.sandboxes, &timeouts, now, grace, &|w| w.is_alive());
+        let flagged: BTreeSet<String> = items.iter().map(|i| i.sandbox_id.clone()).collect();
+        let mut unchecked = Vec::new();
+
+        // Every (place, extension) that can list what it has.
+        let mut places: Vec<(HostSpec, Arc<dyn crate::extension::Extension>)> = Vec::new();
+        for ext in self.registry().iter() {
+            let caps = ext.capabilities();
+            if !caps.list_resources {
+                continue;
+            }
+            if caps.uses_host {
+                for h in self.hosts().all() {
+                    places.push((h, ext.clone()));
+                }
+            } else {
+                let mut provider = HostSpec::local();
+                provider.name = ext.id().trim_start_matches("ext.").to_string();
+                places.push((provider, ext.clone()));
+            }
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (spec, ext)) in places.iter().enumerate() {
+            let connector = self.connector().clone();
+            let spec = spec.clone();
+            let ext = ext.clone();
+            set.spawn(async move {
+                let listed = async {
+                    let conn_spec = if ext.capabilities().uses_host {
+                        spec.clone()
+                    } else {
+                        HostSpec::local()
+                    };
+                    let t = connector.connect(&conn_spec).await?;
+                    ext.list_resources(t).await
+                }
+                .await;
+                (i, listed)
+            });
+        }
+        let mut listed: Vec<Option<Result<Vec<Resource>>>> =
+            (0..places.len()).map(|_| None).collect();
+        while let Some(j) = set.join_next().await {
+            if let Ok((i, r)) = j {
+                listed[i] = Some(r);
+            }
+        }
+        for ((spec, ext), result) in places.iter().zip(listed) {
+            let place = spec.name.clone();
+            let resources = match result {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    unchecked.push(Unchecked {
+                        host: place,
+                        extension: ext.id().to_string(),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+                None => continue,
+            };
+            let mut present: BTreeMap<&str, bool> = BTreeMap::new();
+            for r in &resources {
+                let e = present.entry(r.sandbox_id.as_str()).or_insert(false);
+                *e |= r.running;
+            }
+            // Orphans: resources whose record is missing or ended.
+            let mut seen = BTreeSet::new();
+            for r in &resources {
+                if !seen.insert(r.sandbox_id.clone()) {
+                    continue;
+                }
+                let rec = doc.get(&r.sandbox_id);
+                let orphan = match rec {
+                    None => true,
+                    Some(s) => {
+                        matches!(s.state(), State::Destroyed | State::Failed)
+                            && s.ended_at.is_none_or(|t| older_than(t, now, grace))
+                    }
+                };
+                if orphan && !flagged.contains(&r.sandbox_id) {
+                    items.push(StaleItem {
+                        kind: StaleKind::Orphan,
+                        sandbox_id: r.sandbox_id.clone(),
+                        host: place.clone(),
+                        extension: ext.id().to_string(),
+                        state: rec.map(|s| s.state()),
+                        detail: match rec {
+                            None => format!("{} {} has no record", r.kind, r.name),
+                            Some(s) => {
+                                format!("{} {} outlived its record ({})", r.kind, r.name, s.state())
+                            }
+                        },
+                        resource: Some(r.clone()),
+                    });
+                }
+            }
+            // Ghosts: ready records here whose resources are gone.
+            for s in &doc.sandboxes {
+                if s.state() != State::Ready
+                    || s.host != place
+                    || s.extension != ext.id()
+                    || flagged.contains(&s.id)
+                    || !s.ready_at.is_none_or(|t| older_than(t, now, grace))
+                {
+                    continue;
+                }
+                let detail = match present.get(s.id.as_str()) {
+                    Some(true) => continue,
+                    Some(false) => "its resources exist but are not running".to_string(),
+                    None => format!("nothing of it is left on {place}"),
+                };
+                items.push(StaleItem {
+                    kind: StaleKind::Ghost,
+                    sandbox_id: s.id.clone(),
+                    host: place.clone(),
+                    extension: ext.id().to_string(),
+                    state: Some(State::Ready),
+                    detail,
+                    resource: None,
+                });
+            }
+        }
+        items.sort_by(|a, b| (a.kind, &a.sandbox_id).cmp(&(b.kind, &b.sandbox_id)));
+        Ok(StaleReport {
+            checked_at: Some(now),
+            grace_seconds: grace.as_secs(),
+            items,
+            unchecked,
+        })
+    }
+
+    /// End every stale item (or, with `dry_run`, say what would be done).
+    pub async fn reap_stale(&self, grace: Duration, dry_run: bool) -> Result<ReapReport> {
+        let report = self.inspect_stale(grace).await?;
+        let mut reaped = Vec::new();
+        for item in report.items {
+            if dry_run {
+                reaped.push(Reaped {
+                    outcome: "would reap".into(),
+                    ok: true,
+                    item,
+                });
+                continue;
+            }
+            let result = match item.kind {
+                StaleKind::Expired => self
+                    .destroy(&item.sandbox_id, EndReason::Expired)
+                    .await
+                    .map(|s| format!("destroyed ({})", s.reason().unwrap_or_default())),
+                StaleKind::Stuck | StaleKind::Ghost => self
+                    .destroy(&item.sandbox_id, EndReason::Reaped)
+                    .await
+                    .map(|s| format!("destroyed ({})", s.reason().unwrap_or_default())),
+                StaleKind::Orphan => self.reap_orphan(&item).await,
+            };
+            let (outcome, ok) = match result {
+                Ok(o) => (o, true),
+                Err(e) => (format!("failed: {e}"), false),
+            };
+            reaped.push(Reaped { item, outcome, ok });
+        }
+        Ok(ReapReport {
+            dry_run,
+            reaped,
+            unchecked: report.unchecked,
+        })
+    }
+
+    async fn reap_orphan(&self, item: &StaleItem) -> Result<String> {
+        // A record with leftovers (a failed one, or one whose create died):
+        // destroy it properly.
+        if matches!(item.state, Some(State::Failed | State::Provisioning)) {
+            return self
+                .destroy(&item.sandbox_id, EndReason::Reaped)
+                .await
+                .map(|_| "torn down; record destroyed (reaped)".to_string());
+        }
+        let ext = self.registry().get(&item.extension).ok_or_else(|| {
+            crate::Error::unsupported(format!("{} is not in this build", item.extension))
+        })?;
+        let spec = if ext.capabilities().uses_host {
+            self.hosts().require(&item.host)?
+        } else {
+            HostSpec::local()
+        };
+        let transport = self.connector().connect(&spec).await?;
+        let ctx = SandboxCtx {
+            id: item.sandbox_id.clone(),
+            profile: String::new(),
+            profile_version: 0,
+            actor: crate::model::Actor::new(crate::model::ActorKind::Adm, "reaper")?,
+            config: Default::default(),
+            inputs: Default::default(),
+            host: item.host.clone(),
+            transport,
+            expires_at: model::now(),
+            ready_timeout: Duration::from_secs(60),
+            created_at: model::now(),
+            price_per_hour: Default::default(),
+        };
+        ext.teardown(&ctx, &serde_json::Value::Null).await?;
+        Ok("torn down".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::Event;
+    use crate::model::{Actor, NewSandbox, RouteTrace};
+
+    fn rec(id: &str, created: DateTime<Utc>, ttl: u64) -> Sandbox {
+        Sandbox::new(NewSandbox {
+            id: id.into(),
+            profile: "profile.p".into(),
+            profile_version: 1,
+            extension: "ext.x".into(),
+            host: "local".into(),
+            actor: "adm:t".parse::<Actor>().unwrap(),
+            inputs: Default::default(),
+            route: RouteTrace::default(),
+            ttl_seconds: ttl,
+            idempotency_key: None,
+            recreated_from: None,
+            cost: None,
+            created_at: created,
+        })
+    }
+
+    #[test]
+    fn a_provisioning_record_whose_worker_died_is_an_orphan() {
+        let now = model::now();
+        let r = rec("sbx-deadworker", now - chrono::Duration::minutes(3), 7200);
+        let timeouts = BTreeMap::new();
+        let dead = classify_records(
+            &[r.clone()],
+            &timeouts,
+            now,
+            Duration::from_secs(60),
+            &|_| Some(false),
+        );
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].kind, StaleKind::Orphan);
+        let alive = classify_records(
+            &[r.clone()],
+            &timeouts,
+            now,
+            Duration::from_secs(60),
+            &|_| Some(true),
+        );
+        assert!(alive.is_empty(), "a create still running is left alone");
+        let young = classify_records(&[r], &timeouts, now, Duration::from_secs(600), &|_| {
+            Some(false)
+        });
+        assert!(
+            young.is_empty(),
+            "nothing inside the grace window is touched"
+        );
+    }
+
+    #[test]
+    fn classifies_expired_stuck_and_respects_grace() {
+        let now = model::now();
+        let hour = chrono::Duration::hours(1);
+        let mut expired = rec("sbx-expired000", now - hour * 2, 3600);
+        expired.apply(&Event::Ready, now - hour * 2).unwrap();
+        let mut fresh_ready = rec("sbx-fresh00000", now - hour, 7200);
+        fresh_ready.apply(&Event::Ready, now - hour).unwrap();
+        let stuck = rec("sbx-stuck00000", now - hour, 7200);
+        let young = rec("sbx-young00000", now - chrono::Duration::seconds(10), 1);
+        let mut destroying = rec("sbx-destroying", now - hour, 7200);
+        destroying
+            .apply(&Event::Destroy(EndReason::Destroyed), now - hour)
+            .unwrap();
+        let timeouts = BTreeMap::from([("profile.p".to_string(), Duration::from_secs(300))]);
+        let items = classify_records(
+            &[expired, fresh_ready, stuck, young, destroying],
+            &timeouts,
+            now,
+            Duration::from_secs(120),
+            &|_| Some(true),
+        );
+        let got: Vec<(StaleKind, &str)> = items
+            .iter()
+            .map(|i| (i.kind, i.sandbox_id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (StaleKind::Expired, "sbx-expired000"),
+                (StaleKind::Stuck, "sbx-stuck00000"),
+                (StaleKind::Stuck, "sbx-destroying"),
+            ],
+            "the young record is inside the grace window, the fresh one is fine"
+        );
+    }
+}
