@@ -106,6 +106,10 @@ pub enum Command {
     #[command(subcommand)]
     Route(RouteCmd),
 
+    /// Prepaid credits: balances, grants, the ledger, usage, the check.
+    #[command(subcommand)]
+    Credits(CreditsCmd),
+
     /// End every stale sandbox: expired ones are destroyed (reason
     /// `expired`), stuck ones and ghosts closed (reason `reaped`), orphans
     /// torn down. Idempotent; safe to run from cron while others run it too.
@@ -280,4 +284,54 @@ pub struct ExplainArgs {
     pub actor: Option<String>,
     #[command(flatten)]
     pub placement: PlacementArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreditsCmd {
+    /// An actor's account: available, held, spent, granted.
+    #[command(after_help = "Example:\n  sandboxer credits balance --actor agt:harness")]
+    Balance {
+        /// Whose account (default: you, from SANDBOXER_ACTOR or adm:$USER).
+        #[arg(long, value_name = "ACTOR")]
+        actor: Option<String>,
+    },
+    /// Grant credits to an actor (only `adm` actors may grant).
+    #[command(
+        after_help = "Examples:\n  sandboxer credits grant --actor agt:harness 25\n  \
+        sandboxer credits grant --actor agt:harness 0.5 --key invoice-1234"
+    )]
+    Grant {
+        /// Who receives the credits.
+        #[arg(long, value_name = "ACTOR")]
+        actor: String,
+        /// How many credits: a decimal with at most 6 places, e.g. `25` or `0.5`.
+        amount: String,
+        /// Who grants (default: SANDBOXER_ACTOR or adm:$USER); must be adm.
+        #[arg(long, env = "SANDBOXER_ACTOR", value_name = "ACTOR")]
+        by: Option<String>,
+        /// Makes the grant idempotent: the same key is applied once.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// The ledger's entries, oldest first.
+    #[command(after_help = "Example:\n  sandboxer credits ledger --actor agt:harness --json")]
+    Ledger {
+        /// Only this actor's entries.
+        #[arg(long, value_name = "ACTOR")]
+        actor: Option<String>,
+        /// Only this sandbox's entries.
+        #[arg(long, value_name = "ID")]
+        sandbox: Option<String>,
+    },
+    /// Per metered sandbox: route, seconds, price, cost.
+    #[command(after_help = "Example:\n  sandboxer credits usage --actor agt:harness")]
+    Usage {
+        /// Whose usage (default: you).
+        #[arg(long, value_name = "ACTOR")]
+        actor: Option<String>,
+    },
+    /// Check the ledger's invariants (no balance below zero; granted =
+    /// available + held + spent; a hold resolved once; a settle never above
+    /// its hold). Exit 8 when any is broken.
+    Check,
 }

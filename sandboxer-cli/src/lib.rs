@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use sandboxer_core::extension::Registry;
+use sandboxer_core::extension::{Extension, Registry};
 use sandboxer_core::hosts::Hosts;
 use sandboxer_core::lifecycle::EndReason;
 use sandboxer_core::manager::{CreateRequest, ListFilter, Manager};
@@ -21,6 +21,7 @@ use sandboxer_core::profile::Catalog;
 use sandboxer_core::routing::Constraints;
 use sandboxer_core::store::{JsonFileStore, Store};
 use sandboxer_core::{Error, Result};
+use sandboxer_credits::{EntryFilter, Fate, FileLedger, Metered};
 
 pub mod args;
 pub mod exit;
@@ -123,26 +124,57 @@ impl Env {
         }
     }
 
-    fn registry(&self) -> Result<Registry> {
+    fn ledger(&self) -> Result<Arc<FileLedger>> {
+        Ok(Arc::new(FileLedger::open(&self.data_dir)?))
+    }
+
+    /// Every extension of this build, each wrapped in the metering layer.
+    fn registry(&self, ledger: &Arc<FileLedger>) -> Result<Registry> {
         let exe = std::env::current_exe()
             .map_err(|e| Error::io("finding the sandboxer binary to deploy", e))?;
+        let backends: Vec<Arc<dyn Extension>> = vec![
+            Arc::new(sandboxer_telemetry::CanaryExtension::new(exe)),
+            Arc::new(sandboxer_ext_compose_ssh::ComposeSshExtension::new()),
+            Arc::new(sandboxer_ext_saas_stub::SaasStubExtension::from_env()?),
+        ];
         let mut r = Registry::new();
-        r.register(Arc::new(sandboxer_telemetry::CanaryExtension::new(exe)));
+        for ext in backends {
+            r.register(Arc::new(Metered::new(ext, ledger.clone())));
+        }
         Ok(r)
     }
 
     fn manager(&self, strict_catalog: bool) -> Result<Manager> {
         let hosts = Hosts::load(&self.config_dir)?;
-        Ok(Manager::new(
+        let ledger = self.ledger()?;
+        let m = Manager::new(
             self.store(),
             self.catalog(strict_catalog)?,
             hosts,
-            self.registry()?,
+            self.registry(&ledger)?,
             Arc::new(sandboxer_transport::DefaultConnector::new(
                 self.data_dir.clone(),
             )),
-        ))
+        )
+        .with_billing(ledger.clone());
+        reconcile(&m, &ledger)?;
+        Ok(m)
     }
+}
+
+/// After a crash between the ledger and the store, resolve the holds whose
+/// sandboxes ended (or never got recorded): settle or void them. Cheap when
+/// no hold is open.
+fn reconcile(m: &Manager, ledger: &FileLedger) -> Result<()> {
+    if ledger.open_holds()?.is_empty() {
+        return Ok(());
+    }
+    let doc = m.store().load()?;
+    let done = ledger.reconcile(&|id| Fate::of(doc.get(id)))?;
+    for e in &done {
+        tracing::info!("reconciled the ledger: {} ({})", e.id, e.kind_name());
+    }
+    Ok(())
 }
 
 fn parse_actor(given: Option<&str>) -> Result<Actor> {
@@ -403,6 +435,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             }
             Ok(exit::code::OK)
         }
+        Command::Credits(cmd) => credits(&env, cmd, json).await,
         Command::Inspect(args::InspectCmd::Stale(g)) => {
             let grace = parse_grace(&g.grace)?;
             let m = env.manager(false)?;
@@ -492,4 +525,102 @@ fn spawn_finisher(id: &str) -> Result<()> {
         .spawn()
         .map_err(|e| Error::io("starting the background provisioning", e))?;
     Ok(())
+}
+
+async fn credits(env: &Env, cmd: args::CreditsCmd, json: bool) -> Result<i32> {
+    use sandboxer_core::credits::Micros;
+    // Building the manager reconciles the ledger with the store first.
+    let m = env.manager(false)?;
+    let ledger = env.ledger()?;
+    match cmd {
+        args::CreditsCmd::Balance { actor } => {
+            let actor = parse_actor(
+                actor
+                    .as_deref()
+                    .or(std::env::var("SANDBOXER_ACTOR").ok().as_deref()),
+            )?;
+            let acct = ledger.balance(&actor)?;
+            if json {
+                print_json(&serde_json::json!({ "actor": actor.to_string(), "account": acct }));
+            } else {
+                out(&render::account(&actor, &acct));
+            }
+        }
+        args::CreditsCmd::Grant {
+            actor,
+            amount,
+            by,
+            key,
+        } => {
+            let to: Actor = actor.parse()?;
+            let by = parse_actor(by.as_deref())?;
+            let amount = Micros::parse_amount(&amount).map_err(|e| e.context("credits grant"))?;
+            if amount == Micros::ZERO {
+                return Err(Error::invalid_input(
+                    "credits grant: the amount must be above zero",
+                ));
+            }
+            let applied = ledger.grant(&by, &to, amount, key.as_deref())?;
+            let acct = ledger.balance(&to)?;
+            if json {
+                print_json(&serde_json::json!({
+                    "entry": applied.entry,
+                    "duplicate": applied.duplicate,
+                    "actor": to.to_string(),
+                    "account": acct,
+                }));
+            } else {
+                let again = if applied.duplicate {
+                    " (already applied; nothing changed)"
+                } else {
+                    ""
+                };
+                out(&format!(
+                    "granted {amount} to {to}{again}\n{}",
+                    render::account(&to, &acct)
+                ));
+            }
+        }
+        args::CreditsCmd::Ledger { actor, sandbox } => {
+            let filter = EntryFilter {
+                actor: actor.as_deref().map(str::parse).transpose()?,
+                sandbox_id: sandbox,
+            };
+            let entries = ledger.entries(&filter)?;
+            if json {
+                print_json(&serde_json::to_value(&entries).expect("json"));
+            } else {
+                out(&render::ledger(&entries));
+            }
+        }
+        args::CreditsCmd::Usage { actor } => {
+            let actor = parse_actor(
+                actor
+                    .as_deref()
+                    .or(std::env::var("SANDBOXER_ACTOR").ok().as_deref()),
+            )?;
+            let rows = ledger.usage(&actor)?;
+            if json {
+                print_json(&serde_json::json!({ "actor": actor.to_string(), "usage": rows }));
+            } else {
+                out(&render::usage(&actor, &rows));
+            }
+        }
+        args::CreditsCmd::Check => {
+            let report = ledger.check()?;
+            let ok = report.is_ok();
+            if json {
+                print_json(&serde_json::to_value(&report).expect("json"));
+            } else {
+                out(&render::check(&report));
+            }
+            let _ = m;
+            return Ok(if ok {
+                exit::code::OK
+            } else {
+                exit::code::STORE
+            });
+        }
+    }
+    Ok(exit::code::OK)
 }

@@ -600,3 +600,83 @@ pub fn reaped(r: &sandboxer_core::reaper::ReapReport) -> String {
     }
     o
 }
+
+pub fn account(actor: &sandboxer_core::model::Actor, a: &sandboxer_credits::Account) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{actor}");
+    let _ = writeln!(o, "  available  {}", a.available);
+    let _ = writeln!(o, "  held       {}", a.held);
+    let _ = writeln!(o, "  spent      {}", a.spent);
+    let _ = writeln!(o, "  granted    {}", a.granted);
+    o
+}
+
+pub fn ledger(entries: &[sandboxer_credits::Entry]) -> String {
+    if entries.is_empty() {
+        return "no entries\n".into();
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let v = serde_json::to_value(e).unwrap_or_default();
+            let actor = v
+                .get("actor")
+                .and_then(|a| a.as_str())
+                .unwrap_or("-")
+                .to_string();
+            vec![
+                rfc3339(e.at),
+                e.kind_name().to_string(),
+                e.id.clone(),
+                actor,
+                e.amount().to_string(),
+            ]
+        })
+        .collect();
+    table(&["at", "kind", "id", "actor", "amount"], &rows)
+}
+
+pub fn usage(actor: &sandboxer_core::model::Actor, rows: &[sandboxer_credits::UsageRow]) -> String {
+    if rows.is_empty() {
+        return format!("{actor} has no metered sandboxes\n");
+    }
+    let t: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.sandbox_id.clone(),
+                format!("{} on {}", r.extension, r.host),
+                r.state.to_string(),
+                r.seconds
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                format!("{}/h", r.price_per_hour),
+                r.held.to_string(),
+                r.cost.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "sandbox", "route", "state", "seconds", "price", "held", "cost",
+        ],
+        &t,
+    )
+}
+
+pub fn check(r: &sandboxer_credits::CheckReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} entries, {} actors, {} open holds",
+        r.entries, r.actors, r.open_holds
+    );
+    if r.violations.is_empty() {
+        o.push_str("ok: every invariant holds\n");
+    } else {
+        for v in &r.violations {
+            let _ = writeln!(o, "VIOLATION: {v}");
+        }
+    }
+    o
+}

@@ -16,6 +16,7 @@
 //! assert!(step(&Lifecycle::Provisioning, &Event::TornDown).is_err());
 //! ```
 
+pub mod billing;
 pub mod credits;
 pub mod duration;
 pub mod error;

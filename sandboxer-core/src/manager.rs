@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::billing::Billing;
 use crate::extension::{Registry, SandboxCtx};
 use crate::hosts::Hosts;
 use crate::lifecycle::{EndReason, Event, State};
@@ -88,6 +89,7 @@ pub struct Manager {
     hosts: Arc<Hosts>,
     registry: Registry,
     connector: Arc<dyn Connector>,
+    billing: Option<Arc<dyn Billing>>,
     progress: Option<Progress>,
 }
 
@@ -105,8 +107,35 @@ impl Manager {
             hosts: Arc::new(hosts),
             registry,
             connector,
+            billing: None,
             progress: None,
         }
+    }
+
+    /// Meter against a credits ledger: candidates the actor cannot pay for
+    /// are rejected, costs are copied into records, failed provisioning
+    /// voids its hold, extend-ttl holds the extra time.
+    pub fn with_billing(mut self, billing: Arc<dyn Billing>) -> Self {
+        self.billing = Some(billing);
+        self
+    }
+
+    pub fn billing(&self) -> Option<&Arc<dyn Billing>> {
+        self.billing.as_ref()
+    }
+
+    fn cost_of(&self, id: &str) -> Result<Option<crate::model::Cost>> {
+        match &self.billing {
+            Some(b) => b.cost_of(id),
+            None => Ok(None),
+        }
+    }
+
+    fn balance(&self, actor: &Actor) -> Result<Option<crate::credits::Micros>> {
+        self.billing
+            .as_ref()
+            .map(|b| b.available(actor))
+            .transpose()
     }
 
     /// Report progress through `f` (the CLI's spinner).
@@ -207,8 +236,9 @@ impl Manager {
     /// The placement decision for `req` against the current store, without
     /// creating anything (`route explain`).
     pub fn explain(&self, req: &CreateRequest) -> Result<Decision> {
-        let (profile, _inputs, ttl, _actor) = self.validate_for_explain(req)?;
+        let (profile, _inputs, ttl, actor) = self.validate_for_explain(req)?;
         let doc = self.store.load()?;
+        let balance = self.balance(&actor)?;
         Ok(self.decide(
             &profile,
             ttl,
@@ -216,6 +246,7 @@ impl Manager {
             &doc,
             None,
             &BTreeSet::new(),
+            balance,
         ))
     }
 
@@ -232,6 +263,7 @@ impl Manager {
         Ok((profile, req.inputs.clone(), ttl, actor))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         profile: &Profile,
@@ -240,6 +272,7 @@ impl Manager {
         doc: &StoreDoc,
         replacing: Option<&str>,
         tried: &BTreeSet<(usize, String)>,
+        balance: Option<crate::credits::Micros>,
     ) -> Decision {
         let extensions = self.extension_infos();
         let live = Self::live_per_host(doc, replacing);
@@ -251,7 +284,7 @@ impl Manager {
             live_per_host: &live,
             unreachable: &unreachable,
             tried,
-            balance: None,
+            balance,
             ttl,
             constraints,
         })
@@ -285,6 +318,7 @@ impl Manager {
         let (profile, inputs, ttl, actor) = self.validate(req)?;
         let request_hash = request_hash(req, &inputs, ttl, &actor);
         let replacing = req.recreated_from.as_deref();
+        let balance = self.balance(&actor)?;
         update_with(self.store.as_ref(), |doc| {
             if let Some(key) = &req.idempotency_key {
                 if let Some(entry) = doc.idempotency.get(key) {
@@ -306,6 +340,7 @@ impl Manager {
                 doc,
                 replacing,
                 &BTreeSet::new(),
+                balance,
             );
             let Some(chosen) = decision.candidates.first().cloned() else {
                 return Err(no_placement(&profile, &decision));
@@ -519,6 +554,13 @@ impl Manager {
             Ok(r) => r,
             Err(e) => {
                 self.say("rolling back");
+                // Failed provisioning pays nothing: release the hold before the
+                // rollback teardown (which would otherwise settle).
+                if let Some(b) = &self.billing {
+                    if let Err(ve) = b.void(&sbx.id) {
+                        tracing::warn!("voiding the hold of {} failed: {ve}", sbx.id);
+                    }
+                }
                 if let Err(te) = ext.teardown(&ctx, &handle).await {
                     tracing::warn!("rollback of {} failed: {te}", sbx.id);
                 }
@@ -534,6 +576,7 @@ impl Manager {
                 return Ok(Err(rec.clone()));
             }
             rec.apply(&Event::Ready, model::now())?;
+            rec.cost = self.cost_of(&rec.id)?;
             rec.reachability = Some(ready.reachability.clone());
             rec.telemetry = ready.telemetry.clone();
             if let Some(h) = &ready.handle {
@@ -613,6 +656,7 @@ impl Manager {
             let rec = doc.require_mut(id)?;
             if rec.state() == State::Provisioning {
                 rec.apply(&Event::ProvisionFailed(why.to_string()), model::now())?;
+                rec.cost = self.cost_of(id)?;
             }
             Ok(rec.clone())
         })
@@ -711,6 +755,7 @@ impl Manager {
             let rec = doc.require_mut(id)?;
             if rec.state() == State::Destroying {
                 rec.apply(&Event::TornDown, model::now())?;
+                rec.cost = self.cost_of(id)?;
             }
             Ok(rec.clone())
         })
@@ -788,6 +833,10 @@ impl Manager {
         }
         let new_expiry: DateTime<Utc> =
             sbx.created_at + chrono::Duration::seconds(new_ttl.as_secs() as i64);
+        if let Some(b) = &self.billing {
+            // Metered sandboxes hold the extra time first (or are refused).
+            b.extend(id, new_expiry)?;
+        }
         if let Some(ext) = self.registry.get(&sbx.extension) {
             if ext.capabilities().extend {
                 let transport = self
@@ -805,6 +854,7 @@ impl Manager {
             rec.ttl_seconds = new_ttl.as_secs();
             rec.expires_at = Some(new_expiry);
             rec.updated_at = model::now();
+            rec.cost = self.cost_of(id)?;
             Ok(rec.clone())
         })
     }

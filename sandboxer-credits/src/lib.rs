@@ -51,6 +51,7 @@
 //! assert!(ledger.check().unwrap().is_ok());
 //! ```
 
+pub mod billing;
 pub mod file;
 pub mod layer;
 pub mod state;
