@@ -110,6 +110,21 @@ pub enum Command {
     #[command(subcommand)]
     Credits(CreditsCmd),
 
+    /// Serve the same API over HTTP (`/v1`, bearer tokens per actor); the
+    /// server also runs the reaper and the State Hub event relay.
+    #[command(
+        after_help = "Examples:\n  sandboxer serve\n  sandboxer serve --bind 127.0.0.1:8787 --reap-interval 1m"
+    )]
+    Serve(ServeArgs),
+
+    /// HTTP API tokens (stored hashed in tokens.toml in the config dir).
+    #[command(subcommand)]
+    Tokens(TokensCmd),
+
+    /// State Hub lifecycle events: the outbox and its delivery.
+    #[command(subcommand)]
+    Events(EventsCmd),
+
     /// End every stale sandbox: expired ones are destroyed (reason
     /// `expired`), stuck ones and ghosts closed (reason `reaped`), orphans
     /// torn down. Idempotent; safe to run from cron while others run it too.
@@ -334,4 +349,51 @@ pub enum CreditsCmd {
     /// available + held + spent; a hold resolved once; a settle never above
     /// its hold). Exit 8 when any is broken.
     Check,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. A non-loopback address is refused while no
+    /// token exists.
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
+    pub bind: String,
+    /// How often the built-in reaper runs (TTL enforcement); `0s` turns it off.
+    #[arg(long, default_value = "1m", value_name = "DURATION")]
+    pub reap_interval: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCmd {
+    /// Make a token for an actor; it is printed once, only its hash is kept.
+    #[command(after_help = "Example:\n  sandboxer tokens add --actor agt:harness")]
+    Add {
+        /// The actor the token acts as.
+        #[arg(long, value_name = "ACTOR")]
+        actor: String,
+        /// A name to find the token by later (default: generated).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Every token: name, actor, created (never the secret).
+    List,
+    /// Remove a token by name.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCmd {
+    /// The outbox: how many events wait, the oldest, the hub URL, last error.
+    Status,
+    /// Deliver every queued event to the State Hub now.
+    #[command(
+        after_help = "Example:\n  SANDBOXER_STATE_HUB_URL=http://127.0.0.1:9000 sandboxer events flush"
+    )]
+    Flush {
+        /// Give up after this long.
+        #[arg(long, default_value = "30s", value_name = "DURATION")]
+        timeout: String,
+    },
 }

@@ -24,8 +24,10 @@ use sandboxer_core::{Error, Result};
 use sandboxer_credits::{EntryFilter, Fate, FileLedger, Metered};
 
 pub mod args;
+pub mod events_cmd;
 pub mod exit;
 pub mod render;
+pub mod serve;
 
 use args::{Cli, Command};
 
@@ -107,7 +109,7 @@ impl Env {
         }
     }
 
-    fn store(&self) -> Arc<dyn Store> {
+    pub fn store(&self) -> Arc<dyn Store> {
         Arc::new(JsonFileStore::in_data_dir(&self.data_dir))
     }
 
@@ -124,7 +126,7 @@ impl Env {
         }
     }
 
-    fn ledger(&self) -> Result<Arc<FileLedger>> {
+    pub fn ledger(&self) -> Result<Arc<FileLedger>> {
         Ok(Arc::new(FileLedger::open(&self.data_dir)?))
     }
 
@@ -144,7 +146,9 @@ impl Env {
         Ok(r)
     }
 
-    fn manager(&self, strict_catalog: bool) -> Result<Manager> {
+    /// The manager for this environment (`strict_catalog`: fail on a broken
+    /// user profile instead of falling back to the built-ins).
+    pub fn manager(&self, strict_catalog: bool) -> Result<Manager> {
         let hosts = Hosts::load(&self.config_dir)?;
         let ledger = self.ledger()?;
         let m = Manager::new(
@@ -156,7 +160,8 @@ impl Env {
                 self.data_dir.clone(),
             )),
         )
-        .with_billing(ledger.clone());
+        .with_billing(ledger.clone())
+        .with_events(std::env::var_os("SANDBOXER_STATE_HUB_URL").is_some_and(|v| !v.is_empty()));
         reconcile(&m, &ledger)?;
         Ok(m)
     }
@@ -177,7 +182,7 @@ fn reconcile(m: &Manager, ledger: &FileLedger) -> Result<()> {
     Ok(())
 }
 
-fn parse_actor(given: Option<&str>) -> Result<Actor> {
+pub(crate) fn parse_actor(given: Option<&str>) -> Result<Actor> {
     match given {
         Some(a) => a.parse(),
         None => {
@@ -259,7 +264,7 @@ fn with_spinner(m: Manager) -> (Manager, Option<indicatif::ProgressBar>) {
     }
 }
 
-fn out(s: &str) {
+pub(crate) fn out(s: &str) {
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(s.as_bytes());
     if !s.ends_with('\n') {
@@ -267,7 +272,7 @@ fn out(s: &str) {
     }
 }
 
-fn print_json(v: &serde_json::Value) {
+pub(crate) fn print_json(v: &serde_json::Value) {
     out(&serde_json::to_string_pretty(v).expect("json"));
 }
 
@@ -436,6 +441,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             Ok(exit::code::OK)
         }
         Command::Credits(cmd) => credits(&env, cmd, json).await,
+        Command::Serve(a) => serve::run(&env, a, json).await,
+        Command::Tokens(cmd) => serve::tokens(&env, cmd, json),
+        Command::Events(cmd) => events_cmd::run(&env, cmd, json).await,
         Command::Inspect(args::InspectCmd::Stale(g)) => {
             let grace = parse_grace(&g.grace)?;
             let m = env.manager(false)?;

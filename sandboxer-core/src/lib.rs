@@ -20,6 +20,7 @@ pub mod billing;
 pub mod credits;
 pub mod duration;
 pub mod error;
+pub mod events;
 pub mod extension;
 pub mod hosts;
 pub mod lifecycle;

@@ -90,6 +90,7 @@ pub struct Manager {
     registry: Registry,
     connector: Arc<dyn Connector>,
     billing: Option<Arc<dyn Billing>>,
+    emit_events: bool,
     progress: Option<Progress>,
 }
 
@@ -108,6 +109,7 @@ impl Manager {
             registry,
             connector,
             billing: None,
+            emit_events: false,
             progress: None,
         }
     }
@@ -117,6 +119,13 @@ impl Manager {
     /// voids its hold, extend-ttl holds the extra time.
     pub fn with_billing(mut self, billing: Arc<dyn Billing>) -> Self {
         self.billing = Some(billing);
+        self
+    }
+
+    /// Queue a State Hub event in the outbox with every transition (when a
+    /// hub is configured).
+    pub fn with_events(mut self, on: bool) -> Self {
+        self.emit_events = on;
         self
     }
 
@@ -380,6 +389,10 @@ impl Manager {
                 );
             }
             doc.sandboxes.push(sbx.clone());
+            if self.emit_events {
+                doc.emit(&id, None);
+            }
+            let sbx = doc.get(&id).cloned().unwrap_or(sbx);
             Ok(Started::New(sbx))
         })
     }
@@ -575,8 +588,9 @@ impl Manager {
             if rec.state() != State::Provisioning {
                 return Ok(Err(rec.clone()));
             }
-            rec.apply(&Event::Ready, model::now())?;
             rec.cost = self.cost_of(&rec.id)?;
+            doc.transition(&sbx.id, &Event::Ready, model::now(), self.emit_events)?;
+            let rec = doc.require_mut(&sbx.id)?;
             rec.reachability = Some(ready.reachability.clone());
             rec.telemetry = ready.telemetry.clone();
             if let Some(h) = &ready.handle {
@@ -655,10 +669,11 @@ impl Manager {
         update_with(self.store.as_ref(), |doc| {
             let rec = doc.require_mut(id)?;
             if rec.state() == State::Provisioning {
-                rec.apply(&Event::ProvisionFailed(why.to_string()), model::now())?;
                 rec.cost = self.cost_of(id)?;
+                let ev = Event::ProvisionFailed(why.to_string());
+                doc.transition(id, &ev, model::now(), self.emit_events)?;
             }
-            Ok(rec.clone())
+            doc.require(id).cloned()
         })
     }
 
@@ -702,7 +717,8 @@ impl Manager {
             if rec.state() == State::Destroyed {
                 return Ok(rec.clone());
             }
-            rec.apply(&Event::Destroy(reason), model::now())?;
+            doc.transition(id, &Event::Destroy(reason), model::now(), self.emit_events)?;
+            let rec = doc.require_mut(id)?;
             if let Some(n) = recreated_as {
                 rec.recreated_as = Some(n.to_string());
             }
@@ -754,10 +770,10 @@ impl Manager {
         update_with(self.store.as_ref(), |doc| {
             let rec = doc.require_mut(id)?;
             if rec.state() == State::Destroying {
-                rec.apply(&Event::TornDown, model::now())?;
                 rec.cost = self.cost_of(id)?;
+                doc.transition(id, &Event::TornDown, model::now(), self.emit_events)?;
             }
-            Ok(rec.clone())
+            doc.require(id).cloned()
         })
     }
 

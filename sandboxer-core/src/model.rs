@@ -255,6 +255,14 @@ pub struct Sandbox {
     /// died from one still running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<Worker>,
+    /// How many lifecycle events this sandbox has produced (numbers the
+    /// next event id).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub event_seq: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A process on a machine.
@@ -346,6 +354,7 @@ impl Sandbox {
             backend: serde_json::Value::Null,
             updated_at: n.created_at,
             worker: Some(Worker::current()),
+            event_seq: 0,
         }
     }
 

@@ -83,5 +83,6 @@ pub trait Transport: Send + Sync + 'static {
 pub trait Connector: Send + Sync + 'static {
     /// A transport to `host`, connected and authenticated. A host that does
     /// not answer is `Unreachable`; a changed host key `Unauthorized`.
-    async fn connect(&self, host: &crate::hosts::HostSpec) -> Result<std::sync::Arc<dyn Transport>>;
+    async fn connect(&self, host: &crate::hosts::HostSpec)
+        -> Result<std::sync::Arc<dyn Transport>>;
 }

@@ -37,6 +37,7 @@ pub struct StoreDoc {
     pub idempotency: BTreeMap<String, IdempotencyEntry>,
     /// Lifecycle events not yet delivered to the State Hub, written in the
     /// same commit as the transition they describe.
+    /// Each a [`crate::events::LifecycleEvent`] in its JSON form.
     #[serde(default)]
     pub outbox: Vec<serde_json::Value>,
 }
@@ -68,6 +69,36 @@ impl StoreDoc {
 
     pub fn require_mut(&mut self, id: &str) -> Result<&mut Sandbox> {
         self.get_mut(id).ok_or_else(|| unknown_sandbox(id))
+    }
+
+    /// Apply a lifecycle event to record `id` and, when `emit`, queue the
+    /// State Hub event in the outbox of this same commit.
+    pub fn transition(
+        &mut self,
+        id: &str,
+        event: &crate::lifecycle::Event,
+        at: chrono::DateTime<chrono::Utc>,
+        emit: bool,
+    ) -> Result<(Sandbox, Vec<crate::lifecycle::Action>)> {
+        let rec = self.require_mut(id)?;
+        let from = rec.state();
+        let actions = rec.apply(event, at)?;
+        let after = rec.clone();
+        if emit {
+            self.emit(id, Some(from));
+        }
+        let after = self.get(id).cloned().unwrap_or(after);
+        Ok((after, actions))
+    }
+
+    /// Queue the event for record `id` having just moved from `from`.
+    pub fn emit(&mut self, id: &str, from: Option<crate::lifecycle::State>) {
+        if let Some(rec) = self.get_mut(id) {
+            rec.event_seq += 1;
+            let ev = crate::events::LifecycleEvent::of(rec, from, rec.event_seq);
+            self.outbox
+                .push(serde_json::to_value(ev).expect("an event always serializes"));
+        }
     }
 }
 
