@@ -651,7 +651,10 @@ impl LedgerState {
                 &h.actor,
                 extra,
                 acc.available,
-                &format!("to extend sandbox {sandbox_id} to {expires_at}"),
+                &format!(
+                    "to extend sandbox {sandbox_id} to {}",
+                    expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
             ));
         }
         let next = Account {
@@ -830,7 +833,7 @@ fn insufficient(actor: &Actor, needed: Micros, available: Micros, what: &str) ->
         ),
     )
     .with_hint(format!(
-        "an operator can add credits: `sandboxer credits grant {actor} AMOUNT`; \
+        "an operator can add credits: `sandboxer credits grant --actor {actor} AMOUNT`; \
          `sandboxer credits balance` shows what is held"
     ))
 }

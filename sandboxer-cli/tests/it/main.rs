@@ -3,6 +3,7 @@
 mod bad_input;
 mod canary;
 mod concurrency;
+mod credits;
 mod reaper;
 
 use sandboxer_testkit::home::Home;
