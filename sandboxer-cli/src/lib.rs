@@ -485,7 +485,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 idempotency_key: None,
                 recreated_from: None,
             };
-            let d = m.explain(&req)?;
+            let d = m.explain(&req).await?;
             if json {
                 print_json(&serde_json::to_value(&d).expect("json"));
             } else {

@@ -243,11 +243,45 @@ impl Manager {
     }
 
     /// The placement decision for `req` against the current store, without
-    /// creating anything (`route explain`).
-    pub fn explain(&self, req: &CreateRequest) -> Result<Decision> {
+    /// creating anything (`route explain`). Every host the decision could
+    /// use is probed (in parallel, within its connect timeout), so
+    /// unreachable hosts show as rejected with the reason.
+    pub async fn explain(&self, req: &CreateRequest) -> Result<Decision> {
         let (profile, _inputs, ttl, actor) = self.validate_for_explain(req)?;
         let doc = self.store.load()?;
         let balance = self.balance(&actor)?;
+        let mut names = BTreeSet::new();
+        for r in &profile.routes {
+            let uses_host = self
+                .registry
+                .get(&r.extension)
+                .is_none_or(|e| e.capabilities().uses_host);
+            if !uses_host {
+                continue;
+            }
+            match (&req.constraints.host, r.placement.is_empty()) {
+                (Some(h), _) => {
+                    names.insert(h.clone());
+                }
+                (None, true) => {
+                    names.insert(self.hosts.default.clone());
+                }
+                (None, false) => names.extend(r.placement.iter().cloned()),
+            }
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for name in names {
+            if let Some(spec) = self.hosts.get(&name) {
+                let connector = self.connector.clone();
+                set.spawn(async move { (name, connector.connect(&spec).await.map(|_| ())) });
+            }
+        }
+        let mut unreachable = BTreeMap::new();
+        while let Some(joined) = set.join_next().await {
+            if let Ok((name, Err(e))) = joined {
+                unreachable.insert(name, e.message().lines().next().unwrap_or("").to_string());
+            }
+        }
         Ok(self.decide(
             &profile,
             ttl,
@@ -256,6 +290,7 @@ impl Manager {
             None,
             &BTreeSet::new(),
             balance,
+            &unreachable,
         ))
     }
 
@@ -282,16 +317,16 @@ impl Manager {
         replacing: Option<&str>,
         tried: &BTreeSet<(usize, String)>,
         balance: Option<crate::credits::Micros>,
+        unreachable: &BTreeMap<String, String>,
     ) -> Decision {
         let extensions = self.extension_infos();
         let live = Self::live_per_host(doc, replacing);
-        let unreachable = BTreeMap::new();
         routing::resolve(&routing::Input {
             profile,
             hosts: &self.hosts,
             extensions: &extensions,
             live_per_host: &live,
-            unreachable: &unreachable,
+            unreachable,
             tried,
             balance,
             ttl,
@@ -350,6 +385,7 @@ impl Manager {
                 replacing,
                 &BTreeSet::new(),
                 balance,
+                &BTreeMap::new(),
             );
             let Some(chosen) = decision.candidates.first().cloned() else {
                 return Err(no_placement(&profile, &decision));
