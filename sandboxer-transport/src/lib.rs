@@ -4,10 +4,13 @@
 //!
 //! - [`LocalTransport`] is the built-in host `local`: `sh -c` here, files
 //!   through the local filesystem.
-//! - SSH hosts get their own transport (a `ssh` module, not in this build
-//!   yet); [`connect`] answers `Unsupported` for them until then.
-//! - [`DefaultConnector`] is the `sandboxer_core::transport::Connector` the
-//!   manager holds; it calls [`connect`].
+//! - [`SshTransport`] is an SSH host from `hosts.toml`: one SSH connection
+//!   (ssh2) per transport, host key checked against a known-hosts file, key
+//!   authentication, connect and command timeouts. [`trust_host_key`]
+//!   records a host's key (the explicit "accept this key" step).
+//! - [`connect`] picks the transport for a `HostSpec`; [`DefaultConnector`]
+//!   is the `sandboxer_core::transport::Connector` the manager holds, and it
+//!   calls [`connect`]: one connection per operation.
 //!
 //! Extensions only ever see `Arc<dyn Transport>`, so the same extension code
 //! runs on `local` and on SSH hosts. Every value spliced into a script goes
@@ -38,21 +41,27 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sandboxer_core::hosts::{HostKind, HostSpec};
 use sandboxer_core::transport::{Connector, Transport};
-use sandboxer_core::{Error, Result};
+use sandboxer_core::Result;
 
 mod local;
-// mod ssh; — the SSH transport (one ssh2 session per host) goes here.
+mod ssh;
 
 pub use local::LocalTransport;
 pub use sandboxer_core::transport::{shell_quote, ExecOutput};
+pub use ssh::{known_hosts_path, trust_host_key, SshTransport};
 
-/// The transport to `spec`'s host.
+/// The transport to `spec`'s host, connected.
 ///
 /// `local` gets a [`LocalTransport`] whose data dir is the host's `data_dir`
 /// when the hosts file sets one, else `local_data_dir` (sandboxer's own data
-/// dir); its address and command timeout come from `spec`. SSH hosts answer
-/// `Unsupported` until the SSH transport lands.
-pub fn connect(spec: &HostSpec, local_data_dir: &Path) -> Result<Arc<dyn Transport>> {
+/// dir); its address and command timeout come from `spec`. SSH hosts get an
+/// [`SshTransport`], whose host key is checked against the host's
+/// `known_hosts`, else `config_dir/known_hosts`.
+pub async fn connect(
+    spec: &HostSpec,
+    local_data_dir: &Path,
+    config_dir: &Path,
+) -> Result<Arc<dyn Transport>> {
     match &spec.kind {
         HostKind::Local => {
             let data_dir = match &spec.data_dir {
@@ -65,34 +74,41 @@ pub fn connect(spec: &HostSpec, local_data_dir: &Path) -> Result<Arc<dyn Transpo
                 .with_command_timeout(spec.command_timeout);
             Ok(Arc::new(t))
         }
-        HostKind::Ssh { .. } => Err(Error::unsupported(
-            "SSH hosts need the SSH transport (not in this build yet)",
-        )
-        .with_hint(format!(
-            "host `{}` is an SSH host; use `local` or a build with the SSH transport",
-            spec.name
-        ))),
+        HostKind::Ssh { .. } => Ok(Arc::new(SshTransport::connect(spec, config_dir).await?)),
     }
 }
 
 /// The [`Connector`] the manager holds: [`connect`] with sandboxer's own
-/// data dir as `local`'s default.
+/// data dir as `local`'s default and its config dir for the default
+/// known-hosts file. Each `connect` is a new connection, used for the
+/// commands of one operation.
 #[derive(Debug, Clone)]
 pub struct DefaultConnector {
     local_data_dir: PathBuf,
+    config_dir: PathBuf,
 }
 
 impl DefaultConnector {
-    /// `local_data_dir` is sandboxer's data dir on this machine.
+    /// `local_data_dir` is sandboxer's data dir on this machine; the config
+    /// dir is [`sandboxer_core::paths::config_dir`].
     pub fn new(local_data_dir: PathBuf) -> Self {
-        DefaultConnector { local_data_dir }
+        Self::with_config_dir(local_data_dir, sandboxer_core::paths::config_dir())
+    }
+
+    /// As [`DefaultConnector::new`], with the config dir (where the default
+    /// `known_hosts` is) given.
+    pub fn with_config_dir(local_data_dir: PathBuf, config_dir: PathBuf) -> Self {
+        DefaultConnector {
+            local_data_dir,
+            config_dir,
+        }
     }
 }
 
 #[async_trait]
 impl Connector for DefaultConnector {
     async fn connect(&self, host: &HostSpec) -> Result<Arc<dyn Transport>> {
-        connect(host, &self.local_data_dir)
+        connect(host, &self.local_data_dir, &self.config_dir).await
     }
 }
 

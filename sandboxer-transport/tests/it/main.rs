@@ -1,4 +1,7 @@
-//! Integration tests of the transports against the real machine.
+//! Integration tests of the transports against the real machine (and, in
+//! `ssh`, the testbed's sshd hosts).
+
+mod ssh;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -315,9 +318,11 @@ async fn shell_quoted_values_reach_the_command_as_one_literal_word() {
 }
 
 #[tokio::test]
-async fn connect_gives_local_and_refuses_ssh_for_now() {
+async fn connect_gives_local() {
     let dir = tempfile::tempdir().unwrap();
-    let t = connect(&HostSpec::local(), dir.path()).unwrap();
+    let t = connect(&HostSpec::local(), dir.path(), Path::new("/unused"))
+        .await
+        .unwrap();
     assert_eq!(t.host(), "local");
     assert_eq!(t.address(), "127.0.0.1");
     assert_eq!(t.data_dir(), p(dir.path()));
@@ -326,10 +331,16 @@ async fn connect_gives_local_and_refuses_ssh_for_now() {
     let mut spec = HostSpec::local();
     spec.data_dir = Some(p(&dir.path().join("elsewhere")));
     spec.address = "192.0.2.10".into();
-    let t = connect(&spec, Path::new("/unused")).unwrap();
+    let t = connect(&spec, Path::new("/unused"), Path::new("/unused"))
+        .await
+        .unwrap();
     assert_eq!(t.data_dir(), p(&dir.path().join("elsewhere")));
     assert_eq!(t.address(), "192.0.2.10");
+}
 
+#[tokio::test]
+async fn connect_to_an_ssh_host_without_its_key_file_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
     let ssh = HostSpec {
         name: "sandboxer01".into(),
         address: "127.0.0.2".into(),
@@ -341,14 +352,12 @@ async fn connect_gives_local_and_refuses_ssh_for_now() {
         },
         ..HostSpec::local()
     };
-    let err = connect(&ssh, dir.path())
+    let err = connect(&ssh, dir.path(), dir.path())
+        .await
         .err()
-        .expect("ssh is not built yet");
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
-    assert_eq!(
-        err.message(),
-        "SSH hosts need the SSH transport (not in this build yet)"
-    );
+        .expect("no key, no connection");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.message().contains("/nonexistent/id_ed25519"), "{err}");
     assert!(err.hint().unwrap().contains("sandboxer01"));
 }
 
