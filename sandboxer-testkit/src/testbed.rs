@@ -1,7 +1,7 @@
 //! Discovery of the testbed that `scripts/testbed up` starts: a docker
 //! engine, the local image `sandboxer/busybox:latest` and three sshd "hosts"
 //! on loopback (`sandboxer01` on 127.0.0.2, `coulombcore` on 127.0.0.3,
-//! `spare01` on 127.0.0.4, all port 2222, root by key).
+//! `spare01` on 127.0.0.4, all port 2222, user `sbxhost` by key).
 //!
 //! `scripts/testbed up` writes `.testbed/env`; sourcing it exports
 //! `SANDBOXER_TESTBED` (the state dir) and `SANDBOXER_TESTBED_IMAGE`. A test
@@ -78,7 +78,7 @@ pub struct Testbed {
     pub image: String,
     /// `<dir>/known_hosts`: each host key under `[127.0.0.N]:2222`.
     pub known_hosts: PathBuf,
-    /// `<dir>/id_ed25519`: the client key every host accepts for root.
+    /// `<dir>/id_ed25519`: the client key every host accepts for its user.
     pub identity_file: PathBuf,
 }
 
