@@ -244,6 +244,14 @@ pub enum ProfilesCmd {
 pub enum HostsCmd {
     /// Every host with its settings and whether it answers now.
     List,
+    /// Accept an SSH host's current host key: connect, read the key the host
+    /// presents and write it to the known-hosts file (replacing an old key).
+    /// Check the printed fingerprint against the host before trusting it.
+    #[command(after_help = "Example:\n  sandboxer hosts trust sandboxer01")]
+    Trust {
+        /// The host (from hosts.toml).
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -360,6 +368,10 @@ pub struct ServeArgs {
     /// How often the built-in reaper runs (TTL enforcement); `0s` turns it off.
     #[arg(long, default_value = "1m", value_name = "DURATION")]
     pub reap_interval: String,
+    /// The reaper leaves alone anything younger than this (as `reap-stale
+    /// --grace`).
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub reap_grace: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,11 +397,16 @@ pub enum TokensCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCmd {
-    /// The outbox: how many events wait, the oldest, the hub URL, last error.
-    Status,
-    /// Deliver every queued event to the State Hub now.
+    /// The outbox: how many events wait, the oldest, the hub URL, whether
+    /// the hub is backing off, the last error, and each event's attempts.
     #[command(
-        after_help = "Example:\n  SANDBOXER_STATE_HUB_URL=http://127.0.0.1:9000 sandboxer events flush"
+        after_help = "Examples:\n  sandboxer events status\n  sandboxer events status --json"
+    )]
+    Status,
+    /// Deliver every queued event to the State Hub now, ignoring the
+    /// backoff; exit 12 when events remain after --timeout.
+    #[command(
+        after_help = "Example:\n  SANDBOXER_STATE_HUB_URL=http://127.0.0.1:9000 sandboxer events flush --timeout 1m"
     )]
     Flush {
         /// Give up after this long.

@@ -156,8 +156,9 @@ impl Env {
             self.catalog(strict_catalog)?,
             hosts,
             self.registry(&ledger)?,
-            Arc::new(sandboxer_transport::DefaultConnector::new(
+            Arc::new(sandboxer_transport::DefaultConnector::with_config_dir(
                 self.data_dir.clone(),
+                self.config_dir.clone(),
             )),
         )
         .with_billing(ledger.clone())
@@ -414,6 +415,39 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                         out(&render::profile_detail(p, m.registry()));
                     }
                 }
+            }
+            Ok(exit::code::OK)
+        }
+        Command::Hosts(args::HostsCmd::Trust { name }) => {
+            let m = env.manager(false)?;
+            let spec = m.hosts().require(&name)?;
+            if spec.is_local() {
+                return Err(Error::invalid_input(format!(
+                    "`{name}` is the built-in local host; it has no host key"
+                )));
+            }
+            let known = sandboxer_transport::known_hosts_path(&spec, &env.config_dir);
+            let fp = {
+                let (spec, known) = (spec.clone(), known.clone());
+                tokio::task::spawn_blocking(move || {
+                    sandboxer_transport::trust_host_key(&spec, &known)
+                })
+                .await
+                .map_err(|e| Error::internal(format!("trusting the host key: {e}")))??
+            };
+            if json {
+                print_json(&serde_json::json!({
+                    "host": name,
+                    "address": spec.address,
+                    "fingerprint": fp,
+                    "known_hosts": known.display().to_string(),
+                }));
+            } else {
+                out(&format!(
+                    "trusted {name} ({}): {fp}\nwritten to {}",
+                    spec.address,
+                    known.display()
+                ));
             }
             Ok(exit::code::OK)
         }

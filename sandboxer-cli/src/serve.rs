@@ -1,18 +1,143 @@
-//! `sandboxer serve` and `sandboxer tokens` (being written).
+//! `sandboxer serve` (the HTTP API of `sandboxer_api`, with the reaper on an
+//! interval) and `sandboxer tokens` (the API's bearer tokens).
 
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use sandboxer_api::{ApiState, BackgroundTask, ReaperConfig, ServeConfig, Server, TokenStore};
+use sandboxer_core::model::Actor;
 use sandboxer_core::{Error, Result};
 
 use crate::args::{ServeArgs, TokensCmd};
-use crate::Env;
+use crate::{exit, out, print_json, render, Env};
 
-pub async fn run(_env: &Env, _args: ServeArgs, _json: bool) -> Result<i32> {
-    Err(Error::unsupported(
-        "`sandboxer serve` is not in this build yet",
-    ))
+/// Serve until SIGTERM or Ctrl-C. The server gets its own multi-threaded
+/// runtime (the CLI's is single-threaded) on a thread of its own.
+pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
+    let bind = parse_bind(&args.bind)?;
+    let interval = parse_duration(&args.reap_interval, "--reap-interval")?;
+    let grace = parse_duration(&args.reap_grace, "--reap-grace")?;
+    let env = Env {
+        data_dir: env.data_dir.clone(),
+        config_dir: env.config_dir.clone(),
+    };
+    let served = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("sandboxer-serve")
+            .build()
+            .map_err(|e| Error::io("starting the server's runtime", e))?;
+        rt.block_on(async move {
+            let state = ApiState::new(
+                env.manager(true)?,
+                env.ledger()?,
+                TokenStore::in_config_dir(&env.config_dir),
+            )
+            .with_default_host(std::env::var("SANDBOXER_HOST").ok());
+            // Tasks that run beside the server until it stops. The State Hub
+            // relay joins here:
+            //   BackgroundTask::new("state-hub relay", move |shutdown| ...)
+            let background: Vec<BackgroundTask> = Vec::new();
+            let config = ServeConfig {
+                reaper: (!interval.is_zero()).then_some(ReaperConfig { interval, grace }),
+                background,
+                ..ServeConfig::new(bind, state)
+            };
+            let server = Server::bind(config).await?;
+            let addr = server.local_addr();
+            if json {
+                print_json(&serde_json::json!({ "listening": addr.to_string() }));
+            } else {
+                out(&format!("listening on {addr}"));
+            }
+            server.run().await
+        })
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the server stopped: {e}")))?;
+    served?;
+    Ok(exit::code::OK)
 }
 
-pub fn tokens(_env: &Env, _cmd: TokensCmd, _json: bool) -> Result<i32> {
-    Err(Error::unsupported(
-        "`sandboxer tokens` is not in this build yet",
-    ))
+fn parse_duration(raw: &str, flag: &str) -> Result<Duration> {
+    sandboxer_core::duration::parse_duration(raw)
+        .map_err(|e| Error::invalid_input(format!("{flag}: {e}")))
+}
+
+fn parse_bind(raw: &str) -> Result<SocketAddr> {
+    let bad = |why: String| {
+        Error::invalid_input(format!("--bind `{raw}`: {why}"))
+            .with_hint("write HOST:PORT, e.g. `127.0.0.1:8787` (port 0 picks a free port)")
+    };
+    if let Ok(a) = raw.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let mut addrs = raw.to_socket_addrs().map_err(|e| bad(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| bad("no address for that name".into()))
+}
+
+/// `sandboxer tokens add | list | revoke`.
+pub fn tokens(env: &Env, cmd: TokensCmd, json: bool) -> Result<i32> {
+    let store = TokenStore::in_config_dir(&env.config_dir);
+    match cmd {
+        TokensCmd::Add { actor, name } => {
+            let actor: Actor = actor.parse()?;
+            let (info, secret) = store.add(&actor, name.as_deref())?;
+            if json {
+                print_json(&serde_json::json!({
+                    "name": info.name,
+                    "actor": info.actor.to_string(),
+                    "created_at": info.created_at,
+                    "token": secret.expose(),
+                }));
+            } else {
+                out(&format!(
+                    "{}\n  name   {}\n  actor  {}\nThis is the only time the token is shown; only its hash is kept in {}.\n\
+                     Use it as `Authorization: Bearer TOKEN`.",
+                    secret.expose(),
+                    info.name,
+                    info.actor,
+                    store.path().display()
+                ));
+            }
+        }
+        TokensCmd::List => {
+            let list = store.list()?;
+            if json {
+                print_json(&serde_json::to_value(&list).expect("json"));
+            } else if list.is_empty() {
+                out(&format!(
+                    "no tokens ({}); `sandboxer tokens add --actor ACTOR` makes one",
+                    store.path().display()
+                ));
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.name.clone(),
+                            t.actor.to_string(),
+                            t.created_at
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        ]
+                    })
+                    .collect();
+                out(&render::table(&["name", "actor", "created"], &rows));
+            }
+        }
+        TokensCmd::Revoke { name } => {
+            let info = store.revoke(&name)?;
+            if json {
+                print_json(&serde_json::to_value(&info).expect("json"));
+            } else {
+                out(&format!(
+                    "revoked {} ({}); a running server refuses it from the next request",
+                    info.name, info.actor
+                ));
+            }
+        }
+    }
+    Ok(exit::code::OK)
 }
