@@ -2,9 +2,13 @@
 
 mod bad_input;
 mod canary;
+mod compose;
 mod concurrency;
 mod credits;
+mod events;
+mod http;
 mod reaper;
+mod ssh_canary;
 
 use sandboxer_testkit::home::Home;
 

@@ -1,0 +1,1299 @@
+//! The route table and the OpenAPI document built from it.
+//!
+//! [`OPERATIONS`] is the one list of what the server offers: method, path,
+//! parameters, body, responses, who may call it and the CLI command it
+//! mirrors. [`crate::router`] mounts exactly these operations (a handler per
+//! operation id) and query strings are checked against their parameters, so
+//! the document served at `/openapi.json` cannot drift from the routes.
+//! `docs/openapi.json` is a copy a test keeps equal.
+
+use std::sync::OnceLock;
+
+use sandboxer_core::ErrorKind;
+use serde_json::{json, Map, Value};
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed.
+    Public,
+    /// Any token; `agt` and `atm` tokens see and act on their own things
+    /// only (another actor's sandbox is 404, another actor's credits 403).
+    Actor,
+    /// Only `adm` tokens; others get 403.
+    Admin,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::Actor => "actor",
+            Access::Admin => "admin",
+        }
+    }
+}
+
+/// Where a parameter goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum In {
+    Path,
+    Query,
+}
+
+/// The type of a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    String,
+    SandboxId,
+    ProfileId,
+    Actor,
+    Duration,
+    Amount,
+    Bool,
+    /// A lifecycle state; repeatable (`?state=ready&state=failed` or
+    /// `?state=ready,failed`).
+    States,
+    /// Extension ids; repeatable.
+    Extensions,
+}
+
+/// One path or query parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    pub name: &'static str,
+    pub location: In,
+    pub kind: Kind,
+    pub description: &'static str,
+}
+
+/// One documented response.
+#[derive(Debug, Clone, Copy)]
+pub struct Resp {
+    pub status: u16,
+    pub description: &'static str,
+    /// A schema in `components/schemas`; `None` for the error body.
+    pub schema: Option<&'static str>,
+}
+
+/// One operation of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    /// The OpenAPI `operationId`; the router's key for the handler.
+    pub id: &'static str,
+    pub method: &'static str,
+    /// The path, with `{name}` parameters (axum's syntax is the same).
+    pub path: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    pub description: &'static str,
+    pub access: Access,
+    /// The CLI command that does the same.
+    pub cli: &'static str,
+    pub params: &'static [Param],
+    /// The request body's schema (the body is optional when `body_required`
+    /// is false: an empty body is `{}`).
+    pub body: Option<&'static str>,
+    pub body_required: bool,
+    pub responses: &'static [Resp],
+}
+
+const fn path(name: &'static str, kind: Kind, description: &'static str) -> Param {
+    Param {
+        name,
+        location: In::Path,
+        kind,
+        description,
+    }
+}
+
+const fn query(name: &'static str, kind: Kind, description: &'static str) -> Param {
+    Param {
+        name,
+        location: In::Query,
+        kind,
+        description,
+    }
+}
+
+const fn ok(status: u16, description: &'static str, schema: &'static str) -> Resp {
+    Resp {
+        status,
+        description,
+        schema: Some(schema),
+    }
+}
+
+const fn err(status: u16, description: &'static str) -> Resp {
+    Resp {
+        status,
+        description,
+        schema: None,
+    }
+}
+
+const SANDBOX_ID: Param = path(
+    "id",
+    Kind::SandboxId,
+    "The sandbox id (`sbx-...`). Another actor's sandbox is 404 for `agt` and `atm` tokens.",
+);
+
+const NOT_FOUND_SANDBOX: Resp = err(404, "No such sandbox (or it belongs to another actor)");
+const BAD_REQUEST: Resp = err(
+    400,
+    "A parameter or the body is wrong; the message says which",
+);
+const CONFLICT: Resp = err(409, "Conflicts with the sandbox's state");
+const PROVISION: [Resp; 5] = [
+    err(402, "The actor's credits do not cover the hold"),
+    err(501, "The profile's extension is not in this build"),
+    err(
+        502,
+        "Provisioning failed (the sandbox ended `failed`) or the host is unreachable",
+    ),
+    err(
+        503,
+        "No place can take the sandbox now (full, unreachable or excluded)",
+    ),
+    err(504, "The sandbox was not ready in time"),
+];
+
+/// Every operation, in the order of the document.
+pub const OPERATIONS: &[Operation] = &[
+    Operation {
+        id: "health",
+        method: "get",
+        path: "/healthz",
+        tag: "meta",
+        summary: "Liveness",
+        description: "200 while the server runs. No token needed.",
+        access: Access::Public,
+        cli: "",
+        params: &[],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The server runs", "Health")],
+    },
+    Operation {
+        id: "openapi",
+        method: "get",
+        path: "/openapi.json",
+        tag: "meta",
+        summary: "This document",
+        description:
+            "The OpenAPI 3.1 document, generated from the server's route table. No token needed.",
+        access: Access::Public,
+        cli: "",
+        params: &[],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The document", "OpenApiDocument")],
+    },
+    Operation {
+        id: "whoami",
+        method: "get",
+        path: "/v1/whoami",
+        tag: "meta",
+        summary: "The caller's actor and token name",
+        description: "Which actor the bearer token acts as; a cheap way to check a token.",
+        access: Access::Actor,
+        cli: "",
+        params: &[],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The caller", "WhoAmI")],
+    },
+    Operation {
+        id: "createSandbox",
+        method: "post",
+        path: "/v1/sandboxes",
+        tag: "sandboxes",
+        summary: "Establish a sandbox",
+        description:
+            "Validates the request (profile, inputs, TTL, actor, host), records the sandbox \
+            in `provisioning`, provisions it and, unless `wait` is false, waits until it is ready. \
+            An empty body creates the canary on the default host. With an idempotency key (the \
+            `idempotency_key` field or the `Idempotency-Key` header) the same request returns the \
+            sandbox the key first made (200) and a different request with the same key is 409. \
+            `agt` and `atm` tokens create as their own actor.",
+        access: Access::Actor,
+        cli: "sandboxer create",
+        params: &[],
+        body: Some("CreateSandbox"),
+        body_required: false,
+        responses: &[
+            ok(201, "Created and ready", "Sandbox"),
+            ok(200, "The idempotency key's existing sandbox", "Sandbox"),
+            ok(
+                202,
+                "Recorded; provisioning goes on (`wait: false`)",
+                "Sandbox",
+            ),
+            BAD_REQUEST,
+            err(
+                403,
+                "`actor` names another actor and the token is not `adm`",
+            ),
+            err(404, "No such profile or host"),
+            err(409, "The idempotency key was used for a different request"),
+            PROVISION[0],
+            PROVISION[1],
+            PROVISION[2],
+            PROVISION[3],
+            PROVISION[4],
+        ],
+    },
+    Operation {
+        id: "listSandboxes",
+        method: "get",
+        path: "/v1/sandboxes",
+        tag: "sandboxes",
+        summary: "List sandboxes, oldest first",
+        description:
+            "Every sandbox matching the filters. `agt` and `atm` tokens see their own only.",
+        access: Access::Actor,
+        cli: "sandboxer list",
+        params: &[
+            query(
+                "state",
+                Kind::States,
+                "Only these states (repeatable, or comma-separated)",
+            ),
+            query(
+                "live",
+                Kind::Bool,
+                "Only live sandboxes (not destroyed or failed)",
+            ),
+            query("actor", Kind::Actor, "Only this actor's sandboxes"),
+            query("profile", Kind::ProfileId, "Only this profile"),
+            query("host", Kind::String, "Only this host"),
+        ],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The records", "SandboxList"), BAD_REQUEST],
+    },
+    Operation {
+        id: "getSandbox",
+        method: "get",
+        path: "/v1/sandboxes/{id}",
+        tag: "sandboxes",
+        summary: "One sandbox",
+        description: "The record, as `sandboxer get ID --json` prints it.",
+        access: Access::Actor,
+        cli: "sandboxer get ID",
+        params: &[SANDBOX_ID],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The record", "Sandbox"), NOT_FOUND_SANDBOX],
+    },
+    Operation {
+        id: "destroySandbox",
+        method: "delete",
+        path: "/v1/sandboxes/{id}",
+        tag: "sandboxes",
+        summary: "Tear a sandbox down",
+        description: "Tears it down and records it `destroyed` (reason `destroyed`). Destroying a \
+            destroyed sandbox returns it unchanged.",
+        access: Access::Actor,
+        cli: "sandboxer destroy ID",
+        params: &[SANDBOX_ID],
+        body: None,
+        body_required: false,
+        responses: &[
+            ok(200, "The record, destroyed", "Sandbox"),
+            NOT_FOUND_SANDBOX,
+            CONFLICT,
+            err(501, "The sandbox's extension is not in this build"),
+            err(
+                502,
+                "Teardown failed or the host is unreachable; it stays `destroying`",
+            ),
+        ],
+    },
+    Operation {
+        id: "recreateSandbox",
+        method: "post",
+        path: "/v1/sandboxes/{id}/recreate",
+        tag: "sandboxes",
+        summary: "Replace a sandbox",
+        description: "A new sandbox with the same profile, inputs, host, actor and extension; the \
+            old one ends `destroyed` with reason `recreated`, and `recreated_from` / \
+            `recreated_as` link the two. Returns the new record.",
+        access: Access::Actor,
+        cli: "sandboxer recreate ID",
+        params: &[SANDBOX_ID],
+        body: Some("RecreateSandbox"),
+        body_required: false,
+        responses: &[
+            ok(201, "The new sandbox, ready", "Sandbox"),
+            ok(
+                202,
+                "The new sandbox, provisioning (`wait: false`)",
+                "Sandbox",
+            ),
+            BAD_REQUEST,
+            NOT_FOUND_SANDBOX,
+            err(409, "The sandbox is destroying or destroyed"),
+            PROVISION[0],
+            PROVISION[1],
+            PROVISION[2],
+            PROVISION[3],
+            PROVISION[4],
+        ],
+    },
+    Operation {
+        id: "extendSandboxTtl",
+        method: "post",
+        path: "/v1/sandboxes/{id}/extend-ttl",
+        tag: "sandboxes",
+        summary: "Move a sandbox's expiry later",
+        description: "Adds `by` to the TTL; the total stays within the profile's `max_ttl`. \
+            Metered sandboxes hold the extra time first.",
+        access: Access::Actor,
+        cli: "sandboxer extend-ttl ID DURATION",
+        params: &[SANDBOX_ID],
+        body: Some("ExtendTtl"),
+        body_required: true,
+        responses: &[
+            ok(200, "The record with its new expiry", "Sandbox"),
+            BAD_REQUEST,
+            err(402, "The actor's credits do not cover the extra time"),
+            NOT_FOUND_SANDBOX,
+            err(409, "The sandbox is not live"),
+            err(502, "The host is unreachable"),
+        ],
+    },
+    Operation {
+        id: "listProfiles",
+        method: "get",
+        path: "/v1/profiles",
+        tag: "profiles",
+        summary: "The profile catalog",
+        description: "Built-in and user profiles, and whether this build can create each.",
+        access: Access::Actor,
+        cli: "sandboxer profiles list",
+        params: &[],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The catalog", "ProfileList")],
+    },
+    Operation {
+        id: "getProfile",
+        method: "get",
+        path: "/v1/profiles/{id}",
+        tag: "profiles",
+        summary: "One profile in full",
+        description: "Inputs, TTLs, policy, routes and where the profile came from.",
+        access: Access::Actor,
+        cli: "sandboxer profiles show ID",
+        params: &[path("id", Kind::ProfileId, "The profile id")],
+        body: None,
+        body_required: false,
+        responses: &[
+            ok(200, "The profile", "Profile"),
+            err(404, "No such profile"),
+        ],
+    },
+    Operation {
+        id: "explainRoute",
+        method: "get",
+        path: "/v1/route/explain",
+        tag: "profiles",
+        summary: "Every placement candidate, chosen or rejected, and why",
+        description: "The routing decision a create with these parameters would get now; creates \
+            nothing. `agt` and `atm` tokens explain for themselves.",
+        access: Access::Actor,
+        cli: "sandboxer route explain",
+        params: &[
+            query(
+                "profile",
+                Kind::ProfileId,
+                "The profile (default `profile.sandbox-canary`)",
+            ),
+            query("ttl", Kind::Duration, "The TTL the request would ask for"),
+            query(
+                "actor",
+                Kind::Actor,
+                "Who would ask (default: the token's actor)",
+            ),
+            query("host", Kind::String, "Place on this host and nowhere else"),
+            query(
+                "max_price",
+                Kind::Amount,
+                "Refuse routes dearer than this many credits per hour",
+            ),
+            query(
+                "only",
+                Kind::Extensions,
+                "Only these extensions (repeatable)",
+            ),
+            query(
+                "ignore",
+                Kind::Extensions,
+                "Never these extensions (repeatable)",
+            ),
+            query(
+                "no_fallback",
+                Kind::Bool,
+                "Only the first candidate may be tried",
+            ),
+        ],
+        body: None,
+        body_required: false,
+        responses: &[
+            ok(200, "The decision", "Decision"),
+            BAD_REQUEST,
+            err(
+                403,
+                "`actor` names another actor and the token is not `adm`",
+            ),
+            err(404, "No such profile or host"),
+        ],
+    },
+    Operation {
+        id: "listHosts",
+        method: "get",
+        path: "/v1/hosts",
+        tag: "hosts",
+        summary: "Placement hosts and whether each answers",
+        description: "`local` and the hosts of hosts.toml, with live sandboxes per host and a \
+            connection attempt. `identity_file` is shown to `adm` tokens only.",
+        access: Access::Actor,
+        cli: "sandboxer hosts list",
+        params: &[],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The hosts", "HostList")],
+    },
+    Operation {
+        id: "hostTelemetry",
+        method: "get",
+        path: "/v1/hosts/{name}/telemetry",
+        tag: "hosts",
+        summary: "Host telemetry",
+        description:
+            "CPUs, load, memory, disk, kernel, docker and running canary venues, read now \
+            through the host's transport.",
+        access: Access::Admin,
+        cli: "sandboxer inspect host NAME",
+        params: &[path(
+            "name",
+            Kind::String,
+            "The host (`local` or a hosts.toml name)",
+        )],
+        body: None,
+        body_required: false,
+        responses: &[
+            ok(200, "The inventory", "HostInventory"),
+            err(404, "No such host"),
+            err(502, "The host is unreachable"),
+            err(504, "The host did not answer in time"),
+        ],
+    },
+    Operation {
+        id: "inspectStale",
+        method: "get",
+        path: "/v1/stale",
+        tag: "reaper",
+        summary: "Stale sandboxes and resources",
+        description: "Expired, stuck, orphaned and ghost sandboxes; changes nothing.",
+        access: Access::Admin,
+        cli: "sandboxer inspect stale",
+        params: &[query(
+            "grace",
+            Kind::Duration,
+            "Leave alone anything younger than this (default 2m)",
+        )],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "What is stale", "StaleReport"), BAD_REQUEST],
+    },
+    Operation {
+        id: "reapStale",
+        method: "post",
+        path: "/v1/reap-stale",
+        tag: "reaper",
+        summary: "End every stale sandbox",
+        description: "Expired ones are destroyed (reason `expired`), stuck ones and ghosts closed \
+            (reason `reaped`), orphans torn down. Idempotent. `ok` is false when an item could \
+            not be reaped (the CLI exits 5 then). The server also runs this on an interval.",
+        access: Access::Admin,
+        cli: "sandboxer reap-stale",
+        params: &[],
+        body: Some("ReapRequest"),
+        body_required: false,
+        responses: &[ok(200, "What was done", "ReapReport"), BAD_REQUEST],
+    },
+    Operation {
+        id: "creditsBalance",
+        method: "get",
+        path: "/v1/credits/balance",
+        tag: "credits",
+        summary: "An actor's account",
+        description:
+            "Available, held, spent and granted credits. `agt` and `atm` tokens see their \
+            own account only.",
+        access: Access::Actor,
+        cli: "sandboxer credits balance",
+        params: &[query(
+            "actor",
+            Kind::Actor,
+            "Whose account (default: the token's actor)",
+        )],
+        body: None,
+        body_required: false,
+        responses: &[
+            ok(200, "The account", "Balance"),
+            BAD_REQUEST,
+            err(403, "Another actor's account, and the token is not `adm`"),
+        ],
+    },
+    Operation {
+        id: "grantCredits",
+        method: "post",
+        path: "/v1/credits/grants",
+        tag: "credits",
+        summary: "Grant credits to an actor",
+        description:
+            "Only `adm` tokens grant; the grant is recorded as made by the token's actor. \
+            `key` makes it idempotent: the same key is applied once (200 the second time).",
+        access: Access::Admin,
+        cli: "sandboxer credits grant --actor ACTOR AMOUNT",
+        params: &[],
+        body: Some("GrantRequest"),
+        body_required: true,
+        responses: &[
+            ok(201, "Granted", "GrantResult"),
+            ok(
+                200,
+                "The key was applied before; nothing changed",
+                "GrantResult",
+            ),
+            BAD_REQUEST,
+            err(409, "The key was used for a different grant"),
+        ],
+    },
+    Operation {
+        id: "creditsLedger",
+        method: "get",
+        path: "/v1/credits/ledger",
+        tag: "credits",
+        summary: "The ledger's entries, oldest first",
+        description:
+            "Grants, holds, extensions, settlements and voids. `agt` and `atm` tokens see \
+            their own entries only.",
+        access: Access::Actor,
+        cli: "sandboxer credits ledger",
+        params: &[
+            query("actor", Kind::Actor, "Only this actor's entries"),
+            query("sandbox", Kind::SandboxId, "Only this sandbox's entries"),
+        ],
+        body: None,
+        body_required: false,
+        responses: &[
+            ok(200, "The entries", "LedgerEntries"),
+            BAD_REQUEST,
+            err(403, "Another actor's entries, and the token is not `adm`"),
+        ],
+    },
+    Operation {
+        id: "creditsUsage",
+        method: "get",
+        path: "/v1/credits/usage",
+        tag: "credits",
+        summary: "Per metered sandbox: route, seconds, price, cost",
+        description: "`agt` and `atm` tokens see their own usage only.",
+        access: Access::Actor,
+        cli: "sandboxer credits usage",
+        params: &[query(
+            "actor",
+            Kind::Actor,
+            "Whose usage (default: the token's actor)",
+        )],
+        body: None,
+        body_required: false,
+        responses: &[
+            ok(200, "The usage", "Usage"),
+            BAD_REQUEST,
+            err(403, "Another actor's usage, and the token is not `adm`"),
+        ],
+    },
+    Operation {
+        id: "creditsCheck",
+        method: "get",
+        path: "/v1/credits/check",
+        tag: "credits",
+        summary: "Check the ledger's invariants",
+        description: "No balance below zero; granted = available + held + spent; a hold resolved \
+            once; a settle never above its hold. `ok` is false when any is broken (the CLI exits 8 \
+            then).",
+        access: Access::Admin,
+        cli: "sandboxer credits check",
+        params: &[],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The report", "CheckReport")],
+    },
+];
+
+/// The operation with this id (panics on an unknown id: a bug).
+pub fn operation(id: &str) -> &'static Operation {
+    OPERATIONS
+        .iter()
+        .find(|o| o.id == id)
+        .unwrap_or_else(|| panic!("no operation `{id}` in the route table"))
+}
+
+fn kind_schema(k: Kind) -> Value {
+    match k {
+        Kind::String => json!({"type": "string", "minLength": 1}),
+        Kind::SandboxId => {
+            json!({"type": "string", "pattern": "^sbx-[a-z0-9]+$", "example": "sbx-q3v7k2m4xa"})
+        }
+        Kind::ProfileId => json!({"type": "string", "example": "profile.sandbox-canary"}),
+        Kind::Actor => json!({"$ref": "#/components/schemas/Actor"}),
+        Kind::Duration => json!({"$ref": "#/components/schemas/Duration"}),
+        Kind::Amount => json!({"$ref": "#/components/schemas/Amount"}),
+        Kind::Bool => json!({"type": "boolean"}),
+        Kind::States => json!({"type": "array", "items": {"$ref": "#/components/schemas/State"}}),
+        Kind::Extensions => {
+            json!({"type": "array", "items": {"type": "string", "example": "ext.canary"}})
+        }
+    }
+}
+
+fn param_json(p: &Param) -> Value {
+    let mut v = json!({
+        "name": p.name,
+        "in": match p.location { In::Path => "path", In::Query => "query" },
+        "required": p.location == In::Path,
+        "description": p.description,
+        "schema": kind_schema(p.kind),
+    });
+    if matches!(p.kind, Kind::States | Kind::Extensions) {
+        v["style"] = json!("form");
+        v["explode"] = json!(true);
+    }
+    v
+}
+
+fn operation_json(op: &Operation) -> Value {
+    let mut responses = Map::new();
+    let mut add = |status: u16, description: &str, schema: Option<&str>| {
+        let key = status.to_string();
+        if responses.contains_key(&key) {
+            return;
+        }
+        let r = match schema {
+            Some(s) => json!({
+                "description": description,
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}}
+            }),
+            None => {
+                json!({"$ref": format!("#/components/responses/{}", error_response_name(status))})
+            }
+        };
+        responses.insert(key, r);
+        let _ = description;
+    };
+    for r in op.responses {
+        add(r.status, r.description, r.schema);
+    }
+    if op.access != Access::Public {
+        add(401, "", None);
+        if op.access == Access::Admin {
+            add(403, "", None);
+        }
+        if !op.params.iter().all(|p| p.location == In::Path) || op.body.is_some() {
+            add(400, "", None);
+        }
+        if op.body.is_some() {
+            add(413, "", None);
+        }
+        add(500, "", None);
+    }
+    let mut v = json!({
+        "operationId": op.id,
+        "tags": [op.tag],
+        "summary": op.summary,
+        "description": op.description,
+        "x-sandboxer-access": op.access.as_str(),
+        "responses": Value::Object(responses),
+    });
+    if !op.cli.is_empty() {
+        v["x-sandboxer-cli"] = json!(op.cli);
+    }
+    if op.access == Access::Public {
+        v["security"] = json!([]);
+    }
+    if !op.params.is_empty() {
+        v["parameters"] = Value::Array(op.params.iter().map(param_json).collect());
+    }
+    if op.id == "createSandbox" {
+        let params = v
+            .as_object_mut()
+            .expect("object")
+            .entry("parameters")
+            .or_insert_with(|| json!([]));
+        params.as_array_mut().expect("array").push(json!({
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": false,
+            "description": "The same as the body's `idempotency_key` (1 to 200 characters); when both are given they must be equal",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        }));
+    }
+    if let Some(body) = op.body {
+        v["requestBody"] = json!({
+            "required": op.body_required,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}},
+        });
+    }
+    v
+}
+
+fn error_response_name(status: u16) -> &'static str {
+    match status {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        402 => "InsufficientCredits",
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        413 => "PayloadTooLarge",
+        500 => "Internal",
+        501 => "Unsupported",
+        502 => "BadGateway",
+        503 => "NoPlacement",
+        504 => "Timeout",
+        _ => "Error",
+    }
+}
+
+fn error_responses() -> Value {
+    let table: [(u16, &str); 12] = [
+        (400, "Invalid input: a parameter or the body is wrong (`invalid_input`), or malformed JSON; the message says what and where"),
+        (401, "No token, or a token that is unknown or revoked (`unauthorized`)"),
+        (402, "The actor's credits do not cover it (`insufficient_credits`)"),
+        (403, "The token's actor may not do this (`forbidden`)"),
+        (404, "Not found (`not_found`): no such sandbox, profile or host; another actor's sandbox is also 404"),
+        (409, "Conflicts with the current state (`conflict`)"),
+        (413, "The body is larger than the server takes (`invalid_input`)"),
+        (500, "The store or ledger is corrupt (`store_corrupt`, left untouched), an I/O error (`io`) or a bug (`internal`)"),
+        (501, "Unsupported by this build or extension (`unsupported`)"),
+        (502, "Provisioning or teardown failed (`provision_failed`) or a host or provider is unreachable (`unreachable`)"),
+        (503, "No placement: every host or provider is full, unreachable or excluded (`no_placement`)"),
+        (504, "Timed out (`timeout`)"),
+    ];
+    let mut m = Map::new();
+    for (status, description) in table {
+        m.insert(
+            error_response_name(status).to_string(),
+            json!({
+                "description": description,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }),
+        );
+    }
+    Value::Object(m)
+}
+
+fn nullable(schema: Value) -> Value {
+    json!({"anyOf": [schema, {"type": "null"}]})
+}
+
+fn nullable_ref(name: &str) -> Value {
+    nullable(json!({"$ref": format!("#/components/schemas/{name}")}))
+}
+
+fn time() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+
+fn schemas() -> Value {
+    let kinds: Vec<&str> = [
+        ErrorKind::NotFound,
+        ErrorKind::InvalidInput,
+        ErrorKind::InvalidConfig,
+        ErrorKind::Conflict,
+        ErrorKind::Unsupported,
+        ErrorKind::Unreachable,
+        ErrorKind::Timeout,
+        ErrorKind::NoPlacement,
+        ErrorKind::ProvisionFailed,
+        ErrorKind::InsufficientCredits,
+        ErrorKind::StoreCorrupt,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::Io,
+        ErrorKind::Internal,
+    ]
+    .iter()
+    .map(|k| k.as_str())
+    .collect();
+    let string = json!({"type": "string"});
+    let opt_string = nullable(string.clone());
+    let opt_time = nullable(time());
+    let string_map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    json!({
+        "Error": {
+            "type": "object",
+            "description": "Every error: the kind (the same names as the CLI's `--json` errors), a message for people and an optional hint.",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "enum": kinds},
+                "message": string,
+                "hint": string,
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "version"],
+            "properties": {"status": {"type": "string", "enum": ["ok"]}, "version": string},
+        },
+        "OpenApiDocument": {"type": "object", "description": "An OpenAPI 3.1 document."},
+        "WhoAmI": {
+            "type": "object",
+            "required": ["actor", "token"],
+            "properties": {"actor": {"$ref": "#/components/schemas/Actor"}, "token": {"type": "string", "description": "The token's name (never its secret)"}},
+        },
+        "Actor": {
+            "type": "string",
+            "description": "`adm:NAME` (operator), `agt:NAME` (agent) or `atm:NAME` (automation); NAME is 1-64 of letters, digits, `.`, `_`, `-`, `@`.",
+            "pattern": "^(adm|agt|atm):[A-Za-z0-9._@-]{1,64}$",
+            "example": "agt:harness",
+        },
+        "Duration": {
+            "type": "string",
+            "description": "A duration with units: `90s`, `30m`, `2h`, `1d`, `1h30m`.",
+            "pattern": "^([0-9]+[smhd])+$",
+            "example": "30m",
+        },
+        "Amount": {
+            "type": "string",
+            "description": "Credits: a non-negative decimal with at most 6 places.",
+            "pattern": "^[0-9]+(\\.[0-9]{1,6})?$",
+            "example": "2.5",
+        },
+        "State": {"type": "string", "enum": ["provisioning", "ready", "destroying", "destroyed", "failed"]},
+        "CreateSandbox": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "The same as `sandboxer create`'s options. Every field is optional; `{}` creates the canary on the default host.",
+            "properties": {
+                "profile": {"type": "string", "default": "profile.sandbox-canary", "example": "profile.sandbox-canary"},
+                "inputs": {"type": "object", "additionalProperties": {"type": "string"}, "description": "The profile's inputs (`--input NAME=VALUE`)"},
+                "ttl": {"$ref": "#/components/schemas/Duration"},
+                "actor": {"$ref": "#/components/schemas/Actor"},
+                "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
+                "wait": {"type": "boolean", "default": true, "description": "Wait until ready (false: answer 202 as soon as it is recorded; the server finishes provisioning)"},
+                "host": {"type": "string", "description": "Place on this host and nowhere else", "example": "local"},
+                "max_price": {"$ref": "#/components/schemas/Amount"},
+                "only": {"type": "array", "items": {"type": "string"}, "description": "Only these extensions"},
+                "ignore": {"type": "array", "items": {"type": "string"}, "description": "Never these extensions"},
+                "no_fallback": {"type": "boolean", "default": false},
+            },
+        },
+        "RecreateSandbox": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"wait": {"type": "boolean", "default": true}},
+        },
+        "ExtendTtl": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["by"],
+            "properties": {"by": {"$ref": "#/components/schemas/Duration"}},
+        },
+        "ReapRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "dry_run": {"type": "boolean", "default": false, "description": "Say what would be done; change nothing"},
+                "grace": {"allOf": [{"$ref": "#/components/schemas/Duration"}], "default": "2m"},
+            },
+        },
+        "GrantRequest": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["actor", "amount"],
+            "properties": {
+                "actor": {"$ref": "#/components/schemas/Actor"},
+                "amount": {"anyOf": [{"$ref": "#/components/schemas/Amount"}, {"type": "integer", "minimum": 1}], "description": "Above zero"},
+                "key": {"type": "string", "minLength": 1, "description": "Makes the grant idempotent"},
+            },
+        },
+        "Sandbox": {
+            "type": "object",
+            "description": "The sandbox record, exactly as `sandboxer get ID --json` prints it. Field names are a contract; more fields may be added.",
+            "required": ["id", "profile", "profile_version", "extension", "host", "state", "reason", "actor",
+                         "created_at", "ready_at", "expires_at", "ended_at", "inputs", "reachability", "route",
+                         "recreated_from", "recreated_as", "cost", "ttl_seconds"],
+            "properties": {
+                "id": {"type": "string", "example": "sbx-q3v7k2m4xa"},
+                "profile": string,
+                "profile_version": {"type": "integer", "minimum": 1},
+                "extension": string,
+                "host": string,
+                "state": {"$ref": "#/components/schemas/State"},
+                "reason": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "`destroyed`, `expired`, `reaped`, `recreated` or `failed: ...`"},
+                "actor": {"$ref": "#/components/schemas/Actor"},
+                "created_at": time(),
+                "updated_at": time(),
+                "ready_at": opt_time,
+                "expires_at": opt_time,
+                "ended_at": opt_time,
+                "inputs": string_map,
+                "reachability": nullable_ref("Reachability"),
+                "route": {"$ref": "#/components/schemas/RouteTrace"},
+                "recreated_from": opt_string,
+                "recreated_as": opt_string,
+                "cost": nullable_ref("Cost"),
+                "ttl_seconds": {"type": "integer", "minimum": 0},
+                "idempotency_key": string,
+                "telemetry": {"type": "object", "description": "Host telemetry the sandbox reported (canary)"},
+                "worker": {"type": "object", "description": "The process provisioning it", "properties": {"pid": {"type": "integer"}, "boot_id": string}},
+            },
+        },
+        "SandboxList": {"type": "array", "items": {"$ref": "#/components/schemas/Sandbox"}},
+        "Reachability": {
+            "type": "object",
+            "required": ["address"],
+            "properties": {
+                "address": string,
+                "ports": {"type": "object", "additionalProperties": {"type": "array", "items": {"$ref": "#/components/schemas/Port"}}},
+                "urls": string_map,
+                "ssh": nullable_ref("SshTarget"),
+                "details": {"type": "object"},
+            },
+        },
+        "Port": {
+            "type": "object",
+            "required": ["target", "published", "protocol"],
+            "properties": {"target": {"type": "integer"}, "published": {"type": "integer"}, "protocol": string},
+        },
+        "SshTarget": {
+            "type": "object",
+            "required": ["host", "port", "user"],
+            "properties": {"host": string, "port": {"type": "integer"}, "user": string},
+        },
+        "Candidate": {
+            "type": "object",
+            "required": ["route", "extension", "host", "price_per_hour"],
+            "properties": {"route": {"type": "integer"}, "extension": string, "host": string, "price_per_hour": {"$ref": "#/components/schemas/Amount"}},
+        },
+        "Skipped": {
+            "type": "object",
+            "required": ["route", "extension", "host", "reason"],
+            "properties": {"route": {"type": "integer"}, "extension": string, "host": string, "reason": string},
+        },
+        "RouteTrace": {
+            "type": "object",
+            "required": ["policy", "chosen", "skipped"],
+            "properties": {
+                "policy": string,
+                "chosen": nullable_ref("Candidate"),
+                "skipped": {"type": "array", "items": {"$ref": "#/components/schemas/Skipped"}},
+                "remaining": {"type": "array", "items": {"$ref": "#/components/schemas/Candidate"}},
+            },
+        },
+        "Cost": {
+            "type": "object",
+            "required": ["price_per_hour", "held", "settled"],
+            "properties": {
+                "price_per_hour": {"$ref": "#/components/schemas/Amount"},
+                "held": {"$ref": "#/components/schemas/Amount"},
+                "settled": nullable_ref("Amount"),
+            },
+        },
+        "Decision": {
+            "type": "object",
+            "required": ["policy", "candidates", "rejected"],
+            "properties": {
+                "policy": string,
+                "candidates": {"type": "array", "items": {"$ref": "#/components/schemas/Candidate"}, "description": "In the order they would be tried; the first is chosen"},
+                "rejected": {"type": "array", "items": {"$ref": "#/components/schemas/Skipped"}},
+            },
+        },
+        "ProfileRow": {
+            "type": "object",
+            "required": ["id", "version", "extensions", "available", "missing_extensions", "source", "description"],
+            "properties": {
+                "id": string,
+                "version": {"type": "integer"},
+                "extensions": {"type": "array", "items": string},
+                "available": {"type": "boolean", "description": "At least one of its extensions is in this build"},
+                "missing_extensions": {"type": "array", "items": string},
+                "source": string,
+                "description": string,
+            },
+        },
+        "ProfileList": {"type": "array", "items": {"$ref": "#/components/schemas/ProfileRow"}},
+        "Profile": {
+            "type": "object",
+            "required": ["id", "version", "description", "inputs", "default_ttl", "max_ttl", "ready_timeout", "policy", "routes", "source"],
+            "properties": {
+                "id": string,
+                "version": {"type": "integer"},
+                "description": string,
+                "inputs": {"type": "object", "additionalProperties": {
+                    "type": "object",
+                    "required": ["required", "help", "default"],
+                    "properties": {"required": {"type": "boolean"}, "help": string, "default": opt_string},
+                }},
+                "default_ttl": {"$ref": "#/components/schemas/Duration"},
+                "max_ttl": {"$ref": "#/components/schemas/Duration"},
+                "ready_timeout": {"$ref": "#/components/schemas/Duration"},
+                "policy": {"type": "string", "enum": ["ordered", "burst", "cheapest"]},
+                "routes": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["extension", "config", "placement", "price_per_hour"],
+                    "properties": {
+                        "extension": string,
+                        "config": {"type": "object"},
+                        "placement": {"type": "array", "items": string},
+                        "price_per_hour": {"$ref": "#/components/schemas/Amount"},
+                    },
+                }},
+                "source": {"type": "object", "required": ["kind"], "properties": {"kind": {"type": "string", "enum": ["builtin", "file"]}, "path": string, "overrides": {"type": "boolean"}}},
+            },
+        },
+        "HostRow": {
+            "type": "object",
+            "required": ["name", "kind", "address", "port", "user", "identity_file", "capacity", "live", "labels", "default", "reachable", "error"],
+            "properties": {
+                "name": string,
+                "kind": {"type": "string", "enum": ["local", "ssh"]},
+                "address": string,
+                "port": nullable(json!({"type": "integer"})),
+                "user": opt_string,
+                "identity_file": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "Only for `adm` tokens (null otherwise)"},
+                "capacity": nullable(json!({"type": "integer"})),
+                "live": {"type": "integer"},
+                "labels": string_map,
+                "default": {"type": "boolean"},
+                "reachable": {"type": "boolean"},
+                "error": opt_string,
+            },
+        },
+        "HostList": {"type": "array", "items": {"$ref": "#/components/schemas/HostRow"}},
+        "HostInventory": {
+            "type": "object",
+            "description": "Every measurement is null when the host did not report it; see docs/host-telemetry.md.",
+            "required": ["host", "collected_at", "docker"],
+            "properties": {
+                "host": string,
+                "collected_at": time(),
+                "cpus": nullable(json!({"type": "integer"})),
+                "load_1": nullable(json!({"type": "number"})),
+                "load_5": nullable(json!({"type": "number"})),
+                "load_15": nullable(json!({"type": "number"})),
+                "mem_total_bytes": nullable(json!({"type": "integer"})),
+                "mem_available_bytes": nullable(json!({"type": "integer"})),
+                "disk_free_bytes": nullable(json!({"type": "integer"})),
+                "disk_path": opt_string,
+                "kernel": opt_string,
+                "docker": {"type": "object", "required": ["present", "version"], "properties": {"present": {"type": "boolean"}, "version": opt_string}},
+                "venues_running": nullable(json!({"type": "integer"})),
+            },
+        },
+        "StaleItem": {
+            "type": "object",
+            "required": ["kind", "sandbox_id", "host", "extension", "state", "detail", "resource"],
+            "properties": {
+                "kind": {"type": "string", "enum": ["expired", "stuck", "orphan", "ghost"]},
+                "sandbox_id": string,
+                "host": string,
+                "extension": string,
+                "state": nullable_ref("State"),
+                "detail": string,
+                "resource": nullable(json!({"type": "object", "properties": {"sandbox_id": string, "kind": string, "name": string, "running": {"type": "boolean"}}})),
+            },
+        },
+        "Unchecked": {
+            "type": "object",
+            "required": ["host", "extension", "reason"],
+            "properties": {"host": string, "extension": string, "reason": string},
+        },
+        "StaleReport": {
+            "type": "object",
+            "required": ["checked_at", "grace_seconds", "items", "unchecked"],
+            "properties": {
+                "checked_at": opt_time,
+                "grace_seconds": {"type": "integer"},
+                "items": {"type": "array", "items": {"$ref": "#/components/schemas/StaleItem"}},
+                "unchecked": {"type": "array", "items": {"$ref": "#/components/schemas/Unchecked"}},
+            },
+        },
+        "ReapReport": {
+            "type": "object",
+            "required": ["dry_run", "reaped", "unchecked", "ok"],
+            "properties": {
+                "dry_run": {"type": "boolean"},
+                "reaped": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/StaleItem"}], "properties": {
+                    "outcome": {"type": "string", "description": "`destroyed`, `torn down`, `would reap` (dry run) or `failed: ...`"},
+                    "ok": {"type": "boolean"},
+                }}},
+                "unchecked": {"type": "array", "items": {"$ref": "#/components/schemas/Unchecked"}},
+                "ok": {"type": "boolean", "description": "Every item was reaped"},
+            },
+        },
+        "Account": {
+            "type": "object",
+            "required": ["granted", "available", "held", "spent"],
+            "properties": {
+                "granted": {"$ref": "#/components/schemas/Amount"},
+                "available": {"$ref": "#/components/schemas/Amount"},
+                "held": {"$ref": "#/components/schemas/Amount"},
+                "spent": {"$ref": "#/components/schemas/Amount"},
+            },
+        },
+        "Balance": {
+            "type": "object",
+            "required": ["actor", "account"],
+            "properties": {"actor": {"$ref": "#/components/schemas/Actor"}, "account": {"$ref": "#/components/schemas/Account"}},
+        },
+        "LedgerEntry": {
+            "type": "object",
+            "description": "One ledger entry; the fields besides id, at and kind depend on the kind (see sandboxer-credits).",
+            "required": ["id", "at", "kind"],
+            "properties": {
+                "id": string,
+                "at": time(),
+                "kind": {"type": "string", "enum": ["grant", "hold", "extend", "settle", "void"]},
+                "actor": {"$ref": "#/components/schemas/Actor"},
+                "by": {"$ref": "#/components/schemas/Actor"},
+                "sandbox_id": string,
+                "amount": {"$ref": "#/components/schemas/Amount"},
+            },
+        },
+        "LedgerEntries": {"type": "array", "items": {"$ref": "#/components/schemas/LedgerEntry"}},
+        "GrantResult": {
+            "type": "object",
+            "required": ["entry", "duplicate", "actor", "account"],
+            "properties": {
+                "entry": {"$ref": "#/components/schemas/LedgerEntry"},
+                "duplicate": {"type": "boolean", "description": "The key was applied before; nothing changed"},
+                "actor": {"$ref": "#/components/schemas/Actor"},
+                "account": {"$ref": "#/components/schemas/Account"},
+            },
+        },
+        "UsageRow": {
+            "type": "object",
+            "required": ["sandbox_id", "extension", "host", "profile", "price_per_hour", "held", "seconds", "cost", "state", "opened_at"],
+            "properties": {
+                "sandbox_id": string,
+                "extension": string,
+                "host": string,
+                "profile": string,
+                "price_per_hour": {"$ref": "#/components/schemas/Amount"},
+                "held": {"$ref": "#/components/schemas/Amount"},
+                "seconds": nullable(json!({"type": "integer"})),
+                "cost": nullable_ref("Amount"),
+                "state": {"type": "string", "enum": ["open", "settled", "voided"]},
+                "opened_at": time(),
+            },
+        },
+        "Usage": {
+            "type": "object",
+            "required": ["actor", "usage"],
+            "properties": {"actor": {"$ref": "#/components/schemas/Actor"}, "usage": {"type": "array", "items": {"$ref": "#/components/schemas/UsageRow"}}},
+        },
+        "CheckReport": {
+            "type": "object",
+            "required": ["entries", "actors", "open_holds", "violations", "ok"],
+            "properties": {
+                "entries": {"type": "integer"},
+                "actors": {"type": "integer"},
+                "open_holds": {"type": "integer"},
+                "violations": {"type": "array", "items": {"type": "object"}},
+                "ok": {"type": "boolean"},
+            },
+        },
+    })
+}
+
+/// The whole document (built once).
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+fn build() -> Value {
+    let mut paths = Map::new();
+    for op in OPERATIONS {
+        let item = paths
+            .entry(op.path.to_string())
+            .or_insert_with(|| json!({}));
+        item[op.method] = operation_json(op);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "sandboxer HTTP API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The operations of the `sandboxer` CLI over HTTP, with the same semantics and error kinds. \
+                Every /v1 route takes `Authorization: Bearer TOKEN` (tokens from `sandboxer tokens add --actor ACTOR`). \
+                `adm` tokens act on everything; `agt` and `atm` tokens see and act on their own sandboxes only \
+                (another actor's sandbox is 404). Errors are `{\"code\", \"message\", \"hint\"}`. See docs/http-api.md.",
+        },
+        "tags": [
+            {"name": "meta"},
+            {"name": "sandboxes"},
+            {"name": "profiles"},
+            {"name": "hosts"},
+            {"name": "reaper"},
+            {"name": "credits"},
+        ],
+        "security": [{"bearer": []}],
+        "paths": Value::Object(paths),
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "A token from `sandboxer tokens add` (`sbxt_...`)"},
+            },
+            "responses": error_responses(),
+            "schemas": schemas(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_every_path_parameter_is_declared() {
+        let mut ids: Vec<&str> = OPERATIONS.iter().map(|o| o.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), OPERATIONS.len());
+        for op in OPERATIONS {
+            let in_path: Vec<&str> = op
+                .path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .collect();
+            let declared: Vec<&str> = op
+                .params
+                .iter()
+                .filter(|p| p.location == In::Path)
+                .map(|p| p.name)
+                .collect();
+            assert_eq!(in_path, declared, "{}", op.id);
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let text = doc.to_string();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("\"$ref\":\"#/") {
+            let tail = &rest[i + 10..];
+            let end = tail.find('"').unwrap();
+            let pointer = format!("/{}", &tail[..end]);
+            assert!(doc.pointer(&pointer).is_some(), "dangling $ref #{pointer}");
+            rest = &tail[end..];
+        }
+    }
+}

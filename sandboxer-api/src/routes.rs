@@ -1,0 +1,631 @@
+//! One handler per operation of [`crate::openapi::OPERATIONS`]. Each does
+//! what the CLI command of the same name does, through the same `Manager`
+//! and `FileLedger` calls, and scopes it to the caller's actor.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Json;
+use sandboxer_core::credits::Micros;
+use sandboxer_core::lifecycle::{EndReason, State as LifeState};
+use sandboxer_core::manager::{CreateRequest, ListFilter, Manager, Started};
+use sandboxer_core::model::{Actor, Sandbox};
+use sandboxer_core::routing::Constraints;
+use sandboxer_core::{Error, ErrorKind};
+use sandboxer_credits::{EntryFilter, Fate, FileLedger};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::extract::{Admin, Caller, JsonBody, Params, PathParam};
+use crate::openapi::{self, Operation};
+use crate::views::{probe_hosts, profile_rows, record_json};
+use crate::ApiState;
+
+/// The profile a create without one gets (as `sandboxer create`).
+pub const DEFAULT_PROFILE: &str = "profile.sandbox-canary";
+
+/// The grace window `inspect stale` and `reap-stale` use by default.
+pub const DEFAULT_GRACE: Duration = sandboxer_core::reaper::DEFAULT_GRACE;
+
+/// The handler of an operation, on its method.
+pub(crate) fn handler(op: &Operation) -> MethodRouter<ApiState> {
+    let filter = match op.method {
+        "get" => MethodFilter::GET,
+        "post" => MethodFilter::POST,
+        "delete" => MethodFilter::DELETE,
+        other => panic!("method {other} of {} is not mounted", op.id),
+    };
+    match op.id {
+        "health" => on(filter, health),
+        "openapi" => on(filter, openapi_doc),
+        "whoami" => on(filter, whoami),
+        "createSandbox" => on(filter, create_sandbox),
+        "listSandboxes" => on(filter, list_sandboxes),
+        "getSandbox" => on(filter, get_sandbox),
+        "destroySandbox" => on(filter, destroy_sandbox),
+        "recreateSandbox" => on(filter, recreate_sandbox),
+        "extendSandboxTtl" => on(filter, extend_ttl),
+        "listProfiles" => on(filter, list_profiles),
+        "getProfile" => on(filter, get_profile),
+        "explainRoute" => on(filter, explain_route),
+        "listHosts" => on(filter, list_hosts),
+        "hostTelemetry" => on(filter, host_telemetry),
+        "inspectStale" => on(filter, inspect_stale),
+        "reapStale" => on(filter, reap_stale),
+        "creditsBalance" => on(filter, credits_balance),
+        "grantCredits" => on(filter, grant_credits),
+        "creditsLedger" => on(filter, credits_ledger),
+        "creditsUsage" => on(filter, credits_usage),
+        "creditsCheck" => on(filter, credits_check),
+        other => panic!("operation {other} has no handler"),
+    }
+}
+
+/// Run `f` (manager and ledger work: blocking file I/O with fsync, and
+/// async extension calls) on the blocking pool, on its own thread, so the
+/// runtime's workers never stall. It runs to completion even when the client
+/// goes away (a create is never cut off half-way).
+pub(crate) async fn run_blocking<T, F, Fut>(f: F) -> sandboxer_core::Result<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = sandboxer_core::Result<T>>,
+    T: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || handle.block_on(f())).await {
+        Ok(r) => r,
+        Err(e) => Err(Error::internal(format!("the operation stopped: {e}"))),
+    }
+}
+
+async fn offload<T, F, Fut>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = sandboxer_core::Result<T>>,
+    T: Send + 'static,
+{
+    run_blocking(f).await.map_err(ApiError::from)
+}
+
+/// After a crash between the ledger and the store, resolve the holds whose
+/// sandboxes ended (or were never recorded), as every CLI command does
+/// first. Cheap when no hold is open.
+pub(crate) fn reconcile(m: &Manager, ledger: &FileLedger) -> sandboxer_core::Result<()> {
+    if ledger.open_holds()?.is_empty() {
+        return Ok(());
+    }
+    let doc = m.store().load()?;
+    let done = ledger.reconcile(&|id| Fate::of(doc.get(id)))?;
+    for e in &done {
+        tracing::info!("reconciled the ledger: {} ({})", e.id, e.kind_name());
+    }
+    Ok(())
+}
+
+fn record_response(status: StatusCode, s: &Sandbox) -> Response {
+    let mut r = (status, Json(record_json(s))).into_response();
+    if status == StatusCode::CREATED || status == StatusCode::ACCEPTED {
+        if let Ok(v) = HeaderValue::from_str(&format!("/v1/sandboxes/{}", s.id)) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+    }
+    r
+}
+
+fn parse_ttl(raw: Option<&str>, what: &str) -> Result<Option<Duration>, ApiError> {
+    raw.map(|t| {
+        sandboxer_core::duration::parse_duration(t)
+            .map_err(|e| ApiError::invalid(format!("{what}: {e}")))
+    })
+    .transpose()
+}
+
+fn parse_grace(raw: Option<&str>) -> Result<Duration, ApiError> {
+    Ok(parse_ttl(raw, "grace")?.unwrap_or(DEFAULT_GRACE))
+}
+
+fn parse_price(raw: Option<&str>) -> Result<Option<Micros>, ApiError> {
+    raw.filter(|m| !m.is_empty())
+        .map(|m| Micros::parse_amount(m).map_err(|e| ApiError::from(e.context("max_price"))))
+        .transpose()
+}
+
+fn parse_state(s: &str) -> Result<LifeState, ApiError> {
+    Ok(match s {
+        "provisioning" => LifeState::Provisioning,
+        "ready" => LifeState::Ready,
+        "destroying" => LifeState::Destroying,
+        "destroyed" => LifeState::Destroyed,
+        "failed" => LifeState::Failed,
+        other => {
+            return Err(ApiError::invalid(format!("state `{other}` is not a state"))
+                .with_hint("states: provisioning, ready, destroying, destroyed, failed"))
+        }
+    })
+}
+
+fn nonempty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+/// The sandbox `id` if the caller may see it; another actor's is 404, the
+/// same answer as a sandbox that does not exist.
+async fn visible_sandbox(st: &ApiState, caller: &Caller, id: &str) -> Result<Sandbox, ApiError> {
+    let m = st.manager.clone();
+    let owned = id.to_string();
+    let sbx = offload(move || async move { m.get(&owned) }).await?;
+    if !caller.sees(&sbx) {
+        return Err(sandboxer_core::store::unknown_sandbox(id).into());
+    }
+    Ok(sbx)
+}
+
+async fn health() -> Response {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+async fn openapi_doc() -> Response {
+    Json(openapi::document().clone()).into_response()
+}
+
+async fn whoami(caller: Caller) -> Response {
+    Json(json!({"actor": caller.actor.to_string(), "token": caller.token})).into_response()
+}
+
+pub(crate) async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(ErrorKind::NotFound, format!("no route {}", uri.path()))
+        .with_hint("GET /openapi.json lists every route")
+}
+
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorKind::Unsupported,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .with_status(StatusCode::METHOD_NOT_ALLOWED)
+    .with_hint("GET /openapi.json lists every route and its methods")
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    profile: Option<String>,
+    #[serde(default)]
+    inputs: BTreeMap<String, String>,
+    ttl: Option<String>,
+    actor: Option<String>,
+    idempotency_key: Option<String>,
+    wait: Option<bool>,
+    host: Option<String>,
+    max_price: Option<String>,
+    #[serde(default)]
+    only: Vec<String>,
+    #[serde(default)]
+    ignore: Vec<String>,
+    #[serde(default)]
+    no_fallback: bool,
+}
+
+fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<String>, ApiError> {
+    let header = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::invalid("the Idempotency-Key header is not text"))?
+                .to_string(),
+        ),
+    };
+    match (header, body) {
+        (Some(h), Some(b)) if h != b => Err(ApiError::invalid(format!(
+            "the Idempotency-Key header `{h}` and the body's idempotency_key `{b}` differ"
+        ))),
+        (h, b) => Ok(b.or(h)),
+    }
+}
+
+async fn create_sandbox(
+    State(st): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(b): JsonBody<CreateBody>,
+) -> Result<Response, ApiError> {
+    let actor = caller.acting_as(b.actor.as_deref(), "creates")?;
+    let req = CreateRequest {
+        profile: b.profile.unwrap_or_else(|| DEFAULT_PROFILE.to_string()),
+        inputs: b.inputs,
+        ttl: parse_ttl(b.ttl.as_deref(), "ttl")?,
+        constraints: Constraints {
+            host: nonempty(b.host).or_else(|| st.default_host.clone()),
+            max_price: parse_price(b.max_price.as_deref())?,
+            only: b.only,
+            ignore: b.ignore,
+            no_fallback: b.no_fallback,
+        },
+        actor: Some(actor),
+        idempotency_key: idempotency_key(&headers, b.idempotency_key)?,
+        recreated_from: None,
+    };
+    let wait = b.wait.unwrap_or(true);
+    let m = st.manager.clone();
+    let (new, sbx) = offload(move || async move {
+        match m.start_create(&req)? {
+            Started::New(s) if wait => Ok((true, m.finish_create(&s.id).await?)),
+            Started::New(s) => Ok((true, s)),
+            Started::Existing(s) if wait && s.state() == LifeState::Provisioning => {
+                Ok((false, m.create(req, true).await?))
+            }
+            Started::Existing(s) => Ok((false, s)),
+        }
+    })
+    .await?;
+    if new && !wait {
+        st.finish_detached(sbx.id.clone());
+    }
+    let status = if !new {
+        StatusCode::OK
+    } else if sbx.state() == LifeState::Provisioning {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(record_response(status, &sbx))
+}
+
+async fn list_sandboxes(
+    State(st): State<ApiState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse("listSandboxes", q.as_deref())?;
+    let mut states = Vec::new();
+    for s in p.list("state") {
+        states.push(parse_state(&s)?);
+    }
+    let filter = ListFilter {
+        states,
+        actor: p
+            .one("actor")?
+            .map(|a| a.parse::<Actor>())
+            .transpose()
+            .map_err(ApiError::from)?,
+        profile: p.one("profile")?,
+        host: p.one("host")?,
+        live_only: p.flag("live")?,
+    };
+    let m = st.manager.clone();
+    let list = offload(move || async move { m.list(&filter) }).await?;
+    let records: Vec<Value> = list
+        .iter()
+        .filter(|s| caller.sees(s))
+        .map(record_json)
+        .collect();
+    Ok(Json(Value::Array(records)).into_response())
+}
+
+async fn get_sandbox(
+    State(st): State<ApiState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    let sbx = visible_sandbox(&st, &caller, &id).await?;
+    Ok(record_response(StatusCode::OK, &sbx))
+}
+
+async fn destroy_sandbox(
+    State(st): State<ApiState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    visible_sandbox(&st, &caller, &id).await?;
+    let m = st.manager.clone();
+    let sbx = offload(move || async move { m.destroy(&id, EndReason::Destroyed).await }).await?;
+    Ok(record_response(StatusCode::OK, &sbx))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecreateBody {
+    wait: Option<bool>,
+}
+
+async fn recreate_sandbox(
+    State(st): State<ApiState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+    JsonBody(b): JsonBody<RecreateBody>,
+) -> Result<Response, ApiError> {
+    visible_sandbox(&st, &caller, &id).await?;
+    let wait = b.wait.unwrap_or(true);
+    let m = st.manager.clone();
+    let new = offload(move || async move { m.recreate(&id, wait).await }).await?;
+    if new.state() == LifeState::Provisioning && !wait {
+        st.finish_detached(new.id.clone());
+        return Ok(record_response(StatusCode::ACCEPTED, &new));
+    }
+    Ok(record_response(StatusCode::CREATED, &new))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    by: String,
+}
+
+async fn extend_ttl(
+    State(st): State<ApiState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+    JsonBody(b): JsonBody<ExtendBody>,
+) -> Result<Response, ApiError> {
+    let by = sandboxer_core::duration::parse_duration(&b.by)
+        .map_err(|e| ApiError::invalid(format!("by: {e}")))?;
+    visible_sandbox(&st, &caller, &id).await?;
+    let m = st.manager.clone();
+    let sbx = offload(move || async move { m.extend_ttl(&id, by).await }).await?;
+    Ok(record_response(StatusCode::OK, &sbx))
+}
+
+async fn list_profiles(State(st): State<ApiState>, _caller: Caller) -> Response {
+    let m = &st.manager;
+    let rows = profile_rows(&m.catalog().list(), m.registry());
+    Json(serde_json::to_value(rows).expect("json")).into_response()
+}
+
+async fn get_profile(
+    State(st): State<ApiState>,
+    _caller: Caller,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    let p = st.manager.catalog().require(&id)?;
+    Ok(Json(serde_json::to_value(p).expect("json")).into_response())
+}
+
+async fn explain_route(
+    State(st): State<ApiState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse("explainRoute", q.as_deref())?;
+    let actor = caller.acting_as(p.one("actor")?.as_deref(), "explains")?;
+    let req = CreateRequest {
+        profile: p
+            .one("profile")?
+            .unwrap_or_else(|| DEFAULT_PROFILE.to_string()),
+        inputs: BTreeMap::new(),
+        ttl: parse_ttl(p.one("ttl")?.as_deref(), "ttl")?,
+        constraints: Constraints {
+            host: p.one("host")?.or_else(|| st.default_host.clone()),
+            max_price: parse_price(p.one("max_price")?.as_deref())?,
+            only: p.list("only"),
+            ignore: p.list("ignore"),
+            no_fallback: p.flag("no_fallback")?,
+        },
+        actor: Some(actor),
+        idempotency_key: None,
+        recreated_from: None,
+    };
+    let m = st.manager.clone();
+    let d = offload(move || async move { m.explain(&req).await }).await?;
+    Ok(Json(serde_json::to_value(d).expect("json")).into_response())
+}
+
+async fn list_hosts(State(st): State<ApiState>, caller: Caller) -> Result<Response, ApiError> {
+    let m = st.manager.clone();
+    let mut rows = offload(move || async move { Ok(probe_hosts(&m).await) }).await?;
+    if !caller.is_admin() {
+        for r in &mut rows {
+            r.identity_file = None;
+        }
+    }
+    Ok(Json(serde_json::to_value(rows).expect("json")).into_response())
+}
+
+async fn host_telemetry(
+    State(st): State<ApiState>,
+    _admin: Admin,
+    PathParam(name): PathParam,
+) -> Result<Response, ApiError> {
+    let spec = st.manager.hosts().require(&name)?;
+    let m = st.manager.clone();
+    let inv = offload(move || async move {
+        let transport = m.connector().connect(&spec).await?;
+        sandboxer_telemetry::gather(transport.as_ref()).await
+    })
+    .await?;
+    Ok(Json(serde_json::to_value(inv).expect("json")).into_response())
+}
+
+async fn inspect_stale(
+    State(st): State<ApiState>,
+    _admin: Admin,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse("inspectStale", q.as_deref())?;
+    let grace = parse_grace(p.one("grace")?.as_deref())?;
+    let m = st.manager.clone();
+    let report = offload(move || async move { m.inspect_stale(grace).await }).await?;
+    Ok(Json(serde_json::to_value(report).expect("json")).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReapBody {
+    #[serde(default)]
+    dry_run: bool,
+    grace: Option<String>,
+}
+
+async fn reap_stale(
+    State(st): State<ApiState>,
+    _admin: Admin,
+    JsonBody(b): JsonBody<ReapBody>,
+) -> Result<Response, ApiError> {
+    let grace = parse_grace(b.grace.as_deref())?;
+    let m = st.manager.clone();
+    let report = offload(move || async move { m.reap_stale(grace, b.dry_run).await }).await?;
+    let mut v = serde_json::to_value(&report).expect("json");
+    v["ok"] = json!(report.all_ok());
+    Ok(Json(v).into_response())
+}
+
+/// Whose credits: `asked` (only `adm` may ask for another actor), else the
+/// caller's.
+fn credits_actor(caller: &Caller, asked: Option<String>) -> Result<Actor, ApiError> {
+    caller.acting_as(asked.as_deref(), "reads credits")
+}
+
+async fn credits_balance(
+    State(st): State<ApiState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse("creditsBalance", q.as_deref())?;
+    let actor = credits_actor(&caller, p.one("actor")?)?;
+    let (m, ledger) = (st.manager.clone(), st.ledger.clone());
+    let who = actor.clone();
+    let acct = offload(move || async move {
+        reconcile(&m, &ledger)?;
+        ledger.balance(&who)
+    })
+    .await?;
+    Ok(Json(json!({"actor": actor.to_string(), "account": acct})).into_response())
+}
+
+/// An amount as a decimal string (`"0.5"`) or a whole number (`25`).
+#[derive(Debug)]
+struct AmountField(String);
+
+impl<'de> Deserialize<'de> for AmountField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AmountField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a decimal string such as \"0.5\" or a whole number such as 25")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AmountField, E> {
+                Ok(AmountField(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<AmountField, E> {
+                Ok(AmountField(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<AmountField, E> {
+                Ok(AmountField(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantBody {
+    actor: String,
+    amount: AmountField,
+    key: Option<String>,
+}
+
+async fn grant_credits(
+    State(st): State<ApiState>,
+    Admin(caller): Admin,
+    JsonBody(b): JsonBody<GrantBody>,
+) -> Result<Response, ApiError> {
+    let to: Actor = b.actor.parse().map_err(ApiError::from)?;
+    let amount = Micros::parse_amount(&b.amount.0)
+        .map_err(|e| ApiError::from(e.context("credits grant")))?;
+    if amount == Micros::ZERO {
+        return Err(ApiError::invalid(
+            "credits grant: the amount must be above zero",
+        ));
+    }
+    if b.key.as_deref() == Some("") {
+        return Err(ApiError::invalid("credits grant: an empty key"));
+    }
+    let ledger = st.ledger.clone();
+    let by = caller.actor.clone();
+    let who = to.clone();
+    let (applied, acct) = offload(move || async move {
+        let applied = ledger.grant(&by, &who, amount, b.key.as_deref())?;
+        let acct = ledger.balance(&who)?;
+        Ok((applied, acct))
+    })
+    .await?;
+    let status = if applied.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(json!({
+            "entry": applied.entry,
+            "duplicate": applied.duplicate,
+            "actor": to.to_string(),
+            "account": acct,
+        })),
+    )
+        .into_response())
+}
+
+async fn credits_ledger(
+    State(st): State<ApiState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse("creditsLedger", q.as_deref())?;
+    let asked = p.one("actor")?;
+    let actor = if caller.is_admin() {
+        asked
+            .map(|a| a.parse::<Actor>())
+            .transpose()
+            .map_err(ApiError::from)?
+    } else {
+        Some(credits_actor(&caller, asked)?)
+    };
+    let filter = EntryFilter {
+        actor,
+        sandbox_id: p.one("sandbox")?,
+    };
+    let (m, ledger) = (st.manager.clone(), st.ledger.clone());
+    let entries = offload(move || async move {
+        reconcile(&m, &ledger)?;
+        ledger.entries(&filter)
+    })
+    .await?;
+    Ok(Json(serde_json::to_value(entries).expect("json")).into_response())
+}
+
+async fn credits_usage(
+    State(st): State<ApiState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse("creditsUsage", q.as_deref())?;
+    let actor = credits_actor(&caller, p.one("actor")?)?;
+    let (m, ledger) = (st.manager.clone(), st.ledger.clone());
+    let who = actor.clone();
+    let rows = offload(move || async move {
+        reconcile(&m, &ledger)?;
+        ledger.usage(&who)
+    })
+    .await?;
+    Ok(Json(json!({"actor": actor.to_string(), "usage": rows})).into_response())
+}
+
+async fn credits_check(State(st): State<ApiState>, _admin: Admin) -> Result<Response, ApiError> {
+    let (m, ledger) = (st.manager.clone(), st.ledger.clone());
+    let report = offload(move || async move {
+        reconcile(&m, &ledger)?;
+        ledger.check()
+    })
+    .await?;
+    let mut v = serde_json::to_value(&report).expect("json");
+    v["ok"] = json!(report.is_ok());
+    Ok(Json(v).into_response())
+}

@@ -1,0 +1,315 @@
+//! The server: bind (refusing a non-loopback address while no token
+//! exists), serve the router, run the reaper and any other background task
+//! (the State Hub relay) beside it, and shut down gracefully on SIGTERM or
+//! Ctrl-C.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use sandboxer_core::{Error, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::routes::{reconcile, run_blocking};
+use crate::{router, ApiState};
+
+/// Tells background tasks that the server is stopping.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Resolves once the server is stopping.
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+
+    /// Whether the server is stopping.
+    pub fn is_stopping(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+type TaskFn = Box<dyn FnOnce(Shutdown) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// A task the server runs beside the HTTP listener until it shuts down: the
+/// built-in reaper, and the State Hub relay.
+///
+/// ```
+/// use sandboxer_api::BackgroundTask;
+///
+/// let relay = BackgroundTask::new("state-hub relay", |mut shutdown| async move {
+///     loop {
+///         tokio::select! {
+///             _ = shutdown.wait() => break,
+///             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => { /* deliver the outbox */ }
+///         }
+///     }
+/// });
+/// assert_eq!(relay.name(), "state-hub relay");
+/// ```
+pub struct BackgroundTask {
+    name: String,
+    run: TaskFn,
+}
+
+impl BackgroundTask {
+    /// `run` gets a [`Shutdown`] and should return soon after it fires.
+    pub fn new<F, Fut>(name: impl Into<String>, run: F) -> Self
+    where
+        F: FnOnce(Shutdown) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        BackgroundTask {
+            name: name.into(),
+            run: Box::new(move |s| Box::pin(run(s))),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Debug for BackgroundTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackgroundTask")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The built-in reaper (TTL enforcement without cron).
+#[derive(Debug, Clone, Copy)]
+pub struct ReaperConfig {
+    /// How often it runs (the first run is at start).
+    pub interval: Duration,
+    /// Nothing younger than this is touched.
+    pub grace: Duration,
+}
+
+/// Everything [`serve`] needs.
+#[derive(Debug)]
+pub struct ServeConfig {
+    pub bind: SocketAddr,
+    pub state: ApiState,
+    /// `None` turns the built-in reaper off.
+    pub reaper: Option<ReaperConfig>,
+    /// More tasks to run until shutdown. The State Hub relay goes here.
+    pub background: Vec<BackgroundTask>,
+    /// How long shutdown waits for requests in flight, background tasks
+    /// and provisioning started with `wait: false`.
+    pub shutdown_grace: Duration,
+}
+
+impl ServeConfig {
+    /// `bind` and `state`, the reaper every minute with a 2m grace window,
+    /// no other task, 30s to shut down.
+    pub fn new(bind: SocketAddr, state: ApiState) -> Self {
+        ServeConfig {
+            bind,
+            state,
+            reaper: Some(ReaperConfig {
+                interval: Duration::from_secs(60),
+                grace: sandboxer_core::reaper::DEFAULT_GRACE,
+            }),
+            background: Vec::new(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A bound server, not serving yet: [`Server::local_addr`] is the address
+/// actually bound (port 0 picks a free port).
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    config: ServeConfig,
+}
+
+impl Server {
+    /// Bind. A non-loopback address is refused while no token exists, and a
+    /// tokens file that does not parse is refused whatever the address.
+    pub async fn bind(config: ServeConfig) -> Result<Server> {
+        let no_tokens = config.state.tokens.is_empty()?;
+        if no_tokens && !config.bind.ip().is_loopback() {
+            return Err(Error::invalid_input(format!(
+                "refusing to listen on {}, which is not a loopback address, while no token exists",
+                config.bind
+            ))
+            .with_hint(
+                "make a token first (`sandboxer tokens add --actor adm:NAME`), or bind 127.0.0.1",
+            ));
+        }
+        if no_tokens {
+            tracing::warn!(
+                "no token in {}: every /v1 request will be refused (401) until `sandboxer tokens add`",
+                config.state.tokens.path().display()
+            );
+        }
+        let listener = TcpListener::bind(config.bind).await.map_err(|e| {
+            Error::io(format!("listening on {}", config.bind), e)
+                .with_hint("is another server on that port? `--bind 127.0.0.1:0` picks a free one")
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the bound address", e))?;
+        Ok(Server {
+            listener,
+            addr,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serve until SIGTERM or Ctrl-C, then shut down gracefully.
+    pub async fn run(self) -> Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serve until `stop` resolves, then shut down gracefully: stop
+    /// accepting, let requests in flight finish (at most `shutdown_grace`),
+    /// stop the background tasks, and wait for detached provisioning.
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let Server {
+            listener,
+            addr,
+            config,
+        } = self;
+        let ServeConfig {
+            state,
+            reaper,
+            mut background,
+            shutdown_grace,
+            ..
+        } = config;
+        let (tx, rx) = watch::channel(false);
+        if let Some(r) = reaper {
+            background.insert(0, reaper_task(state.clone(), r));
+        }
+        let mut tasks = JoinSet::new();
+        for t in background {
+            tracing::info!("starting {}", t.name);
+            let name = t.name.clone();
+            let fut = (t.run)(Shutdown(rx.clone()));
+            tasks.spawn(async move {
+                fut.await;
+                name
+            });
+        }
+        let app = router(state.clone());
+        let mut stopping = Shutdown(rx.clone());
+        let signal_tx = tx.clone();
+        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+            stop.await;
+            tracing::info!("stopping: no new connections; finishing requests in flight");
+            let _ = signal_tx.send(true);
+        });
+        tokio::select! {
+            r = serving => r.map_err(|e| Error::io(format!("serving on {addr}"), e))?,
+            _ = async {
+                stopping.wait().await;
+                tokio::time::sleep(shutdown_grace).await;
+            } => {
+                tracing::warn!("requests still in flight after {shutdown_grace:?}; stopping anyway");
+            }
+        }
+        let _ = tx.send(true);
+        let drained = tokio::time::timeout(shutdown_grace, async {
+            while let Some(done) = tasks.join_next().await {
+                if let Ok(name) = done {
+                    tracing::info!("{name} stopped");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("background tasks did not stop within {shutdown_grace:?}");
+            tasks.abort_all();
+        }
+        if !state.wait_detached(shutdown_grace).await {
+            tracing::warn!(
+                "provisioning started with `wait: false` is still running; the reaper will find what it leaves"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Bind and serve until SIGTERM or Ctrl-C (see [`Server`]).
+pub async fn serve(config: ServeConfig) -> Result<()> {
+    Server::bind(config).await?.run().await
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// The reaper as a background task: `reap_stale` every interval (the same
+/// as `sandboxer reap-stale`), and the ledger reconciled with the store.
+pub fn reaper_task(state: ApiState, cfg: ReaperConfig) -> BackgroundTask {
+    BackgroundTask::new("reaper", move |mut shutdown| async move {
+        let mut tick = tokio::time::interval(cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tick.tick() => {}
+            }
+            let (m, ledger) = (state.manager.clone(), state.ledger.clone());
+            let grace = cfg.grace;
+            let r = run_blocking(move || async move {
+                let report = m.reap_stale(grace, false).await?;
+                reconcile(&m, &ledger)?;
+                Ok(report)
+            })
+            .await;
+            match r {
+                Ok(report) => {
+                    for r in &report.reaped {
+                        if r.ok {
+                            tracing::info!(
+                                "reaper: {} {} on {}: {}",
+                                r.item.kind.as_str(),
+                                r.item.sandbox_id,
+                                r.item.host,
+                                r.outcome
+                            );
+                        } else {
+                            tracing::warn!(
+                                "reaper: {} {} on {}: {}",
+                                r.item.kind.as_str(),
+                                r.item.sandbox_id,
+                                r.item.host,
+                                r.outcome
+                            );
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("reaper: {e}"),
+            }
+        }
+    })
+}

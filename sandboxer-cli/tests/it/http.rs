@@ -1,0 +1,1220 @@
+//! The HTTP API: the real `sandboxer serve` on loopback, a real HTTP client,
+//! real canaries on `local`. The lifecycle over HTTP (records equal to the
+//! CLI's `--json`), the access matrix for every route of the OpenAPI
+//! document, a property-based fuzz of every operation with no 5xx, CLI and
+//! server creating against one store at once, the reaper on its interval,
+//! graceful SIGTERM, and `sandboxer tokens`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use reqwest::blocking::Client;
+use sandboxer_testkit::home::Home;
+use serde_json::{json, Value};
+
+use crate::home;
+
+/// A running `sandboxer serve` against a home.
+struct Served {
+    child: Child,
+    base: String,
+    http: Client,
+}
+
+impl Served {
+    fn start(h: &Home, extra: &[&str]) -> Served {
+        let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let log = std::fs::File::create(h.dir.path().join("serve.log")).unwrap();
+        let mut child = h
+            .command(&args)
+            .env("SANDBOXER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("starting sandboxer serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!(
+                    "serve did not start: {line:?}\n{}",
+                    std::fs::read_to_string(h.dir.path().join("serve.log")).unwrap_or_default()
+                )
+            })
+            .to_string();
+        Served {
+            child,
+            base: format!("http://{addr}"),
+            http: Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+        let mut rb = self.http.request(
+            reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+            format!("{}{path}", self.base),
+        );
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.body(b.to_string());
+        }
+        let resp = rb.send().unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let text = resp.text().unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("{method} {path}: {status} with a body that is not JSON ({e}): {text:?}")
+        });
+        assert!(
+            ctype.starts_with("application/json"),
+            "{method} {path}: {ctype}"
+        );
+        Reply {
+            status,
+            json,
+            location,
+        }
+    }
+
+    fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None)
+    }
+
+    fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(token), Some(&body.to_string()))
+    }
+
+    /// SIGTERM, then the exit code (killed after 30s).
+    fn stop(mut self) -> Option<i32> {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    json: Value,
+    location: Option<String>,
+}
+
+impl Reply {
+    fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "{}", self.json);
+        self.json
+    }
+    fn id(&self) -> String {
+        self.json["id"].as_str().expect("a record").to_string()
+    }
+}
+
+fn token(h: &Home, actor: &str) -> String {
+    h.run(&["tokens", "add", "--actor", actor, "--json"])
+        .ok()
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Destroy every live sandbox of the home and check no venue is left.
+fn destroy_all(h: &Home) {
+    let live = h.run(&["list", "--live", "--json"]).ok().json();
+    for r in live.as_array().unwrap() {
+        h.run(&["destroy", r["id"].as_str().unwrap()]);
+    }
+    let venues = crate::canary::venues(&h.data);
+    assert!(venues.is_empty(), "venues left: {venues:?}");
+}
+
+const CONTRACT: &[&str] = &[
+    "id",
+    "profile",
+    "profile_version",
+    "extension",
+    "host",
+    "state",
+    "reason",
+    "actor",
+    "created_at",
+    "ready_at",
+    "expires_at",
+    "ended_at",
+    "inputs",
+    "reachability",
+    "route",
+    "recreated_from",
+    "recreated_as",
+    "cost",
+];
+
+#[test]
+fn the_whole_lifecycle_over_http_gives_the_cli_records() {
+    let h = home();
+    let adm = token(&h, "adm:ops");
+    let agt = token(&h, "agt:harness");
+    let s = Served::start(&h, &["--reap-interval", "0s"]);
+
+    assert_eq!(
+        s.call("GET", "/healthz", None, None).expect(200)["status"],
+        "ok"
+    );
+
+    // Create (the curl: the canary profile, as the agent).
+    let r = s.post(
+        "/v1/sandboxes",
+        &agt,
+        json!({"profile": "profile.sandbox-canary"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.json);
+    let id = r.id();
+    assert_eq!(
+        r.location.as_deref(),
+        Some(format!("/v1/sandboxes/{id}").as_str())
+    );
+    let rec = r.json;
+    assert_eq!(rec["state"], "ready");
+    assert_eq!(rec["actor"], "agt:harness");
+    assert_eq!(rec["extension"], "ext.canary");
+    for f in CONTRACT {
+        assert!(rec.get(*f).is_some(), "field {f} in {rec}");
+    }
+    assert!(rec.get("backend").is_none(), "backend is private");
+
+    // The same record the CLI prints.
+    let got = s.get(&format!("/v1/sandboxes/{id}"), &agt).expect(200);
+    assert_eq!(got, h.run(&["get", &id, "--json"]).ok().json());
+
+    // List with filters.
+    let list = s
+        .get("/v1/sandboxes?live&actor=agt:harness", &adm)
+        .expect(200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let list = s
+        .get("/v1/sandboxes?state=destroyed,failed", &adm)
+        .expect(200);
+    assert!(list.as_array().unwrap().is_empty());
+    assert_eq!(
+        s.get("/v1/sandboxes", &adm).expect(200),
+        h.run(&["list", "--json"]).ok().json()
+    );
+
+    // Extend within the maximum; beyond it is 400.
+    let ext = s
+        .post(
+            &format!("/v1/sandboxes/{id}/extend-ttl"),
+            &agt,
+            json!({"by": "10m"}),
+        )
+        .expect(200);
+    assert_eq!(
+        ext["ttl_seconds"],
+        rec["ttl_seconds"].as_u64().unwrap() + 600
+    );
+    let r = s.post(
+        &format!("/v1/sandboxes/{id}/extend-ttl"),
+        &agt,
+        json!({"by": "400d"}),
+    );
+    assert_eq!(
+        (r.status, r.json["code"].as_str()),
+        (400, Some("invalid_input"))
+    );
+    let r = s.post(&format!("/v1/sandboxes/{id}/extend-ttl"), &agt, json!({}));
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json["message"].as_str().unwrap().contains("`by`"),
+        "{}",
+        r.json
+    );
+
+    // Idempotency key: the header or the field; a different request is 409.
+    let key = |body: Value| {
+        s.http
+            .post(format!("{}/v1/sandboxes", s.base))
+            .bearer_auth(&agt)
+            .header("Idempotency-Key", "ci-run-4711")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    let first = key(json!({}));
+    assert_eq!(first.status().as_u16(), 201);
+    let first: Value = first.json().unwrap();
+    let again = key(json!({}));
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(again.json::<Value>().unwrap()["id"], first["id"]);
+    let again = s.post(
+        "/v1/sandboxes",
+        &agt,
+        json!({"idempotency_key": "ci-run-4711"}),
+    );
+    assert_eq!(
+        (again.status, again.id()),
+        (200, first["id"].as_str().unwrap().to_string())
+    );
+    let other = key(json!({"ttl": "5m"}));
+    assert_eq!(other.status().as_u16(), 409);
+    assert_eq!(other.json::<Value>().unwrap()["code"], "conflict");
+
+    // wait: false answers 202 in provisioning; the server finishes it.
+    let r = s.post("/v1/sandboxes", &agt, json!({"wait": false}));
+    assert_eq!(
+        (r.status, r.json["state"].as_str()),
+        (202, Some("provisioning"))
+    );
+    let bg = r.id();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = s.get(&format!("/v1/sandboxes/{bg}"), &agt).expect(200)["state"].clone();
+        if st == "ready" {
+            break;
+        }
+        assert_eq!(st, "provisioning");
+        assert!(Instant::now() < until, "{bg} never got ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Recreate: a new one, linked; the old one ends `recreated`.
+    let new = s
+        .post(&format!("/v1/sandboxes/{id}/recreate"), &agt, json!({}))
+        .expect(201);
+    let new_id = new["id"].as_str().unwrap().to_string();
+    assert_eq!(new["recreated_from"], id.as_str());
+    assert_eq!(new["state"], "ready");
+    let old = s.get(&format!("/v1/sandboxes/{id}"), &agt).expect(200);
+    assert_eq!(
+        (old["state"].as_str(), old["reason"].as_str()),
+        (Some("destroyed"), Some("recreated"))
+    );
+    assert_eq!(old["recreated_as"], new_id.as_str());
+    let r = s.post(&format!("/v1/sandboxes/{id}/recreate"), &agt, json!({}));
+    assert_eq!((r.status, r.json["code"].as_str()), (409, Some("conflict")));
+
+    // Destroy, twice.
+    let d = s
+        .call(
+            "DELETE",
+            &format!("/v1/sandboxes/{new_id}"),
+            Some(&agt),
+            None,
+        )
+        .expect(200);
+    assert_eq!(
+        (d["state"].as_str(), d["reason"].as_str()),
+        (Some("destroyed"), Some("destroyed"))
+    );
+    let d2 = s
+        .call(
+            "DELETE",
+            &format!("/v1/sandboxes/{new_id}"),
+            Some(&agt),
+            None,
+        )
+        .expect(200);
+    assert_eq!(d2, d);
+
+    // Profiles, route explain, hosts, telemetry, stale, reap, credits.
+    let profiles = s.get("/v1/profiles", &agt).expect(200);
+    assert!(profiles
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["id"] == "profile.sandbox-canary" && p["available"] == true));
+    assert_eq!(profiles, h.run(&["profiles", "list", "--json"]).ok().json());
+    let p = s.get("/v1/profiles/profile.compose-e2e", &agt).expect(200);
+    assert_eq!(
+        p,
+        h.run(&["profiles", "show", "profile.compose-e2e", "--json"])
+            .ok()
+            .json()
+    );
+    let d = s
+        .get("/v1/route/explain?profile=profile.sandbox-canary", &agt)
+        .expect(200);
+    assert_eq!(d["candidates"][0]["extension"], "ext.canary");
+    assert_eq!(d["candidates"][0]["host"], "local");
+    let hosts = s.get("/v1/hosts", &agt).expect(200);
+    assert_eq!(hosts[0]["name"], "local");
+    assert_eq!(hosts[0]["reachable"], true);
+    let inv = s.get("/v1/hosts/local/telemetry", &adm).expect(200);
+    assert!(inv["cpus"].as_u64().unwrap() >= 1, "{inv}");
+    let stale = s.get("/v1/stale?grace=0s", &adm).expect(200);
+    assert!(stale["items"].as_array().unwrap().is_empty(), "{stale}");
+    let reap = s
+        .post("/v1/reap-stale", &adm, json!({"dry_run": true}))
+        .expect(200);
+    assert_eq!(reap["ok"], true);
+    let bal = s.get("/v1/credits/balance", &agt).expect(200);
+    assert_eq!(bal["actor"], "agt:harness");
+    let usage = s.get("/v1/credits/usage", &agt).expect(200);
+    assert_eq!(usage["usage"], json!([]));
+
+    // The rest, then nothing is left behind.
+    for r in s
+        .get("/v1/sandboxes?live", &agt)
+        .expect(200)
+        .as_array()
+        .unwrap()
+    {
+        s.call(
+            "DELETE",
+            &format!("/v1/sandboxes/{}", r["id"].as_str().unwrap()),
+            Some(&agt),
+            None,
+        )
+        .expect(200);
+    }
+    assert_eq!(s.stop(), Some(0));
+    destroy_all(&h);
+}
+
+/// Every operation id of the served document, with its method and path.
+fn operations(doc: &Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            out.push((
+                op["operationId"].as_str().unwrap().to_string(),
+                method.clone(),
+                path.clone(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_access_matrix_holds_for_every_route() {
+    let h = home();
+    let adm = token(&h, "adm:ops");
+    let agt = token(&h, "agt:harness");
+    let atm = token(&h, "atm:nightly");
+    let s = Served::start(&h, &["--reap-interval", "0s"]);
+    let doc = s.call("GET", "/openapi.json", None, None).expect(200);
+
+    // Fixtures: one sandbox of the operator, one of the agent.
+    let a = s.post("/v1/sandboxes", &adm, json!({})).expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = s.post("/v1/sandboxes", &agt, json!({})).expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let callers: [(&str, Option<&str>); 5] = [
+        ("adm", Some(&adm)),
+        ("agt", Some(&agt)),
+        ("atm", Some(&atm)),
+        ("none", None),
+        ("wrong", Some("sbxt_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")),
+    ];
+    let mut covered = BTreeSet::new();
+    // (operation, method, path, body, expected for adm, agt, atm); none and
+    // wrong are 401 on every /v1 route and as adm on the public ones.
+    // Destructive rows list the non-owners first.
+    type Row<'a> = (&'a str, &'a str, String, Option<Value>, [u16; 3]);
+    let rows: Vec<Row> = vec![
+        ("health", "GET", "/healthz".into(), None, [200, 200, 200]),
+        (
+            "openapi",
+            "GET",
+            "/openapi.json".into(),
+            None,
+            [200, 200, 200],
+        ),
+        ("whoami", "GET", "/v1/whoami".into(), None, [200, 200, 200]),
+        (
+            "listSandboxes",
+            "GET",
+            "/v1/sandboxes".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            "getSandbox",
+            "GET",
+            format!("/v1/sandboxes/{a}"),
+            None,
+            [200, 404, 404],
+        ),
+        (
+            "getSandbox",
+            "GET",
+            format!("/v1/sandboxes/{b}"),
+            None,
+            [200, 200, 404],
+        ),
+        (
+            "extendSandboxTtl",
+            "POST",
+            format!("/v1/sandboxes/{a}/extend-ttl"),
+            Some(json!({"by": "1m"})),
+            [200, 404, 404],
+        ),
+        (
+            "extendSandboxTtl",
+            "POST",
+            format!("/v1/sandboxes/{b}/extend-ttl"),
+            Some(json!({"by": "1m"})),
+            [200, 200, 404],
+        ),
+        (
+            "listProfiles",
+            "GET",
+            "/v1/profiles".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            "getProfile",
+            "GET",
+            "/v1/profiles/profile.sandbox-canary".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            "explainRoute",
+            "GET",
+            "/v1/route/explain".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            "explainRoute",
+            "GET",
+            "/v1/route/explain?actor=adm:ops".into(),
+            None,
+            [200, 403, 403],
+        ),
+        (
+            "listHosts",
+            "GET",
+            "/v1/hosts".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            "hostTelemetry",
+            "GET",
+            "/v1/hosts/local/telemetry".into(),
+            None,
+            [200, 403, 403],
+        ),
+        (
+            "inspectStale",
+            "GET",
+            "/v1/stale".into(),
+            None,
+            [200, 403, 403],
+        ),
+        (
+            "reapStale",
+            "POST",
+            "/v1/reap-stale".into(),
+            Some(json!({"dry_run": true})),
+            [200, 403, 403],
+        ),
+        (
+            "creditsBalance",
+            "GET",
+            "/v1/credits/balance".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            "creditsBalance",
+            "GET",
+            "/v1/credits/balance?actor=adm:ops".into(),
+            None,
+            [200, 403, 403],
+        ),
+        (
+            "grantCredits",
+            "POST",
+            "/v1/credits/grants".into(),
+            Some(json!({"actor": "atm:nightly", "amount": "1"})),
+            [201, 403, 403],
+        ),
+        (
+            "creditsLedger",
+            "GET",
+            "/v1/credits/ledger".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            "creditsLedger",
+            "GET",
+            "/v1/credits/ledger?actor=atm:nightly".into(),
+            None,
+            [200, 403, 200],
+        ),
+        (
+            "creditsUsage",
+            "GET",
+            "/v1/credits/usage".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            "creditsUsage",
+            "GET",
+            "/v1/credits/usage?actor=agt:harness".into(),
+            None,
+            [200, 200, 403],
+        ),
+        (
+            "creditsCheck",
+            "GET",
+            "/v1/credits/check".into(),
+            None,
+            [200, 403, 403],
+        ),
+        (
+            "createSandbox",
+            "POST",
+            "/v1/sandboxes".into(),
+            Some(json!({})),
+            [201, 201, 201],
+        ),
+        (
+            "createSandbox",
+            "POST",
+            "/v1/sandboxes".into(),
+            Some(json!({"actor": "adm:ops"})),
+            [201, 403, 403],
+        ),
+    ];
+    let public = ["health", "openapi"];
+    for (op, method, path, body, expected) in &rows {
+        covered.insert(op.to_string());
+        // Non-owners first, so a destructive call by the owner comes last.
+        for i in [2usize, 1, 0, 3, 4] {
+            let (who, tok) = callers[i];
+            let want = if i < 3 {
+                expected[i]
+            } else if public.contains(op) {
+                200
+            } else {
+                401
+            };
+            let r = s.call(
+                method,
+                path,
+                tok,
+                body.as_ref().map(|b| b.to_string()).as_deref(),
+            );
+            assert_eq!(r.status, want, "{who} {method} {path}: {}", r.json);
+            if want >= 400 {
+                assert!(
+                    r.json["code"].is_string() && r.json["message"].is_string(),
+                    "{}",
+                    r.json
+                );
+            }
+        }
+    }
+    // Recreate and destroy consume their sandbox: others' is 404 and leaves
+    // it alone, no token is 401, then the owner or adm succeeds.
+    let recreate = |tok: Option<&str>, id: &str| {
+        s.call(
+            "POST",
+            &format!("/v1/sandboxes/{id}/recreate"),
+            tok,
+            Some("{}"),
+        )
+    };
+    let del = |tok: Option<&str>, id: &str| {
+        s.call("DELETE", &format!("/v1/sandboxes/{id}"), tok, None)
+            .status
+    };
+    for (tok, want) in [(Some(&atm), 404), (Some(&agt), 404), (None, 401)] {
+        assert_eq!(recreate(tok.map(String::as_str), &a).status, want);
+        assert_eq!(del(tok.map(String::as_str), &a), want);
+    }
+    assert_eq!(
+        s.get(&format!("/v1/sandboxes/{a}"), &adm).expect(200)["state"],
+        "ready"
+    );
+    let a2 = recreate(Some(&adm), &a).id();
+    assert_eq!(recreate(Some(&atm), &b).status, 404);
+    let b2 = recreate(Some(&agt), &b).id();
+    assert_eq!(del(Some(&atm), &b2), 404);
+    assert_eq!(del(Some(&agt), &b2), 200);
+    assert_eq!(del(Some(&agt), &a2), 404);
+    assert_eq!(del(Some(&adm), &a2), 200);
+    covered.insert("recreateSandbox".to_string());
+    covered.insert("destroySandbox".to_string());
+
+    // Lists are scoped: the agent sees its own only, the operator all.
+    let mine = s.get("/v1/sandboxes", &agt).expect(200);
+    assert!(mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["actor"] == "agt:harness"));
+    let theirs = s.get("/v1/sandboxes?actor=adm:ops", &atm).expect(200);
+    assert_eq!(theirs, json!([]));
+    let all = s.get("/v1/sandboxes", &adm).expect(200);
+    let actors: BTreeSet<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actors,
+        BTreeSet::from(["adm:ops", "agt:harness", "atm:nightly"])
+    );
+    for r in s
+        .get("/v1/sandboxes?live", &adm)
+        .expect(200)
+        .as_array()
+        .unwrap()
+    {
+        assert_eq!(del(Some(&adm), r["id"].as_str().unwrap()), 200);
+    }
+
+    let documented: BTreeSet<String> = operations(&doc).into_iter().map(|o| o.0).collect();
+    assert_eq!(
+        covered, documented,
+        "every route of the document is in the matrix"
+    );
+    drop(s);
+    destroy_all(&h);
+}
+
+// ---- the fuzz ----
+
+/// A JSON value following `schema` (resolving `$ref`s in `doc`), using its
+/// examples, enums and patterns.
+fn valid(schema: &Value, doc: &Value, depth: u32) -> BoxedStrategy<Value> {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let target = doc.pointer(r.trim_start_matches('#')).unwrap().clone();
+        return valid(&target, doc, depth);
+    }
+    for k in ["anyOf", "oneOf", "allOf"] {
+        if let Some(alts) = schema.get(k).and_then(Value::as_array) {
+            let s: Vec<BoxedStrategy<Value>> = alts.iter().map(|a| valid(a, doc, depth)).collect();
+            return proptest::strategy::Union::new(s).boxed();
+        }
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        return proptest::sample::select(e.clone()).boxed();
+    }
+    let example = schema.get("example").cloned();
+    match schema.get("type").and_then(Value::as_str) {
+        Some("string") => {
+            let from_pattern = match schema.get("pattern").and_then(Value::as_str) {
+                Some(p) => {
+                    proptest::string::string_regex(p.trim_start_matches('^').trim_end_matches('$'))
+                        .unwrap()
+                        .prop_map(Value::String)
+                        .boxed()
+                }
+                None => "[a-z0-9.:_-]{0,12}".prop_map(Value::String).boxed(),
+            };
+            match example {
+                Some(e) => prop_oneof![3 => Just(e), 2 => from_pattern].boxed(),
+                None => from_pattern,
+            }
+        }
+        Some("integer") => {
+            let min = schema.get("minimum").and_then(Value::as_i64).unwrap_or(0);
+            (min..min + 100_000).prop_map(|n| json!(n)).boxed()
+        }
+        Some("number") => (0.0f64..1e6).prop_map(|n| json!(n)).boxed(),
+        Some("boolean") => any::<bool>().prop_map(Value::Bool).boxed(),
+        Some("null") => Just(Value::Null).boxed(),
+        Some("array") if depth < 3 => {
+            let items = schema.get("items").cloned().unwrap_or(json!({}));
+            proptest::collection::vec(valid(&items, doc, depth + 1), 0..3)
+                .prop_map(Value::Array)
+                .boxed()
+        }
+        Some("object") if depth < 3 => {
+            let props: Vec<(String, Value)> = schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            let required: BTreeSet<String> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let fields: Vec<BoxedStrategy<Option<(String, Value)>>> = props
+                .into_iter()
+                .map(|(k, s)| {
+                    let v = valid(&s, doc, depth + 1);
+                    if required.contains(&k) {
+                        v.prop_map(move |v| Some((k.clone(), v))).boxed()
+                    } else {
+                        proptest::option::weighted(0.5, v.prop_map(move |v| (k.clone(), v))).boxed()
+                    }
+                })
+                .collect();
+            if let Some(map_of) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                return proptest::collection::btree_map(
+                    "[a-z]{1,6}",
+                    valid(map_of, doc, depth + 1),
+                    0..3,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+                .boxed();
+            }
+            fields
+                .prop_map(|fs| Value::Object(fs.into_iter().flatten().collect()))
+                .boxed()
+        }
+        _ => arbitrary_json().boxed(),
+    }
+}
+
+/// Any JSON at all.
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        ".{0,16}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A value as a query or path parameter.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    path: String,
+    query: Vec<(String, String)>,
+    body: Option<String>,
+}
+
+fn case_strategy(op: &Value, path: &str, doc: &Value, ids: &[String]) -> BoxedStrategy<Case> {
+    let params: Vec<Value> = op
+        .get("parameters")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut path_params: Vec<BoxedStrategy<(String, String)>> = Vec::new();
+    let mut query_params: Vec<BoxedStrategy<Vec<(String, String)>>> = Vec::new();
+    for p in &params {
+        let name = p["name"].as_str().unwrap().to_string();
+        let good = valid(&p["schema"], doc, 0);
+        match p["in"].as_str().unwrap() {
+            "path" => {
+                let mut pool: Vec<String> = ids.to_vec();
+                pool.extend(["local".into(), "profile.sandbox-canary".into()]);
+                let n = name.clone();
+                path_params.push(
+                    prop_oneof![
+                        3 => proptest::sample::select(pool),
+                        2 => good.prop_map(|v| text(&v)),
+                        1 => "[a-zA-Z0-9._~-]{1,24}",
+                        1 => ".{1,12}",
+                    ]
+                    .prop_map(move |v| (n.clone(), v))
+                    .boxed(),
+                );
+            }
+            "query" => {
+                let n = name.clone();
+                let one = prop_oneof![
+                    4 => good.prop_map(|v| match v {
+                        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+                        other => text(&other),
+                    }),
+                    1 => ".{0,10}",
+                ];
+                let one = one.boxed();
+                query_params.push(
+                    prop_oneof![
+                        3 => Just(Vec::new()),
+                        4 => one.clone().prop_map(|v| vec![v]),
+                        1 => proptest::collection::vec(one, 2..4),
+                    ]
+                    .prop_map(move |vs| vs.into_iter().map(|v| (n.clone(), v)).collect())
+                    .boxed(),
+                );
+            }
+            _ => {}
+        }
+    }
+    let body_schema = op
+        .pointer("/requestBody/content/application~1json/schema")
+        .cloned();
+    let body: BoxedStrategy<Option<String>> = match body_schema {
+        Some(s) => prop_oneof![
+            6 => valid(&s, doc, 0).prop_map(|v| Some(v.to_string())),
+            2 => arbitrary_json().prop_map(|v| Some(v.to_string())),
+            1 => ".{0,40}".prop_map(Some),
+            1 => Just(None),
+        ]
+        .boxed(),
+        None => Just(None).boxed(),
+    };
+    let unknown = proptest::option::weighted(0.1, ("[a-z]{1,6}", "[a-z0-9]{0,4}"));
+    let template = path.to_string();
+    (path_params, query_params, body, unknown)
+        .prop_map(move |(pp, qp, body, unknown)| {
+            let mut path = template.clone();
+            for (k, mut v) in pp {
+                // `.` and `..` would be resolved away by the client.
+                if v.trim_matches('.').is_empty() {
+                    v.push('x');
+                }
+                path = path.replace(&format!("{{{k}}}"), &pct(&v));
+            }
+            let mut query: Vec<(String, String)> = qp.into_iter().flatten().collect();
+            query.extend(unknown);
+            Case { path, query, body }
+        })
+        .boxed()
+}
+
+#[test]
+fn a_fuzz_of_every_operation_in_the_openapi_document_never_gets_a_5xx() {
+    let h = home();
+    let adm = token(&h, "adm:ops");
+    let s = Served::start(&h, &["--reap-interval", "0s"]);
+    let doc = s.call("GET", "/openapi.json", None, None).expect(200);
+    let cases: u32 = std::env::var("SANDBOXER_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let seen: std::cell::RefCell<BTreeMap<String, BTreeSet<u16>>> = Default::default();
+    for (id, method, path) in operations(&doc) {
+        let op = doc["paths"][&path][&method].clone();
+        let documented: BTreeSet<u16> = op["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.parse().unwrap())
+            .collect();
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            max_shrink_iters: 64,
+            ..Config::default()
+        });
+        // Fresh live sandboxes for the operations that take one (the
+        // destroy and recreate cases before have ended the earlier ones).
+        let mut ids = Vec::new();
+        if path.contains("{id}") {
+            for _ in 0..2 {
+                ids.push(s.post("/v1/sandboxes", &adm, json!({})).id());
+            }
+        }
+        let strategy = case_strategy(&op, &path, &doc, &ids);
+        let result = runner.run(&strategy, |case| {
+            let url =
+                reqwest::Url::parse_with_params(&format!("{}{}", s.base, case.path), &case.query)
+                    .map_err(|e| TestCaseError::fail(format!("{}: {e}", case.path)))?;
+            let mut rb = s
+                .http
+                .request(
+                    reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                    url.clone(),
+                )
+                .bearer_auth(&adm);
+            if let Some(b) = &case.body {
+                rb = rb.body(b.clone());
+            }
+            let resp = rb
+                .send()
+                .map_err(|e| TestCaseError::fail(format!("{url}: {e}")))?;
+            let status = resp.status().as_u16();
+            let body = resp.text().unwrap_or_default();
+            let v: Value = serde_json::from_str(&body)
+                .map_err(|_| TestCaseError::fail(format!("{status} not JSON: {body}")))?;
+            let code = v["code"].as_str().unwrap_or("");
+            prop_assert!(
+                status < 500
+                    || (matches!(status, 502..=504)
+                        && ["provision_failed", "unreachable", "no_placement", "timeout"]
+                            .contains(&code)),
+                "{method} {url} {:?}: {status} {body}",
+                case.body
+            );
+            if status >= 400 {
+                prop_assert!(
+                    v["message"].is_string() && !code.is_empty(),
+                    "{status} {body}"
+                );
+            }
+            prop_assert!(
+                documented.contains(&status) || status == 404 && code == "not_found",
+                "{method} {url}: {status} is not documented for {id} ({body})"
+            );
+            seen.borrow_mut()
+                .entry(id.clone())
+                .or_default()
+                .insert(status);
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{id}: {e}");
+        }
+    }
+    // The fuzz reached past validation: successes on every operation.
+    for (id, statuses) in seen.borrow().iter() {
+        assert!(
+            statuses.iter().any(|s| *s < 300),
+            "{id} never succeeded: {statuses:?}"
+        );
+    }
+    // Provisioning started with `wait: false` finishes before the exit.
+    assert_eq!(s.stop(), Some(0));
+    destroy_all(&h);
+}
+
+#[test]
+fn the_cli_and_the_server_creating_at_once_lose_nothing() {
+    let h = home();
+    let adm = token(&h, "adm:ops");
+    let s = Served::start(&h, &["--reap-interval", "0s"]);
+    const EACH: usize = 8;
+    let children: Vec<Child> = (0..EACH)
+        .map(|_| {
+            h.command(&["create", "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ids: Vec<String> = std::thread::scope(|scope| {
+        let http: Vec<_> = (0..EACH)
+            .map(|_| {
+                scope.spawn(|| {
+                    s.post("/v1/sandboxes", &adm, json!({})).expect(201)["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+            })
+            .collect();
+        let mut ids: Vec<String> = children
+            .into_iter()
+            .map(|c| {
+                let run: sandboxer_testkit::home::Run = c.wait_with_output().unwrap().into();
+                run.ok().json()["id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        ids.extend(http.into_iter().map(|t| t.join().unwrap()));
+        ids
+    });
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2 * EACH, "ids are unique");
+    let listed = h.run(&["list", "--json"]).ok().json();
+    let mut stored: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, ids, "every create is in the store");
+    assert_eq!(
+        s.get("/v1/sandboxes?state=ready", &adm)
+            .expect(200)
+            .as_array()
+            .unwrap()
+            .len(),
+        2 * EACH
+    );
+    // Destroy half through each, at once too.
+    std::thread::scope(|scope| {
+        let (s, h, adm) = (&s, &h, &adm);
+        for (i, id) in ids.iter().enumerate() {
+            if i % 2 == 0 {
+                scope.spawn(move || {
+                    s.call("DELETE", &format!("/v1/sandboxes/{id}"), Some(adm), None)
+                        .expect(200)
+                });
+            } else {
+                scope.spawn(move || h.run(&["destroy", id]).ok());
+            }
+        }
+    });
+    let listed = h.run(&["list", "--json"]).ok().json();
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["state"] == "destroyed"));
+    assert!(h.run(&["credits", "check"]).code == 0);
+    drop(s);
+    destroy_all(&h);
+}
+
+#[test]
+fn the_server_reaps_expired_sandboxes_on_its_interval() {
+    let h = home();
+    let adm = token(&h, "adm:ops");
+    let s = Served::start(&h, &["--reap-interval", "1s", "--reap-grace", "0s"]);
+    let id = s
+        .post("/v1/sandboxes", &adm, json!({"ttl": "2s"}))
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.get(&format!("/v1/sandboxes/{id}"), &adm).expect(200);
+        if r["state"] == "destroyed" {
+            assert_eq!(r["reason"], "expired");
+            break;
+        }
+        assert!(Instant::now() < until, "not reaped: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(s.stop(), Some(0));
+    destroy_all(&h);
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_tokens_and_stops_on_sigterm() {
+    let h = home();
+    let r = h.run(&["serve", "--bind", "0.0.0.0:0"]).expect_code(4);
+    assert!(r.stderr.contains("not a loopback address"), "{}", r.stderr);
+    let r = h.run(&["serve", "--bind", "nonsense"]).expect_code(4);
+    assert!(r.stderr.contains("--bind"), "{}", r.stderr);
+    let s = Served::start(&h, &[]);
+    assert_eq!(s.call("GET", "/healthz", None, None).status, 200);
+    assert_eq!(s.stop(), Some(0));
+}
+
+#[test]
+fn tokens_are_shown_once_and_stored_hashed() {
+    let h = home();
+    let added = h
+        .run(&[
+            "tokens",
+            "add",
+            "--actor",
+            "agt:harness",
+            "--name",
+            "harness",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let secret = added["token"].as_str().unwrap();
+    assert!(secret.starts_with("sbxt_"), "{added}");
+    assert_eq!(added["actor"], "agt:harness");
+    let human = h.run(&["tokens", "add", "--actor", "adm:ops"]).ok();
+    assert!(human.stdout.starts_with("sbxt_"), "{}", human.stdout);
+    assert!(human.stdout.contains("only time"), "{}", human.stdout);
+
+    let file = std::fs::read_to_string(h.config.join("tokens.toml")).unwrap();
+    assert!(!file.contains(secret), "the secret is not stored");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(h.config.join("tokens.toml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let list = h.run(&["tokens", "list"]).ok();
+    assert!(
+        list.stdout.contains("harness") && !list.stdout.contains("sbxt_"),
+        "{}",
+        list.stdout
+    );
+    let list = h.run(&["tokens", "list", "--json"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(!list.to_string().contains("sbxt_"));
+
+    h.run(&["tokens", "add", "--actor", "agt:x", "--name", "harness"])
+        .expect_code(7);
+    h.run(&["tokens", "add", "--actor", "boss:x"])
+        .expect_code(4);
+    h.run(&["tokens", "revoke", "harness"]).ok();
+    h.run(&["tokens", "revoke", "harness"]).expect_code(3);
+
+    std::fs::write(
+        h.config.join("tokens.toml"),
+        "[[tokens]]\nname = \"a\"\nactor = 7\n",
+    )
+    .unwrap();
+    let r = h.run(&["tokens", "list"]).expect_code(4);
+    assert!(r.stderr.contains("tokens.toml:3:"), "{}", r.stderr);
+}
