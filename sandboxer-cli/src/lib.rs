@@ -374,6 +374,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 pb.finish_and_clear();
             }
             let sbx = r?;
+            if no_wait && sbx.state() == sandboxer_core::lifecycle::State::Provisioning {
+                spawn_finisher(&sbx.id)?;
+            }
             if json {
                 print_json(&render::record_json(&sbx));
             } else {

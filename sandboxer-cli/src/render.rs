@@ -4,23 +4,13 @@
 use std::fmt::Write as _;
 
 use chrono::Utc;
+pub use sandboxer_api::views::{probe_hosts, profile_rows, record_json, HostRow, ProfileRow};
 use sandboxer_core::extension::Registry;
-use sandboxer_core::hosts::{HostKind, Hosts};
+use sandboxer_core::hosts::Hosts;
 use sandboxer_core::lifecycle::State;
-use sandboxer_core::manager::Manager;
 use sandboxer_core::model::Sandbox;
 use sandboxer_core::profile::Profile;
 use sandboxer_core::routing::Decision;
-use serde::Serialize;
-
-/// The record as consumers read it (`backend` is extension-private).
-pub fn record_json(s: &Sandbox) -> serde_json::Value {
-    let mut v = serde_json::to_value(s).expect("a record always serializes");
-    if let Some(o) = v.as_object_mut() {
-        o.remove("backend");
-    }
-    v
-}
 
 fn paint(s: &str, state: State, color: bool) -> String {
     if !color {
@@ -225,40 +215,6 @@ pub fn sandbox_table(list: &[Sandbox], color: bool) -> String {
     )
 }
 
-#[derive(Debug, Serialize)]
-pub struct ProfileRow {
-    pub id: String,
-    pub version: u32,
-    pub extensions: Vec<String>,
-    /// Every extension the profile names is in this build.
-    pub available: bool,
-    pub missing_extensions: Vec<String>,
-    pub source: String,
-    pub description: String,
-}
-
-pub fn profile_rows(list: &[&Profile], reg: &Registry) -> Vec<ProfileRow> {
-    list.iter()
-        .map(|p| {
-            let exts: Vec<String> = p.routes.iter().map(|r| r.extension.clone()).collect();
-            let missing: Vec<String> = exts
-                .iter()
-                .filter(|e| reg.get(e).is_none())
-                .cloned()
-                .collect();
-            ProfileRow {
-                id: p.id.clone(),
-                version: p.version,
-                available: missing.len() < exts.len(),
-                missing_extensions: missing,
-                extensions: exts,
-                source: p.source.to_string(),
-                description: p.description.clone(),
-            }
-        })
-        .collect()
-}
-
 pub fn profile_table(list: &[&Profile], reg: &Registry) -> String {
     let rows: Vec<Vec<String>> = profile_rows(list, reg)
         .into_iter()
@@ -337,81 +293,6 @@ pub fn profile_detail(p: &Profile, reg: &Registry) -> String {
         }
     }
     o
-}
-
-#[derive(Debug, Serialize)]
-pub struct HostRow {
-    pub name: String,
-    pub kind: &'static str,
-    pub address: String,
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub identity_file: Option<String>,
-    pub capacity: Option<u32>,
-    pub live: u32,
-    pub labels: std::collections::BTreeMap<String, String>,
-    pub default: bool,
-    pub reachable: bool,
-    pub error: Option<String>,
-}
-
-/// Every host with a connection attempt (in parallel).
-pub async fn probe_hosts(m: &Manager) -> Vec<HostRow> {
-    let live = m
-        .list(&sandboxer_core::manager::ListFilter {
-            live_only: true,
-            ..Default::default()
-        })
-        .unwrap_or_default();
-    let hosts = m.hosts().all();
-    let mut set = tokio::task::JoinSet::new();
-    for (i, h) in hosts.iter().enumerate() {
-        let c = m.connector().clone();
-        let h = h.clone();
-        set.spawn(async move { (i, c.connect(&h).await.map(|_| ())) });
-    }
-    let mut results: Vec<Option<sandboxer_core::Result<()>>> =
-        (0..hosts.len()).map(|_| None).collect();
-    while let Some(joined) = set.join_next().await {
-        if let Ok((i, r)) = joined {
-            results[i] = Some(r);
-        }
-    }
-    hosts
-        .into_iter()
-        .zip(results)
-        .map(|(h, r)| {
-            let r =
-                r.unwrap_or_else(|| Err(sandboxer_core::Error::internal("probe did not finish")));
-            let (port, user, key) = match &h.kind {
-                HostKind::Local => (None, None, None),
-                HostKind::Ssh {
-                    port,
-                    user,
-                    identity_file,
-                    ..
-                } => (
-                    Some(*port),
-                    Some(user.clone()),
-                    Some(identity_file.display().to_string()),
-                ),
-            };
-            HostRow {
-                live: live.iter().filter(|s| s.host == h.name).count() as u32,
-                default: h.name == m.hosts().default,
-                kind: if h.is_local() { "local" } else { "ssh" },
-                name: h.name,
-                address: h.address,
-                port,
-                user,
-                identity_file: key,
-                capacity: h.capacity,
-                labels: h.labels,
-                reachable: r.is_ok(),
-                error: r.err().map(|e| e.to_string()),
-            }
-        })
-        .collect()
 }
 
 pub fn host_table(rows: &[HostRow], hosts: &Hosts) -> String {

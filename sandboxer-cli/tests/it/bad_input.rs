@@ -41,63 +41,58 @@ fn check(
 #[test]
 fn bad_inputs_are_refused_with_their_exit_code_and_leave_the_store_intact() {
     let (h, id) = home_with_one();
-    let mut rendered = Vec::new();
-    rendered.push(check(
-        &h,
-        &["create", "--profile", "profile.nope"],
-        3,
-        "not_found",
-        "profile.nope",
-    ));
-    rendered.push(check(
-        &h,
-        &["create", "--input", "colour=blue"],
-        4,
-        "invalid_input",
-        "colour",
-    ));
-    rendered.push(check(
-        &h,
-        &["create", "--profile", "profile.compose-e2e"],
-        4,
-        "invalid_input",
-        "repo",
-    ));
-    rendered.push(check(
-        &h,
-        &["create", "--ttl", "48h"],
-        4,
-        "invalid_input",
-        "maximum",
-    ));
-    rendered.push(check(
-        &h,
-        &["create", "--ttl", "30"],
-        4,
-        "invalid_input",
-        "unit",
-    ));
-    rendered.push(check(
-        &h,
-        &["create", "--actor", "boss:me"],
-        4,
-        "invalid_input",
-        "boss",
-    ));
-    rendered.push(check(
-        &h,
-        &["get", "sbx-doesnotexist"],
-        3,
-        "not_found",
-        "sbx-doesnotexist",
-    ));
-    rendered.push(check(
-        &h,
-        &["destroy", "sbx-doesnotexist"],
-        3,
-        "not_found",
-        "sbx-doesnotexist",
-    ));
+    let rendered = vec![
+        check(
+            &h,
+            &["create", "--profile", "profile.nope"],
+            3,
+            "not_found",
+            "profile.nope",
+        ),
+        check(
+            &h,
+            &["create", "--input", "colour=blue"],
+            4,
+            "invalid_input",
+            "colour",
+        ),
+        check(
+            &h,
+            &["create", "--profile", "profile.compose-e2e"],
+            4,
+            "invalid_input",
+            "repo",
+        ),
+        check(
+            &h,
+            &["create", "--ttl", "48h"],
+            4,
+            "invalid_input",
+            "maximum",
+        ),
+        check(&h, &["create", "--ttl", "30"], 4, "invalid_input", "unit"),
+        check(
+            &h,
+            &["create", "--actor", "boss:me"],
+            4,
+            "invalid_input",
+            "boss",
+        ),
+        check(
+            &h,
+            &["get", "sbx-doesnotexist"],
+            3,
+            "not_found",
+            "sbx-doesnotexist",
+        ),
+        check(
+            &h,
+            &["destroy", "sbx-doesnotexist"],
+            3,
+            "not_found",
+            "sbx-doesnotexist",
+        ),
+    ];
     insta::assert_snapshot!("bad_input_messages", rendered.join("---\n"));
     h.run(&["destroy", &id]).ok();
 }
