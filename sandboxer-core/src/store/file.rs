@@ -22,9 +22,6 @@
 //! bytes. When the file still holds exactly those bytes, `update` and `load`
 //! reuse that document instead of parsing the file again; the check is a
 //! byte-for-byte compare, so a change by any other writer is always seen.
-//! Parsing is the largest cost of a large store; the cache makes a
-//! process's second and later `update`s about three times faster at 10,000
-//! records.
 //! An `update` that leaves the document as it was writes nothing (it
 //! compares the serialized bytes, so a hand-formatted file is rewritten once
 //! in the layout below by the first `update`).
@@ -32,6 +29,17 @@
 //! The file is compact JSON with a line break before each top-level field
 //! and each element of a top-level list or map, so each record sits on one
 //! line: readable with `grep`, diffable, and as fast as plain compact JSON.
+//!
+//! Each CLI command is a new process, so the first `load` and `update` of a
+//! process are what users wait for; at 10,000 records (about 13 MB) parsing
+//! and serializing are most of it. Both are spread over the CPUs (up to 4)
+//! for a large file: records are parsed in chunks split at the layout's
+//! record separators, and the thread before each split confirms it (see
+//! `parse_parallel`), so the result never rests on the layout being
+//! intact; anything unexpected is parsed again in one piece, which also
+//! produces every error. The version is checked after that one parse; it is
+//! parsed on its own only when the file does not parse, so that a newer
+//! schema is reported as such. `docs/benchmarks.md` has the figures.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -41,6 +49,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde::Deserialize;
 
 use super::{Store, StoreDoc, SCHEMA_VERSION};
+use crate::model::Sandbox;
 use crate::{Error, ErrorKind, Result};
 
 /// The store's file name in the data dir.
@@ -71,8 +80,33 @@ pub struct JsonFileStore {
 }
 
 struct Cached {
-    bytes: Vec<u8>,
+    bytes: Pieces,
     doc: StoreDoc,
+}
+
+/// A file's bytes as consecutive pieces: what the parallel serializer
+/// makes, written and compared where it lies rather than copied into one
+/// buffer (at 10,000 records that copy is 13 MB of fresh memory).
+#[derive(Debug, Default)]
+struct Pieces(Vec<Vec<u8>>);
+
+impl Pieces {
+    fn len(&self) -> usize {
+        self.0.iter().map(Vec::len).sum()
+    }
+
+    /// Whether the pieces, end to end, are exactly `bytes`.
+    fn eq_bytes(&self, bytes: &[u8]) -> bool {
+        if self.len() != bytes.len() {
+            return false;
+        }
+        let mut at = 0;
+        self.0.iter().all(|p| {
+            let same = bytes[at..at + p.len()] == p[..];
+            at += p.len();
+            same
+        })
+    }
 }
 
 impl std::fmt::Debug for JsonFileStore {
@@ -139,19 +173,36 @@ impl JsonFileStore {
         }
     }
 
+    /// The document in `bytes`, or why it is refused.
+    ///
+    /// A large file in the layout [`serialize`] writes has its records parsed
+    /// on several threads ([`parse_parallel`]). Anything else, and anything
+    /// that path does not accept, goes through one `serde_json` parse of the
+    /// whole file, which therefore decides every error.
     fn parse(&self, bytes: &[u8]) -> Result<StoreDoc> {
-        // The version first, so a newer schema is reported as such and not
-        // as whatever parse error its new shape would cause.
-        #[derive(Deserialize)]
-        struct Versioned {
-            version: u32,
+        if let Some(doc) = parse_parallel(bytes, store_threads(), PARALLEL_MIN_CHUNK) {
+            return Ok(doc);
         }
-        let Versioned { version } =
-            serde_json::from_slice(bytes).map_err(|e| self.unparsable(e))?;
-        if version != SCHEMA_VERSION {
-            return Err(self.wrong_version(version));
+        match serde_json::from_slice::<StoreDoc>(bytes) {
+            Ok(doc) if doc.version == SCHEMA_VERSION => Ok(doc),
+            Ok(doc) => Err(self.wrong_version(doc.version)),
+            // Only now the version alone, so that a newer schema is reported
+            // as such and not as whatever parse error its new shape causes
+            // (the success path above parses the file once).
+            Err(full) => {
+                #[derive(Deserialize)]
+                struct Versioned {
+                    version: u32,
+                }
+                match serde_json::from_slice::<Versioned>(bytes) {
+                    Err(e) => Err(self.unparsable(e)),
+                    Ok(Versioned { version }) if version != SCHEMA_VERSION => {
+                        Err(self.wrong_version(version))
+                    }
+                    Ok(_) => Err(self.unparsable(full)),
+                }
+            }
         }
-        serde_json::from_slice(bytes).map_err(|e| self.unparsable(e))
     }
 
     fn unparsable(&self, e: serde_json::Error) -> Error {
@@ -246,7 +297,7 @@ impl JsonFileStore {
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))
     }
 
-    fn write(&self, bytes: &[u8]) -> Result<()> {
+    fn write(&self, bytes: &Pieces) -> Result<()> {
         let dir = self.dir();
         let tmp = dir.join(format!(
             "{}{}.{:016x}",
@@ -295,7 +346,7 @@ impl Store for JsonFileStore {
         let Some(bytes) = self.read_bytes()? else {
             return Ok(StoreDoc::default());
         };
-        if let Some(cached) = self.cache().as_ref().filter(|c| c.bytes == bytes) {
+        if let Some(cached) = self.cache().as_ref().filter(|c| c.bytes.eq_bytes(&bytes)) {
             return Ok(cached.doc.clone());
         }
         self.parse(&bytes)
@@ -310,7 +361,7 @@ impl Store for JsonFileStore {
         let cached = self.cache().take();
         let mut doc = match (&old, cached) {
             (None, _) => StoreDoc::default(),
-            (Some(old), Some(cached)) if cached.bytes == *old => cached.doc,
+            (Some(old), Some(cached)) if cached.bytes.eq_bytes(old) => cached.doc,
             (Some(old), _) => self.parse(old)?,
         };
         f(&mut doc)?;
@@ -320,9 +371,9 @@ impl Store for JsonFileStore {
                 doc.version
             )));
         }
-        let new = serialize(&doc)?;
+        let new = serialize(&mut doc)?;
         match &old {
-            Some(old) if *old == new => {}
+            Some(old) if new.eq_bytes(old) => {}
             None if doc == StoreDoc::default() => return Ok(()),
             _ => {
                 self.write(&new)?;
@@ -363,23 +414,251 @@ fn private_file_options() -> OpenOptions {
     options
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_synced(path: &Path, bytes: &Pieces) -> io::Result<()> {
     let mut file = private_file_options()
         .write(true)
         .create_new(true)
         .open(path)?;
-    file.write_all(bytes)?;
+    for piece in &bytes.0 {
+        file.write_all(piece)?;
+    }
     file.sync_all()
 }
 
-fn serialize(doc: &StoreDoc) -> Result<Vec<u8>> {
+/// Below this many bytes (parsing) or records (serializing) per thread, a
+/// thread costs more than it saves. A thread starts in tens of
+/// microseconds; 256 KiB of records parse in about a millisecond.
+const PARALLEL_MIN_CHUNK: usize = 256 * 1024;
+const PARALLEL_MIN_RECORDS: usize = 256;
+
+/// Fewer bytes than any record takes in the file (one in `provisioning`,
+/// with no inputs, takes about 500), to size the lists of records.
+const MIN_RECORD_BYTES: usize = 256;
+
+/// How far past a chosen point [`parse_parallel`] looks for a record
+/// boundary; a record is about 1 KiB.
+const SPLIT_SEARCH: usize = 64 * 1024;
+
+/// The threads a large store is parsed and serialized on: the CPUs this
+/// process may use, at most 4.
+fn store_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// The start of the file [`serialize`] writes, up to the `[` that opens the
+/// records.
+fn layout_head() -> String {
+    format!("{{\n\"version\":{SCHEMA_VERSION},\n\"sandboxes\":[")
+}
+
+/// Parse a store in the layout [`serialize`] writes with its records split
+/// among up to `threads` threads; `None` when the file is small, not in that
+/// layout, or anything in it does not parse (the caller then parses the
+/// whole file at once, which reports the error).
+///
+/// The records are split at the separator `serialize` writes between them
+/// (`,`, a line break, `{`), but the result never depends on that guess:
+/// the thread before a split parses up to it and uses the next thread's
+/// records only when its own last record ends exactly at that `,`. When
+/// it does not (the `,` was inside a record), it goes on parsing past the
+/// split itself and the later threads' work is dropped. Everything outside
+/// the records (version, idempotency keys, outbox, any other field) is
+/// parsed by `serde_json` from the file with the records cut out, so the
+/// result is what one parse of the whole file gives. (One difference, in
+/// its favour: each record gets `serde_json`'s full nesting limit, where
+/// the whole-file parse has two levels fewer for it.)
+fn parse_parallel(bytes: &[u8], threads: usize, min_chunk: usize) -> Option<StoreDoc> {
+    let head = layout_head();
+    let chunks = threads.min(bytes.len() / min_chunk.max(1));
+    if chunks < 2 || !bytes.starts_with(head.as_bytes()) {
+        return None;
+    }
+    let open = head.len() - 1;
+    let mut bounds = vec![open];
+    for k in 1..chunks {
+        let from = (bytes.len() / chunks * k).max(bounds[bounds.len() - 1] + 1);
+        let window = &bytes[from.min(bytes.len())..(from + SPLIT_SEARCH).min(bytes.len())];
+        if let Some(i) = window.windows(3).position(|w| w == b",\n{") {
+            bounds.push(from + i);
+        }
+    }
+    if bounds.len() < 2 {
+        return None;
+    }
+    let stops: Vec<Option<usize>> = bounds[1..].iter().map(|&b| Some(b)).chain([None]).collect();
+    let parsed: Vec<Option<(Vec<Sandbox>, RecordsEnd)>> = std::thread::scope(|scope| {
+        let later: Vec<_> = bounds[1..]
+            .iter()
+            .zip(&stops[1..])
+            .map(|(&from, &stop)| {
+                std::thread::Builder::new().spawn_scoped(scope, move || {
+                    let room = stop.unwrap_or(bytes.len()) - from;
+                    parse_records(bytes, from + 1, stop, room / MIN_RECORD_BYTES)
+                })
+            })
+            .collect();
+        // Room for every record of the file: memory not written to costs
+        // nothing, and the later chunks then move in without a reallocation.
+        let first = parse_records(bytes, open + 1, stops[0], bytes.len() / MIN_RECORD_BYTES);
+        // A thread that could not start, or panicked, leaves a gap, and the
+        // caller parses the whole file again (and meets the panic, if any).
+        std::iter::once(first)
+            .chain(
+                later
+                    .into_iter()
+                    .map(|h| h.ok().and_then(|h| h.join().ok().flatten())),
+            )
+            .collect()
+    });
+    let mut records = Vec::new();
+    let mut close = None;
+    for chunk in parsed {
+        let (part, end) = chunk?;
+        records.push(part);
+        if let RecordsEnd::Close(at) = end {
+            close = Some(at);
+            break;
+        }
+    }
+    let close = close?;
+    // The document with its records cut out: `{"version":1,"sandboxes":[` and
+    // everything from the `]` on.
+    let mut rest = Vec::with_capacity(open + 1 + bytes.len() - close);
+    rest.extend_from_slice(&bytes[..=open]);
+    rest.extend_from_slice(&bytes[close..]);
+    let mut doc: StoreDoc = serde_json::from_slice(&rest).ok()?;
+    if doc.version != SCHEMA_VERSION || !doc.sandboxes.is_empty() {
+        return None;
+    }
+    let mut records = records.into_iter();
+    doc.sandboxes = records.next()?;
+    for part in records {
+        doc.sandboxes.extend(part);
+    }
+    Some(doc)
+}
+
+/// Where [`parse_records`] stopped.
+enum RecordsEnd {
+    /// Its last record ends exactly at the `,` it was told to stop at.
+    Split,
+    /// At the `]` (this index) that closes the records.
+    Close(usize),
+}
+
+/// The records from `pos` on (a record, then `,` and a record, ..., up to
+/// `]`, with JSON whitespace anywhere between), stopping early when the `,`
+/// after a record is at `stop`. `None` when anything does not parse.
+fn parse_records(
+    bytes: &[u8],
+    mut pos: usize,
+    stop: Option<usize>,
+    capacity: usize,
+) -> Option<(Vec<Sandbox>, RecordsEnd)> {
+    let mut out = Vec::with_capacity(capacity);
+    loop {
+        let mut values =
+            serde_json::Deserializer::from_slice(bytes.get(pos..)?).into_iter::<Sandbox>();
+        out.push(values.next()?.ok()?);
+        pos += values.byte_offset();
+        while bytes.get(pos).is_some_and(|b| b" \t\n\r".contains(b)) {
+            pos += 1;
+        }
+        match bytes.get(pos)? {
+            b',' if Some(pos) == stop => return Some((out, RecordsEnd::Split)),
+            b',' => pos += 1,
+            b']' => return Some((out, RecordsEnd::Close(pos))),
+            _ => return None,
+        }
+    }
+}
+
+/// The file for `doc`: [`serialize_with`] on up to [`store_threads`] threads.
+fn serialize(doc: &mut StoreDoc) -> Result<Pieces> {
+    serialize_with(doc, store_threads(), PARALLEL_MIN_RECORDS)
+}
+
+/// The bytes [`serialize_sequential`] writes, with the records serialized
+/// on up to `threads` threads when there are at least `min_records` per
+/// thread. The records are taken out of `doc` while the rest is written,
+/// and put back.
+fn serialize_with(doc: &mut StoreDoc, threads: usize, min_records: usize) -> Result<Pieces> {
+    let chunks = threads.min(doc.sandboxes.len() / min_records.max(1));
+    if chunks < 2 {
+        return Ok(Pieces(vec![serialize_sequential(doc)?]));
+    }
+    let records = std::mem::take(&mut doc.sandboxes);
+    let shell = serialize_sequential(doc);
+    doc.sandboxes = records;
+    let shell = shell?;
+    // In the layout, the empty records list is `"sandboxes":[]` at the start
+    // of the second field's line; nothing before it can look like that.
+    let marker = b"\n\"sandboxes\":[]";
+    let Some(at) = shell.windows(marker.len()).position(|w| w == marker) else {
+        return Ok(Pieces(vec![serialize_sequential(doc)?]));
+    };
+    let insert = at + marker.len() - 1;
+    let per_chunk = doc.sandboxes.len().div_ceil(chunks);
+    // Each group of records starts with what goes before its first record:
+    // a line break after the `[`, else `,` and a line break.
+    let parts: Vec<Result<Vec<u8>>> = std::thread::scope(|scope| {
+        let mut groups = doc.sandboxes.chunks(per_chunk);
+        let first = groups.next().unwrap_or_default();
+        let later: Vec<_> = groups
+            .map(|group| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || serialize_records(group, b",\n"))
+                    .map_err(|_| group)
+            })
+            .collect();
+        let first = serialize_records(first, b"\n");
+        // A group whose thread could not start is done here.
+        std::iter::once(first)
+            .chain(later.into_iter().map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                Err(group) => serialize_records(group, b",\n"),
+            }))
+            .collect()
+    });
+    let mut pieces = Vec::with_capacity(parts.len() + 2);
+    pieces.push(shell[..insert].to_vec());
+    for part in parts {
+        pieces.push(part?);
+    }
+    let mut tail = Vec::with_capacity(1 + shell.len() - insert);
+    tail.push(b'\n');
+    tail.extend_from_slice(&shell[insert..]);
+    pieces.push(tail);
+    Ok(Pieces(pieces))
+}
+
+/// `before`, then `records` as compact JSON, one a line: what
+/// [`LineFormatter`] writes for them inside the top-level list (it writes
+/// compact JSON below that depth).
+fn serialize_records(records: &[Sandbox], before: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(records.len() * 1280);
+    out.extend_from_slice(before);
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b",\n");
+        }
+        serde_json::to_writer(&mut out, r).map_err(serialize_error)?;
+    }
+    Ok(out)
+}
+
+/// The file for `doc`, in one pass with [`LineFormatter`]: the reference
+/// the parallel path must match byte for byte.
+fn serialize_sequential(doc: &StoreDoc) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(64 * 1024);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, LineFormatter::default());
-    serde::Serialize::serialize(doc, &mut ser).map_err(|e| {
-        Error::internal(format!("serializing the sandbox store: {e}")).with_source(e)
-    })?;
+    serde::Serialize::serialize(doc, &mut ser).map_err(serialize_error)?;
     out.push(b'\n');
     Ok(out)
+}
+
+fn serialize_error(e: serde_json::Error) -> Error {
+    Error::internal(format!("serializing the sandbox store: {e}")).with_source(e)
 }
 
 /// Compact JSON, plus a line break before each top-level field and before
@@ -455,7 +734,176 @@ fn shell_quote(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
     use super::*;
+    use crate::lifecycle::{EndReason, Event};
+    use crate::model::{Actor, NewSandbox, Reachability};
+    use crate::store::IdempotencyEntry;
+
+    fn record(i: usize) -> Sandbox {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T14:30:00.123Z")
+            .unwrap()
+            .to_utc()
+            + chrono::Duration::seconds(i as i64);
+        let mut s = Sandbox::new(NewSandbox {
+            id: format!("sbx-r{i}"),
+            profile: "profile.sandbox-canary".into(),
+            profile_version: 1,
+            extension: "ext.canary".into(),
+            host: "local".into(),
+            actor: Actor::from_str("agt:unit").unwrap(),
+            inputs: [("repo".to_string(), format!("/src/{i}, \"quoted\"\n"))].into(),
+            route: Default::default(),
+            ttl_seconds: 1800,
+            idempotency_key: i.is_multiple_of(3).then(|| format!("key-{i}")),
+            recreated_from: None,
+            cost: None,
+            created_at: at,
+        });
+        s.reachability = Some(Reachability {
+            address: "127.0.0.1".into(),
+            ..Default::default()
+        });
+        // Arrays of objects inside a record: `},{` that a test below turns
+        // into `},\n{`, the separator the parallel parse splits at.
+        s.backend = serde_json::json!({"steps": [{"n": i}, {"n": i + 1}, {"s": "x],\n{"}]});
+        s.telemetry = Some(serde_json::json!({"load_1": i as f64 / 7.0, "cpus": 2}));
+        s.apply(&Event::Ready, at).unwrap();
+        if i.is_multiple_of(2) {
+            s.apply(&Event::Destroy(EndReason::Expired), at).unwrap();
+        }
+        s
+    }
+
+    fn doc(n: usize) -> StoreDoc {
+        let mut doc = StoreDoc {
+            sandboxes: (0..n).map(record).collect(),
+            ..Default::default()
+        };
+        // Keys and values that look like the layout's own markers.
+        for key in ["sandboxes", "\n\"sandboxes\":[]", "k,\n{"] {
+            doc.idempotency.insert(
+                key.to_string(),
+                IdempotencyEntry {
+                    request_hash: "\"sandboxes\":[]".into(),
+                    sandbox_id: "sbx-r0".into(),
+                },
+            );
+        }
+        doc.outbox
+            .push(serde_json::json!({"event": "created", "sandboxes": []}));
+        doc.outbox.push(serde_json::json!({"event": "ready"}));
+        doc
+    }
+
+    const SIZES: [usize; 7] = [0, 1, 2, 3, 4, 9, 40];
+
+    #[test]
+    fn parallel_serialize_writes_the_same_bytes() {
+        for n in SIZES {
+            let mut d = doc(n);
+            let want = serialize_sequential(&d).unwrap();
+            for threads in 1..=5 {
+                for min in [1, 2, 7] {
+                    let got = serialize_with(&mut d, threads, min).unwrap();
+                    assert!(got.eq_bytes(&want));
+                    assert!(
+                        !got.eq_bytes(&want[1..]) && !got.eq_bytes(&[&want[..], b" "].concat())
+                    );
+                    assert_eq!(
+                        String::from_utf8(got.0.concat()).unwrap(),
+                        String::from_utf8(want.clone()).unwrap(),
+                        "{n} records, {threads} threads, min {min}"
+                    );
+                    assert_eq!(d, doc(n), "records put back");
+                }
+            }
+        }
+    }
+
+    /// Whatever the split points, the parallel parse gives what one parse of
+    /// the whole file gives, or nothing.
+    fn assert_parallel_parse(bytes: &[u8], want: &StoreDoc, must_succeed: bool) {
+        assert_eq!(&serde_json::from_slice::<StoreDoc>(bytes).unwrap(), want);
+        for threads in 2..=9 {
+            for min_chunk in [1, 3, 50, 400, 5000] {
+                match parse_parallel(bytes, threads, min_chunk) {
+                    Some(got) => assert_eq!(&got, want, "{threads} threads, min {min_chunk}"),
+                    None => assert!(
+                        !must_succeed || bytes.len() / min_chunk < 2,
+                        "{threads} threads, min {min_chunk}: fell back"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_parse_reads_the_layout() {
+        for n in SIZES {
+            let d = doc(n);
+            let bytes = serialize_sequential(&d).unwrap();
+            assert!(bytes.starts_with(layout_head().as_bytes()));
+            assert_parallel_parse(&bytes, &d, n > 0);
+        }
+    }
+
+    #[test]
+    fn splits_inside_records_are_caught() {
+        for n in SIZES {
+            let d = doc(n);
+            let text = String::from_utf8(serialize_sequential(&d).unwrap()).unwrap();
+            // Still the same JSON, but `,\n{` now also appears inside records
+            // (and in the outbox), where a split would be wrong.
+            let text = text
+                .replace("},{", "},\n{")
+                .replace("\n{\"event\"", "\n  {\"event\"");
+            assert_parallel_parse(text.as_bytes(), &d, n > 0);
+            // Other whitespace between and inside records.
+            let spaced = text.replace(",\n{\"id\"", " ,\r\n\t{ \"id\"");
+            assert_parallel_parse(spaced.as_bytes(), &d, false);
+        }
+    }
+
+    #[test]
+    fn parallel_parse_leaves_every_fault_to_the_whole_parse() {
+        let d = doc(40);
+        let text = String::from_utf8(serialize_sequential(&d).unwrap()).unwrap();
+        let late = text.rfind("{\"id\"").unwrap();
+        let bad: Vec<String> = vec![
+            // A record with a field of the wrong type, late in the file.
+            format!(
+                "{}{}",
+                &text[..late],
+                text[late..].replacen("\"ttl_seconds\":1800", "\"ttl_seconds\":\"x\"", 1)
+            ),
+            // Truncated in the last record.
+            text[..late + 40].to_string(),
+            // A trailing comma after the last record.
+            text.replacen("\n],\n\"idempotency\"", ",\n],\n\"idempotency\"", 1),
+            // Records given twice.
+            text.replacen("\n\"outbox\"", "\n\"sandboxes\":[],\n\"outbox\"", 1),
+            // Garbage after the document.
+            format!("{text}x"),
+            // Another version after the records.
+            text.replacen("\n\"outbox\"", "\n\"version\":2,\n\"outbox\"", 1),
+        ];
+        for (i, b) in bad.iter().enumerate() {
+            assert!(
+                serde_json::from_slice::<StoreDoc>(b.as_bytes()).is_err(),
+                "case {i}"
+            );
+            for threads in 2..=5 {
+                for min_chunk in [1, 100, 2000] {
+                    assert!(
+                        parse_parallel(b.as_bytes(), threads, min_chunk).is_none(),
+                        "case {i}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn temp_names() {
@@ -476,7 +924,7 @@ mod tests {
         let mut doc = StoreDoc::default();
         doc.outbox.push(serde_json::json!({"a": [1, {"b": 2}]}));
         doc.outbox.push(serde_json::json!("x"));
-        let text = String::from_utf8(serialize(&doc).unwrap()).unwrap();
+        let text = String::from_utf8(serialize(&mut doc).unwrap().0.concat()).unwrap();
         assert_eq!(
             text,
             "{\n\"version\":1,\n\"sandboxes\":[],\n\"idempotency\":{},\n\"outbox\":[\n\

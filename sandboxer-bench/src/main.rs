@@ -1,0 +1,154 @@
+//! `sandboxer-bench`: see the crate docs. Run through `scripts/bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sandboxer_bench::{foundation, probe, report, Outcome};
+
+#[derive(Parser)]
+#[command(
+    name = "sandboxer-bench",
+    about = "sandboxer's benchmarks; `scripts/bench` runs them and writes docs/benchmarks.md"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Canary create/destroy on local against `docker run --rm`; `list
+    /// --json` and a create's store commit at 1,000 to 10,000 records.
+    Foundation {
+        /// Write the section into this file (replacing only that section);
+        /// without it the section is printed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Canary creates, destroys and docker runs, each (at least 50 for
+        /// the report).
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Samples of each store measure per record count.
+        #[arg(long, default_value_t = 30)]
+        store_samples: usize,
+        /// Record counts of the store part.
+        #[arg(long, value_delimiter = ',', default_value = "1000,3000,10000")]
+        sizes: Vec<u64>,
+        /// The `sandboxer` binary (default: beside this one).
+        #[arg(long)]
+        sandboxer: Option<PathBuf>,
+        /// The image of the docker baseline.
+        #[arg(long, default_value = "sandboxer/busybox:latest")]
+        image: String,
+        /// Leave out the canary part (the section is then only printed).
+        #[arg(long)]
+        skip_canary: bool,
+        /// Leave out the store part (the section is then only printed).
+        #[arg(long)]
+        skip_store: bool,
+    },
+    /// Probe: one create's store commit in this new process.
+    #[command(hide = true)]
+    StoreCommit { data_dir: PathBuf },
+    /// Probe: the same commit with plain serde_json on FILE.
+    #[command(hide = true)]
+    NaiveCommit { file: PathBuf },
+    /// Probe: a fresh load, then what `list --json` does with the records.
+    #[command(hide = true)]
+    StoreLoad { data_dir: PathBuf },
+    /// Write a store of N realistic records into DATA_DIR.
+    #[command(hide = true)]
+    MakeStore { data_dir: PathBuf, records: u64 },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sandboxer-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(v: serde_json::Value) -> ExitCode {
+    println!("{v}");
+    ExitCode::SUCCESS
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::StoreCommit { data_dir } => Ok(print_json(probe::store_commit(&data_dir)?)),
+        Cmd::NaiveCommit { file } => Ok(print_json(probe::naive_commit(&file)?)),
+        Cmd::StoreLoad { data_dir } => Ok(print_json(probe::store_load(&data_dir)?)),
+        Cmd::MakeStore { data_dir, records } => {
+            sandboxer_bench::records::write_store(&data_dir, records)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Foundation {
+            out,
+            runs,
+            store_samples,
+            sizes,
+            sandboxer,
+            image,
+            skip_canary,
+            skip_store,
+        } => {
+            let bench = std::env::current_exe().context("finding this program")?;
+            let sandboxer = match sandboxer {
+                Some(p) => p,
+                None => bench.with_file_name("sandboxer"),
+            };
+            if !sandboxer.is_file() {
+                anyhow::bail!(
+                    "no sandboxer binary at {} (build it: cargo build --release -p sandboxer-cli)",
+                    sandboxer.display()
+                );
+            }
+            let opts = foundation::Options {
+                runs,
+                store_samples,
+                sizes,
+                sandboxer,
+                bench,
+                image,
+                ci: std::env::var_os("CI").is_some_and(|v| !v.is_empty()),
+                skip_canary,
+                skip_store,
+            };
+            let outcome = foundation::run(&opts)?;
+            finish("foundation", outcome, out)
+        }
+    }
+}
+
+/// Write (or print) the section, and say whether it met its targets.
+fn finish(name: &str, outcome: Outcome, out: Option<PathBuf>) -> Result<ExitCode> {
+    match out {
+        Some(path) if outcome.complete => {
+            report::write_section(&path, name, &outcome.markdown)?;
+            eprintln!("{name}: written to {}", path.display());
+        }
+        Some(_) => {
+            println!("{}", outcome.markdown);
+            eprintln!("{name}: partial run (parts skipped): printed, not written");
+        }
+        None => println!("{}", outcome.markdown),
+    }
+    for m in &outcome.missed {
+        eprintln!("{name}: TARGET MISSED: {m}");
+    }
+    for f in &outcome.failures {
+        eprintln!("{name}: FAILED: {f}");
+    }
+    if outcome.missed.is_empty() && outcome.failures.is_empty() {
+        eprintln!("{name}: every target met");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -1,0 +1,195 @@
+//! Realistic sandbox records for store benchmarks: what a store looks like
+//! after months of canary creates, built through the model's own
+//! constructors and state machine (never by hand-written JSON), so they
+//! serialize exactly as the real ones do.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Duration, Utc};
+use sandboxer_core::credits::Micros;
+use sandboxer_core::lifecycle::{EndReason, Event};
+use sandboxer_core::model::{Actor, Candidate, NewSandbox, Reachability, RouteTrace, Sandbox};
+use sandboxer_core::store::{IdempotencyEntry, JsonFileStore, Store, StoreDoc};
+
+const ACTORS: [&str; 4] = [
+    "adm:operator",
+    "agt:builder-7",
+    "atm:nightly-e2e",
+    "agt:review-bot",
+];
+
+/// A deterministic sandbox id for record `i` (`sbx-` and 10 base32
+/// characters, spread so ids do not share long prefixes).
+pub fn record_id(i: u64) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    // splitmix64: a bijection, so distinct `i` give distinct ids.
+    let mut x = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    let tail: String = (0..10)
+        .map(|k| ALPHABET[((x >> (k * 5)) & 31) as usize] as char)
+        .collect();
+    format!("sbx-{tail}")
+}
+
+/// A new canary record in `provisioning`, as `Manager::start_create`
+/// records it before anything is made.
+pub fn new_canary(id: String) -> Sandbox {
+    Sandbox::new(NewSandbox {
+        id,
+        profile: "profile.sandbox-canary".into(),
+        profile_version: 1,
+        extension: "ext.canary".into(),
+        host: "local".into(),
+        actor: Actor::from_str("adm:bench").expect("a valid actor"),
+        inputs: Default::default(),
+        route: canary_route(),
+        ttl_seconds: 1800,
+        idempotency_key: None,
+        recreated_from: None,
+        cost: None,
+        created_at: sandboxer_core::model::now(),
+    })
+}
+
+fn canary_route() -> RouteTrace {
+    RouteTrace {
+        policy: "ordered".into(),
+        chosen: Some(Candidate {
+            route: 0,
+            extension: "ext.canary".into(),
+            host: "local".into(),
+            price_per_hour: Micros::ZERO,
+        }),
+        skipped: Vec::new(),
+        remaining: Vec::new(),
+    }
+}
+
+/// Record `i` of a store's history: a canary on `local` that became ready
+/// (reachability, telemetry and backend state filled as the canary fills
+/// them) and ended (`destroyed`, `expired` or `reaped`) about 20 minutes
+/// later. Every fourth carried an idempotency key. About 1.1 KB as JSON.
+pub fn canary_record(i: u64, data_dir: &str, created_at: DateTime<Utc>) -> Result<Sandbox> {
+    let id = record_id(i);
+    let venue = format!("{data_dir}/venues/{id}");
+    let pid = 10_000 + (i * 7919) % 50_000;
+    let mut s = Sandbox::new(NewSandbox {
+        id: id.clone(),
+        profile: "profile.sandbox-canary".into(),
+        profile_version: 1,
+        extension: "ext.canary".into(),
+        host: "local".into(),
+        actor: Actor::from_str(ACTORS[(i % ACTORS.len() as u64) as usize])?,
+        inputs: Default::default(),
+        route: canary_route(),
+        ttl_seconds: 1800,
+        idempotency_key: i.is_multiple_of(4).then(|| format!("ci-run-{i}")),
+        recreated_from: None,
+        cost: None,
+        created_at,
+    });
+    let ready_at = created_at + Duration::milliseconds(12 + (i % 9) as i64);
+    s.reachability = Some(Reachability {
+        address: "127.0.0.1".into(),
+        details: [
+            ("agent_version".to_string(), serde_json::json!("0.1.0")),
+            ("pid".to_string(), serde_json::json!(pid)),
+            ("venue".to_string(), serde_json::json!(venue)),
+        ]
+        .into(),
+        ..Default::default()
+    });
+    s.telemetry = Some(serde_json::json!({
+        "collected_at": (ready_at - Duration::milliseconds(3)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "cpus": 2,
+        "disk_free_bytes": 77_272_858_624u64 - i * 4096,
+        "disk_path": venue,
+        "docker": {"present": true, "version": null},
+        "host": "local",
+        "kernel": "6.1.0-28-amd64",
+        "load_1": (i % 400) as f64 / 100.0,
+        "load_15": (i % 250) as f64 / 100.0,
+        "load_5": (i % 300) as f64 / 100.0,
+        "mem_available_bytes": 24_530_395_136u64 - (i % 1000) * 65_536,
+        "mem_total_bytes": 25_276_514_304u64,
+        "venues_running": 1 + i % 3,
+    }));
+    s.backend = serde_json::json!({
+        "agent": "6bc28504984d0704",
+        "pid": pid,
+        "venue": venue,
+    });
+    s.apply(&Event::Ready, ready_at)?;
+    let reason = match i % 10 {
+        0..=6 => EndReason::Destroyed,
+        7 | 8 => EndReason::Expired,
+        _ => EndReason::Reaped,
+    };
+    let ended = created_at + Duration::seconds(600 + (i % 1200) as i64);
+    s.apply(&Event::Destroy(reason), ended)?;
+    s.apply(&Event::TornDown, ended + Duration::milliseconds(40))?;
+    Ok(s)
+}
+
+/// A store document of `n` records, oldest first, the newest created about
+/// now, with the idempotency entries of the records that carried a key.
+pub fn store_doc(n: u64, data_dir: &str) -> Result<StoreDoc> {
+    let now = sandboxer_core::model::now();
+    let mut doc = StoreDoc::default();
+    for i in 0..n {
+        let created = now - Duration::minutes(((n - i) * 7) as i64);
+        let s = canary_record(i, data_dir, created)?;
+        if let Some(key) = &s.idempotency_key {
+            doc.idempotency.insert(
+                key.clone(),
+                IdempotencyEntry {
+                    request_hash: format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                    sandbox_id: s.id.clone(),
+                },
+            );
+        }
+        doc.sandboxes.push(s);
+    }
+    Ok(doc)
+}
+
+/// Write a store of `n` records into `data_dir` through the store itself
+/// (one `update` that replaces the whole document).
+pub fn write_store(data_dir: &Path, n: u64) -> Result<()> {
+    let doc = store_doc(n, &data_dir.display().to_string())?;
+    let store = JsonFileStore::in_data_dir(data_dir);
+    store
+        .update(&mut |d| {
+            *d = doc.clone();
+            Ok(())
+        })
+        .with_context(|| format!("writing a store of {n} records in {}", data_dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_and_valid() {
+        let ids: std::collections::BTreeSet<String> = (0..5000).map(record_id).collect();
+        assert_eq!(ids.len(), 5000);
+        assert!(ids.iter().all(|i| sandboxer_core::model::is_sandbox_id(i)));
+    }
+
+    #[test]
+    fn records_are_about_a_kilobyte_and_ended() {
+        let doc = store_doc(100, "/home/u/.local/share/sandboxer").unwrap();
+        assert_eq!(doc.sandboxes.len(), 100);
+        assert_eq!(doc.idempotency.len(), 25);
+        for s in &doc.sandboxes {
+            assert!(!s.is_live(), "{}", s.id);
+            let len = serde_json::to_vec(s).unwrap().len();
+            assert!((900..1500).contains(&len), "{} bytes", len);
+        }
+    }
+}
