@@ -138,6 +138,7 @@ impl Env {
             Arc::new(sandboxer_telemetry::CanaryExtension::new(exe)),
             Arc::new(sandboxer_ext_compose_ssh::ComposeSshExtension::new()),
             Arc::new(sandboxer_ext_saas_stub::SaasStubExtension::from_env()?),
+            Arc::new(sandboxer_ext_vm_packer::VmPackerExtension::new()),
         ];
         let mut r = Registry::new();
         for ext in backends {
