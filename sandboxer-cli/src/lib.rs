@@ -278,7 +278,24 @@ pub(crate) fn print_json(v: &serde_json::Value) {
     out(&serde_json::to_string_pretty(v).expect("json"));
 }
 
+/// Run the command, then (when a State Hub is configured) try once, within
+/// a short budget, to deliver the lifecycle events it queued; whatever is
+/// left stays in the outbox for the next command, `events flush` or the
+/// server's relay. A down or hanging hub never fails a command.
 async fn dispatch(cli: Cli) -> Result<i32> {
+    let inline = !matches!(cli.command, Command::Events(_) | Command::Serve(_));
+    let r = dispatch_inner(cli).await;
+    if inline {
+        sandboxer_events::deliver_inline(
+            Env::from_process().store(),
+            sandboxer_events::INLINE_BUDGET,
+        )
+        .await;
+    }
+    r
+}
+
+async fn dispatch_inner(cli: Cli) -> Result<i32> {
     let env = Env::from_process();
     let json = cli.json;
     let color = color_enabled();

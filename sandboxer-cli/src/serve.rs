@@ -34,10 +34,18 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
                 TokenStore::in_config_dir(&env.config_dir),
             )
             .with_default_host(std::env::var("SANDBOXER_HOST").ok());
-            // Tasks that run beside the server until it stops. The State Hub
-            // relay joins here:
-            //   BackgroundTask::new("state-hub relay", move |shutdown| ...)
-            let background: Vec<BackgroundTask> = Vec::new();
+            // Tasks that run beside the server until it stops: the State
+            // Hub relay, when a hub is configured.
+            let mut background: Vec<BackgroundTask> = Vec::new();
+            if let Some(relay) = sandboxer_events::Relay::from_env(
+                env.store(),
+                sandboxer_events::RelayOptions::background(),
+            )? {
+                background.push(BackgroundTask::new(
+                    "state-hub relay",
+                    move |mut s| async move { relay.run(async move { s.wait().await }).await },
+                ));
+            }
             let config = ServeConfig {
                 reaper: (!interval.is_zero()).then_some(ReaperConfig { interval, grace }),
                 background,

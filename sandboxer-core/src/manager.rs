@@ -340,11 +340,23 @@ impl Manager {
     pub async fn create(&self, req: CreateRequest, wait: bool) -> Result<Sandbox> {
         match self.start_create(&req)? {
             Started::Existing(s) => {
-                if wait && s.state() == State::Provisioning {
-                    self.wait_settled(&s.id).await
+                let s = if wait && s.state() == State::Provisioning {
+                    self.wait_settled(&s.id).await?
                 } else {
-                    Ok(s)
+                    s
+                };
+                if s.state() == State::Failed {
+                    return Err(Error::new(
+                        ErrorKind::ProvisionFailed,
+                        format!(
+                            "the idempotency key names sandbox {}, which failed: {}",
+                            s.id,
+                            s.reason().unwrap_or_default()
+                        ),
+                    )
+                    .with_hint("use a new idempotency key to try again"));
                 }
+                Ok(s)
             }
             Started::New(s) => {
                 if wait {
