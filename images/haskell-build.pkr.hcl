@@ -37,6 +37,7 @@ variable "http_directory" {
 
 variable "build_password" {
   type        = string
+  sensitive   = true
   description = "Root's password during the build only; locked at the end."
 }
 

@@ -39,9 +39,9 @@ FORCE=0
 
 kernel=${VM_IMAGE_KERNEL:-}
 if [ -z "$kernel" ]; then
-    kernel=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true)
+    kernel=$(find /boot -maxdepth 1 -name 'vmlinuz-*' 2>/dev/null | sort -V | tail -n 1)
 fi
-[ -n "$kernel" ] && [ -r "$kernel" ] || die "no readable kernel in /boot (install linux-image-amd64, or set VM_IMAGE_KERNEL)"
+if [ -z "$kernel" ] || [ ! -r "$kernel" ]; then die "no readable kernel in /boot (install linux-image-amd64, or set VM_IMAGE_KERNEL)"; fi
 kver=${kernel##*/vmlinuz-}
 mods=/lib/modules/$kver
 [ -d "$mods" ] || die "no $mods for kernel $kernel"

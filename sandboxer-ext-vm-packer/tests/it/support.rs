@@ -56,7 +56,7 @@ impl Image {
             "cpus": 1,
             "accel": "tcg",
             "ssh_key": self.key(),
-            "stop_timeout": "5s",
+            "stop_timeout": "2s",
         })
     }
 }
