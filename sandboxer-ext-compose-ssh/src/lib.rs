@@ -64,6 +64,7 @@ use sandboxer_core::{Error, ErrorKind, Result};
 mod config;
 mod ready;
 mod script;
+mod services;
 mod upload;
 
 pub use config::{
@@ -405,6 +406,11 @@ impl Extension for ComposeSshExtension {
             ))
             .with_hint(format!("add \"!{p}\" to the route config's `exclude` to keep it")));
         }
+        // The services, read here when the file is plain enough (saves a
+        // compose run on the host); else `compose config --services` there.
+        let local_services = std::fs::read_to_string(repo_path.join(&compose_file))
+            .ok()
+            .and_then(|text| services::plain_services(&text));
         let version = self.compose_version(t, cfg.compose_command).await?;
         let packed = tokio::task::spawn_blocking(move || pack_repo(&repo_path, &excludes))
             .await
@@ -432,6 +438,7 @@ impl Extension for ComposeSshExtension {
                     &layout,
                     version,
                     &compose_file,
+                    local_services,
                     deadline,
                     &mut up_started,
                 )
@@ -455,7 +462,7 @@ impl Extension for ComposeSshExtension {
                     Ok(()) => Err(e),
                     Err(re) => {
                         tracing::warn!(sandbox = %ctx.id, "rollback failed: {re}");
-                        Err(e.context(format!("(rollback failed too: {re})")))
+                        Err(with_rollback_failure(e, &re))
                     }
                 }
             }
@@ -585,13 +592,16 @@ impl ComposeSshExtension {
     }
 }
 
-/// Upload done: list the services, write the override, `up -d`.
+/// Upload done: list the services (unless `services` already says them),
+/// write the override, `up -d`.
+#[allow(clippy::too_many_arguments)]
 async fn bring_up(
     ctx: &SandboxCtx,
     cfg: &ComposeConfig,
     layout: &Layout,
     version: ComposeVersion,
     compose_file: &str,
+    services: Option<Vec<String>>,
     deadline: tokio::time::Instant,
     up_started: &mut bool,
 ) -> Result<Value> {
@@ -603,25 +613,30 @@ async fn bring_up(
         files: &main,
         env: &cfg.env,
     };
-    let (script, shown) = compose.script(&["config", "--services"]);
-    let out = run_step(t, "compose config", &script, &shown, None, deadline).await?;
-    let services: Vec<String> = out
-        .stdout_str()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
-    if services.is_empty() {
-        return Err(Error::new(
-            ErrorKind::ProvisionFailed,
-            format!(
-                "step `compose config` on {}: `{shown}` lists no services in {compose_file}",
-                t.host()
-            ),
-        ));
-    }
-
+    let services = match services {
+        Some(s) => s,
+        None => {
+            let (script, shown) = compose.script(&["config", "--services"]);
+            let out = run_step(t, "compose config", &script, &shown, None, deadline).await?;
+            let listed: Vec<String> = out
+                .stdout_str()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            if listed.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::ProvisionFailed,
+                    format!(
+                        "step `compose config` on {}: `{shown}` lists no services in {compose_file}",
+                        t.host()
+                    ),
+                ));
+            }
+            listed
+        }
+    };
     let override_file = override_path(compose_file);
     let body = override_body(&services, &ctx.id);
     let override_at = format!("{}/{override_file}", layout.work_dir);
@@ -673,16 +688,30 @@ async fn probe_all(
 }
 
 /// The listing of [`script::list_script`] as resources.
+///
+/// A container whose compose working folder is not under `root/ID` belongs
+/// to another sandboxer data folder on the same docker engine (another
+/// install, or another "host" sharing the engine, as on the testbed): it is
+/// left out, so a reaper never takes someone else's stack for an orphan.
+/// Containers without that label (made without compose) are kept.
 fn parse_listing(text: &str, root: &str) -> Vec<Resource> {
     let (containers, folders) = text.split_once("--\n").unwrap_or((text, ""));
     let mut by_id: BTreeMap<String, Resource> = BTreeMap::new();
     for line in containers.lines() {
         let mut cols = line.split('\t');
-        let (Some(id), project, status) = (cols.next(), cols.next(), cols.next()) else {
+        let (Some(id), project, status, working_dir) =
+            (cols.next(), cols.next(), cols.next(), cols.next())
+        else {
             continue;
         };
         if !is_sandbox_id(id) {
             continue;
+        }
+        if let Some(wd) = working_dir.map(str::trim).filter(|w| !w.is_empty()) {
+            let own = format!("{}/{id}", root.trim_end_matches('/'));
+            if !(wd == own || wd.starts_with(&format!("{own}/"))) {
+                continue;
+            }
         }
         let running = status.is_some_and(|s| s.starts_with("Up"));
         let r = by_id.entry(id.to_string()).or_insert_with(|| Resource {
@@ -749,6 +778,19 @@ async fn run_step(
         ));
     }
     Ok(out)
+}
+
+/// The provisioning error `e`, saying that its rollback failed too (`re`):
+/// leftovers may stay on the host until the reaper finds them.
+fn with_rollback_failure(e: Error, re: &Error) -> Error {
+    let hint = e.hint().map(str::to_string).unwrap_or_else(|| {
+        "once the host answers again, `sandboxer reap-stale` removes what is left of it".to_string()
+    });
+    Error::new(
+        e.kind(),
+        format!("{}; the rollback failed too: {}", e.message(), re.message()),
+    )
+    .with_hint(hint)
 }
 
 fn step_failed(kind: ErrorKind, step: &str, host: &str, shown: &str, out: &ExecOutput) -> Error {
@@ -889,6 +931,20 @@ mod tests {
             override_path("e2e/stack.yml"),
             format!("e2e/{OVERRIDE_FILE_NAME}")
         );
+    }
+
+    #[test]
+    fn listing_leaves_out_stacks_of_other_data_folders() {
+        let text = "sbx-aaa\tsbx-aaa\tUp 1 second\t/d/work/sbx-aaa\n\
+                    sbx-bbb\tsbx-bbb\tUp 1 second\t/d/work/sbx-bbb/e2e\n\
+                    sbx-ccc\tsbx-ccc\tUp 1 second\t/other/work/sbx-ccc\n\
+                    sbx-ddd\tsbx-ddd\tUp 1 second\t/d/work/sbx-aaa\n\
+                    sbx-eee\tsbx-eee\tUp 1 second\t\n--\n";
+        let ids: Vec<String> = parse_listing(text, "/d/work")
+            .into_iter()
+            .map(|r| r.sandbox_id)
+            .collect();
+        assert_eq!(ids, ["sbx-aaa", "sbx-bbb", "sbx-eee"]);
     }
 
     #[test]

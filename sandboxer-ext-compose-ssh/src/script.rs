@@ -10,6 +10,10 @@ use sandboxer_core::transport::shell_quote;
 
 use crate::{ComposeVersion, SANDBOX_ENV, SANDBOX_LABEL};
 
+/// The label compose (v1 and v2) puts on every container: the folder of
+/// the project's first compose file.
+pub(crate) const WORKING_DIR_LABEL: &str = "com.docker.compose.project.working_dir";
+
 /// Exit status of the upload script when the work folder already exists.
 pub(crate) const EXIT_WORK_EXISTS: i32 = 98;
 
@@ -201,12 +205,13 @@ fn env_prefix_vars(env: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// One line per container labelled with a sandbox id (`ID<TAB>PROJECT<TAB>STATUS`),
-/// then `--`, then one line per work folder.
+/// One line per container labelled with a sandbox id
+/// (`ID<TAB>PROJECT<TAB>STATUS<TAB>COMPOSE WORKING DIR`), then `--`, then
+/// one line per work folder.
 pub(crate) fn list_script(work_root: &str) -> String {
     format!(
         r#"if command -v docker >/dev/null 2>&1; then
-  docker ps -a --filter label={SANDBOX_LABEL} --format '{{{{.Label "{SANDBOX_LABEL}"}}}}	{{{{.Label "com.docker.compose.project"}}}}	{{{{.Status}}}}' || exit 1
+  docker ps -a --filter label={SANDBOX_LABEL} --format '{{{{.Label "{SANDBOX_LABEL}"}}}}	{{{{.Label "com.docker.compose.project"}}}}	{{{{.Status}}}}	{{{{.Label "{WORKING_DIR_LABEL}"}}}}' || exit 1
 fi
 echo --
 cd {root} 2>/dev/null || exit 0
@@ -313,7 +318,7 @@ mod tests {
     fn list_script_has_the_docker_template() {
         let s = list_script("/d/work");
         assert!(
-            s.contains(r#"--format '{{.Label "sandboxer.sandbox_id"}}	{{.Label "com.docker.compose.project"}}	{{.Status}}'"#),
+            s.contains(r#"--format '{{.Label "sandboxer.sandbox_id"}}	{{.Label "com.docker.compose.project"}}	{{.Status}}	{{.Label "com.docker.compose.project.working_dir"}}'"#),
             "{s}"
         );
         assert!(s.contains("cd /d/work 2>/dev/null"), "{s}");

@@ -23,9 +23,20 @@
 //! ```
 //!
 //! Stopping a host (to see placement move on) affects every test that runs at
-//! the same time: stop only `spare01`, hold the [`StoppedHost`] guard so the
-//! host comes back even when the test fails, and keep such tests in their own
-//! nextest test group.
+//! the same time: stop only `spare01`, and only while holding
+//! [`Testbed::lock_spare`] (a file lock every crate's tests share), with the
+//! [`StoppedHost`] guard so the host comes back even when the test fails:
+//!
+//! ```no_run
+//! # let tb = sandboxer_testkit::testbed::require_testbed("doc").unwrap();
+//! let lock = tb.lock_spare().unwrap();
+//! {
+//!     let _stopped = lock.stop().unwrap();
+//!     // spare01 refuses connections here
+//! }
+//! // spare01 is up again; the lock goes last
+//! drop(lock);
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -109,9 +120,38 @@ impl Testbed {
     }
 
     /// The `data_dir` of host `name` in `hosts.toml` (each host has its own,
-    /// since all of them are this machine).
+    /// since all of them are this machine; `scripts/testbed` puts them under
+    /// `/var/lib/sandboxer-testbed/hosts/NAME/data`, owned by the hosts' SSH
+    /// user). Falls back to `<dir>/hosts/NAME/data` when `hosts.toml` does not
+    /// say.
     pub fn host_data_dir(&self, name: &str) -> PathBuf {
-        self.dir.join("hosts").join(name).join("data")
+        sandboxer_core::hosts::Hosts::load(&self.config_dir())
+            .ok()
+            .and_then(|h| h.get(name))
+            .and_then(|h| h.data_dir)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.join("hosts").join(name).join("data"))
+    }
+
+    /// Take the `spare01` lock (`<dir>/spare01.test-lock`, an exclusive
+    /// `flock`), waiting for other holders. Every test that stops `spare01`
+    /// holds it, so no two tests stop or use a stopped `spare01` at once
+    /// (under cargo test threads, nextest processes and other crates' test
+    /// binaries alike). Drop the guard after the host is started again.
+    pub fn lock_spare(&self) -> anyhow::Result<SpareLock> {
+        let path = self.dir.join(format!("{SPARE_HOST}.test-lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(SpareLock {
+            _file: file,
+            testbed: self.clone(),
+        })
     }
 
     /// The files `scripts/testbed up` writes that are not there.
@@ -163,6 +203,25 @@ impl Testbed {
             );
         }
         Ok(())
+    }
+}
+
+/// The one testbed host tests may stop.
+pub const SPARE_HOST: &str = "spare01";
+
+/// Holds the `spare01` lock (see [`Testbed::lock_spare`]) until dropped.
+#[derive(Debug)]
+#[must_use = "the lock is released when this guard is dropped"]
+pub struct SpareLock {
+    _file: std::fs::File,
+    testbed: Testbed,
+}
+
+impl SpareLock {
+    /// Stop `spare01` until the returned guard is dropped (drop it before
+    /// this lock).
+    pub fn stop(&self) -> anyhow::Result<StoppedHost> {
+        self.testbed.stopped_host(SPARE_HOST)
     }
 }
 

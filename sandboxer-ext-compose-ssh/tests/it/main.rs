@@ -378,8 +378,10 @@ async fn broken_compose_file_fails_provision_with_the_step_and_leaves_nothing() 
         eprintln!("broken compose file ({command}): {e}");
         assert_eq!(e.kind(), ErrorKind::ProvisionFailed, "{e:?}");
         let m = e.message();
-        assert!(m.contains("step `compose config`"), "{m}");
-        assert!(m.contains("config --services"), "{m}");
+        // A plain file's services are read locally, so compose first sees
+        // it (and refuses it) at `up`, before it makes anything.
+        assert!(m.contains("step `compose up`"), "{m}");
+        assert!(m.contains("up -d`"), "{m}");
         assert!(
             m.contains("bogus_key_xyz"),
             "the stderr tail is missing: {m}"
