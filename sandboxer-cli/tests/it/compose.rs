@@ -1149,6 +1149,15 @@ fn two_concurrent_reapers_end_each_stale_sandbox_once() {
     let b = bed.create(&repo, &[]).ok().json();
     assert_ready_on(&b, "coulombcore", "127.0.0.3");
     let ids = [(id_of(&a), "sandboxer01"), (id_of(&b), "coulombcore")];
+    // A create can be quicker than the TTL: wait until both have expired.
+    for rec in [&a, &b] {
+        let exp = chrono::DateTime::parse_from_rfc3339(rec["expires_at"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        while chrono::Utc::now() <= exp + chrono::Duration::milliseconds(50) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 
     let spawn = || {
         bed.home
