@@ -464,6 +464,7 @@ impl Manager {
         let profile = self.catalog.require(&sbx.profile)?.clone();
         let started = tokio::time::Instant::now();
         let deadline = started + profile.ready_timeout;
+        let mut attempts: Vec<(&'static str, ErrorKind)> = Vec::new();
         loop {
             match self.try_candidate(&sbx, &profile, deadline).await {
                 Ok(ready) => return Ok(ready),
@@ -481,28 +482,29 @@ impl Manager {
                         error.message()
                     );
                     tracing::debug!("candidate failed: {why}");
-                    self.say(&format!(
-                        "{} failed on {}; trying the next candidate",
-                        sbx.extension, sbx.host
-                    ));
-                    match self.next_candidate(id, &profile, &why)? {
-                        Some(next) => sbx = next,
+                    attempts.push((step, error.kind()));
+                    // A request the backend calls invalid is invalid on every
+                    // candidate: stop here instead of trying the others.
+                    let bad_request = matches!(
+                        error.kind(),
+                        ErrorKind::InvalidInput | ErrorKind::InvalidConfig
+                    );
+                    let next = if bad_request {
+                        None
+                    } else {
+                        self.next_candidate(id, &profile, &why)?
+                    };
+                    match next {
+                        Some(next) => {
+                            self.say(&format!(
+                                "{} failed on {}; trying the next candidate",
+                                sbx.extension, sbx.host
+                            ));
+                            sbx = next;
+                        }
                         None => {
                             let failed = self.mark_failed(id, &why)?;
-                            let kind = match error.kind() {
-                                ErrorKind::InsufficientCredits => ErrorKind::InsufficientCredits,
-                                _ => ErrorKind::ProvisionFailed,
-                            };
-                            return Err(Error::new(
-                                kind,
-                                format!("sandbox {} failed: {why}", failed.id),
-                            )
-                            .with_hint(match error.hint() {
-                                Some(h) => h.to_string(),
-                                None => {
-                                    format!("`sandboxer get {}` shows the route trace", failed.id)
-                                }
-                            }));
+                            return Err(final_error(&failed, &attempts, &error, &why));
                         }
                     }
                 }
@@ -949,6 +951,53 @@ fn model_user() -> String {
     } else {
         "operator".into()
     }
+}
+
+/// The error of a create whose every candidate failed. When every attempt
+/// failed to connect, no place could take it (exit 9, or 11 when every host
+/// refused on credentials), and the message lists every skipped candidate;
+/// a bad request keeps its own kind; otherwise provisioning failed.
+fn final_error(
+    failed: &Sandbox,
+    attempts: &[(&'static str, ErrorKind)],
+    last: &Error,
+    why: &str,
+) -> Error {
+    let all_connect = !attempts.is_empty() && attempts.iter().all(|(step, _)| *step == "connect");
+    let kind = match last.kind() {
+        ErrorKind::InsufficientCredits => ErrorKind::InsufficientCredits,
+        ErrorKind::InvalidInput | ErrorKind::InvalidConfig => last.kind(),
+        _ if all_connect
+            && attempts
+                .iter()
+                .all(|(_, k)| matches!(k, ErrorKind::Unauthorized)) =>
+        {
+            ErrorKind::Unauthorized
+        }
+        _ if all_connect => ErrorKind::NoPlacement,
+        _ => ErrorKind::ProvisionFailed,
+    };
+    let message = if all_connect {
+        let mut reasons: Vec<String> = failed
+            .route
+            .skipped
+            .iter()
+            .map(|s| format!("  {} on {}: {}", s.extension, s.host, s.reason))
+            .collect();
+        reasons.push(format!("  {why}"));
+        format!(
+            "sandbox {} failed: no place could take {} now:\n{}",
+            failed.id,
+            failed.profile,
+            reasons.join("\n")
+        )
+    } else {
+        format!("sandbox {} failed: {why}", failed.id)
+    };
+    Error::new(kind, message).with_hint(match last.hint() {
+        Some(h) => h.to_string(),
+        None => format!("`sandboxer get {}` shows the route trace", failed.id),
+    })
 }
 
 /// The error when no candidate can take the sandbox.

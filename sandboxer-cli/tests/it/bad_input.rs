@@ -41,7 +41,7 @@ fn check(
 #[test]
 fn bad_inputs_are_refused_with_their_exit_code_and_leave_the_store_intact() {
     let (h, id) = home_with_one();
-    let rendered = vec![
+    let rendered = [
         check(
             &h,
             &["create", "--profile", "profile.nope"],
