@@ -326,6 +326,28 @@ impl Manager {
                 });
             }
         }
+        // A create that started after the first look recorded its sandbox
+        // before making anything on a host: look at the store again, so a
+        // resource that was listed before its record was seen is never taken
+        // for an orphan.
+        if items
+            .iter()
+            .any(|i| i.kind == StaleKind::Orphan && i.resource.is_some())
+        {
+            let fresh = self.store().load()?;
+            items.retain(|i| {
+                if i.kind != StaleKind::Orphan || i.resource.is_none() {
+                    return true;
+                }
+                match fresh.get(&i.sandbox_id) {
+                    None => true,
+                    Some(s) => {
+                        matches!(s.state(), State::Destroyed | State::Failed)
+                            && s.ended_at.is_none_or(|t| older_than(t, now, grace))
+                    }
+                }
+            });
+        }
         items.sort_by(|a, b| (a.kind, &a.sandbox_id).cmp(&(b.kind, &b.sandbox_id)));
         Ok(StaleReport {
             checked_at: Some(now),
