@@ -963,7 +963,12 @@ fn final_error(
     last: &Error,
     why: &str,
 ) -> Error {
-    let all_connect = !attempts.is_empty() && attempts.iter().all(|(step, _)| *step == "connect");
+    // Every candidate failed for want of a place: its host did not answer,
+    // or its provider was full or down.
+    let all_connect = !attempts.is_empty()
+        && attempts.iter().all(|(step, kind)| {
+            *step == "connect" || matches!(kind, ErrorKind::NoPlacement | ErrorKind::Unreachable)
+        });
     let kind = match last.kind() {
         ErrorKind::InsufficientCredits => ErrorKind::InsufficientCredits,
         ErrorKind::InvalidInput | ErrorKind::InvalidConfig => last.kind(),

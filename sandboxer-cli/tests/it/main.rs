@@ -1,6 +1,7 @@
 //! Tests of the real `sandboxer` binary against a throwaway home.
 
 mod bad_input;
+mod burst;
 mod canary;
 mod compose;
 mod concurrency;
