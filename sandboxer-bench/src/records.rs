@@ -157,10 +157,14 @@ pub fn store_doc(n: u64, data_dir: &str) -> Result<StoreDoc> {
     Ok(doc)
 }
 
+/// The data dir the records name in their venue paths: a user's default,
+/// so record sizes do not depend on where a benchmark keeps its stores.
+pub const RECORDED_DATA_DIR: &str = "/home/operator/.local/share/sandboxer";
+
 /// Write a store of `n` records into `data_dir` through the store itself
 /// (one `update` that replaces the whole document).
 pub fn write_store(data_dir: &Path, n: u64) -> Result<()> {
-    let doc = store_doc(n, &data_dir.display().to_string())?;
+    let doc = store_doc(n, RECORDED_DATA_DIR)?;
     let store = JsonFileStore::in_data_dir(data_dir);
     store
         .update(&mut |d| {
