@@ -315,6 +315,22 @@ impl Manager {
                     Some(false) => "its resources exist but are not running".to_string(),
                     None => format!("nothing of it is left on {place}"),
                 };
+                // A backend that enforces the TTL itself (the canary agent
+                // exits at its deadline) may have ended it between the first
+                // look and the listing: that is an expiry, not a ghost.
+                let listed_at = model::now();
+                if let Some(exp) = s.expires_at.filter(|e| *e <= listed_at) {
+                    items.push(StaleItem {
+                        kind: StaleKind::Expired,
+                        sandbox_id: s.id.clone(),
+                        host: place.clone(),
+                        extension: ext.id().to_string(),
+                        state: Some(State::Ready),
+                        detail: format!("expired {} ago", human_age(exp, listed_at)),
+                        resource: None,
+                    });
+                    continue;
+                }
                 items.push(StaleItem {
                     kind: StaleKind::Ghost,
                     sandbox_id: s.id.clone(),

@@ -215,7 +215,7 @@ async fn ssh_files_are_written_copied_and_read_atomically() {
         return;
     };
     let t = connect(&tb, "coulombcore").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = remote_tempdir();
 
     let target = dir.path().join("a/b c/file.txt");
     t.write_file(&p(&target), b"one", 0o640).await.unwrap();
@@ -320,7 +320,7 @@ async fn ssh_a_transport_is_one_connection_for_all_its_calls() {
     for _ in 0..10 {
         assert_eq!(client_port(t.as_ref()).await, first);
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = remote_tempdir();
     t.write_file(&p(&dir.path().join("f")), b"x", 0o644)
         .await
         .unwrap();
@@ -364,7 +364,7 @@ async fn ssh_concurrent_calls_with_large_data_on_one_connection() {
         return;
     };
     let t = Arc::new(connect(&tb, "coulombcore").await);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = remote_tempdir();
     let mut tasks = Vec::new();
     for i in 0..6u8 {
         let t = t.clone();
@@ -413,7 +413,7 @@ async fn ssh_shell_quoted_values_arrive_literally_and_run_nothing() {
         String::new(),
         "plain-word_1.2".to_string(),
     ];
-    let dir = tempfile::tempdir().unwrap();
+    let dir = remote_tempdir();
     for (i, payload) in payloads.iter().enumerate() {
         let q = shell_quote(payload);
         let script = format!("set -- {q}; echo \"$#\"; printf '%s' \"$1\"");
@@ -461,7 +461,7 @@ async fn ssh_unknown_host_key_is_refused_before_anything_runs() {
         return;
     };
     let _spare = lock_spare(&tb).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = remote_tempdir();
     let empty = dir.path().join("known_hosts");
     std::fs::write(&empty, "").unwrap();
     let spec = with_known_hosts(host(&tb, "spare01"), &empty);
@@ -503,7 +503,7 @@ async fn ssh_changed_host_key_is_refused() {
     let Some(tb) = require_testbed("ssh_changed_host_key_is_refused") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = remote_tempdir();
     let kh = dir.path().join("known_hosts");
     // coulombcore's key under sandboxer01's address.
     let theirs = known_line(&tb, "coulombcore");
@@ -544,7 +544,7 @@ async fn ssh_trust_host_key_records_the_key_and_connect_works() {
     let Some(tb) = require_testbed("ssh_trust_host_key_records_the_key") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = remote_tempdir();
     let kh = dir.path().join("cfg/known_hosts");
     let spec = with_known_hosts(host(&tb, "sandboxer01"), &kh);
 
@@ -596,7 +596,7 @@ async fn ssh_a_key_the_host_refuses_is_unauthorized() {
     let Some(tb) = require_testbed("ssh_a_key_the_host_refuses_is_unauthorized") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = remote_tempdir();
     let key = dir.path().join("id_other");
     let out = std::process::Command::new("ssh-keygen")
         .args([
@@ -618,7 +618,11 @@ async fn ssh_a_key_the_host_refuses_is_unauthorized() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err:?}");
-    assert!(err.message().contains("user root"), "{err}");
+    assert!(
+        err.message()
+            .contains(&format!("user {}", spec_user(&spec))),
+        "{err}"
+    );
     assert!(err.message().contains(&p(&key)), "{err}");
     // Never the key itself.
     let secret = std::fs::read_to_string(&key).unwrap();
@@ -698,7 +702,7 @@ async fn ssh_a_connection_dropped_mid_command_is_unreachable() {
     };
     let _spare = lock_spare(&tb).await;
     let t = Arc::new(connect(&tb, "spare01").await);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = remote_tempdir();
     let mark = dir.path().join("running");
     let script = format!("touch {}; sleep 30", shell_quote(&p(&mark)));
     let running = {
@@ -826,4 +830,21 @@ async fn ssh_the_default_connector_connects_ssh_hosts() {
     let c = DefaultConnector::with_config_dir(PathBuf::from("/unused"), empty.path().into());
     let err = c.connect(&spec).await.err().unwrap();
     assert_eq!(err.kind(), ErrorKind::Unauthorized);
+}
+
+/// A temp folder the testbed hosts' login user (not root) may write into:
+/// the tests read and write it from both sides.
+fn remote_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// The login user of an SSH host spec.
+fn spec_user(spec: &sandboxer_core::hosts::HostSpec) -> String {
+    match &spec.kind {
+        sandboxer_core::hosts::HostKind::Ssh { user, .. } => user.clone(),
+        sandboxer_core::hosts::HostKind::Local => String::new(),
+    }
 }
