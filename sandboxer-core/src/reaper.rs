@@ -477,7 +477,7 @@ mod tests {
         let r = rec("sbx-deadworker", now - chrono::Duration::minutes(3), 7200);
         let timeouts = BTreeMap::new();
         let dead = classify_records(
-            &[r.clone()],
+            std::slice::from_ref(&r),
             &timeouts,
             now,
             Duration::from_secs(60),
@@ -486,7 +486,7 @@ mod tests {
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].kind, StaleKind::Orphan);
         let alive = classify_records(
-            &[r.clone()],
+            std::slice::from_ref(&r),
             &timeouts,
             now,
             Duration::from_secs(60),
