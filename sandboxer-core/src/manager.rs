@@ -360,7 +360,9 @@ impl Manager {
             }
             Started::New(s) => {
                 if wait {
-                    self.finish_create(&s.id).await
+                    // Recorded by this process a moment ago: no need to
+                    // claim it again.
+                    self.provision_recorded(s).await
                 } else {
                     Ok(s)
                 }
@@ -451,13 +453,20 @@ impl Manager {
     /// sandbox `failed`.
     pub async fn finish_create(&self, id: &str) -> Result<Sandbox> {
         // Claim the record: this process now provisions it.
-        let mut sbx = update_with(self.store.as_ref(), |doc| {
+        let sbx = update_with(self.store.as_ref(), |doc| {
             let rec = doc.require_mut(id)?;
             if rec.state() == State::Provisioning {
                 rec.worker = Some(model::Worker::current());
             }
             Ok(rec.clone())
         })?;
+        self.provision_recorded(sbx).await
+    }
+
+    /// Provision a record this process already owns (its worker).
+    async fn provision_recorded(&self, mut sbx: Sandbox) -> Result<Sandbox> {
+        let id = sbx.id.clone();
+        let id = id.as_str();
         if sbx.state() != State::Provisioning {
             return Ok(sbx);
         }
@@ -588,30 +597,10 @@ impl Manager {
             sbx.id, sbx.host, sbx.extension
         ));
         let provisioned = ext.provision(&ctx).await.map_err(failed("provision"))?;
+        // The handle is recorded with `ready` (one commit less per create):
+        // until then, teardown derives everything from the sandbox id, as
+        // the extension contract requires.
         let handle = provisioned.handle;
-        let saved = update_with(self.store.as_ref(), |doc| {
-            let rec = doc.require_mut(&sbx.id)?;
-            if rec.state() != State::Provisioning {
-                return Ok(Err(rec.clone()));
-            }
-            rec.backend = handle.clone();
-            rec.updated_at = model::now();
-            Ok(Ok(()))
-        });
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(now)) => {
-                let _ = ext.teardown(&ctx, &handle).await;
-                return Err(Attempt::Gone(Box::new(now)));
-            }
-            Err(e) => {
-                let _ = ext.teardown(&ctx, &handle).await;
-                return Err(Attempt::Failed {
-                    step: "record",
-                    error: e,
-                });
-            }
-        }
         self.say(&format!("waiting for {} to be ready", sbx.id));
         let ready = match ext.wait_ready(&ctx, &handle, deadline).await {
             Ok(r) => r,
