@@ -12,11 +12,16 @@ use serde::Serialize;
 
 /// The record as consumers read it (`backend` is extension-private).
 pub fn record_json(s: &Sandbox) -> serde_json::Value {
-    let mut v = serde_json::to_value(s).expect("a record always serializes");
-    if let Some(o) = v.as_object_mut() {
-        o.remove("backend");
-    }
-    v
+    sandboxer_core::model::public_view(|| {
+        serde_json::to_value(s).expect("a record always serializes")
+    })
+}
+
+/// Write records as a pretty JSON array in their public form, straight to
+/// `w` (no intermediate values: `list --json` of a large store).
+pub fn write_records<W: std::io::Write>(w: W, list: &[Sandbox]) -> std::io::Result<()> {
+    sandboxer_core::model::public_view(|| serde_json::to_writer_pretty(w, list))
+        .map_err(std::io::Error::other)
 }
 
 /// One line of `profiles list`.

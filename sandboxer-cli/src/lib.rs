@@ -363,9 +363,11 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
             };
             let list = m.list(&filter)?;
             if json {
-                print_json(&serde_json::Value::Array(
-                    list.iter().map(render::record_json).collect(),
-                ));
+                let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+                sandboxer_api::views::write_records(&mut w, &list)
+                    .and_then(|_| w.write_all(b"\n"))
+                    .and_then(|_| w.flush())
+                    .map_err(|e| Error::io("writing the list", e))?;
             } else {
                 out(&render::sandbox_table(&list, color));
             }

@@ -13,6 +13,28 @@ use crate::credits::Micros;
 use crate::lifecycle::{Lifecycle, State};
 use crate::{Error, Result};
 
+thread_local! {
+    static PUBLIC_VIEW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn hide_backend(v: &serde_json::Value) -> bool {
+    v.is_null() || PUBLIC_VIEW.with(|p| p.get())
+}
+
+/// Run `f` (a serialization) with records in their public form: the
+/// extension-private `backend` field left out. This is what consumers read
+/// (`--json`, the HTTP API); the store keeps the field.
+pub fn public_view<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            PUBLIC_VIEW.with(|p| p.set(self.0));
+        }
+    }
+    let _reset = Reset(PUBLIC_VIEW.with(|p| p.replace(true)));
+    f()
+}
+
 /// Now, truncated to milliseconds so records print `...T14:07:38.123Z`.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
@@ -246,8 +268,9 @@ pub struct Sandbox {
     /// Host telemetry reported by the sandbox (canary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<serde_json::Value>,
-    /// Extension-private state needed for teardown (opaque to everyone else).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    /// Extension-private state needed for teardown (opaque to everyone else;
+    /// left out of the public view, see [`public_view`]).
+    #[serde(default, skip_serializing_if = "hide_backend")]
     pub backend: serde_json::Value,
     /// When the record last changed.
     pub updated_at: DateTime<Utc>,
