@@ -473,7 +473,8 @@ impl Manager {
         let profile = self.catalog.require(&sbx.profile)?.clone();
         let started = tokio::time::Instant::now();
         let deadline = started + profile.ready_timeout;
-        let mut attempts: Vec<(&'static str, ErrorKind)> = Vec::new();
+        // (step, error kind, whether the extension runs on a placement host)
+        let mut attempts: Vec<(&'static str, ErrorKind, bool)> = Vec::new();
         loop {
             match self.try_candidate(&sbx, &profile, deadline).await {
                 Ok(ready) => return Ok(ready),
@@ -491,7 +492,11 @@ impl Manager {
                         error.message()
                     );
                     tracing::debug!("candidate failed: {why}");
-                    attempts.push((step, error.kind()));
+                    let uses_host = self
+                        .registry
+                        .get(&sbx.extension)
+                        .is_none_or(|e| e.capabilities().uses_host);
+                    attempts.push((step, error.kind(), uses_host));
                     // A request the backend calls invalid is invalid on every
                     // candidate: stop here instead of trying the others.
                     let bad_request = matches!(
@@ -948,15 +953,18 @@ fn model_user() -> String {
 /// a bad request keeps its own kind; otherwise provisioning failed.
 fn final_error(
     failed: &Sandbox,
-    attempts: &[(&'static str, ErrorKind)],
+    attempts: &[(&'static str, ErrorKind, bool)],
     last: &Error,
     why: &str,
 ) -> Error {
-    // Every candidate failed for want of a place: its host did not answer,
-    // or its provider was full or down.
+    // Every candidate failed for want of a place: its host did not answer
+    // (nothing was made there), or its provider was full or did not answer.
+    // A host lost in the middle of provisioning is a provisioning failure.
     let all_connect = !attempts.is_empty()
-        && attempts.iter().all(|(step, kind)| {
-            *step == "connect" || matches!(kind, ErrorKind::NoPlacement | ErrorKind::Unreachable)
+        && attempts.iter().all(|(step, kind, uses_host)| {
+            *step == "connect"
+                || matches!(kind, ErrorKind::NoPlacement)
+                || (!uses_host && matches!(kind, ErrorKind::Unreachable))
         });
     let kind = match last.kind() {
         ErrorKind::InsufficientCredits => ErrorKind::InsufficientCredits,
@@ -964,7 +972,7 @@ fn final_error(
         _ if all_connect
             && attempts
                 .iter()
-                .all(|(_, k)| matches!(k, ErrorKind::Unauthorized)) =>
+                .all(|(_, k, _)| matches!(k, ErrorKind::Unauthorized)) =>
         {
             ErrorKind::Unauthorized
         }
