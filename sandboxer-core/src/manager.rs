@@ -635,6 +635,11 @@ impl Manager {
             rec.cost = self.cost_of(&rec.id)?;
             doc.transition(&sbx.id, &Event::Ready, model::now(), self.emit_events)?;
             let rec = doc.require_mut(&sbx.id)?;
+            // Provisioning is over: the fallbacks and the worker only
+            // mattered while it ran (every commit rewrites every record, so
+            // records stay lean).
+            rec.route.remaining.clear();
+            rec.worker = None;
             rec.reachability = Some(ready.reachability.clone());
             rec.telemetry = ready.telemetry.clone();
             if let Some(h) = &ready.handle {
