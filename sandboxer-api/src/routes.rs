@@ -17,7 +17,7 @@ use sandboxer_core::manager::{CreateRequest, ListFilter, Manager, Started};
 use sandboxer_core::model::{Actor, Sandbox};
 use sandboxer_core::routing::Constraints;
 use sandboxer_core::{Error, ErrorKind};
-use sandboxer_credits::{EntryFilter, Fate, FileLedger};
+use sandboxer_credits::{EntryFilter, FileLedger};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -94,18 +94,9 @@ where
 }
 
 /// After a crash between the ledger and the store, resolve the holds whose
-/// sandboxes ended (or were never recorded), as every CLI command does
-/// first. Cheap when no hold is open.
+/// sandboxes ended (or were never recorded).
 pub(crate) fn reconcile(m: &Manager, ledger: &FileLedger) -> sandboxer_core::Result<()> {
-    if ledger.open_holds()?.is_empty() {
-        return Ok(());
-    }
-    let doc = m.store().load()?;
-    let done = ledger.reconcile(&|id| Fate::of(doc.get(id)))?;
-    for e in &done {
-        tracing::info!("reconciled the ledger: {} ({})", e.id, e.kind_name());
-    }
-    Ok(())
+    ledger.reconcile_with_store(m.store().as_ref()).map(|_| ())
 }
 
 fn record_response(status: StatusCode, s: &Sandbox) -> Response {

@@ -21,7 +21,7 @@ use sandboxer_core::profile::Catalog;
 use sandboxer_core::routing::Constraints;
 use sandboxer_core::store::{JsonFileStore, Store};
 use sandboxer_core::{Error, Result};
-use sandboxer_credits::{EntryFilter, Fate, FileLedger, Metered};
+use sandboxer_credits::{EntryFilter, FileLedger, Metered};
 
 pub mod args;
 pub mod events_cmd;
@@ -170,18 +170,9 @@ impl Env {
 }
 
 /// After a crash between the ledger and the store, resolve the holds whose
-/// sandboxes ended (or never got recorded): settle or void them. Cheap when
-/// no hold is open.
+/// sandboxes ended (or were never recorded).
 fn reconcile(m: &Manager, ledger: &FileLedger) -> Result<()> {
-    if ledger.open_holds()?.is_empty() {
-        return Ok(());
-    }
-    let doc = m.store().load()?;
-    let done = ledger.reconcile(&|id| Fate::of(doc.get(id)))?;
-    for e in &done {
-        tracing::info!("reconciled the ledger: {} ({})", e.id, e.kind_name());
-    }
-    Ok(())
+    ledger.reconcile_with_store(m.store().as_ref()).map(|_| ())
 }
 
 pub(crate) fn parse_actor(given: Option<&str>) -> Result<Actor> {

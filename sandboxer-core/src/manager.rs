@@ -526,18 +526,22 @@ impl Manager {
         }
     }
 
+    /// The context an extension gets for `sbx`. Without its profile (a
+    /// user profile removed since), the route config is empty and the ready
+    /// timeout a minute: enough for teardown.
     fn ctx_for(
         &self,
         sbx: &Sandbox,
-        profile: &Profile,
+        profile: Option<&Profile>,
         transport: Arc<dyn crate::transport::Transport>,
     ) -> SandboxCtx {
-        let route = sbx
-            .route
-            .chosen
-            .as_ref()
-            .and_then(|c| profile.routes.get(c.route))
-            .or_else(|| profile.routes.iter().find(|r| r.extension == sbx.extension));
+        let route = profile.and_then(|p| {
+            sbx.route
+                .chosen
+                .as_ref()
+                .and_then(|c| p.routes.get(c.route))
+                .or_else(|| p.routes.iter().find(|r| r.extension == sbx.extension))
+        });
         SandboxCtx {
             id: sbx.id.clone(),
             profile: sbx.profile.clone(),
@@ -548,7 +552,7 @@ impl Manager {
             host: sbx.host.clone(),
             transport,
             expires_at: sbx.expires_at.unwrap_or_else(model::now),
-            ready_timeout: profile.ready_timeout,
+            ready_timeout: profile.map_or(Duration::from_secs(60), |p| p.ready_timeout),
             created_at: sbx.created_at,
             price_per_hour: sbx
                 .route
@@ -596,7 +600,7 @@ impl Manager {
             .transport_for(&sbx.host, ext.capabilities().uses_host)
             .await
             .map_err(failed("connect"))?;
-        let ctx = self.ctx_for(sbx, profile, transport);
+        let ctx = self.ctx_for(sbx, Some(profile), transport);
         self.say(&format!(
             "provisioning {} on {} ({})",
             sbx.id, sbx.host, sbx.extension
@@ -788,28 +792,7 @@ impl Manager {
             .transport_for(&sbx.host, ext.capabilities().uses_host)
             .await
             .map_err(|e| e.context(format!("tearing down {id}")))?;
-        let ctx = match &profile {
-            Some(p) => self.ctx_for(&sbx, p, transport),
-            None => SandboxCtx {
-                id: sbx.id.clone(),
-                profile: sbx.profile.clone(),
-                profile_version: sbx.profile_version,
-                actor: sbx.actor.clone(),
-                config: Default::default(),
-                inputs: sbx.inputs.clone(),
-                host: sbx.host.clone(),
-                transport,
-                expires_at: sbx.expires_at.unwrap_or_else(model::now),
-                ready_timeout: Duration::from_secs(60),
-                created_at: sbx.created_at,
-                price_per_hour: sbx
-                    .route
-                    .chosen
-                    .as_ref()
-                    .map(|c| c.price_per_hour)
-                    .unwrap_or_default(),
-            },
-        };
+        let ctx = self.ctx_for(&sbx, profile.as_ref(), transport);
         ext.teardown(&ctx, &sbx.backend).await.map_err(|e| {
             e.context(format!("tearing down {id} on {}", sbx.host))
                 .with_hint(format!(
@@ -907,7 +890,7 @@ impl Manager {
                 let transport = self
                     .transport_for(&sbx.host, ext.capabilities().uses_host)
                     .await?;
-                let ctx = self.ctx_for(&sbx, profile, transport);
+                let ctx = self.ctx_for(&sbx, Some(profile), transport);
                 ext.extend(&ctx, &sbx.backend, new_expiry).await?;
             }
         }

@@ -311,6 +311,28 @@ impl FileLedger {
     /// `fate` is asked without any ledger lock held. Returns the entries
     /// written (a hold another process resolved meanwhile is skipped).
     pub fn reconcile(&self, fate: &dyn Fn(&str) -> Fate) -> Result<Vec<Entry>> {
+        self.reconcile_inner(fate)
+    }
+
+    /// [`FileLedger::reconcile`] against the sandbox store, as every command
+    /// (CLI and HTTP) does first. Cheap when no hold is open: the store is
+    /// read only when one is.
+    pub fn reconcile_with_store(
+        &self,
+        store: &dyn sandboxer_core::store::Store,
+    ) -> Result<Vec<Entry>> {
+        if self.open_holds()?.is_empty() {
+            return Ok(Vec::new());
+        }
+        let doc = store.load()?;
+        let done = self.reconcile(&|id| Fate::of(doc.get(id)))?;
+        for e in &done {
+            tracing::info!("reconciled the ledger: {} ({})", e.id, e.kind_name());
+        }
+        Ok(done)
+    }
+
+    fn reconcile_inner(&self, fate: &dyn Fn(&str) -> Fate) -> Result<Vec<Entry>> {
         let todo = self.read_with(|s| s.reconcile_entries(fate, now()))?;
         let mut written = Vec::new();
         for entry in todo {
