@@ -35,15 +35,17 @@ pub fn store_commit(data_dir: &Path) -> Result<serde_json::Value> {
 fn start_create(doc: &mut StoreDoc) {
     let live = doc
         .sandboxes
-        .iter()
-        .filter(|s| s.is_live() && s.host == "local")
+        .heads()
+        .filter(|h| !h.is_terminal() && h.host() == "local")
         .count();
     let mut id = sandboxer_core::model::new_sandbox_id();
-    while doc.get(&id).is_some() {
+    while doc.sandboxes.contains(&id) {
         id = sandboxer_core::model::new_sandbox_id();
     }
     std::hint::black_box(live);
-    doc.sandboxes.push(records::new_canary(id));
+    doc.sandboxes
+        .push(records::new_canary(id))
+        .expect("a fresh id");
 }
 
 /// The same commit done the plain way, as a baseline: read the whole file,
@@ -78,7 +80,7 @@ pub fn store_load(data_dir: &Path) -> Result<serde_json::Value> {
     let t = Instant::now();
     let value = serde_json::Value::Array(
         doc.sandboxes
-            .iter()
+            .all()?
             .map(sandboxer_cli::render::record_json)
             .collect(),
     );

@@ -152,7 +152,7 @@ pub fn store_doc(n: u64, data_dir: &str) -> Result<StoreDoc> {
                 },
             );
         }
-        doc.sandboxes.push(s);
+        doc.sandboxes.push(s)?;
     }
     Ok(doc)
 }
@@ -190,7 +190,7 @@ mod tests {
         let doc = store_doc(100, "/home/u/.local/share/sandboxer").unwrap();
         assert_eq!(doc.sandboxes.len(), 100);
         assert_eq!(doc.idempotency.len(), 25);
-        for s in &doc.sandboxes {
+        for s in doc.sandboxes.all().unwrap() {
             assert!(!s.is_live(), "{}", s.id);
             let len = serde_json::to_vec(s).unwrap().len();
             assert!((900..1500).contains(&len), "{} bytes", len);

@@ -70,11 +70,16 @@ pub struct ListFilter {
 
 impl ListFilter {
     pub fn matches(&self, s: &Sandbox) -> bool {
-        (self.states.is_empty() || self.states.contains(&s.state()))
-            && self.actor.as_ref().is_none_or(|a| &s.actor == a)
-            && self.profile.as_ref().is_none_or(|p| &s.profile == p)
-            && self.host.as_ref().is_none_or(|h| &s.host == h)
-            && (!self.live_only || !s.lifecycle().is_terminal())
+        self.matches_head(&crate::store::HeadRef::Parsed(s))
+    }
+
+    /// The same test on a record's head (no need to parse the record).
+    pub fn matches_head(&self, h: &crate::store::HeadRef<'_>) -> bool {
+        (self.states.is_empty() || self.states.contains(&h.state()))
+            && self.actor.as_ref().is_none_or(|a| h.actor() == a)
+            && self.profile.as_ref().is_none_or(|p| h.profile() == p)
+            && self.host.as_ref().is_none_or(|x| h.host() == x)
+            && (!self.live_only || !h.is_terminal())
     }
 }
 
@@ -183,13 +188,29 @@ impl Manager {
 
     /// Sandboxes matching `filter`, oldest first.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Sandbox>> {
-        Ok(self
-            .store
-            .load()?
-            .sandboxes
-            .into_iter()
-            .filter(|s| filter.matches(s))
-            .collect())
+        let doc = self.store.load()?;
+        let list = doc.sandboxes.matching(|h| filter.matches_head(h))?;
+        Ok(list.into_iter().cloned().collect())
+    }
+
+    /// The sandboxes matching `filter`, oldest first, in their public form
+    /// as a JSON array with one record per line (compact JSON each), written
+    /// to `w`. Records are copied from the store's lines without being
+    /// parsed into values, which makes this the fast way to list a large
+    /// store (`list --json` when the output is not a terminal).
+    pub fn write_list_json(&self, filter: &ListFilter, w: &mut dyn std::io::Write) -> Result<()> {
+        let doc = self.store.load()?;
+        let lines = doc.sandboxes.public_json(|h| filter.matches_head(h))?;
+        let io = |e| Error::io("writing the list", e);
+        w.write_all(b"[").map_err(io)?;
+        for (i, line) in lines.iter().enumerate() {
+            w.write_all(if i == 0 { b"\n" } else { b",\n" })
+                .map_err(io)?;
+            w.write_all(line.as_bytes()).map_err(io)?;
+        }
+        w.write_all(if lines.is_empty() { b"]\n" } else { b"\n]\n" })
+            .map_err(io)?;
+        w.flush().map_err(io)
     }
 
     fn extension_infos(&self) -> BTreeMap<String, ExtensionInfo> {
@@ -209,9 +230,9 @@ impl Manager {
     /// Live sandboxes per host, leaving out `except`.
     fn live_per_host(doc: &StoreDoc, except: Option<&str>) -> BTreeMap<String, u32> {
         let mut m = BTreeMap::new();
-        for s in &doc.sandboxes {
-            if !s.lifecycle().is_terminal() && Some(s.id.as_str()) != except {
-                *m.entry(s.host.clone()).or_insert(0) += 1;
+        for h in doc.sandboxes.heads() {
+            if !h.is_terminal() && Some(h.id()) != except {
+                *m.entry(h.host().to_string()).or_insert(0) += 1;
             }
         }
         m
@@ -405,7 +426,7 @@ impl Manager {
                 return Err(no_placement(&profile, &decision));
             };
             let mut id = model::new_sandbox_id();
-            while doc.get(&id).is_some() {
+            while doc.sandboxes.contains(&id) {
                 id = model::new_sandbox_id();
             }
             let route = RouteTrace {
@@ -438,11 +459,11 @@ impl Manager {
                     },
                 );
             }
-            doc.sandboxes.push(sbx.clone());
+            doc.sandboxes.push(sbx.clone())?;
             if self.emit_events {
-                doc.emit(&id, None);
+                doc.emit(&id, None)?;
             }
-            let sbx = doc.get(&id).cloned().unwrap_or(sbx);
+            let sbx = doc.require(&id)?.clone();
             Ok(Started::New(sbx))
         })
     }

@@ -124,8 +124,8 @@ fn human_age(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// The pure part: classify records (expired, stuck, orphaned by a dead
 /// create) given the time and whether a worker process lives.
-pub fn classify_records(
-    records: &[Sandbox],
+pub fn classify_records<'a>(
+    records: impl IntoIterator<Item = &'a Sandbox>,
     ready_timeouts: &BTreeMap<String, Duration>,
     now: DateTime<Utc>,
     grace: Duration,
@@ -203,7 +203,12 @@ impl Manager {
             .into_iter()
             .map(|p| (p.id.clone(), p.ready_timeout))
             .collect();
-        let mut items = classify_records(&doc.sandboxes, &timeouts, now, grace, &|w| w.is_alive());
+        // Only records that have not ended can be expired, stuck or
+        // ghosts; ended ones are read only for the resources found below.
+        let live = doc.sandboxes.matching(|h| !h.is_terminal())?;
+        let mut items = classify_records(live.iter().copied(), &timeouts, now, grace, &|w| {
+            w.is_alive()
+        });
         let flagged: BTreeSet<String> = items.iter().map(|i| i.sandbox_id.clone()).collect();
         let mut unchecked = Vec::new();
 
@@ -275,7 +280,7 @@ impl Manager {
                 if !seen.insert(r.sandbox_id.clone()) {
                     continue;
                 }
-                let rec = doc.get(&r.sandbox_id);
+                let rec = doc.get(&r.sandbox_id)?;
                 let orphan = match rec {
                     None => true,
                     Some(s) => {
@@ -301,7 +306,7 @@ impl Manager {
                 }
             }
             // Ghosts: ready records here whose resources are gone.
-            for s in &doc.sandboxes {
+            for s in live.iter().copied() {
                 if s.state() != State::Ready
                     || s.host != place
                     || s.extension != ext.id()
@@ -355,7 +360,9 @@ impl Manager {
                 if i.kind != StaleKind::Orphan || i.resource.is_none() {
                     return true;
                 }
-                match fresh.get(&i.sandbox_id) {
+                // A record that no longer parses is not an orphan's: keep
+                // the item, the next pass reports the store.
+                match fresh.get(&i.sandbox_id).ok().flatten() {
                     None => true,
                     Some(s) => {
                         matches!(s.state(), State::Destroyed | State::Failed)

@@ -321,11 +321,17 @@ impl FileLedger {
         &self,
         store: &dyn sandboxer_core::store::Store,
     ) -> Result<Vec<Entry>> {
-        if self.open_holds()?.is_empty() {
+        let holds = self.open_holds()?;
+        if holds.is_empty() {
             return Ok(Vec::new());
         }
         let doc = store.load()?;
-        let done = self.reconcile(&|id| Fate::of(doc.get(id)))?;
+        // Each held sandbox's record is read here, so that one that does
+        // not parse stops this (a corrupt record is not a missing one).
+        for h in &holds {
+            doc.get(&h.sandbox_id)?;
+        }
+        let done = self.reconcile(&|id| Fate::of(doc.get(id).ok().flatten()))?;
         for e in &done {
             tracing::info!("reconciled the ledger: {} ({})", e.id, e.kind_name());
         }

@@ -1,5 +1,7 @@
 //! [`JsonFileStore`]: the store as one JSON document, `sandboxes.json` in
-//! the data dir, shared by concurrent CLI processes and the HTTP server.
+//! the data dir, and, once that file is large, a journal of the commits
+//! since it was last written, `sandboxes.json.journal`. Concurrent CLI
+//! processes and the HTTP server share both.
 //!
 //! - `update` holds an exclusive lock (`flock`, through [`File::lock`]) on
 //!   the separate file `sandboxes.json.lock` for the whole read-modify-write.
@@ -8,59 +10,77 @@
 //!   exclude each other as well as processes do. (The `test-no-lock`
 //!   feature drops the lock; it exists only to show that the concurrency
 //!   tests catch lost updates, and is never on by default.)
-//! - A write goes to a temp file in the same folder
-//!   (`.sandboxes.json.tmp.PID.RANDOM`), is fsynced, renamed over
-//!   `sandboxes.json`, and the folder is fsynced.
-//!   A temp file left by a crash is never read, and is removed by the next
-//!   successful write.
-//! - `load` takes no lock: the rename is atomic, so a reader sees the old or
-//!   the new document, never a mix.
-//! - A document that does not parse, or of another schema version, is
-//!   refused by `load` and `update` alike and never overwritten.
+//! - **Checkpoint**: the whole document goes to a temp file in the same
+//!   folder (`.sandboxes.json.tmp.PID.RANDOM`), is fsynced, renamed over
+//!   `sandboxes.json`, and the folder is fsynced; then the journal, if
+//!   any, is truncated. A temp file left by a crash is never read, and is
+//!   removed by the next checkpoint.
+//! - **Journal**: while `sandboxes.json` is smaller than 1 MiB (about 700
+//!   records) every commit is a checkpoint, so the file is always the whole
+//!   store. From 1 MiB on, a commit appends one line to the journal instead
+//!   (the records it changed, whole; the idempotency keys it added; the
+//!   outbox, whole, if it changed) and fdatasyncs it: a few milliseconds
+//!   whatever the size of the store, where rewriting 13 MB costs 40-60 ms
+//!   of disk time alone. When the journal outgrows a quarter of
+//!   `sandboxes.json` (at least 256 KiB), the next commit is a checkpoint.
+//!   `SANDBOXER_STORE_JOURNAL_FROM` (bytes) moves the 1 MiB mark; 0
+//!   journals every commit of an existing store.
+//! - Replaying a journal line sets records, keys and the outbox to what the
+//!   line holds. A checkpoint that finds lines in the journal appends its
+//!   own commit there first, so the new `sandboxes.json` is exactly the old
+//!   one plus every journal line: if a crash comes between its rename and
+//!   the truncation of the journal, replaying the journal over the new file
+//!   ends where the file is, and nothing is lost or taken back. A last line without its line break is a commit that never
+//!   returned (a crash mid-append); readers ignore it and the next commit
+//!   cuts it off. Any other line that does not parse is `StoreCorrupt`.
+//!   A journal without a `sandboxes.json` is left over from a store that
+//!   was moved aside, and is ignored (the next commit empties it).
+//! - `load` takes no lock: the rename is atomic and the journal only grows
+//!   between checkpoints. It reads `sandboxes.json`, then the journal, then
+//!   checks that `sandboxes.json` is still the file it read; if a
+//!   checkpoint came in between, it reads again (and after a few tries, or
+//!   if anything looks wrong, once more under the lock).
+//! - A document or journal line that does not parse, or of another schema
+//!   version, is refused and never overwritten.
 //!
-//! Each store keeps the last document it wrote together with its exact
-//! bytes. When the file still holds exactly those bytes, `update` and `load`
-//! reuse that document instead of parsing the file again; the check is a
-//! byte-for-byte compare, so a change by any other writer is always seen.
-//! Parsing is the largest cost of a large store; the cache makes a
-//! process's second and later `update`s about three times faster at 10,000
-//! records.
-//! An `update` that leaves the document as it was writes nothing (it
-//! compares the serialized bytes, so a hand-formatted file is rewritten once
-//! in the layout below by the first `update`).
+//! Records are read lazily ([`super::Records`]): a load finds each
+//! record's line and reads its first fields (id, state, host, actor,
+//! profile) without parsing the rest, so a command that reads or changes a
+//! few records does not pay for parsing all of them. A checkpoint parses
+//! every record that is not parsed yet (on the CPUs that are idle, up to
+//! 4), so a record that no longer parses stops it before anything is
+//! written.
 //!
 //! The file is compact JSON with a line break before each top-level field
 //! and each element of a top-level list or map, so each record sits on one
-//! line: readable with `grep`, diffable, and as fast as plain compact JSON.
-//!
-//! Each CLI command is a new process, so the first `load` and `update` of a
-//! process are what users wait for; at 10,000 records (about 13 MB) parsing
-//! and serializing are most of it. For a large file both are spread over
-//! the CPUs that are idle at the time (up to 4): records are parsed in
-//! chunks split at the layout's record separators, and the thread before
-//! each split confirms it (see `parse_parallel`), so the result never rests
-//! on the layout being intact; anything unexpected is parsed again in one
-//! piece, which also produces every error. The version is checked after
-//! that one parse; it is parsed on its own only when the file does not
-//! parse, so that a newer schema is reported as such. `docs/benchmarks.md`
-//! has the figures.
+//! line: readable with `grep`, diffable, and what the lazy load splits at.
+//! A file in another layout (written by hand) is parsed whole, and the next
+//! commit writes it in this layout. `docs/benchmarks.md` has the figures.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreDoc, SCHEMA_VERSION};
-use crate::model::Sandbox;
+use super::records::{Origin, Stored};
+use super::{IdempotencyEntry, Store, StoreDoc, SCHEMA_VERSION};
 use crate::{Error, ErrorKind, Result};
 
 /// The store's file name in the data dir.
 const FILE_NAME: &str = "sandboxes.json";
 
-/// The sandbox store in one JSON file. See the module docs for the locking
-/// and write protocol.
+/// From this size of `sandboxes.json` on, commits go to the journal.
+pub const JOURNAL_FROM_DEFAULT: u64 = 1024 * 1024;
+
+/// The journal may grow to this much, or a quarter of `sandboxes.json` if
+/// that is more, before a commit checkpoints.
+const JOURNAL_ROOM_MIN: u64 = 256 * 1024;
+
+/// The sandbox store in one JSON file and its journal. See the module docs
+/// for the locking and write protocol.
 ///
 /// ```
 /// use sandboxer_core::store::{JsonFileStore, Store};
@@ -76,68 +96,89 @@ const FILE_NAME: &str = "sandboxes.json";
 /// assert_eq!(store.load().unwrap().outbox.len(), 1);
 /// ```
 pub struct JsonFileStore {
-    path: PathBuf,
+    path: Arc<Path>,
     lock_path: PathBuf,
-    /// The last document this store wrote (or found unchanged), with the
-    /// bytes of the file that holds it.
-    cache: Mutex<Option<Cached>>,
-}
-
-struct Cached {
-    bytes: Pieces,
-    doc: StoreDoc,
-}
-
-/// A file's bytes as consecutive pieces: what the parallel serializer
-/// makes, written and compared where it lies rather than copied into one
-/// buffer (at 10,000 records that copy is 13 MB of fresh memory).
-#[derive(Debug, Default)]
-struct Pieces(Vec<Vec<u8>>);
-
-impl Pieces {
-    fn len(&self) -> usize {
-        self.0.iter().map(Vec::len).sum()
-    }
-
-    /// Whether the pieces, end to end, are exactly `bytes`.
-    fn eq_bytes(&self, bytes: &[u8]) -> bool {
-        if self.len() != bytes.len() {
-            return false;
-        }
-        let mut at = 0;
-        self.0.iter().all(|p| {
-            let same = bytes[at..at + p.len()] == p[..];
-            at += p.len();
-            same
-        })
-    }
+    journal_path: Arc<Path>,
+    journal_from: u64,
+    /// Tests: stop a checkpoint after its rename, as a crash would.
+    #[cfg(test)]
+    crash_before_truncate: bool,
 }
 
 impl std::fmt::Debug for JsonFileStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JsonFileStore")
             .field("path", &self.path)
-            .field("lock_path", &self.lock_path)
+            .field("journal_from", &self.journal_from)
             .finish_non_exhaustive()
     }
 }
 
+/// The bytes of a checkpoint, written where they lie.
+#[derive(Debug, Default)]
+struct Pieces(Vec<Vec<u8>>);
+
+/// What a read found besides the document.
+struct Loaded {
+    doc: StoreDoc,
+    /// `sandboxes.json`: its size and inode, `None` when there is none.
+    snapshot: Option<(u64, u64)>,
+    /// In the layout this build writes (else the next commit checkpoints).
+    layout_ok: bool,
+    journal: JournalState,
+}
+
+/// What a read found of the journal.
+#[derive(Debug, Clone, Copy, Default)]
+struct JournalState {
+    /// Its bytes up to its last complete line, and whether more (a torn
+    /// last line) follows.
+    journal_len: u64,
+    journal_torn: bool,
+    journal_exists: bool,
+}
+
 impl JsonFileStore {
     /// The store in the file `path` (normally `DATA_DIR/sandboxes.json`).
+    /// `SANDBOXER_STORE_JOURNAL_FROM` sets where journaling starts.
     pub fn new(path: PathBuf) -> Self {
-        let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
-        lock_name.push(".lock");
-        let lock_path = path.with_file_name(lock_name);
+        let name = path.file_name().unwrap_or_default().to_os_string();
+        let with_suffix = |suffix: &str| {
+            let mut n = name.clone();
+            n.push(suffix);
+            path.with_file_name(n)
+        };
+        let lock_path = with_suffix(".lock");
+        let journal_path: Arc<Path> = Arc::from(with_suffix(".journal"));
+        let journal_from = match std::env::var("SANDBOXER_STORE_JOURNAL_FROM") {
+            Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+                tracing::warn!(
+                    "SANDBOXER_STORE_JOURNAL_FROM={v:?} is not a number of bytes; using {}",
+                    JOURNAL_FROM_DEFAULT
+                );
+                JOURNAL_FROM_DEFAULT
+            }),
+            Err(_) => JOURNAL_FROM_DEFAULT,
+        };
         JsonFileStore {
-            path,
+            path: Arc::from(path),
             lock_path,
-            cache: Mutex::new(None),
+            journal_path,
+            journal_from,
+            #[cfg(test)]
+            crash_before_truncate: false,
         }
     }
 
     /// The store in `dir/sandboxes.json`.
     pub fn in_data_dir(dir: &Path) -> Self {
         Self::new(dir.join(FILE_NAME))
+    }
+
+    /// Journal commits once `sandboxes.json` has `bytes` bytes (0: always).
+    pub fn with_journal_from(mut self, bytes: u64) -> Self {
+        self.journal_from = bytes;
+        self
     }
 
     /// The data file.
@@ -148,6 +189,11 @@ impl JsonFileStore {
     /// The file `update` locks: `sandboxes.json.lock` beside the data file.
     pub fn lock_path(&self) -> &Path {
         &self.lock_path
+    }
+
+    /// The journal: `sandboxes.json.journal` beside the data file.
+    pub fn journal_path(&self) -> &Path {
+        &self.journal_path
     }
 
     fn dir(&self) -> &Path {
@@ -163,53 +209,177 @@ impl JsonFileStore {
         format!(".{name}.tmp.")
     }
 
-    fn cache(&self) -> MutexGuard<'_, Option<Cached>> {
-        // The cache is never left half-updated, so a poisoned lock is fine.
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    /// Read `sandboxes.json` and the journal into a document.
+    fn read(&self) -> Result<Loaded> {
+        let (snapshot, layout_ok, mut doc) = match File::open(&self.path) {
+            Ok(mut f) => {
+                let meta = f
+                    .metadata()
+                    .map_err(|e| Error::io(format!("reading {}", self.path.display()), e))?;
+                let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+                f.read_to_end(&mut bytes)
+                    .map_err(|e| Error::io(format!("reading {}", self.path.display()), e))?;
+                let len = bytes.len() as u64;
+                let (doc, layout_ok) = self.parse_snapshot(bytes)?;
+                (Some((len, inode(&meta))), layout_ok, doc)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (None, true, StoreDoc::default()),
+            Err(e) => return Err(Error::io(format!("reading {}", self.path.display()), e)),
+        };
+        let mut loaded = Loaded {
+            doc: StoreDoc::default(),
+            snapshot,
+            layout_ok,
+            journal: JournalState::default(),
+        };
+        let journal = match fs::read(&self.journal_path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(Error::io(
+                    format!("reading {}", self.journal_path.display()),
+                    e,
+                ))
+            }
+        };
+        if let Some(mut bytes) = journal {
+            let good = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            loaded.journal = JournalState {
+                journal_len: good as u64,
+                journal_torn: good < bytes.len(),
+                journal_exists: true,
+            };
+            bytes.truncate(good);
+            // A journal without the file it follows is left over; see the
+            // module docs.
+            if snapshot.is_some() && good > 0 {
+                self.replay(&mut doc, bytes)?;
+            }
+        }
+        doc.sandboxes.lineage = rand::random::<u64>() | 1;
+        loaded.doc = doc;
+        Ok(loaded)
     }
 
-    /// The file's bytes; `None` when there is no file yet.
-    fn read_bytes(&self) -> Result<Option<Vec<u8>>> {
-        match fs::read(&self.path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("reading {}", self.path.display()), e)),
+    /// The document in `bytes` (the contents of `sandboxes.json`), and
+    /// whether it is in the layout this build writes.
+    fn parse_snapshot(&self, bytes: Vec<u8>) -> Result<(StoreDoc, bool)> {
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => return Err(self.parse_whole(e.as_bytes()).unwrap_err()),
+        };
+        let text: Arc<str> = Arc::from(text);
+        match split_layout(&text) {
+            Some((ranges, rest)) => match serde_json::from_str::<StoreDoc>(&rest) {
+                Ok(mut doc) if doc.version == SCHEMA_VERSION && doc.sandboxes.is_empty() => {
+                    for (range, line) in ranges {
+                        doc.sandboxes.put_stored(
+                            Stored {
+                                buf: text.clone(),
+                                range,
+                                origin: Origin {
+                                    file: self.path.clone(),
+                                    line,
+                                },
+                            },
+                            false,
+                        )?;
+                    }
+                    Ok((doc, true))
+                }
+                _ => Ok((self.parse_whole(text.as_bytes())?, false)),
+            },
+            None => Ok((self.parse_whole(text.as_bytes())?, false)),
         }
     }
 
-    /// The document in `bytes`, or why it is refused.
-    ///
-    /// A large file in the layout [`serialize`] writes has its records parsed
-    /// on several threads ([`parse_parallel`]). Anything else, and anything
-    /// that path does not accept, goes through one `serde_json` parse of the
-    /// whole file, which therefore decides every error.
-    fn parse(&self, bytes: &[u8]) -> Result<StoreDoc> {
-        if let Some(doc) = parse_parallel(bytes, store_threads(), PARALLEL_MIN_CHUNK) {
-            return Ok(doc);
-        }
+    /// One `serde_json` parse of the whole file: for a file in another
+    /// layout, and for every error.
+    fn parse_whole(&self, bytes: &[u8]) -> Result<StoreDoc> {
         match serde_json::from_slice::<StoreDoc>(bytes) {
             Ok(doc) if doc.version == SCHEMA_VERSION => Ok(doc),
-            Ok(doc) => Err(self.wrong_version(doc.version)),
+            Ok(doc) => Err(self.wrong_version(&self.path, doc.version)),
             // Only now the version alone, so that a newer schema is reported
-            // as such and not as whatever parse error its new shape causes
-            // (the success path above parses the file once).
+            // as such and not as whatever parse error its new shape causes.
             Err(full) => {
                 #[derive(Deserialize)]
                 struct Versioned {
                     version: u32,
                 }
                 match serde_json::from_slice::<Versioned>(bytes) {
-                    Err(e) => Err(self.unparsable(e)),
+                    Err(e) => Err(self.unparsable(&self.path, e)),
                     Ok(Versioned { version }) if version != SCHEMA_VERSION => {
-                        Err(self.wrong_version(version))
+                        Err(self.wrong_version(&self.path, version))
                     }
-                    Ok(_) => Err(self.unparsable(full)),
+                    Ok(_) => Err(self.unparsable(&self.path, full)),
                 }
             }
         }
     }
 
-    fn unparsable(&self, e: serde_json::Error) -> Error {
+    /// Apply the journal's complete lines to `doc`.
+    fn replay(&self, doc: &mut StoreDoc, bytes: Vec<u8>) -> Result<()> {
+        let text: Arc<str> = match String::from_utf8(bytes) {
+            Ok(t) => Arc::from(t),
+            Err(e) => {
+                let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1;
+                return Err(self.corrupt_journal(line, "it is not UTF-8"));
+            }
+        };
+        let mut at = 0;
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            let lineno = i + 1;
+            let start = at;
+            at += line.len();
+            let entry: JournalEntry<'_> = match serde_json::from_str(line) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    #[derive(Deserialize)]
+                    struct Versioned {
+                        version: u32,
+                    }
+                    return Err(match serde_json::from_str::<Versioned>(line) {
+                        Ok(v) if v.version != SCHEMA_VERSION => {
+                            self.wrong_version(&self.journal_path, v.version)
+                        }
+                        _ => self.corrupt_journal(lineno, &e.to_string()),
+                    });
+                }
+            };
+            if entry.version != SCHEMA_VERSION {
+                return Err(self.wrong_version(&self.journal_path, entry.version));
+            }
+            for raw in entry.sandboxes {
+                let offset = raw.get().as_ptr() as usize - text.as_ptr() as usize;
+                debug_assert!(offset >= start && offset < at);
+                doc.sandboxes.put_stored(
+                    Stored {
+                        buf: text.clone(),
+                        range: offset..offset + raw.get().len(),
+                        origin: Origin {
+                            file: self.journal_path.clone(),
+                            line: lineno,
+                        },
+                    },
+                    true,
+                )?;
+            }
+            doc.idempotency.extend(entry.idempotency);
+            for k in entry.idempotency_removed {
+                doc.idempotency.remove(&k);
+            }
+            if let Some(outbox) = entry.outbox {
+                doc.outbox = outbox;
+            }
+        }
+        Ok(())
+    }
+
+    fn unparsable(&self, file: &Path, e: serde_json::Error) -> Error {
         let full = e.to_string();
         let position = format!(" at line {} column {}", e.line(), e.column());
         let what = full.strip_suffix(&position).unwrap_or(&full).to_string();
@@ -217,7 +387,7 @@ impl JsonFileStore {
             ErrorKind::StoreCorrupt,
             format!(
                 "the sandbox store {} does not parse (line {}, column {}): {what}",
-                self.path.display(),
+                file.display(),
                 e.line(),
                 e.column(),
             ),
@@ -226,12 +396,29 @@ impl JsonFileStore {
             "sandboxer will not overwrite it. Repair it by hand, or move it aside to start \
              an empty store: {} (sandboxer then forgets the sandboxes it lists; they are \
              not torn down)",
-            self.move_aside_command("corrupt"),
+            move_aside_command(&self.path, "corrupt"),
         ))
         .with_source(e)
     }
 
-    fn wrong_version(&self, found: u32) -> Error {
+    fn corrupt_journal(&self, line: usize, what: &str) -> Error {
+        Error::new(
+            ErrorKind::StoreCorrupt,
+            format!(
+                "the sandbox store's journal {} does not parse (line {line}): {what}",
+                self.journal_path.display(),
+            ),
+        )
+        .with_hint(format!(
+            "sandboxer will not overwrite it. Repair that line by hand, or move the journal \
+             aside to go back to the store as `{}` holds it: {} (the changes recorded in \
+             the journal are then forgotten; no sandbox is torn down)",
+            self.path.display(),
+            move_aside_command(&self.journal_path, "corrupt"),
+        ))
+    }
+
+    fn wrong_version(&self, file: &Path, found: u32) -> Error {
         let writer = if found > SCHEMA_VERSION {
             "a newer"
         } else {
@@ -242,21 +429,15 @@ impl JsonFileStore {
             format!(
                 "the sandbox store {} has schema version {found}; this build of sandboxer \
                  reads version {SCHEMA_VERSION}",
-                self.path.display(),
+                file.display(),
             ),
         )
         .with_hint(format!(
             "it was written by {writer} sandboxer, and this one will not overwrite it. Use a \
              sandboxer that reads version {found}, or move the file aside to start an empty \
              store: {}",
-            self.move_aside_command(&format!("v{found}")),
+            move_aside_command(file, &format!("v{found}")),
         ))
-    }
-
-    fn move_aside_command(&self, suffix: &str) -> String {
-        let from = self.path.display().to_string();
-        let to = format!("{from}.{suffix}");
-        format!("`mv {} {}`", shell_quote(&from), shell_quote(&to))
     }
 
     /// The exclusive lock on the lock file, held until the file is dropped.
@@ -301,7 +482,17 @@ impl JsonFileStore {
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))
     }
 
-    fn write(&self, bytes: &Pieces) -> Result<()> {
+    fn sync_dir(&self) -> Result<()> {
+        let dir = self.dir();
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+    }
+
+    /// Write the whole document: temp file, fsync, rename, fsync of the
+    /// folder; then empty the journal.
+    fn checkpoint(&self, doc: &StoreDoc, journal_exists: bool) -> Result<()> {
+        let bytes = serialize(doc, store_threads())?;
         let dir = self.dir();
         let tmp = dir.join(format!(
             "{}{}.{:016x}",
@@ -309,7 +500,7 @@ impl JsonFileStore {
             std::process::id(),
             rand::random::<u64>(),
         ));
-        if let Err(e) = write_synced(&tmp, bytes) {
+        if let Err(e) = write_synced(&tmp, &bytes) {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io(format!("writing {}", tmp.display()), e));
         }
@@ -320,9 +511,48 @@ impl JsonFileStore {
                 e,
             ));
         }
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+        self.sync_dir()?;
+        #[cfg(test)]
+        if self.crash_before_truncate {
+            return Ok(());
+        }
+        if journal_exists {
+            // Everything in it is in the file just written, the commit
+            // being made included (see `update`); replaying it again would
+            // change nothing, so a crash before this loses nothing.
+            self.empty_journal()?;
+        }
+        Ok(())
+    }
+
+    fn empty_journal(&self) -> Result<()> {
+        OpenOptions::new()
+            .write(true)
+            .open(&self.journal_path)
+            .and_then(|f| {
+                f.set_len(0)?;
+                f.sync_all()
+            })
+            .map_err(|e| Error::io(format!("emptying {}", self.journal_path.display()), e))
+    }
+
+    /// Append one line to the journal and fdatasync it, first cutting off
+    /// a torn last line a crash left.
+    fn append(&self, line: &[u8], loaded: &JournalState) -> Result<()> {
+        let io_err = |e| Error::io(format!("writing {}", self.journal_path.display()), e);
+        let file = private_file_options()
+            .append(true)
+            .create(true)
+            .open(&self.journal_path)
+            .map_err(io_err)?;
+        if loaded.journal_torn {
+            file.set_len(loaded.journal_len).map_err(io_err)?;
+        }
+        (&file).write_all(line).map_err(io_err)?;
+        file.sync_data().map_err(io_err)?;
+        if !loaded.journal_exists {
+            self.sync_dir()?;
+        }
         Ok(())
     }
 
@@ -343,56 +573,171 @@ impl JsonFileStore {
             }
         }
     }
+
+    /// Whether `sandboxes.json` is still the file `read` read.
+    fn unchanged_since(&self, loaded: &Loaded) -> bool {
+        let now = match fs::metadata(&self.path) {
+            Ok(m) => Some(inode(&m)),
+            Err(_) => None,
+        };
+        now == loaded.snapshot.map(|(_, ino)| ino)
+    }
+}
+
+#[cfg(unix)]
+fn inode(meta: &fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn inode(meta: &fs::Metadata) -> u64 {
+    meta.len()
+}
+
+/// One line of the journal: what one commit changed.
+#[derive(Deserialize)]
+struct JournalEntry<'a> {
+    version: u32,
+    /// Records, whole, each replacing the record of its id (or added).
+    #[serde(borrow, default)]
+    sandboxes: Vec<&'a serde_json::value::RawValue>,
+    /// Keys added or changed.
+    #[serde(default)]
+    idempotency: BTreeMap<String, IdempotencyEntry>,
+    /// Keys removed.
+    #[serde(default)]
+    idempotency_removed: Vec<String>,
+    /// The whole outbox, when it changed.
+    #[serde(default)]
+    outbox: Option<Vec<serde_json::Value>>,
 }
 
 impl Store for JsonFileStore {
     fn load(&self) -> Result<StoreDoc> {
-        let Some(bytes) = self.read_bytes()? else {
-            return Ok(StoreDoc::default());
-        };
-        if let Some(cached) = self.cache().as_ref().filter(|c| c.bytes.eq_bytes(&bytes)) {
-            return Ok(cached.doc.clone());
+        for _ in 0..3 {
+            match self.read() {
+                Ok(loaded) if self.unchanged_since(&loaded) => return Ok(loaded.doc),
+                // A checkpoint came in between: read again.
+                Ok(_) => continue,
+                // Perhaps a writer's half-done work; the lock decides.
+                Err(_) => break,
+            }
         }
-        self.parse(&bytes)
+        let _lock = self.lock()?;
+        self.read().map(|l| l.doc)
     }
 
     fn update(&self, f: &mut dyn FnMut(&mut StoreDoc) -> Result<()>) -> Result<()> {
         self.create_dir()?;
         let lock = self.lock()?;
-        let old = self.read_bytes()?;
-        // Taken out, not borrowed: if `f` fails or panics half-way through
-        // its changes, the half-changed document is not cached.
-        let cached = self.cache().take();
-        let mut doc = match (&old, cached) {
-            (None, _) => StoreDoc::default(),
-            (Some(old), Some(cached)) if cached.bytes.eq_bytes(old) => cached.doc,
-            (Some(old), _) => self.parse(old)?,
-        };
-        f(&mut doc)?;
+        let Loaded {
+            doc: mut doc_owned,
+            snapshot,
+            layout_ok,
+            journal: js,
+        } = self.read()?;
+        let lineage = doc_owned.sandboxes.lineage;
+        let idempotency_before = doc_owned.idempotency.clone();
+        let outbox_before = doc_owned.outbox.clone();
+        let doc = &mut doc_owned;
+        f(doc)?;
         if doc.version != SCHEMA_VERSION {
             return Err(Error::internal(format!(
                 "an update set the store's schema version to {}; this build writes {SCHEMA_VERSION}",
                 doc.version
             )));
         }
-        let new = serialize(&mut doc)?;
-        match &old {
-            Some(old) if new.eq_bytes(old) => {}
-            None if doc == StoreDoc::default() => return Ok(()),
-            _ => {
-                self.write(&new)?;
-                if lock.is_some() {
-                    self.remove_stale_temps();
-                }
-            }
+        let records = doc.sandboxes.changed()?;
+        let removed: Vec<&String> = idempotency_before
+            .keys()
+            .filter(|k| !doc.idempotency.contains_key(*k))
+            .collect();
+        let keys: BTreeMap<&String, &IdempotencyEntry> = doc
+            .idempotency
+            .iter()
+            .filter(|(k, v)| idempotency_before.get(*k) != Some(*v))
+            .collect();
+        let outbox_changed = doc.outbox != outbox_before;
+        if records.is_empty() && keys.is_empty() && removed.is_empty() && !outbox_changed {
+            return Ok(());
         }
-        *self.cache() = Some(Cached { bytes: new, doc });
+        let line = journal_line(
+            &records,
+            &keys,
+            &removed,
+            outbox_changed.then_some(&doc.outbox),
+        )?;
+        let replaced = doc.sandboxes.lineage != lineage;
+        let journal = match snapshot {
+            Some((len, _)) if layout_ok && !replaced && len >= self.journal_from => {
+                let room = (len / 4).max(JOURNAL_ROOM_MIN);
+                js.journal_len + line.len() as u64 <= room
+            }
+            _ => false,
+        };
+        if journal {
+            return self.append(&line, &js);
+        }
+        // A checkpoint. The journal must not be able to take anything back
+        // if a crash comes after the rename and before it is emptied, so:
+        if snapshot.is_none() {
+            // left over from a file moved aside: empty it first;
+            if js.journal_exists {
+                self.empty_journal()?;
+            }
+        } else if js.journal_len > 0 && !replaced {
+            // else this commit goes into it too, so that replaying it over
+            // the new file ends where the file is;
+            self.append(&line, &js)?;
+        } else if js.journal_len > 0 {
+            // unless the records were replaced wholesale (some may be gone,
+            // which a line cannot say): then the journal is first folded
+            // into a checkpoint of the store as it is on disk now.
+            let before = self.read()?;
+            self.checkpoint(&before.doc, true)?;
+        }
+        self.checkpoint(doc, js.journal_exists)?;
+        if lock.is_some() {
+            self.remove_stale_temps();
+        }
         Ok(())
     }
 
     fn location(&self) -> String {
         self.path.display().to_string()
     }
+}
+
+/// The journal line for one commit.
+fn journal_line(
+    records: &[String],
+    keys: &BTreeMap<&String, &IdempotencyEntry>,
+    removed: &[&String],
+    outbox: Option<&Vec<serde_json::Value>>,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(records.iter().map(String::len).sum::<usize>() + 256);
+    write!(out, "{{\"version\":{SCHEMA_VERSION},\"sandboxes\":[").expect("writing to memory");
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(r.as_bytes());
+    }
+    out.extend_from_slice(b"]");
+    if !keys.is_empty() {
+        out.extend_from_slice(b",\"idempotency\":");
+        serde_json::to_writer(&mut out, keys).map_err(serialize_error)?;
+    }
+    if !removed.is_empty() {
+        out.extend_from_slice(b",\"idempotency_removed\":");
+        serde_json::to_writer(&mut out, removed).map_err(serialize_error)?;
+    }
+    if let Some(outbox) = outbox {
+        out.extend_from_slice(b",\"outbox\":");
+        serde_json::to_writer(&mut out, outbox).map_err(serialize_error)?;
+    }
+    out.extend_from_slice(b"}\n");
+    Ok(out)
 }
 
 /// Whether `name` is one of our temp files: `PREFIX`, decimal pid, `.`, 16
@@ -429,28 +774,10 @@ fn write_synced(path: &Path, bytes: &Pieces) -> io::Result<()> {
     file.sync_all()
 }
 
-/// Below this many bytes (parsing) or records (serializing) per thread, a
-/// thread costs more than it saves. A thread starts in tens of
-/// microseconds; 256 KiB of records parse in about a millisecond.
-const PARALLEL_MIN_CHUNK: usize = 256 * 1024;
-const PARALLEL_MIN_RECORDS: usize = 256;
-
-/// Fewer bytes than any record takes in the file (one in `provisioning`,
-/// with no inputs, takes about 500), to size the lists of records.
-const MIN_RECORD_BYTES: usize = 256;
-
-/// How far past a chosen point [`parse_parallel`] looks for a record
-/// boundary; a record is about 1 KiB.
-const SPLIT_SEARCH: usize = 64 * 1024;
-
-/// The threads a large store is parsed and serialized on: the CPUs this
-/// process may use (at most 4), less those other tasks keep busy right now.
+/// The threads a checkpoint parses records on: the CPUs this process may
+/// use (at most 4), less those other tasks keep busy right now.
 ///
-/// A helper thread costs about 6% more CPU time (a second malloc arena,
-/// moving its records over) and only pays off on a CPU that would
-/// otherwise idle: measured at 10,000 records on 2 CPUs, a fresh `load`
-/// took a third less time while the other CPU was mostly free, and nothing
-/// less while other work kept both busy.
+/// A helper thread only pays off on a CPU that would otherwise idle.
 fn store_threads() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     if cpus < 2 {
@@ -481,214 +808,118 @@ fn layout_head() -> String {
     format!("{{\n\"version\":{SCHEMA_VERSION},\n\"sandboxes\":[")
 }
 
-/// Parse a store in the layout [`serialize`] writes with its records split
-/// among up to `threads` threads; `None` when the file is small, not in that
-/// layout, or anything in it does not parse (the caller then parses the
-/// whole file at once, which reports the error).
-///
-/// The records are split at the separator `serialize` writes between them
-/// (`,`, a line break, `{`), but the result never depends on that guess:
-/// the thread before a split parses up to it and uses the next thread's
-/// records only when its own last record ends exactly at that `,`. When
-/// it does not (the `,` was inside a record), it goes on parsing past the
-/// split itself and the later threads' work is dropped. Everything outside
-/// the records (version, idempotency keys, outbox, any other field) is
-/// parsed by `serde_json` from the file with the records cut out, so the
-/// result is what one parse of the whole file gives. (One difference, in
-/// its favour: each record gets `serde_json`'s full nesting limit, where
-/// the whole-file parse has two levels fewer for it.)
-fn parse_parallel(bytes: &[u8], threads: usize, min_chunk: usize) -> Option<StoreDoc> {
+/// Split a file in the layout [`serialize`] writes: the byte range and line
+/// number of each record, and the document with the records cut out
+/// (`{"version":1,"sandboxes":[` and everything from the `]` on). `None`
+/// when the file is not in that layout. Only the lines are found here; each
+/// record is parsed when it is read (and all of them at a checkpoint).
+fn split_layout(text: &str) -> Option<(Vec<(std::ops::Range<usize>, usize)>, String)> {
     let head = layout_head();
-    let chunks = threads.min(bytes.len() / min_chunk.max(1));
-    if chunks < 2 || !bytes.starts_with(head.as_bytes()) {
+    if !text.starts_with(&head) {
         return None;
     }
-    let open = head.len() - 1;
-    let mut bounds = vec![open];
-    for k in 1..chunks {
-        let from = (bytes.len() / chunks * k).max(bounds[bounds.len() - 1] + 1);
-        let window = &bytes[from.min(bytes.len())..(from + SPLIT_SEARCH).min(bytes.len())];
-        if let Some(i) = window.windows(3).position(|w| w == b",\n{") {
-            bounds.push(from + i);
+    let b = text.as_bytes();
+    let mut pos = head.len();
+    let mut records = Vec::with_capacity(text.len() / 1024);
+    // Line 3 is `"sandboxes":[`.
+    let mut line = 4;
+    let close = if b.get(pos) == Some(&b']') {
+        pos
+    } else {
+        if b.get(pos) != Some(&b'\n') {
+            return None;
         }
-    }
-    if bounds.len() < 2 {
-        return None;
-    }
-    let stops: Vec<Option<usize>> = bounds[1..].iter().map(|&b| Some(b)).chain([None]).collect();
-    let parsed: Vec<Option<(Vec<Sandbox>, RecordsEnd)>> = std::thread::scope(|scope| {
-        let later: Vec<_> = bounds[1..]
-            .iter()
-            .zip(&stops[1..])
-            .map(|(&from, &stop)| {
-                std::thread::Builder::new().spawn_scoped(scope, move || {
-                    let room = stop.unwrap_or(bytes.len()) - from;
-                    parse_records(bytes, from + 1, stop, room / MIN_RECORD_BYTES)
-                })
-            })
-            .collect();
-        // Room for every record of the file: memory not written to costs
-        // nothing, and the later chunks then move in without a reallocation.
-        let first = parse_records(bytes, open + 1, stops[0], bytes.len() / MIN_RECORD_BYTES);
-        // A thread that could not start, or panicked, leaves a gap, and the
-        // caller parses the whole file again (and meets the panic, if any).
-        std::iter::once(first)
-            .chain(
-                later
-                    .into_iter()
-                    .map(|h| h.ok().and_then(|h| h.join().ok().flatten())),
-            )
-            .collect()
-    });
-    let mut records = Vec::new();
-    let mut close = None;
-    for chunk in parsed {
-        let (part, end) = chunk?;
-        records.push(part);
-        if let RecordsEnd::Close(at) = end {
-            close = Some(at);
-            break;
+        pos += 1;
+        loop {
+            let nl = pos + text[pos..].find('\n')?;
+            let l = &b[pos..nl];
+            if l.first() != Some(&b'{') {
+                return None;
+            }
+            let (end, last) = if l.ends_with(b"},") {
+                (nl - 1, false)
+            } else if l.ends_with(b"}") {
+                (nl, true)
+            } else {
+                return None;
+            };
+            records.push((pos..end, line));
+            line += 1;
+            pos = nl + 1;
+            if last {
+                if b.get(pos) != Some(&b']') {
+                    return None;
+                }
+                break pos;
+            }
         }
-    }
-    let close = close?;
-    // The document with its records cut out: `{"version":1,"sandboxes":[` and
-    // everything from the `]` on.
-    let mut rest = Vec::with_capacity(open + 1 + bytes.len() - close);
-    rest.extend_from_slice(&bytes[..=open]);
-    rest.extend_from_slice(&bytes[close..]);
-    let mut doc: StoreDoc = serde_json::from_slice(&rest).ok()?;
-    if doc.version != SCHEMA_VERSION || !doc.sandboxes.is_empty() {
-        return None;
-    }
-    let mut records = records.into_iter();
-    doc.sandboxes = records.next()?;
-    for part in records {
-        doc.sandboxes.extend(part);
-    }
-    Some(doc)
+    };
+    let mut rest = String::with_capacity(head.len() + text.len() - close);
+    rest.push_str(&head);
+    rest.push_str(&text[close..]);
+    Some((records, rest))
 }
 
-/// Where [`parse_records`] stopped.
-enum RecordsEnd {
-    /// Its last record ends exactly at the `,` it was told to stop at.
-    Split,
-    /// At the `]` (this index) that closes the records.
-    Close(usize),
-}
-
-/// The records from `pos` on (a record, then `,` and a record, ..., up to
-/// `]`, with JSON whitespace anywhere between), stopping early when the `,`
-/// after a record is at `stop`. `None` when anything does not parse.
-fn parse_records(
-    bytes: &[u8],
-    mut pos: usize,
-    stop: Option<usize>,
-    capacity: usize,
-) -> Option<(Vec<Sandbox>, RecordsEnd)> {
-    let mut out = Vec::with_capacity(capacity);
-    loop {
-        let mut values =
-            serde_json::Deserializer::from_slice(bytes.get(pos..)?).into_iter::<Sandbox>();
-        out.push(values.next()?.ok()?);
-        pos += values.byte_offset();
-        while bytes.get(pos).is_some_and(|b| b" \t\n\r".contains(b)) {
-            pos += 1;
-        }
-        match bytes.get(pos)? {
-            b',' if Some(pos) == stop => return Some((out, RecordsEnd::Split)),
-            b',' => pos += 1,
-            b']' => return Some((out, RecordsEnd::Close(pos))),
-            _ => return None,
-        }
+/// The whole file for `doc`, in the layout [`LineFormatter`] writes. Every
+/// record not parsed yet is parsed first (`threads`), so one that does not
+/// parse stops the checkpoint.
+fn serialize(doc: &StoreDoc, threads: usize) -> Result<Pieces> {
+    doc.sandboxes.parse_all(threads)?;
+    #[derive(Serialize)]
+    struct Shell<'a> {
+        version: u32,
+        sandboxes: [(); 0],
+        idempotency: &'a BTreeMap<String, IdempotencyEntry>,
+        outbox: &'a Vec<serde_json::Value>,
     }
-}
-
-/// The file for `doc`: [`serialize_with`] on up to [`store_threads`] threads.
-fn serialize(doc: &mut StoreDoc) -> Result<Pieces> {
-    serialize_with(doc, store_threads(), PARALLEL_MIN_RECORDS)
-}
-
-/// The bytes [`serialize_sequential`] writes, with the records serialized
-/// on up to `threads` threads when there are at least `min_records` per
-/// thread. The records are taken out of `doc` while the rest is written,
-/// and put back.
-fn serialize_with(doc: &mut StoreDoc, threads: usize, min_records: usize) -> Result<Pieces> {
-    let chunks = threads.min(doc.sandboxes.len() / min_records.max(1));
-    if chunks < 2 {
-        return Ok(Pieces(vec![serialize_sequential(doc)?]));
+    let shell = serialize_sequential(&Shell {
+        version: doc.version,
+        sandboxes: [],
+        idempotency: &doc.idempotency,
+        outbox: &doc.outbox,
+    })?;
+    if doc.sandboxes.is_empty() {
+        return Ok(Pieces(vec![shell]));
     }
-    let records = std::mem::take(&mut doc.sandboxes);
-    let shell = serialize_sequential(doc);
-    doc.sandboxes = records;
-    let shell = shell?;
     // In the layout, the empty records list is `"sandboxes":[]` at the start
     // of the second field's line; nothing before it can look like that.
     let marker = b"\n\"sandboxes\":[]";
-    let Some(at) = shell.windows(marker.len()).position(|w| w == marker) else {
-        return Ok(Pieces(vec![serialize_sequential(doc)?]));
-    };
+    let at = shell
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .ok_or_else(|| Error::internal("the store layout lost its records list"))?;
     let insert = at + marker.len() - 1;
-    let per_chunk = doc.sandboxes.len().div_ceil(chunks);
-    // Each group of records starts with what goes before its first record:
-    // a line break after the `[`, else `,` and a line break.
-    let parts: Vec<Result<Vec<u8>>> = std::thread::scope(|scope| {
-        let mut groups = doc.sandboxes.chunks(per_chunk);
-        let first = groups.next().unwrap_or_default();
-        let later: Vec<_> = groups
-            .map(|group| {
-                std::thread::Builder::new()
-                    .spawn_scoped(scope, move || serialize_records(group, b",\n"))
-                    .map_err(|_| group)
-            })
-            .collect();
-        let first = serialize_records(first, b"\n");
-        // A group whose thread could not start is done here.
-        std::iter::once(first)
-            .chain(later.into_iter().map(|h| match h {
-                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                Err(group) => serialize_records(group, b",\n"),
-            }))
-            .collect()
-    });
-    let mut pieces = Vec::with_capacity(parts.len() + 2);
-    pieces.push(shell[..insert].to_vec());
-    for part in parts {
-        pieces.push(part?);
+    let mut records = Vec::with_capacity(doc.sandboxes.len() * 1400);
+    for (i, line) in doc.sandboxes.lines().enumerate() {
+        records.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+        records.extend_from_slice(line?.as_bytes());
     }
-    let mut tail = Vec::with_capacity(1 + shell.len() - insert);
-    tail.push(b'\n');
-    tail.extend_from_slice(&shell[insert..]);
-    pieces.push(tail);
-    Ok(Pieces(pieces))
+    records.push(b'\n');
+    Ok(Pieces(vec![
+        shell[..insert].to_vec(),
+        records,
+        shell[insert..].to_vec(),
+    ]))
 }
 
-/// `before`, then `records` as compact JSON, one a line: what
-/// [`LineFormatter`] writes for them inside the top-level list (it writes
-/// compact JSON below that depth).
-fn serialize_records(records: &[Sandbox], before: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(records.len() * 1280);
-    out.extend_from_slice(before);
-    for (i, r) in records.iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b",\n");
-        }
-        serde_json::to_writer(&mut out, r).map_err(serialize_error)?;
-    }
-    Ok(out)
-}
-
-/// The file for `doc`, in one pass with [`LineFormatter`]: the reference
-/// the parallel path must match byte for byte.
-fn serialize_sequential(doc: &StoreDoc) -> Result<Vec<u8>> {
+/// `value` in one pass with [`LineFormatter`].
+fn serialize_sequential<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(64 * 1024);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, LineFormatter::default());
-    serde::Serialize::serialize(doc, &mut ser).map_err(serialize_error)?;
+    value.serialize(&mut ser).map_err(serialize_error)?;
     out.push(b'\n');
     Ok(out)
 }
 
 fn serialize_error(e: serde_json::Error) -> Error {
     Error::internal(format!("serializing the sandbox store: {e}")).with_source(e)
+}
+
+/// The command that moves `file` aside, for hints.
+pub(crate) fn move_aside_command(file: &Path, suffix: &str) -> String {
+    let from = file.display().to_string();
+    let to = format!("{from}.{suffix}");
+    format!("`mv {} {}`", shell_quote(&from), shell_quote(&to))
 }
 
 /// Compact JSON, plus a line break before each top-level field and before
@@ -768,8 +999,8 @@ mod tests {
 
     use super::*;
     use crate::lifecycle::{EndReason, Event};
-    use crate::model::{Actor, NewSandbox, Reachability};
-    use crate::store::IdempotencyEntry;
+    use crate::model::{Actor, NewSandbox, Reachability, Sandbox};
+    use crate::store::{update_with, IdempotencyEntry};
 
     fn record(i: usize) -> Sandbox {
         let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T14:30:00.123Z")
@@ -795,8 +1026,7 @@ mod tests {
             address: "127.0.0.1".into(),
             ..Default::default()
         });
-        // Arrays of objects inside a record: `},{` that a test below turns
-        // into `},\n{`, the separator the parallel parse splits at.
+        // Strings that look like the layout's own separators.
         s.backend = serde_json::json!({"steps": [{"n": i}, {"n": i + 1}, {"s": "x],\n{"}]});
         s.telemetry = Some(serde_json::json!({"load_1": i as f64 / 7.0, "cpus": 2}));
         s.apply(&Event::Ready, at).unwrap();
@@ -808,7 +1038,7 @@ mod tests {
 
     fn doc(n: usize) -> StoreDoc {
         let mut doc = StoreDoc {
-            sandboxes: (0..n).map(record).collect(),
+            sandboxes: (0..n).map(record).collect::<Vec<_>>().into(),
             ..Default::default()
         };
         // Keys and values that look like the layout's own markers.
@@ -827,112 +1057,400 @@ mod tests {
         doc
     }
 
-    const SIZES: [usize; 7] = [0, 1, 2, 3, 4, 9, 40];
+    const SIZES: [usize; 6] = [0, 1, 2, 3, 9, 40];
+
+    fn text(doc: &StoreDoc) -> String {
+        String::from_utf8(serialize(doc, 2).unwrap().0.concat()).unwrap()
+    }
+
+    fn store(dir: &Path, journal_from: u64) -> JsonFileStore {
+        JsonFileStore::in_data_dir(dir).with_journal_from(journal_from)
+    }
+
+    /// A store on disk holding `doc(n)`, written by a checkpoint.
+    fn on_disk(dir: &Path, n: usize) -> JsonFileStore {
+        fs::write(dir.join(FILE_NAME), text(&doc(n))).unwrap();
+        store(dir, 0)
+    }
+
+    fn bytes_of(dir: &Path) -> (Vec<u8>, Option<Vec<u8>>) {
+        (
+            fs::read(dir.join(FILE_NAME)).unwrap(),
+            fs::read(dir.join("sandboxes.json.journal")).ok(),
+        )
+    }
 
     #[test]
-    fn parallel_serialize_writes_the_same_bytes() {
+    fn the_checkpoint_is_the_plain_serialization() {
         for n in SIZES {
-            let mut d = doc(n);
+            let d = doc(n);
             let want = serialize_sequential(&d).unwrap();
-            for threads in 1..=5 {
-                for min in [1, 2, 7] {
-                    let got = serialize_with(&mut d, threads, min).unwrap();
-                    assert!(got.eq_bytes(&want));
-                    assert!(
-                        !got.eq_bytes(&want[1..]) && !got.eq_bytes(&[&want[..], b" "].concat())
-                    );
-                    assert_eq!(
-                        String::from_utf8(got.0.concat()).unwrap(),
-                        String::from_utf8(want.clone()).unwrap(),
-                        "{n} records, {threads} threads, min {min}"
-                    );
-                    assert_eq!(d, doc(n), "records put back");
-                }
+            for threads in 1..=4 {
+                let got = serialize(&d, threads).unwrap();
+                assert_eq!(got.0.concat(), want, "{n} records, {threads} threads");
             }
-        }
-    }
-
-    /// Whatever the split points, the parallel parse gives what one parse of
-    /// the whole file gives, or nothing.
-    fn assert_parallel_parse(bytes: &[u8], want: &StoreDoc, must_succeed: bool) {
-        assert_eq!(&serde_json::from_slice::<StoreDoc>(bytes).unwrap(), want);
-        for threads in 2..=9 {
-            for min_chunk in [1, 3, 50, 400, 5000] {
-                match parse_parallel(bytes, threads, min_chunk) {
-                    Some(got) => assert_eq!(&got, want, "{threads} threads, min {min_chunk}"),
-                    None => assert!(
-                        !must_succeed || bytes.len() / min_chunk < 2,
-                        "{threads} threads, min {min_chunk}: fell back"
-                    ),
-                }
-            }
+            // The same for a document loaded lazily from that file: stored
+            // lines are copied as they are.
+            let dir = tempfile::tempdir().unwrap();
+            let s = on_disk(dir.path(), n);
+            let loaded = s.load().unwrap();
+            assert_eq!(loaded, d);
+            assert_eq!(serialize(&loaded, 2).unwrap().0.concat(), want);
         }
     }
 
     #[test]
-    fn parallel_parse_reads_the_layout() {
+    fn the_layout_is_split_by_lines_and_anything_else_parsed_whole() {
         for n in SIZES {
             let d = doc(n);
-            let bytes = serialize_sequential(&d).unwrap();
-            assert!(bytes.starts_with(layout_head().as_bytes()));
-            assert_parallel_parse(&bytes, &d, n > 0);
+            let t = text(&d);
+            let (ranges, _) = split_layout(&t).unwrap();
+            assert_eq!(ranges.len(), n);
+            let dir = tempfile::tempdir().unwrap();
+            let s = store(dir.path(), 0);
+            // Pretty-printed by hand: read whole, the same document.
+            let pretty = serde_json::to_string_pretty(&d).unwrap();
+            assert!(split_layout(&pretty).is_none() || n == 0);
+            fs::write(s.path(), &pretty).unwrap();
+            let r = s.read().unwrap();
+            assert_eq!(r.doc, d);
+            assert_eq!(r.layout_ok, n == 0 && split_layout(&pretty).is_some());
+            // The first commit writes the layout (a checkpoint, not the
+            // journal, since the file is not in the layout).
+            s.update(&mut |doc| {
+                doc.outbox.push(serde_json::json!(n));
+                Ok(())
+            })
+            .unwrap();
+            let mut want = d.clone();
+            want.outbox.push(serde_json::json!(n));
+            assert_eq!(fs::read_to_string(s.path()).unwrap(), text(&want));
+            assert!(!s.journal_path().exists());
         }
     }
 
     #[test]
-    fn splits_inside_records_are_caught() {
-        for n in SIZES {
-            let d = doc(n);
-            let text = String::from_utf8(serialize_sequential(&d).unwrap()).unwrap();
-            // Still the same JSON, but `,\n{` now also appears inside records
-            // (and in the outbox), where a split would be wrong.
-            let text = text
-                .replace("},{", "},\n{")
-                .replace("\n{\"event\"", "\n  {\"event\"");
-            assert_parallel_parse(text.as_bytes(), &d, n > 0);
-            // Other whitespace between and inside records.
-            let spaced = text.replace(",\n{\"id\"", " ,\r\n\t{ \"id\"");
-            assert_parallel_parse(spaced.as_bytes(), &d, false);
-        }
-    }
-
-    #[test]
-    fn parallel_parse_leaves_every_fault_to_the_whole_parse() {
+    fn faults_are_refused_and_nothing_is_written() {
         let d = doc(40);
-        let text = String::from_utf8(serialize_sequential(&d).unwrap()).unwrap();
-        let late = text.rfind("{\"id\"").unwrap();
+        let t = text(&d);
+        let late = t.rfind("{\"id\"").unwrap();
         let bad: Vec<String> = vec![
-            // A record with a field of the wrong type, late in the file.
+            // A record with a field of the wrong type, late in the file: the
+            // lazy load accepts the line, the checkpoint refuses it.
             format!(
                 "{}{}",
-                &text[..late],
-                text[late..].replacen("\"ttl_seconds\":1800", "\"ttl_seconds\":\"x\"", 1)
+                &t[..late],
+                t[late..].replacen("\"ttl_seconds\":1800", "\"ttl_seconds\":\"x\"", 1)
             ),
+            // Not JSON inside a record line.
+            t.replacen("\"ttl_seconds\":1800", "\"ttl_seconds\":18 00", 1),
             // Truncated in the last record.
-            text[..late + 40].to_string(),
+            t[..late + 40].to_string(),
             // A trailing comma after the last record.
-            text.replacen("\n],\n\"idempotency\"", ",\n],\n\"idempotency\"", 1),
+            t.replacen("\n],\n\"idempotency\"", ",\n],\n\"idempotency\"", 1),
             // Records given twice.
-            text.replacen("\n\"outbox\"", "\n\"sandboxes\":[],\n\"outbox\"", 1),
+            t.replacen("\n\"outbox\"", "\n\"sandboxes\":[],\n\"outbox\"", 1),
             // Garbage after the document.
-            format!("{text}x"),
+            format!("{t}x"),
             // Another version after the records.
-            text.replacen("\n\"outbox\"", "\n\"version\":2,\n\"outbox\"", 1),
+            t.replacen("\n\"outbox\"", "\n\"version\":2,\n\"outbox\"", 1),
+            // Two records with one id.
+            t.replacen("\"id\":\"sbx-r1\"", "\"id\":\"sbx-r0\"", 1),
         ];
         for (i, b) in bad.iter().enumerate() {
-            assert!(
-                serde_json::from_slice::<StoreDoc>(b.as_bytes()).is_err(),
-                "case {i}"
-            );
-            for threads in 2..=5 {
-                for min_chunk in [1, 100, 2000] {
-                    assert!(
-                        parse_parallel(b.as_bytes(), threads, min_chunk).is_none(),
-                        "case {i}"
-                    );
-                }
-            }
+            let dir = tempfile::tempdir().unwrap();
+            let s = store(dir.path(), 0);
+            fs::write(s.path(), b).unwrap();
+            // A full read of everything fails.
+            let whole = s.load().and_then(|d| d.sandboxes.into_vec().map(drop));
+            let e = whole.expect_err(&format!("case {i}"));
+            assert_eq!(e.kind(), ErrorKind::StoreCorrupt, "case {i}: {e}");
+            // A commit checkpoints when the journal is not in use, parses
+            // every record and refuses.
+            let e = store(dir.path(), u64::MAX)
+                .update(&mut |doc| {
+                    doc.outbox.push(serde_json::json!("x"));
+                    Ok(())
+                })
+                .expect_err(&format!("case {i}"));
+            assert_eq!(e.kind(), ErrorKind::StoreCorrupt, "case {i}: {e}");
+            assert_eq!(fs::read_to_string(s.path()).unwrap(), *b, "case {i}");
+            assert!(!s.journal_path().exists());
         }
+    }
+
+    fn set_ttl(s: &JsonFileStore, id: &str, ttl: u64) {
+        s.update(&mut |doc| {
+            doc.require_mut(id)?.ttl_seconds = ttl;
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn commits_go_to_the_journal_and_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = on_disk(dir.path(), 9);
+        let snapshot = fs::read(s.path()).unwrap();
+        set_ttl(&s, "sbx-r3", 60);
+        s.update(&mut |doc| {
+            doc.sandboxes.push(record(100))?;
+            doc.idempotency.insert(
+                "new".into(),
+                IdempotencyEntry {
+                    request_hash: "h".into(),
+                    sandbox_id: "sbx-r100".into(),
+                },
+            );
+            doc.outbox.clear();
+            Ok(())
+        })
+        .unwrap();
+        // An update that changes nothing writes nothing.
+        let before = bytes_of(dir.path());
+        s.update(&mut |doc| {
+            doc.require_mut("sbx-r4")?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(bytes_of(dir.path()), before);
+
+        assert_eq!(fs::read(s.path()).unwrap(), snapshot, "file untouched");
+        let journal = fs::read_to_string(s.journal_path()).unwrap();
+        assert_eq!(journal.lines().count(), 2, "{journal}");
+        assert!(!journal.lines().next().unwrap().contains("outbox"));
+
+        let mut want = doc(9);
+        want.sandboxes
+            .get_mut("sbx-r3")
+            .unwrap()
+            .unwrap()
+            .ttl_seconds = 60;
+        want.sandboxes.push(record(100)).unwrap();
+        want.idempotency.insert(
+            "new".into(),
+            IdempotencyEntry {
+                request_hash: "h".into(),
+                sandbox_id: "sbx-r100".into(),
+            },
+        );
+        want.outbox.clear();
+        let got = JsonFileStore::in_data_dir(dir.path()).load().unwrap();
+        assert_eq!(got, want);
+        let order: Vec<&str> = got.sandboxes.heads().map(|h| h.id()).collect();
+        assert_eq!(order.last(), Some(&"sbx-r100"));
+        assert_eq!(order[3], "sbx-r3", "a changed record keeps its place");
+
+        // A checkpoint that crashes after its rename, before it empties the
+        // journal: replaying the journal over the new file ends where the
+        // file is, this last commit's changes included (it changes a record
+        // and the outbox the journal also holds).
+        let mut crashing = store(dir.path(), u64::MAX);
+        crashing.crash_before_truncate = true;
+        crashing
+            .update(&mut |doc| {
+                doc.outbox.push(serde_json::json!("after"));
+                doc.require_mut("sbx-r3")?.ttl_seconds = 61;
+                doc.idempotency.remove("new");
+                Ok(())
+            })
+            .unwrap();
+        want.outbox.push(serde_json::json!("after"));
+        want.sandboxes
+            .get_mut("sbx-r3")
+            .unwrap()
+            .unwrap()
+            .ttl_seconds = 61;
+        want.idempotency.remove("new");
+        assert_eq!(fs::read_to_string(s.path()).unwrap(), text(&want));
+        assert_eq!(
+            fs::read_to_string(s.journal_path())
+                .unwrap()
+                .lines()
+                .count(),
+            3,
+            "the commit went into the journal before the checkpoint"
+        );
+        assert_eq!(s.load().unwrap(), want);
+        // The next commit checkpoints again (the journal is past its room
+        // with journal_from at MAX) and empties it.
+        store(dir.path(), u64::MAX)
+            .update(&mut |doc| {
+                doc.outbox.clear();
+                Ok(())
+            })
+            .unwrap();
+        want.outbox.clear();
+        assert_eq!(fs::read(s.journal_path()).unwrap(), b"");
+        assert_eq!(fs::read_to_string(s.path()).unwrap(), text(&want));
+    }
+
+    #[test]
+    fn the_journal_is_folded_in_when_it_outgrows_its_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = on_disk(dir.path(), 40);
+        let mut checkpoints = 0;
+        let mut last_len = fs::metadata(s.path()).unwrap().len();
+        for round in 0..400u64 {
+            set_ttl(&s, &format!("sbx-r{}", round % 40), round);
+            let len = fs::metadata(s.path()).unwrap().len();
+            let j = fs::metadata(s.journal_path()).map_or(0, |m| m.len());
+            assert!(
+                j <= JOURNAL_ROOM_MIN.max(len / 4),
+                "journal {j} past its room"
+            );
+            if j == 0 {
+                checkpoints += 1;
+            }
+            last_len = last_len.max(len);
+        }
+        assert!(checkpoints >= 1, "the journal was never folded in");
+        let got = s.load().unwrap();
+        for i in 0..40u64 {
+            let want = (0..400).filter(|r| r % 40 == i).max().unwrap();
+            assert_eq!(got.require(&format!("sbx-r{i}")).unwrap().ttl_seconds, want);
+        }
+    }
+
+    #[test]
+    fn small_stores_are_always_whole_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FILE_NAME), text(&doc(3))).unwrap();
+        let s = JsonFileStore::in_data_dir(dir.path()).with_journal_from(JOURNAL_FROM_DEFAULT);
+        set_ttl(&s, "sbx-r1", 5);
+        assert!(!s.journal_path().exists());
+        let plain: StoreDoc = serde_json::from_slice(&fs::read(s.path()).unwrap()).unwrap();
+        assert_eq!(plain.require("sbx-r1").unwrap().ttl_seconds, 5);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_then_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = on_disk(dir.path(), 3);
+        set_ttl(&s, "sbx-r1", 7);
+        let good = fs::read(s.journal_path()).unwrap();
+        // A crash mid-append: part of a line, no line break.
+        let mut torn = good.clone();
+        torn.extend_from_slice(b"{\"version\":1,\"sandboxes\":[{\"id\":\"sbx-r2\",\"pro");
+        fs::write(s.journal_path(), &torn).unwrap();
+        assert_eq!(s.load().unwrap().require("sbx-r1").unwrap().ttl_seconds, 7);
+        assert_eq!(
+            fs::read(s.journal_path()).unwrap(),
+            torn,
+            "a read writes nothing"
+        );
+        set_ttl(&s, "sbx-r2", 8);
+        let after = fs::read_to_string(s.journal_path()).unwrap();
+        assert!(after.starts_with(std::str::from_utf8(&good).unwrap()));
+        assert_eq!(after.lines().count(), 2);
+        assert!(after
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+        let got = s.load().unwrap();
+        assert_eq!(got.require("sbx-r1").unwrap().ttl_seconds, 7);
+        assert_eq!(got.require("sbx-r2").unwrap().ttl_seconds, 8);
+    }
+
+    #[test]
+    fn a_bad_journal_line_is_refused_and_kept() {
+        let cases: [(&str, &str); 3] = [
+            ("{\"version\":1,\"sandboxes\":[{\"id\":1}]}\n", "line 2"),
+            ("not json\n", "line 2"),
+            ("{\"version\":9,\"sandboxes\":[]}\n", "schema version 9"),
+        ];
+        for (line, says) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let s = on_disk(dir.path(), 3);
+            set_ttl(&s, "sbx-r1", 7);
+            let mut j = fs::read_to_string(s.journal_path()).unwrap();
+            j.push_str(line);
+            set_ttl(&s, "sbx-r1", 7); // no change: nothing written
+            fs::write(s.journal_path(), &j).unwrap();
+            let before = bytes_of(dir.path());
+            let e = s
+                .load()
+                .and_then(|d| d.sandboxes.into_vec().map(drop))
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::StoreCorrupt);
+            assert!(e.to_string().contains(says), "{e}");
+            assert!(
+                e.to_string().contains("journal") || says.contains("version"),
+                "{e}"
+            );
+            let e = s
+                .update(&mut |doc| {
+                    doc.outbox.push(serde_json::json!("x"));
+                    Ok(())
+                })
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::StoreCorrupt);
+            assert_eq!(bytes_of(dir.path()), before);
+        }
+    }
+
+    #[test]
+    fn a_journal_without_its_file_is_left_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = on_disk(dir.path(), 3);
+        set_ttl(&s, "sbx-r1", 7);
+        // The file moved aside, as a hint says to do with a corrupt store.
+        fs::rename(s.path(), dir.path().join("aside.json")).unwrap();
+        assert!(s.load().unwrap().sandboxes.is_empty());
+        s.update(&mut |doc| {
+            doc.outbox.push(serde_json::json!("fresh"));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(fs::read(s.journal_path()).unwrap(), b"");
+        let got = s.load().unwrap();
+        assert!(got.sandboxes.is_empty());
+        assert_eq!(got.outbox, vec![serde_json::json!("fresh")]);
+    }
+
+    /// Threads of one process commit through the journal and checkpoints
+    /// while others read: no commit is lost, and no read sees a mix of two
+    /// states (each record's counter only grows, and the sum of counters a
+    /// reader sees is the number of commits some time before it read).
+    #[test]
+    fn concurrent_commits_and_reads_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        on_disk(dir.path(), 8);
+        let writers = 4;
+        let per = 60;
+        std::thread::scope(|scope| {
+            for w in 0..writers {
+                let dir = dir.path();
+                scope.spawn(move || {
+                    let s = store(dir, 0);
+                    for k in 0..per {
+                        update_with(&s, |doc| {
+                            let rec = doc.require_mut(&format!("sbx-r{}", (w + k) % 8))?;
+                            rec.ttl_seconds += 1;
+                            Ok(())
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let dir = dir.path();
+                scope.spawn(move || {
+                    let s = store(dir, 0);
+                    let mut last = vec![0u64; 8];
+                    for _ in 0..100 {
+                        let d = s.load().unwrap();
+                        for (i, seen) in last.iter_mut().enumerate() {
+                            let now = d.require(&format!("sbx-r{i}")).unwrap().ttl_seconds;
+                            assert!(now >= *seen, "record {i} went back from {seen} to {now}");
+                            *seen = now;
+                        }
+                    }
+                });
+            }
+        });
+        let d = store(dir.path(), 0).load().unwrap();
+        let total: u64 = d.sandboxes.all().unwrap().map(|s| s.ttl_seconds).sum();
+        assert_eq!(total, 8 * 1800 + (writers * per) as u64);
     }
 
     #[test]
@@ -954,7 +1472,7 @@ mod tests {
         let mut doc = StoreDoc::default();
         doc.outbox.push(serde_json::json!({"a": [1, {"b": 2}]}));
         doc.outbox.push(serde_json::json!("x"));
-        let text = String::from_utf8(serialize(&mut doc).unwrap().0.concat()).unwrap();
+        let text = text(&doc);
         assert_eq!(
             text,
             "{\n\"version\":1,\n\"sandboxes\":[],\n\"idempotency\":{},\n\"outbox\":[\n\

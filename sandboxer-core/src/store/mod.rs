@@ -2,7 +2,9 @@
 //! idempotency keys and the event outbox, changed only inside
 //! [`Store::update`] (read-modify-write under an exclusive lock).
 //!
-//! [`JsonFileStore`] keeps it in `sandboxes.json` in the data dir.
+//! [`JsonFileStore`] keeps it in `sandboxes.json` in the data dir, with a
+//! journal beside it once the file is large. The records of a loaded
+//! document are [`Records`]: each is parsed only when it is read.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +14,10 @@ use crate::model::Sandbox;
 use crate::{Error, Result};
 
 mod file;
+mod records;
 
 pub use file::JsonFileStore;
+pub use records::{Head, HeadRef, Records};
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -32,7 +36,7 @@ pub struct IdempotencyEntry {
 pub struct StoreDoc {
     pub version: u32,
     #[serde(default)]
-    pub sandboxes: Vec<Sandbox>,
+    pub sandboxes: Records,
     #[serde(default)]
     pub idempotency: BTreeMap<String, IdempotencyEntry>,
     /// Lifecycle events not yet delivered to the State Hub, written in the
@@ -46,7 +50,7 @@ impl Default for StoreDoc {
     fn default() -> Self {
         StoreDoc {
             version: SCHEMA_VERSION,
-            sandboxes: Vec::new(),
+            sandboxes: Records::new(),
             idempotency: BTreeMap::new(),
             outbox: Vec::new(),
         }
@@ -54,21 +58,23 @@ impl Default for StoreDoc {
 }
 
 impl StoreDoc {
-    pub fn get(&self, id: &str) -> Option<&Sandbox> {
-        self.sandboxes.iter().find(|s| s.id == id)
+    /// The record `id`, if there is one (an error only when its stored
+    /// form does not parse).
+    pub fn get(&self, id: &str) -> Result<Option<&Sandbox>> {
+        self.sandboxes.get(id)
     }
 
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut Sandbox> {
-        self.sandboxes.iter_mut().find(|s| s.id == id)
+    pub fn get_mut(&mut self, id: &str) -> Result<Option<&mut Sandbox>> {
+        self.sandboxes.get_mut(id)
     }
 
     /// The record `id`, or `NotFound`.
     pub fn require(&self, id: &str) -> Result<&Sandbox> {
-        self.get(id).ok_or_else(|| unknown_sandbox(id))
+        self.get(id)?.ok_or_else(|| unknown_sandbox(id))
     }
 
     pub fn require_mut(&mut self, id: &str) -> Result<&mut Sandbox> {
-        self.get_mut(id).ok_or_else(|| unknown_sandbox(id))
+        self.get_mut(id)?.ok_or_else(|| unknown_sandbox(id))
     }
 
     /// Apply a lifecycle event to record `id` and, when `emit`, queue the
@@ -83,22 +89,20 @@ impl StoreDoc {
         let rec = self.require_mut(id)?;
         let from = rec.state();
         let actions = rec.apply(event, at)?;
-        let after = rec.clone();
         if emit {
-            self.emit(id, Some(from));
+            self.emit(id, Some(from))?;
         }
-        let after = self.get(id).cloned().unwrap_or(after);
-        Ok((after, actions))
+        Ok((self.require(id)?.clone(), actions))
     }
 
     /// Queue the event for record `id` having just moved from `from`.
-    pub fn emit(&mut self, id: &str, from: Option<crate::lifecycle::State>) {
-        if let Some(rec) = self.get_mut(id) {
-            rec.event_seq += 1;
-            let ev = crate::events::LifecycleEvent::of(rec, from, rec.event_seq);
-            self.outbox
-                .push(serde_json::to_value(ev).expect("an event always serializes"));
-        }
+    pub fn emit(&mut self, id: &str, from: Option<crate::lifecycle::State>) -> Result<()> {
+        let rec = self.require_mut(id)?;
+        rec.event_seq += 1;
+        let ev = crate::events::LifecycleEvent::of(rec, from, rec.event_seq);
+        self.outbox
+            .push(serde_json::to_value(ev).expect("an event always serializes"));
+        Ok(())
     }
 }
 

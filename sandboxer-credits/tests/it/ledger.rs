@@ -374,7 +374,9 @@ fn reconcile_after_a_crash_passes_check() {
                 .unwrap();
             let mut live = record("sbx-live", &bob, created);
             live.apply(&Event::Ready, created).unwrap();
-            doc.sandboxes.extend([ended, failed, live]);
+            for s in [ended, failed, live] {
+                doc.sandboxes.push(s)?;
+            }
             Ok(())
         })
         .unwrap();
@@ -382,14 +384,16 @@ fn reconcile_after_a_crash_passes_check() {
     let l = FileLedger::open(dir.path()).unwrap();
     assert_eq!(l.open_holds().unwrap().len(), 4);
     let doc = store.load().unwrap();
-    let written = l.reconcile(&|id| Fate::of(doc.get(id))).unwrap();
+    let written = l.reconcile(&|id| Fate::of(doc.get(id).unwrap())).unwrap();
     let ids: Vec<&str> = written.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(
         ids,
         ["settle:sbx-ended", "void:sbx-failed", "void:sbx-missing"]
     );
     assert!(
-        l.reconcile(&|id| Fate::of(doc.get(id))).unwrap().is_empty(),
+        l.reconcile(&|id| Fate::of(doc.get(id).unwrap()))
+            .unwrap()
+            .is_empty(),
         "once"
     );
     let open: Vec<String> = l

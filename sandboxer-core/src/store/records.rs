@@ -1,0 +1,740 @@
+//! [`Records`]: the sandbox records of a [`super::StoreDoc`], each kept as
+//! the bytes it was stored as and parsed only when someone reads it.
+//!
+//! A command touches one or two records, but the store holds every
+//! sandbox ever made. Parsing 10,000 records into [`Sandbox`] values takes
+//! about 110 ms; finding the lines they sit on takes 2 ms. So a loaded
+//! record is a line of the file plus its [`Head`] (id, state, host, actor,
+//! profile: the fields lookups and filters need), read from the start of
+//! the line without parsing the rest. The full record is parsed the first
+//! time it is asked for, and a parse error then is a `StoreCorrupt` error
+//! that names the file and line.
+//!
+//! A record handed out mutably counts as touched; the store serializes the
+//! touched ones at commit and writes those whose bytes changed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::State;
+use crate::model::{Actor, Sandbox};
+use crate::{Error, ErrorKind, Result};
+
+/// The fields of a record that lookups and filters read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub id: String,
+    pub state: State,
+    pub host: String,
+    pub actor: Actor,
+    pub profile: String,
+}
+
+impl Head {
+    fn of(s: &Sandbox) -> Head {
+        Head {
+            id: s.id.clone(),
+            state: s.state(),
+            host: s.host.clone(),
+            actor: s.actor.clone(),
+            profile: s.profile.clone(),
+        }
+    }
+
+    /// Whether the sandbox has ended for good (destroyed or failed).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.state, State::Destroyed | State::Failed)
+    }
+}
+
+/// Where a stored record came from, for error messages.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub file: Arc<Path>,
+    /// 1-based.
+    pub line: usize,
+}
+
+/// A record as stored: one compact JSON object inside `buf`.
+#[derive(Clone)]
+pub(crate) struct Stored {
+    pub buf: Arc<str>,
+    pub range: Range<usize>,
+    pub origin: Origin,
+}
+
+impl Stored {
+    pub fn text(&self) -> &str {
+        &self.buf[self.range.clone()]
+    }
+
+    fn parse(&self) -> Result<Sandbox> {
+        serde_json::from_str(self.text()).map_err(|e| corrupt_record(&self.origin, &e))
+    }
+}
+
+/// The `StoreCorrupt` error for a record that does not parse.
+pub(crate) fn corrupt_record(origin: &Origin, e: &serde_json::Error) -> Error {
+    let path = origin.file.display();
+    Error::new(
+        ErrorKind::StoreCorrupt,
+        format!(
+            "the sandbox store {path} does not parse (line {}, column {}): the record on \
+             that line: {e}",
+            origin.line,
+            e.column(),
+        ),
+    )
+    .with_hint(format!(
+        "sandboxer will not overwrite it. Repair that line by hand, or move the file \
+         aside to start an empty store: {} (sandboxer then forgets the sandboxes it lists; \
+         they are not torn down)",
+        super::file::move_aside_command(&origin.file, "corrupt"),
+    ))
+}
+
+#[derive(Clone)]
+struct Slot {
+    /// As stored, or as last read from the stored bytes; a touched
+    /// record's head is taken from `parsed` instead.
+    head: Head,
+    stored: Option<Stored>,
+    parsed: OnceLock<Sandbox>,
+    /// Handed out mutably (or new): serialized and compared at commit.
+    touched: bool,
+}
+
+impl Slot {
+    fn new(s: Sandbox) -> Slot {
+        let parsed = OnceLock::new();
+        let head = Head::of(&s);
+        let _ = parsed.set(s);
+        Slot {
+            head,
+            stored: None,
+            parsed,
+            touched: true,
+        }
+    }
+
+    fn get(&self) -> Result<&Sandbox> {
+        if let Some(s) = self.parsed.get() {
+            return Ok(s);
+        }
+        let stored = self
+            .stored
+            .as_ref()
+            .ok_or_else(|| Error::internal("a record with neither stored bytes nor a value"))?;
+        let s = stored.parse()?;
+        if s.id != self.head.id {
+            return Err(Error::new(
+                ErrorKind::StoreCorrupt,
+                format!(
+                    "the sandbox store {} line {}: the record's id `{}` is not the `{}` its \
+                     line starts with",
+                    stored.origin.file.display(),
+                    stored.origin.line,
+                    s.id,
+                    self.head.id
+                ),
+            ));
+        }
+        let _ = self.parsed.set(s);
+        Ok(self.parsed.get().expect("just set"))
+    }
+
+    fn get_mut(&mut self) -> Result<&mut Sandbox> {
+        self.get()?;
+        self.touched = true;
+        Ok(self.parsed.get_mut().expect("parsed above"))
+    }
+
+    fn head(&self) -> HeadRef<'_> {
+        match (self.touched, self.parsed.get()) {
+            (true, Some(s)) => HeadRef::Parsed(s),
+            _ => HeadRef::Stored(&self.head),
+        }
+    }
+}
+
+/// A record's head: from its stored line, or from the record itself once
+/// it was handed out mutably (it may have changed since).
+#[derive(Clone, Copy)]
+pub enum HeadRef<'a> {
+    Stored(&'a Head),
+    Parsed(&'a Sandbox),
+}
+
+impl<'a> HeadRef<'a> {
+    pub fn id(&self) -> &'a str {
+        match self {
+            HeadRef::Stored(h) => &h.id,
+            HeadRef::Parsed(s) => &s.id,
+        }
+    }
+    pub fn state(&self) -> State {
+        match self {
+            HeadRef::Stored(h) => h.state,
+            HeadRef::Parsed(s) => s.state(),
+        }
+    }
+    pub fn host(&self) -> &'a str {
+        match self {
+            HeadRef::Stored(h) => &h.host,
+            HeadRef::Parsed(s) => &s.host,
+        }
+    }
+    pub fn actor(&self) -> &'a Actor {
+        match self {
+            HeadRef::Stored(h) => &h.actor,
+            HeadRef::Parsed(s) => &s.actor,
+        }
+    }
+    pub fn profile(&self) -> &'a str {
+        match self {
+            HeadRef::Stored(h) => &h.profile,
+            HeadRef::Parsed(s) => &s.profile,
+        }
+    }
+    /// Destroyed or failed.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.state(), State::Destroyed | State::Failed)
+    }
+}
+
+/// The sandbox records of the store, oldest first.
+#[derive(Clone, Default)]
+pub struct Records {
+    slots: Vec<Slot>,
+    index: HashMap<String, usize>,
+    /// Set by the store to what it loaded; a commit whose records carry
+    /// another value replaced them wholesale (records may be gone), which
+    /// a journal line cannot say.
+    pub(crate) lineage: u64,
+}
+
+impl Records {
+    pub fn new() -> Records {
+        Records::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// The record `id`, parsed if it was not yet.
+    pub fn get(&self, id: &str) -> Result<Option<&Sandbox>> {
+        match self.index.get(id) {
+            Some(&i) => self.slots[i].get().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The record `id` to change; it is written at commit if it changed.
+    pub fn get_mut(&mut self, id: &str) -> Result<Option<&mut Sandbox>> {
+        match self.index.get(id) {
+            Some(&i) => self.slots[i].get_mut().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Add a record at the end (the newest). An id that is already there
+    /// is an internal error: ids are drawn until free.
+    pub fn push(&mut self, s: Sandbox) -> Result<()> {
+        if self.index.contains_key(&s.id) {
+            return Err(Error::internal(format!(
+                "a second record with id `{}` in the store",
+                s.id
+            )));
+        }
+        self.index.insert(s.id.clone(), self.slots.len());
+        self.slots.push(Slot::new(s));
+        Ok(())
+    }
+
+    /// Every record's head, without parsing any record.
+    pub fn heads(&self) -> impl Iterator<Item = HeadRef<'_>> + '_ {
+        self.slots.iter().map(Slot::head)
+    }
+
+    /// Every record, each parsed (the first error stops it). At 10,000
+    /// records this costs about 100 ms; [`Records::heads`] and
+    /// [`Records::get`] do not.
+    pub fn all(&self) -> Result<impl Iterator<Item = &Sandbox> + '_> {
+        for slot in &self.slots {
+            slot.get()?;
+        }
+        Ok(self
+            .slots
+            .iter()
+            .map(|s| s.parsed.get().expect("parsed above")))
+    }
+
+    /// Every record to change (all count as touched).
+    pub fn all_mut(&mut self) -> Result<impl Iterator<Item = &mut Sandbox> + '_> {
+        for slot in &mut self.slots {
+            slot.get_mut()?;
+        }
+        Ok(self
+            .slots
+            .iter_mut()
+            .map(|s| s.parsed.get_mut().expect("parsed above")))
+    }
+
+    /// The records whose head passes `keep`, parsed.
+    pub fn matching(&self, keep: impl Fn(&HeadRef<'_>) -> bool) -> Result<Vec<&Sandbox>> {
+        self.slots
+            .iter()
+            .filter(|s| keep(&s.head()))
+            .map(Slot::get)
+            .collect()
+    }
+
+    /// Every record, owned.
+    pub fn into_vec(self) -> Result<Vec<Sandbox>> {
+        let mut out = Vec::with_capacity(self.slots.len());
+        for slot in self.slots {
+            slot.get()?;
+            out.push(slot.parsed.into_inner().expect("parsed above"));
+        }
+        Ok(out)
+    }
+
+    /// Parse every record not parsed yet on up to `threads` threads (a
+    /// checkpoint validates the whole store this way).
+    pub(crate) fn parse_all(&self, threads: usize) -> Result<()> {
+        let todo: Vec<&Slot> = self
+            .slots
+            .iter()
+            .filter(|s| s.parsed.get().is_none())
+            .collect();
+        let chunks = threads.min(todo.len() / 512).max(1);
+        if chunks < 2 {
+            return todo.iter().try_for_each(|s| s.get().map(drop));
+        }
+        let per = todo.len().div_ceil(chunks);
+        std::thread::scope(|scope| {
+            let mut groups = todo.chunks(per);
+            let first = groups.next().unwrap_or_default();
+            let later: Vec<_> = groups
+                .map(|g| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || g.iter().try_for_each(|s| s.get().map(drop)))
+                        .map_err(|_| g)
+                })
+                .collect();
+            first.iter().try_for_each(|s| s.get().map(drop))?;
+            for h in later {
+                match h {
+                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
+                    Err(g) => g.iter().try_for_each(|s| s.get().map(drop))?,
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Each record as one line of compact JSON, for a checkpoint: the stored
+    /// bytes of a record nobody touched, a fresh serialization of the rest.
+    pub(crate) fn lines(&self) -> impl Iterator<Item = Result<std::borrow::Cow<'_, str>>> + '_ {
+        self.slots
+            .iter()
+            .map(|slot| match (&slot.stored, slot.touched) {
+                (Some(stored), false) => Ok(std::borrow::Cow::Borrowed(stored.text())),
+                _ => serialize(slot.get()?).map(std::borrow::Cow::Owned),
+            })
+    }
+
+    /// The touched records whose serialization differs from what is stored,
+    /// serialized.
+    pub(crate) fn changed(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for slot in self.slots.iter().filter(|s| s.touched) {
+            let text = serialize(slot.get()?)?;
+            if slot.stored.as_ref().is_none_or(|st| st.text() != text) {
+                out.push(text);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Add a stored record, or replace the one of its id when `replace`
+    /// (loading: the snapshot's lines, where an id twice is an error, then
+    /// the journal's, where a record replaces the older one).
+    pub(crate) fn put_stored(&mut self, stored: Stored, replace: bool) -> Result<()> {
+        let head = match peek_head(stored.text()) {
+            Some(head) => head,
+            // Not in the layout this build writes: parse it whole now.
+            None => Head::of(&stored.parse()?),
+        };
+        let slot = Slot {
+            head,
+            stored: Some(stored),
+            parsed: OnceLock::new(),
+            touched: false,
+        };
+        match self.index.get(&slot.head.id) {
+            Some(&i) if replace => self.slots[i] = slot,
+            Some(&i) => {
+                let first = self.slots[i].stored.as_ref().map_or(0, |s| s.origin.line);
+                let origin = &slot.stored.as_ref().expect("set above").origin;
+                return Err(Error::new(
+                    ErrorKind::StoreCorrupt,
+                    format!(
+                        "the sandbox store {} has two records with id `{}` (lines {first} and {})",
+                        origin.file.display(),
+                        slot.head.id,
+                        origin.line,
+                    ),
+                )
+                .with_hint(format!(
+                    "sandboxer will not overwrite it. Remove one of the two lines by hand, or \
+                     move the file aside to start an empty store: {}",
+                    super::file::move_aside_command(&origin.file, "corrupt"),
+                )));
+            }
+            None => {
+                self.index.insert(slot.head.id.clone(), self.slots.len());
+                self.slots.push(slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Each selected record in its public form (no `backend`) as compact
+    /// JSON, with the stored bytes reused where nobody touched the record.
+    pub fn public_json(
+        &self,
+        keep: impl Fn(&HeadRef<'_>) -> bool,
+    ) -> Result<Vec<std::borrow::Cow<'_, str>>> {
+        self.slots
+            .iter()
+            .filter(|s| keep(&s.head()))
+            .map(|slot| match (&slot.stored, slot.touched) {
+                (Some(stored), false) => public_from_stored(stored),
+                _ => crate::model::public_view(|| serialize(slot.get()?))
+                    .map(std::borrow::Cow::Owned),
+            })
+            .collect()
+    }
+}
+
+/// The stored record without its top-level `backend` field, checked to be
+/// one JSON object on the way (the keys are split with `serde_json`).
+fn public_from_stored(stored: &Stored) -> Result<std::borrow::Cow<'_, str>> {
+    let text = stored.text();
+    let fields: Fields<'_> =
+        serde_json::from_str(text).map_err(|e| corrupt_record(&stored.origin, &e))?;
+    if !fields.0.iter().any(|(k, _)| *k == "backend") {
+        return Ok(std::borrow::Cow::Borrowed(text));
+    }
+    let mut out = String::with_capacity(text.len());
+    out.push('{');
+    let mut first = true;
+    for (k, v) in fields.0.iter().filter(|(k, _)| *k != "backend") {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":");
+        out.push_str(v.get());
+    }
+    out.push('}');
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// A JSON object's fields in order, each value unparsed. Keys must need no
+/// escaping (every key of a record is a plain field name); a key that does
+/// is refused, and the caller's error names the line.
+struct Fields<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sandbox record (a JSON object)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(32);
+                while let Some(k) = map.next_key::<&'de str>()? {
+                    out.push((k, map.next_value()?));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn serialize(s: &Sandbox) -> Result<String> {
+    serde_json::to_string(s)
+        .map_err(|e| Error::internal(format!("serializing the sandbox store: {e}")).with_source(e))
+}
+
+/// The head of a record line this build wrote: the first fields of a
+/// [`Sandbox`] are plain strings and numbers (`id`, `profile`,
+/// `profile_version`, `extension`, `host`, `state`, `reason`, `actor`),
+/// read here up to the first field that is not. `None` when the line is not
+/// like that (written by hand, or by another build): the caller parses the
+/// whole record instead, so the answer never rests on this guess.
+pub(crate) fn peek_head(text: &str) -> Option<Head> {
+    let b = text.as_bytes();
+    let mut pos = 1;
+    if b.first() != Some(&b'{') {
+        return None;
+    }
+    let (mut id, mut state, mut host, mut actor, mut profile) = (None, None, None, None, None);
+    loop {
+        // `"key":`
+        if b.get(pos) != Some(&b'"') {
+            return None;
+        }
+        let key_end = pos + 1 + b[pos + 1..].iter().position(|&c| c == b'"' || c == b'\\')?;
+        if b[key_end] != b'"' || b.get(key_end + 1) != Some(&b':') {
+            return None;
+        }
+        let key = &text[pos + 1..key_end];
+        pos = key_end + 2;
+        let value_start = pos;
+        let value: Option<String> = match *b.get(pos)? {
+            b'"' => {
+                let end = pos + 1 + b[pos + 1..].iter().position(|&c| c == b'"' || c == b'\\')?;
+                if b[end] != b'"' {
+                    // An escape: leave it to the full parse.
+                    return None;
+                }
+                pos = end + 1;
+                Some(text[value_start + 1..end].to_string())
+            }
+            b'{' | b'[' => break,
+            _ => {
+                pos += b[pos..].iter().position(|&c| c == b',' || c == b'}')?;
+                None
+            }
+        };
+        let slot = match key {
+            "id" => &mut id,
+            "state" => &mut state,
+            "host" => &mut host,
+            "actor" => &mut actor,
+            "profile" => &mut profile,
+            _ => &mut None,
+        };
+        if value.is_some() && slot.is_some() {
+            // A duplicate key: the full parse decides.
+            return None;
+        }
+        if value.is_some() {
+            *slot = value;
+        }
+        match b.get(pos)? {
+            b',' => pos += 1,
+            _ => break,
+        }
+    }
+    let state = match state?.as_str() {
+        "provisioning" => State::Provisioning,
+        "ready" => State::Ready,
+        "destroying" => State::Destroying,
+        "destroyed" => State::Destroyed,
+        "failed" => State::Failed,
+        _ => return None,
+    };
+    Some(Head {
+        id: id?,
+        state,
+        host: host?,
+        actor: actor?.parse().ok()?,
+        profile: profile?,
+    })
+}
+
+impl fmt::Debug for Records {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.slots.iter().map(|s| match s.parsed.get() {
+                Some(p) => format!("{p:?}"),
+                None => format!("{} ({}, stored)", s.head.id, s.head.state),
+            }))
+            .finish()
+    }
+}
+
+/// Equal when every record parses and the records are equal in order; a
+/// record that does not parse is equal to nothing.
+impl PartialEq for Records {
+    fn eq(&self, other: &Records) -> bool {
+        match (self.all(), other.all()) {
+            (Ok(a), Ok(b)) => a.eq(b),
+            _ => false,
+        }
+    }
+}
+
+impl From<Vec<Sandbox>> for Records {
+    fn from(list: Vec<Sandbox>) -> Records {
+        let mut out = Records::new();
+        for s in list {
+            // A duplicate id replaces the earlier record, as in a journal.
+            match out.index.get(&s.id) {
+                Some(&i) => out.slots[i] = Slot::new(s),
+                None => {
+                    out.index.insert(s.id.clone(), out.slots.len());
+                    out.slots.push(Slot::new(s));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Serialize for Records {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.slots.len()))?;
+        for slot in &self.slots {
+            seq.serialize_element(slot.get().map_err(S::Error::custom)?)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Records {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let list = Vec::<Sandbox>::deserialize(d)?;
+        let mut ids = std::collections::HashSet::new();
+        if let Some(dup) = list.iter().find(|s| !ids.insert(s.id.as_str())) {
+            return Err(serde::de::Error::custom(format!(
+                "two records with id `{}`",
+                dup.id
+            )));
+        }
+        Ok(Records::from(list))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> Sandbox {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "profile": "profile.sandbox-canary", "profile_version": 1,
+            "extension": "ext.canary", "host": "local", "state": "ready",
+            "actor": "adm:ops", "created_at": "2026-11-01T00:00:00Z",
+            "ready_at": null, "expires_at": null, "ended_at": null,
+            "reachability": null, "recreated_from": null, "recreated_as": null,
+            "cost": null, "ttl_seconds": 60, "updated_at": "2026-11-01T00:00:00Z",
+            "backend": {"pid": 1}
+        }))
+        .unwrap()
+    }
+
+    fn stored(text: &str, line: usize) -> Stored {
+        Stored {
+            buf: Arc::from(text),
+            range: 0..text.len(),
+            origin: Origin {
+                file: Arc::from(Path::new("/d/sandboxes.json")),
+                line,
+            },
+        }
+    }
+
+    #[test]
+    fn peek_reads_what_the_full_parse_reads() {
+        let s = record("sbx-aaaaaaaaaa");
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(peek_head(&text), Some(Head::of(&s)));
+    }
+
+    #[test]
+    fn peek_gives_up_rather_than_guess() {
+        for text in [
+            r#"{"id":"sbx-a\"b","state":"ready","host":"h","actor":"adm:x","profile":"p","x":{}}"#,
+            r#"{"id":"sbx-a","id":"sbx-b","state":"ready","host":"h","actor":"adm:x","profile":"p"}"#,
+            r#"{"id":"sbx-a","state":"asleep","host":"h","actor":"adm:x","profile":"p"}"#,
+            r#"{"id":"sbx-a","state":"ready","x":{},"host":"h","actor":"adm:x","profile":"p"}"#,
+            r#"{ "id":"sbx-a","state":"ready","host":"h","actor":"adm:x","profile":"p"}"#,
+            r#"{"id":"sbx-a","state":"ready","host":"h","actor":"nobody","profile":"p"}"#,
+            "",
+            "{",
+        ] {
+            assert_eq!(peek_head(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_record_is_parsed_when_read_and_errors_name_the_line() {
+        let mut r = Records::new();
+        let good = serde_json::to_string(&record("sbx-aaaaaaaaaa")).unwrap();
+        r.put_stored(stored(&good, 4), false).unwrap();
+        // A head that peeks fine over a body that does not parse.
+        let bad = good.replace("\"ttl_seconds\":60", "\"ttl_seconds\":\"sixty\"");
+        let bad = bad.replace("sbx-aaaaaaaaaa", "sbx-bbbbbbbbbb");
+        r.put_stored(stored(&bad, 5), false).unwrap();
+        assert_eq!(r.heads().count(), 2);
+        assert!(r.get("sbx-aaaaaaaaaa").unwrap().is_some());
+        let e = r.get("sbx-bbbbbbbbbb").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StoreCorrupt);
+        assert!(e.to_string().contains("line 5"), "{e}");
+        assert!(r.all().is_err());
+        assert!(r.changed().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_changed_records_are_written() {
+        let mut r = Records::new();
+        for (i, id) in ["sbx-aaaaaaaaaa", "sbx-bbbbbbbbbb"].iter().enumerate() {
+            let text = serde_json::to_string(&record(id)).unwrap();
+            r.put_stored(stored(&text, i + 4), false).unwrap();
+        }
+        // Read mutably but not changed: nothing to write.
+        r.get_mut("sbx-aaaaaaaaaa").unwrap().unwrap();
+        assert!(r.changed().unwrap().is_empty());
+        r.get_mut("sbx-bbbbbbbbbb").unwrap().unwrap().ttl_seconds = 120;
+        r.push(record("sbx-cccccccccc")).unwrap();
+        let changed = r.changed().unwrap();
+        assert_eq!(changed.len(), 2);
+        assert!(
+            changed[0].contains("sbx-bbbbbbbbbb") && changed[0].contains("\"ttl_seconds\":120")
+        );
+        assert!(changed[1].contains("sbx-cccccccccc"));
+        assert!(r.push(record("sbx-cccccccccc")).is_err());
+    }
+
+    #[test]
+    fn public_json_leaves_out_backend_only() {
+        let mut r = Records::new();
+        let s = record("sbx-aaaaaaaaaa");
+        let text = serde_json::to_string(&s).unwrap();
+        r.put_stored(stored(&text, 4), false).unwrap();
+        r.push(record("sbx-bbbbbbbbbb")).unwrap();
+        let out = r.public_json(|_| true).unwrap();
+        let want = crate::model::public_view(|| serde_json::to_string(&s).unwrap());
+        assert_eq!(out[0], want);
+        assert!(!out[1].contains("backend") && out[1].contains("sbx-bbbbbbbbbb"));
+        let none = r.public_json(|h| h.id() == "nothing").unwrap();
+        assert!(none.is_empty());
+    }
+}
