@@ -58,6 +58,12 @@ enum Cmd {
     /// Probe: a fresh load, then what `list --json` does with the records.
     #[command(hide = true)]
     StoreLoad { data_dir: PathBuf },
+    /// Probe: one create's store commit that checkpoints.
+    #[command(hide = true)]
+    StoreCheckpoint { data_dir: PathBuf },
+    /// Fill the journal of the store in DATA_DIR to FRACTION of its room.
+    #[command(hide = true)]
+    FillJournal { data_dir: PathBuf, fraction: f64 },
     /// Write a store of N realistic records into DATA_DIR.
     #[command(hide = true)]
     MakeStore { data_dir: PathBuf, records: u64 },
@@ -84,6 +90,10 @@ fn run() -> Result<ExitCode> {
         Cmd::StoreCommit { data_dir } => Ok(print_json(probe::store_commit(&data_dir)?)),
         Cmd::NaiveCommit { file } => Ok(print_json(probe::naive_commit(&file)?)),
         Cmd::StoreLoad { data_dir } => Ok(print_json(probe::store_load(&data_dir)?)),
+        Cmd::StoreCheckpoint { data_dir } => Ok(print_json(probe::store_checkpoint(&data_dir)?)),
+        Cmd::FillJournal { data_dir, fraction } => {
+            Ok(print_json(probe::fill_journal(&data_dir, fraction)?))
+        }
         Cmd::MakeStore { data_dir, records } => {
             sandboxer_bench::records::write_store(&data_dir, records)?;
             Ok(ExitCode::SUCCESS)

@@ -68,43 +68,81 @@ pub fn naive_commit(file: &Path) -> Result<serde_json::Value> {
     Ok(json!({ "commit_ms": ms_since(t) }))
 }
 
-/// A fresh `load`, then what `sandboxer list --json` does with the records
-/// (each through `render::record_json` into one `Value`, pretty-printed,
-/// written to /dev/null), then the alternative of writing them straight
-/// with `serde_json::to_writer_pretty` into a buffered /dev/null.
+/// A fresh `load`, then what `sandboxer list --json` does with the
+/// records when piped (each selected record's public JSON from its stored
+/// line), then what parsing every record costs (a checkpoint, or a command
+/// that reads them all).
 pub fn store_load(data_dir: &Path) -> Result<serde_json::Value> {
     let t = Instant::now();
     let doc = JsonFileStore::in_data_dir(data_dir).load()?;
     let load_ms = ms_since(t);
 
     let t = Instant::now();
-    let value = serde_json::Value::Array(
-        doc.sandboxes
-            .all()?
-            .map(sandboxer_cli::render::record_json)
-            .collect(),
-    );
-    let to_value_ms = ms_since(t);
-    let t = Instant::now();
-    let text = serde_json::to_string_pretty(&value)?;
-    let pretty_ms = ms_since(t);
-    let t = Instant::now();
-    let mut null = File::create("/dev/null")?;
-    null.write_all(text.as_bytes())?;
-    let write_ms = ms_since(t);
-    drop((value, text));
-
+    let lines = doc.sandboxes.public_json(|_| true)?;
+    let public_ms = ms_since(t);
     let t = Instant::now();
     let mut w = BufWriter::with_capacity(64 * 1024, File::create("/dev/null")?);
-    serde_json::to_writer_pretty(&mut w, &doc.sandboxes)?;
+    for l in &lines {
+        w.write_all(l.as_bytes())?;
+        w.write_all(b",\n")?;
+    }
     w.flush()?;
-    let direct_ms = ms_since(t);
+    let write_ms = ms_since(t);
+    drop(lines);
+
+    let t = Instant::now();
+    let parsed = doc.sandboxes.all()?.count();
+    let parse_all_ms = ms_since(t);
     Ok(json!({
-        "records": doc.sandboxes.len(),
+        "records": parsed,
         "load_ms": load_ms,
-        "to_value_ms": to_value_ms,
-        "pretty_ms": pretty_ms,
+        "public_ms": public_ms,
         "write_ms": write_ms,
-        "direct_pretty_ms": direct_ms,
+        "parse_all_ms": parse_all_ms,
     }))
+}
+
+/// The same create commit as [`store_commit`], on a store that must write
+/// the whole file (a checkpoint: every record parsed, the file rewritten,
+/// the journal emptied). Prints `{"commit_ms": ...}`.
+pub fn store_checkpoint(data_dir: &Path) -> Result<serde_json::Value> {
+    let t = Instant::now();
+    let store = JsonFileStore::in_data_dir(data_dir).with_journal_from(u64::MAX);
+    store.update(&mut |doc| {
+        start_create(doc);
+        Ok(())
+    })?;
+    Ok(json!({ "commit_ms": ms_since(t) }))
+}
+
+/// Fill the journal with commits that each change 20 records (their
+/// `updated_at`), until it holds `fraction` of the room it may take before
+/// a checkpoint. Prints the journal's size and line count.
+pub fn fill_journal(data_dir: &Path, fraction: f64) -> Result<serde_json::Value> {
+    let store = JsonFileStore::in_data_dir(data_dir);
+    let file = std::fs::metadata(store.path())?.len();
+    let room = (file / 4).max(256 * 1024) as f64;
+    let journal = |s: &JsonFileStore| std::fs::metadata(s.journal_path()).map_or(0, |m| m.len());
+    let ids: Vec<String> = store
+        .load()?
+        .sandboxes
+        .heads()
+        .map(|h| h.id().to_string())
+        .collect();
+    let mut next = 0;
+    while (journal(&store) as f64) < room * fraction {
+        store.update(&mut |doc| {
+            for _ in 0..20 {
+                let id = &ids[next % ids.len()];
+                next += 1;
+                doc.require_mut(id)?.updated_at = sandboxer_core::model::now();
+            }
+            Ok(())
+        })?;
+    }
+    let bytes = journal(&store);
+    let lines = std::fs::read(store.journal_path())
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0);
+    Ok(json!({ "journal_bytes": bytes, "journal_lines": lines, "room": room }))
 }

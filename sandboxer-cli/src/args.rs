@@ -14,6 +14,8 @@ const AFTER_HELP: &str = concat!(
     "  SANDBOXER_CONFIG_DIR   hosts.toml, profiles/*.toml (default ~/.config/sandboxer)\n",
     "  SANDBOXER_HOST         force the placement host\n",
     "  SANDBOXER_ACTOR        who is asking (adm:NAME, agt:NAME, atm:NAME; default adm:$USER)\n",
+    "  SANDBOXER_STORE_JOURNAL_FROM  bytes of sandboxes.json from which changes are journaled\n",
+    "                         (default 1048576; see docs/store.md)\n",
     "  NO_COLOR               no colours\n",
     "\n",
 );
@@ -55,8 +57,13 @@ pub enum Command {
     },
 
     /// List sandboxes (oldest first).
+    ///
+    /// With --json: a JSON array of records. On a terminal it is indented;
+    /// piped or redirected, each record is one line of compact JSON (the
+    /// same array, faster to write and easy to grep), as a large store is
+    /// listed in a fraction of the time.
     #[command(
-        after_help = "Examples:\n  sandboxer list\n  sandboxer list --live --json\n  sandboxer list --state ready --actor agt:harness"
+        after_help = "Examples:\n  sandboxer list\n  sandboxer list --live --json\n  sandboxer list --state ready --actor agt:harness\n  sandboxer list --json | jq '.[] | select(.state == \"ready\") | .id'"
     )]
     List(ListArgs),
 

@@ -352,6 +352,12 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
                 host: a.host.clone(),
                 live_only: a.live,
             };
+            if json && !std::io::stdout().is_terminal() {
+                // One record a line, copied from the store's lines.
+                let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+                m.write_list_json(&filter, &mut w)?;
+                return Ok(exit::code::OK);
+            }
             let list = m.list(&filter)?;
             if json {
                 let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());

@@ -70,13 +70,16 @@ pub struct ListFilter {
 
 impl ListFilter {
     pub fn matches(&self, s: &Sandbox) -> bool {
-        self.matches_head(&crate::store::HeadRef::Parsed(s))
+        self.matches_head(&crate::store::HeadRef::of(s))
     }
 
     /// The same test on a record's head (no need to parse the record).
     pub fn matches_head(&self, h: &crate::store::HeadRef<'_>) -> bool {
         (self.states.is_empty() || self.states.contains(&h.state()))
-            && self.actor.as_ref().is_none_or(|a| h.actor() == a)
+            && self
+                .actor
+                .as_ref()
+                .is_none_or(|a| h.actor() == a.to_string())
             && self.profile.as_ref().is_none_or(|p| h.profile() == p)
             && self.host.as_ref().is_none_or(|x| h.host() == x)
             && (!self.live_only || !h.is_terminal())

@@ -87,6 +87,7 @@ impl Home {
             .env_remove("SANDBOXER_HOST")
             .env_remove("SANDBOXER_ACTOR")
             .env_remove("SANDBOXER_STATE_HUB_URL")
+            .env_remove("SANDBOXER_STORE_JOURNAL_FROM")
             .env("NO_COLOR", "1")
             .env("USER", "tester")
             .stdin(Stdio::null());
@@ -112,6 +113,21 @@ impl Home {
     /// The store's bytes (empty when it does not exist yet).
     pub fn store_bytes(&self) -> Vec<u8> {
         std::fs::read(self.store_path()).unwrap_or_default()
+    }
+
+    /// The store's journal (`sandboxes.json.journal`), empty when there is
+    /// none.
+    pub fn journal_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.data.join("sandboxes.json.journal")).unwrap_or_default()
+    }
+
+    /// Journal every change of the store, however small (the store
+    /// journals only from 1 MiB on otherwise): the tests that run both ways
+    /// cover the journal and checkpoints with a handful of records.
+    pub fn journal_every_commit(mut self) -> Self {
+        self.env
+            .push(("SANDBOXER_STORE_JOURNAL_FROM".into(), "0".into()));
+        self
     }
 
     /// Write a user profile file `profiles/NAME`.

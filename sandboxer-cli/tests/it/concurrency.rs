@@ -5,6 +5,11 @@
 //! disabled (`cargo test -p sandboxer-cli --features sandboxer-core/test-no-lock
 //! --test it concurrent`); with the read-modify-write unguarded, concurrent
 //! creates overwrite each other's records and the count check fails.
+//!
+//! Each test runs twice: on a small store as it is by default (every
+//! change rewrites `sandboxes.json`), and with every change journaled
+//! (`sandboxes.json.journal`, folded in by checkpoints), as a store of
+//! 1 MiB or more does.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -15,7 +20,24 @@ use crate::home;
 
 #[test]
 fn twenty_concurrent_creates_are_all_recorded_and_destroyable() {
-    let h = home();
+    twenty_concurrent(home());
+}
+
+#[test]
+fn twenty_concurrent_creates_through_the_journal() {
+    let h = twenty_concurrent(home().journal_every_commit());
+    // The changes went to the journal: the file holds what the first
+    // commit (a checkpoint: there was no file) wrote, the journal the rest.
+    let lines = h.journal_bytes().iter().filter(|&&b| b == b'\n').count();
+    assert!(
+        lines >= 40,
+        "{lines} journal lines for 20 creates and destroys"
+    );
+    let file: serde_json::Value = serde_json::from_slice(&h.store_bytes()).unwrap();
+    assert!(file["sandboxes"].as_array().unwrap().len() < 20);
+}
+
+fn twenty_concurrent(h: sandboxer_testkit::home::Home) -> sandboxer_testkit::home::Home {
     let children: Vec<_> = (0..20)
         .map(|_| {
             h.command(&["create", "--json"])
@@ -72,6 +94,7 @@ fn twenty_concurrent_creates_are_all_recorded_and_destroyable() {
         crate::canary::venues(&h.data).is_empty(),
         "every venue removed"
     );
+    h
 }
 
 /// A tiny deterministic generator (no sleeps standing in for readiness:
@@ -83,9 +106,49 @@ fn next(seed: &mut u64) -> u64 {
     *seed
 }
 
+/// `sandboxes.json` parses, and so does every complete line of the
+/// journal; every record in either is a legal record. A journal's last line
+/// may be cut short (a create killed mid-append).
+fn assert_store_intact(h: &sandboxer_testkit::home::Home) {
+    let bytes = h.store_bytes();
+    if !bytes.is_empty() {
+        let doc: serde_json::Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("store does not parse after SIGKILL: {e}"));
+        for r in doc["sandboxes"].as_array().unwrap() {
+            let _: Sandbox = serde_json::from_value(r.clone())
+                .unwrap_or_else(|e| panic!("illegal record after SIGKILL: {e}\n{r:#}"));
+        }
+    }
+    let journal = h.journal_bytes();
+    let complete = journal
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    for line in journal[..complete]
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+    {
+        let entry: serde_json::Value = serde_json::from_slice(line)
+            .unwrap_or_else(|e| panic!("journal line does not parse after SIGKILL: {e}"));
+        for r in entry["sandboxes"].as_array().unwrap() {
+            let _: Sandbox = serde_json::from_value(r.clone())
+                .unwrap_or_else(|e| panic!("illegal journal record after SIGKILL: {e}\n{r:#}"));
+        }
+    }
+}
+
 #[test]
 fn sigkill_at_random_moments_leaves_a_parsable_store_in_legal_states() {
-    let h = home();
+    sigkill_loop(home());
+}
+
+#[test]
+fn sigkill_at_random_moments_through_the_journal() {
+    let h = home().journal_every_commit();
+    sigkill_loop(h);
+}
+
+fn sigkill_loop(h: sandboxer_testkit::home::Home) {
     let mut seed: u64 = 0x5eed_cafe_f00d_1234;
     let started = Instant::now();
     let mut kills = 0;
@@ -109,15 +172,7 @@ fn sigkill_at_random_moments_leaves_a_parsable_store_in_legal_states() {
         }
         let _ = child.wait();
         // The store always parses, and every record is a legal record.
-        let bytes = h.store_bytes();
-        if !bytes.is_empty() {
-            let doc: serde_json::Value = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|e| panic!("store does not parse after SIGKILL: {e}"));
-            for r in doc["sandboxes"].as_array().unwrap() {
-                let _: Sandbox = serde_json::from_value(r.clone())
-                    .unwrap_or_else(|e| panic!("illegal record after SIGKILL: {e}\n{r:#}"));
-            }
-        }
+        assert_store_intact(&h);
         h.run(&["list", "--json"]).ok();
     }
     assert!(kills > 0, "at least one create was killed mid-way");

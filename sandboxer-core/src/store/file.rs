@@ -268,10 +268,11 @@ impl JsonFileStore {
             Ok(text) => text,
             Err(e) => return Err(self.parse_whole(e.as_bytes()).unwrap_err()),
         };
-        let text: Arc<str> = Arc::from(text);
+        let text: Arc<String> = Arc::new(text);
         match split_layout(&text) {
             Some((ranges, rest)) => match serde_json::from_str::<StoreDoc>(&rest) {
                 Ok(mut doc) if doc.version == SCHEMA_VERSION && doc.sandboxes.is_empty() => {
+                    doc.sandboxes.reserve(ranges.len());
                     for (range, line) in ranges {
                         doc.sandboxes.put_stored(
                             Stored {
@@ -319,8 +320,8 @@ impl JsonFileStore {
 
     /// Apply the journal's complete lines to `doc`.
     fn replay(&self, doc: &mut StoreDoc, bytes: Vec<u8>) -> Result<()> {
-        let text: Arc<str> = match String::from_utf8(bytes) {
-            Ok(t) => Arc::from(t),
+        let text: Arc<String> = match String::from_utf8(bytes) {
+            Ok(t) => Arc::new(t),
             Err(e) => {
                 let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
                     .iter()

@@ -17,7 +17,7 @@ mod file;
 mod records;
 
 pub use file::JsonFileStore;
-pub use records::{Head, HeadRef, Records};
+pub use records::{HeadRef, Records};
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;

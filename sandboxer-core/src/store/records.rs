@@ -25,31 +25,15 @@ use crate::lifecycle::State;
 use crate::model::{Actor, Sandbox};
 use crate::{Error, ErrorKind, Result};
 
-/// The fields of a record that lookups and filters read.
+/// The fields of a stored record that lookups and filters read, as byte
+/// ranges of its text (no copies: a load reads 10,000 of them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    pub id: String,
-    pub state: State,
-    pub host: String,
-    pub actor: Actor,
-    pub profile: String,
-}
-
-impl Head {
-    fn of(s: &Sandbox) -> Head {
-        Head {
-            id: s.id.clone(),
-            state: s.state(),
-            host: s.host.clone(),
-            actor: s.actor.clone(),
-            profile: s.profile.clone(),
-        }
-    }
-
-    /// Whether the sandbox has ended for good (destroyed or failed).
-    pub fn is_terminal(&self) -> bool {
-        matches!(self.state, State::Destroyed | State::Failed)
-    }
+pub(crate) struct StoredHead {
+    id: Range<u32>,
+    host: Range<u32>,
+    actor: Range<u32>,
+    profile: Range<u32>,
+    state: State,
 }
 
 /// Where a stored record came from, for error messages.
@@ -63,7 +47,7 @@ pub(crate) struct Origin {
 /// A record as stored: one compact JSON object inside `buf`.
 #[derive(Clone)]
 pub(crate) struct Stored {
-    pub buf: Arc<str>,
+    pub buf: Arc<String>,
     pub range: Range<usize>,
     pub origin: Origin,
 }
@@ -100,11 +84,12 @@ pub(crate) fn corrupt_record(origin: &Origin, e: &serde_json::Error) -> Error {
 
 #[derive(Clone)]
 struct Slot {
-    /// As stored, or as last read from the stored bytes; a touched
-    /// record's head is taken from `parsed` instead.
-    head: Head,
+    /// Read from the stored text; `None` when the record was parsed whole
+    /// instead (new, or a line the head could not be read from).
+    head: Option<StoredHead>,
     stored: Option<Stored>,
-    parsed: OnceLock<Sandbox>,
+    /// Boxed: a `Sandbox` is large, and most slots never hold one.
+    parsed: OnceLock<Box<Sandbox>>,
     /// Handed out mutably (or new): serialized and compared at commit.
     touched: bool,
 }
@@ -112,10 +97,9 @@ struct Slot {
 impl Slot {
     fn new(s: Sandbox) -> Slot {
         let parsed = OnceLock::new();
-        let head = Head::of(&s);
-        let _ = parsed.set(s);
+        let _ = parsed.set(Box::new(s));
         Slot {
-            head,
+            head: None,
             stored: None,
             parsed,
             touched: true,
@@ -131,20 +115,20 @@ impl Slot {
             .as_ref()
             .ok_or_else(|| Error::internal("a record with neither stored bytes nor a value"))?;
         let s = stored.parse()?;
-        if s.id != self.head.id {
+        let head_id = self.head().id();
+        if s.id != head_id {
             return Err(Error::new(
                 ErrorKind::StoreCorrupt,
                 format!(
-                    "the sandbox store {} line {}: the record's id `{}` is not the `{}` its \
-                     line starts with",
+                    "the sandbox store {} line {}: the record's id `{}` is not the `{head_id}` \
+                     its line starts with",
                     stored.origin.file.display(),
                     stored.origin.line,
                     s.id,
-                    self.head.id
                 ),
             ));
         }
-        let _ = self.parsed.set(s);
+        let _ = self.parsed.set(Box::new(s));
         Ok(self.parsed.get().expect("just set"))
     }
 
@@ -155,50 +139,69 @@ impl Slot {
     }
 
     fn head(&self) -> HeadRef<'_> {
-        match (self.touched, self.parsed.get()) {
-            (true, Some(s)) => HeadRef::Parsed(s),
-            _ => HeadRef::Stored(&self.head),
+        match (&self.head, &self.stored, self.touched) {
+            (Some(head), Some(stored), false) => HeadRef(Inner::Stored {
+                text: stored.text(),
+                head,
+            }),
+            _ => HeadRef(Inner::Parsed(
+                self.parsed.get().expect("a slot without a head is parsed"),
+            )),
         }
     }
 }
 
-/// A record's head: from its stored line, or from the record itself once
-/// it was handed out mutably (it may have changed since).
+/// A record's head (id, state, host, actor, profile): read from its
+/// stored line, or from the record itself once it was parsed without one
+/// or handed out mutably (it may have changed since).
 #[derive(Clone, Copy)]
-pub enum HeadRef<'a> {
-    Stored(&'a Head),
+pub struct HeadRef<'a>(Inner<'a>);
+
+#[derive(Clone, Copy)]
+enum Inner<'a> {
+    Stored { text: &'a str, head: &'a StoredHead },
     Parsed(&'a Sandbox),
 }
 
 impl<'a> HeadRef<'a> {
+    /// The head of a record at hand.
+    pub fn of(s: &'a Sandbox) -> HeadRef<'a> {
+        HeadRef(Inner::Parsed(s))
+    }
+
+    fn field(text: &'a str, r: &Range<u32>) -> &'a str {
+        &text[r.start as usize..r.end as usize]
+    }
+
     pub fn id(&self) -> &'a str {
-        match self {
-            HeadRef::Stored(h) => &h.id,
-            HeadRef::Parsed(s) => &s.id,
+        match self.0 {
+            Inner::Stored { text, head } => Self::field(text, &head.id),
+            Inner::Parsed(s) => &s.id,
         }
     }
     pub fn state(&self) -> State {
-        match self {
-            HeadRef::Stored(h) => h.state,
-            HeadRef::Parsed(s) => s.state(),
+        match self.0 {
+            Inner::Stored { head, .. } => head.state,
+            Inner::Parsed(s) => s.state(),
         }
     }
     pub fn host(&self) -> &'a str {
-        match self {
-            HeadRef::Stored(h) => &h.host,
-            HeadRef::Parsed(s) => &s.host,
+        match self.0 {
+            Inner::Stored { text, head } => Self::field(text, &head.host),
+            Inner::Parsed(s) => &s.host,
         }
     }
-    pub fn actor(&self) -> &'a Actor {
-        match self {
-            HeadRef::Stored(h) => &h.actor,
-            HeadRef::Parsed(s) => &s.actor,
+    /// The actor as written (`adm:NAME`).
+    pub fn actor(&self) -> std::borrow::Cow<'a, str> {
+        match self.0 {
+            Inner::Stored { text, head } => Self::field(text, &head.actor).into(),
+            Inner::Parsed(s) => s.actor.to_string().into(),
         }
     }
     pub fn profile(&self) -> &'a str {
-        match self {
-            HeadRef::Stored(h) => &h.profile,
-            HeadRef::Parsed(s) => &s.profile,
+        match self.0 {
+            Inner::Stored { text, head } => Self::field(text, &head.profile),
+            Inner::Parsed(s) => &s.profile,
         }
     }
     /// Destroyed or failed.
@@ -207,11 +210,21 @@ impl<'a> HeadRef<'a> {
     }
 }
 
+fn id_hash(id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
 /// The sandbox records of the store, oldest first.
 #[derive(Clone, Default)]
 pub struct Records {
     slots: Vec<Slot>,
-    index: HashMap<String, usize>,
+    /// Slot by the hash of its id. A lookup checks the id it finds and
+    /// falls back to a scan, so a collision costs time, never a wrong
+    /// answer.
+    index: HashMap<u64, usize>,
     /// Set by the store to what it loaded; a commit whose records carry
     /// another value replaced them wholesale (records may be gone), which
     /// a journal line cannot say.
@@ -231,22 +244,36 @@ impl Records {
         self.slots.is_empty()
     }
 
+    fn position(&self, id: &str) -> Option<usize> {
+        match self.index.get(&id_hash(id)) {
+            Some(&i) if self.slots[i].head().id() == id => Some(i),
+            Some(_) => self.slots.iter().position(|s| s.head().id() == id),
+            None => None,
+        }
+    }
+
+    /// Index slot `i` (already in `slots`).
+    fn index_slot(&mut self, i: usize) {
+        let h = id_hash(self.slots[i].head().id());
+        self.index.entry(h).or_insert(i);
+    }
+
     pub fn contains(&self, id: &str) -> bool {
-        self.index.contains_key(id)
+        self.position(id).is_some()
     }
 
     /// The record `id`, parsed if it was not yet.
     pub fn get(&self, id: &str) -> Result<Option<&Sandbox>> {
-        match self.index.get(id) {
-            Some(&i) => self.slots[i].get().map(Some),
+        match self.position(id) {
+            Some(i) => self.slots[i].get().map(Some),
             None => Ok(None),
         }
     }
 
     /// The record `id` to change; it is written at commit if it changed.
     pub fn get_mut(&mut self, id: &str) -> Result<Option<&mut Sandbox>> {
-        match self.index.get(id) {
-            Some(&i) => self.slots[i].get_mut().map(Some),
+        match self.position(id) {
+            Some(i) => self.slots[i].get_mut().map(Some),
             None => Ok(None),
         }
     }
@@ -254,15 +281,21 @@ impl Records {
     /// Add a record at the end (the newest). An id that is already there
     /// is an internal error: ids are drawn until free.
     pub fn push(&mut self, s: Sandbox) -> Result<()> {
-        if self.index.contains_key(&s.id) {
+        if self.contains(&s.id) {
             return Err(Error::internal(format!(
                 "a second record with id `{}` in the store",
                 s.id
             )));
         }
-        self.index.insert(s.id.clone(), self.slots.len());
         self.slots.push(Slot::new(s));
+        self.index_slot(self.slots.len() - 1);
         Ok(())
+    }
+
+    /// Room for `n` more records.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.slots.reserve(n);
+        self.index.reserve(n);
     }
 
     /// Every record's head, without parsing any record.
@@ -280,7 +313,7 @@ impl Records {
         Ok(self
             .slots
             .iter()
-            .map(|s| s.parsed.get().expect("parsed above")))
+            .map(|s| &**s.parsed.get().expect("parsed above")))
     }
 
     /// Every record to change (all count as touched).
@@ -291,7 +324,7 @@ impl Records {
         Ok(self
             .slots
             .iter_mut()
-            .map(|s| s.parsed.get_mut().expect("parsed above")))
+            .map(|s| &mut **s.parsed.get_mut().expect("parsed above")))
     }
 
     /// The records whose head passes `keep`, parsed.
@@ -308,7 +341,7 @@ impl Records {
         let mut out = Vec::with_capacity(self.slots.len());
         for slot in self.slots {
             slot.get()?;
-            out.push(slot.parsed.into_inner().expect("parsed above"));
+            out.push(*slot.parsed.into_inner().expect("parsed above"));
         }
         Ok(out)
     }
@@ -375,20 +408,20 @@ impl Records {
     /// (loading: the snapshot's lines, where an id twice is an error, then
     /// the journal's, where a record replaces the older one).
     pub(crate) fn put_stored(&mut self, stored: Stored, replace: bool) -> Result<()> {
-        let head = match peek_head(stored.text()) {
-            Some(head) => head,
-            // Not in the layout this build writes: parse it whole now.
-            None => Head::of(&stored.parse()?),
-        };
         let slot = Slot {
-            head,
+            head: peek_head(stored.text()),
             stored: Some(stored),
             parsed: OnceLock::new(),
             touched: false,
         };
-        match self.index.get(&slot.head.id) {
-            Some(&i) if replace => self.slots[i] = slot,
-            Some(&i) => {
+        if slot.head.is_none() {
+            // Not in the layout this build writes: parse it whole now.
+            let s = slot.stored.as_ref().expect("set above").parse()?;
+            let _ = slot.parsed.set(Box::new(s));
+        }
+        match self.position(slot.head().id()) {
+            Some(i) if replace => self.slots[i] = slot,
+            Some(i) => {
                 let first = self.slots[i].stored.as_ref().map_or(0, |s| s.origin.line);
                 let origin = &slot.stored.as_ref().expect("set above").origin;
                 return Err(Error::new(
@@ -396,7 +429,7 @@ impl Records {
                     format!(
                         "the sandbox store {} has two records with id `{}` (lines {first} and {})",
                         origin.file.display(),
-                        slot.head.id,
+                        slot.head().id(),
                         origin.line,
                     ),
                 )
@@ -407,8 +440,8 @@ impl Records {
                 )));
             }
             None => {
-                self.index.insert(slot.head.id.clone(), self.slots.len());
                 self.slots.push(slot);
+                self.index_slot(self.slots.len() - 1);
             }
         }
         Ok(())
@@ -495,14 +528,15 @@ fn serialize(s: &Sandbox) -> Result<String> {
 /// [`Sandbox`] are plain strings and numbers (`id`, `profile`,
 /// `profile_version`, `extension`, `host`, `state`, `reason`, `actor`),
 /// read here up to the first field that is not. `None` when the line is not
-/// like that (written by hand, or by another build): the caller parses the
-/// whole record instead, so the answer never rests on this guess.
-pub(crate) fn peek_head(text: &str) -> Option<Head> {
+/// like that (written by hand, or by another build, or a string with an
+/// escape): the caller parses the whole record instead, so the answer never
+/// rests on this guess.
+pub(crate) fn peek_head(text: &str) -> Option<StoredHead> {
     let b = text.as_bytes();
-    let mut pos = 1;
-    if b.first() != Some(&b'{') {
+    if b.first() != Some(&b'{') || b.len() > u32::MAX as usize {
         return None;
     }
+    let mut pos = 1;
     let (mut id, mut state, mut host, mut actor, mut profile) = (None, None, None, None, None);
     loop {
         // `"key":`
@@ -513,18 +547,18 @@ pub(crate) fn peek_head(text: &str) -> Option<Head> {
         if b[key_end] != b'"' || b.get(key_end + 1) != Some(&b':') {
             return None;
         }
-        let key = &text[pos + 1..key_end];
+        let key = &b[pos + 1..key_end];
         pos = key_end + 2;
-        let value_start = pos;
-        let value: Option<String> = match *b.get(pos)? {
+        let value = match *b.get(pos)? {
             b'"' => {
                 let end = pos + 1 + b[pos + 1..].iter().position(|&c| c == b'"' || c == b'\\')?;
                 if b[end] != b'"' {
                     // An escape: leave it to the full parse.
                     return None;
                 }
+                let r = (pos + 1) as u32..end as u32;
                 pos = end + 1;
-                Some(text[value_start + 1..end].to_string())
+                Some(r)
             }
             b'{' | b'[' => break,
             _ => {
@@ -533,11 +567,11 @@ pub(crate) fn peek_head(text: &str) -> Option<Head> {
             }
         };
         let slot = match key {
-            "id" => &mut id,
-            "state" => &mut state,
-            "host" => &mut host,
-            "actor" => &mut actor,
-            "profile" => &mut profile,
+            b"id" => &mut id,
+            b"state" => &mut state,
+            b"host" => &mut host,
+            b"actor" => &mut actor,
+            b"profile" => &mut profile,
             _ => &mut None,
         };
         if value.is_some() && slot.is_some() {
@@ -552,7 +586,8 @@ pub(crate) fn peek_head(text: &str) -> Option<Head> {
             _ => break,
         }
     }
-    let state = match state?.as_str() {
+    let field = |r: &Range<u32>| &text[r.start as usize..r.end as usize];
+    let state = match field(state.as_ref()?) {
         "provisioning" => State::Provisioning,
         "ready" => State::Ready,
         "destroying" => State::Destroying,
@@ -560,12 +595,20 @@ pub(crate) fn peek_head(text: &str) -> Option<Head> {
         "failed" => State::Failed,
         _ => return None,
     };
-    Some(Head {
+    // `adm:NAME` as this build writes it; anything else is parsed whole.
+    let a = field(actor.as_ref()?);
+    let well_formed = ["adm:", "agt:", "atm:"]
+        .iter()
+        .any(|k| a.len() > k.len() && a.starts_with(k));
+    if !well_formed || a.parse::<Actor>().is_err() {
+        return None;
+    }
+    Some(StoredHead {
         id: id?,
-        state,
         host: host?,
-        actor: actor?.parse().ok()?,
+        actor: actor?,
         profile: profile?,
+        state,
     })
 }
 
@@ -574,7 +617,7 @@ impl fmt::Debug for Records {
         f.debug_list()
             .entries(self.slots.iter().map(|s| match s.parsed.get() {
                 Some(p) => format!("{p:?}"),
-                None => format!("{} ({}, stored)", s.head.id, s.head.state),
+                None => format!("{} ({}, stored)", s.head().id(), s.head().state()),
             }))
             .finish()
     }
@@ -594,13 +637,14 @@ impl PartialEq for Records {
 impl From<Vec<Sandbox>> for Records {
     fn from(list: Vec<Sandbox>) -> Records {
         let mut out = Records::new();
+        out.reserve(list.len());
         for s in list {
             // A duplicate id replaces the earlier record, as in a journal.
-            match out.index.get(&s.id) {
-                Some(&i) => out.slots[i] = Slot::new(s),
+            match out.position(&s.id) {
+                Some(i) => out.slots[i] = Slot::new(s),
                 None => {
-                    out.index.insert(s.id.clone(), out.slots.len());
                     out.slots.push(Slot::new(s));
+                    out.index_slot(out.slots.len() - 1);
                 }
             }
         }
@@ -652,7 +696,7 @@ mod tests {
 
     fn stored(text: &str, line: usize) -> Stored {
         Stored {
-            buf: Arc::from(text),
+            buf: Arc::new(text.to_string()),
             range: 0..text.len(),
             origin: Origin {
                 file: Arc::from(Path::new("/d/sandboxes.json")),
@@ -665,7 +709,16 @@ mod tests {
     fn peek_reads_what_the_full_parse_reads() {
         let s = record("sbx-aaaaaaaaaa");
         let text = serde_json::to_string(&s).unwrap();
-        assert_eq!(peek_head(&text), Some(Head::of(&s)));
+        let head = peek_head(&text).unwrap();
+        let h = HeadRef(Inner::Stored {
+            text: &text,
+            head: &head,
+        });
+        let p = HeadRef::of(&s);
+        assert_eq!(
+            (h.id(), h.state(), h.host(), h.actor(), h.profile()),
+            (p.id(), p.state(), p.host(), p.actor(), p.profile())
+        );
     }
 
     #[test]
@@ -677,6 +730,8 @@ mod tests {
             r#"{"id":"sbx-a","state":"ready","x":{},"host":"h","actor":"adm:x","profile":"p"}"#,
             r#"{ "id":"sbx-a","state":"ready","host":"h","actor":"adm:x","profile":"p"}"#,
             r#"{"id":"sbx-a","state":"ready","host":"h","actor":"nobody","profile":"p"}"#,
+            r#"{"id":"sbx-a","state":"ready","host":"h","actor":"ADM:x","profile":"p"}"#,
+            r#"{"id":"sbx-a","state":"ready","host":"h","actor":"adm:","profile":"p"}"#,
             "",
             "{",
         ] {
