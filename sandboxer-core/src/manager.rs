@@ -203,13 +203,16 @@ impl Manager {
     /// store (`list --json` when the output is not a terminal).
     pub fn write_list_json(&self, filter: &ListFilter, w: &mut dyn std::io::Write) -> Result<()> {
         let doc = self.store.load()?;
-        let lines = doc.sandboxes.public_json(|h| filter.matches_head(h))?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let lines = doc
+            .sandboxes
+            .public_json(|h| filter.matches_head(h), threads)?;
         let io = |e| Error::io("writing the list", e);
         w.write_all(b"[").map_err(io)?;
         for (i, line) in lines.iter().enumerate() {
             w.write_all(if i == 0 { b"\n" } else { b",\n" })
                 .map_err(io)?;
-            w.write_all(line.as_bytes()).map_err(io)?;
+            w.write_all(line).map_err(io)?;
         }
         w.write_all(if lines.is_empty() { b"]\n" } else { b"\n]\n" })
             .map_err(io)?;

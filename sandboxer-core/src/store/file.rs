@@ -59,12 +59,13 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::buf::Buf;
 use super::records::{Origin, Stored};
 use super::{IdempotencyEntry, Store, StoreDoc, SCHEMA_VERSION};
 use crate::{Error, ErrorKind, Result};
@@ -216,11 +217,10 @@ impl JsonFileStore {
                 let meta = f
                     .metadata()
                     .map_err(|e| Error::io(format!("reading {}", self.path.display()), e))?;
-                let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-                f.read_to_end(&mut bytes)
+                let buf = Buf::of_file(&mut f, meta.len())
                     .map_err(|e| Error::io(format!("reading {}", self.path.display()), e))?;
-                let len = bytes.len() as u64;
-                let (doc, layout_ok) = self.parse_snapshot(bytes)?;
+                let len = buf.bytes().len() as u64;
+                let (doc, layout_ok) = self.parse_snapshot(buf)?;
                 (Some((len, inode(&meta))), layout_ok, doc)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => (None, true, StoreDoc::default()),
@@ -261,36 +261,29 @@ impl JsonFileStore {
         Ok(loaded)
     }
 
-    /// The document in `bytes` (the contents of `sandboxes.json`), and
+    /// The document in `buf` (the contents of `sandboxes.json`), and
     /// whether it is in the layout this build writes.
-    fn parse_snapshot(&self, bytes: Vec<u8>) -> Result<(StoreDoc, bool)> {
-        let text = match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(e) => return Err(self.parse_whole(e.as_bytes()).unwrap_err()),
+    fn parse_snapshot(&self, buf: Buf) -> Result<(StoreDoc, bool)> {
+        let buf = Arc::new(buf);
+        let bytes = buf.bytes();
+        let Some((ranges, rest)) = split_layout(bytes) else {
+            return Ok((self.parse_whole(bytes)?, false));
         };
-        let text: Arc<String> = Arc::new(text);
-        match split_layout(&text) {
-            Some((ranges, rest)) => match serde_json::from_str::<StoreDoc>(&rest) {
-                Ok(mut doc) if doc.version == SCHEMA_VERSION && doc.sandboxes.is_empty() => {
-                    doc.sandboxes.reserve(ranges.len());
-                    for (range, line) in ranges {
-                        doc.sandboxes.put_stored(
-                            Stored {
-                                buf: text.clone(),
-                                range,
-                                origin: Origin {
-                                    file: self.path.clone(),
-                                    line,
-                                },
-                            },
-                            false,
-                        )?;
-                    }
-                    Ok((doc, true))
+        match serde_json::from_slice::<StoreDoc>(&rest) {
+            Ok(mut doc) if doc.version == SCHEMA_VERSION && doc.sandboxes.is_empty() => {
+                doc.sandboxes.reserve(ranges.len());
+                for (range, line) in ranges {
+                    let origin = Origin {
+                        file: self.path.clone(),
+                        line,
+                    };
+                    let buf = buf.clone();
+                    doc.sandboxes
+                        .put_stored(Stored { buf, range, origin }, false)?;
                 }
-                _ => Ok((self.parse_whole(text.as_bytes())?, false)),
-            },
-            None => Ok((self.parse_whole(text.as_bytes())?, false)),
+                Ok((doc, true))
+            }
+            _ => Ok((self.parse_whole(bytes)?, false)),
         }
     }
 
@@ -320,30 +313,21 @@ impl JsonFileStore {
 
     /// Apply the journal's complete lines to `doc`.
     fn replay(&self, doc: &mut StoreDoc, bytes: Vec<u8>) -> Result<()> {
-        let text: Arc<String> = match String::from_utf8(bytes) {
-            Ok(t) => Arc::new(t),
-            Err(e) => {
-                let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count()
-                    + 1;
-                return Err(self.corrupt_journal(line, "it is not UTF-8"));
-            }
-        };
+        let buf = Arc::new(Buf::Heap(bytes));
+        let text = buf.bytes();
         let mut at = 0;
-        for (i, line) in text.split_inclusive('\n').enumerate() {
+        for (i, line) in text.split_inclusive(|&b| b == b'\n').enumerate() {
             let lineno = i + 1;
             let start = at;
             at += line.len();
-            let entry: JournalEntry<'_> = match serde_json::from_str(line) {
+            let entry: JournalEntry<'_> = match serde_json::from_slice(line) {
                 Ok(entry) => entry,
                 Err(e) => {
                     #[derive(Deserialize)]
                     struct Versioned {
                         version: u32,
                     }
-                    return Err(match serde_json::from_str::<Versioned>(line) {
+                    return Err(match serde_json::from_slice::<Versioned>(line) {
                         Ok(v) if v.version != SCHEMA_VERSION => {
                             self.wrong_version(&self.journal_path, v.version)
                         }
@@ -359,7 +343,7 @@ impl JsonFileStore {
                 debug_assert!(offset >= start && offset < at);
                 doc.sandboxes.put_stored(
                     Stored {
-                        buf: text.clone(),
+                        buf: buf.clone(),
                         range: offset..offset + raw.get().len(),
                         origin: Origin {
                             file: self.journal_path.clone(),
@@ -814,14 +798,13 @@ fn layout_head() -> String {
 /// (`{"version":1,"sandboxes":[` and everything from the `]` on). `None`
 /// when the file is not in that layout. Only the lines are found here; each
 /// record is parsed when it is read (and all of them at a checkpoint).
-fn split_layout(text: &str) -> Option<(Vec<(std::ops::Range<usize>, usize)>, String)> {
+fn split_layout(b: &[u8]) -> Option<(Vec<(std::ops::Range<usize>, usize)>, Vec<u8>)> {
     let head = layout_head();
-    if !text.starts_with(&head) {
+    if !b.starts_with(head.as_bytes()) {
         return None;
     }
-    let b = text.as_bytes();
     let mut pos = head.len();
-    let mut records = Vec::with_capacity(text.len() / 1024);
+    let mut records = Vec::with_capacity(b.len() / 1024);
     // Line 3 is `"sandboxes":[`.
     let mut line = 4;
     let close = if b.get(pos) == Some(&b']') {
@@ -832,7 +815,7 @@ fn split_layout(text: &str) -> Option<(Vec<(std::ops::Range<usize>, usize)>, Str
         }
         pos += 1;
         loop {
-            let nl = pos + text[pos..].find('\n')?;
+            let nl = pos + memchr::memchr(b'\n', &b[pos..])?;
             let l = &b[pos..nl];
             if l.first() != Some(&b'{') {
                 return None;
@@ -855,9 +838,9 @@ fn split_layout(text: &str) -> Option<(Vec<(std::ops::Range<usize>, usize)>, Str
             }
         }
     };
-    let mut rest = String::with_capacity(head.len() + text.len() - close);
-    rest.push_str(&head);
-    rest.push_str(&text[close..]);
+    let mut rest = Vec::with_capacity(head.len() + b.len() - close);
+    rest.extend_from_slice(head.as_bytes());
+    rest.extend_from_slice(&b[close..]);
     Some((records, rest))
 }
 
@@ -893,7 +876,7 @@ fn serialize(doc: &StoreDoc, threads: usize) -> Result<Pieces> {
     let mut records = Vec::with_capacity(doc.sandboxes.len() * 1400);
     for (i, line) in doc.sandboxes.lines().enumerate() {
         records.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-        records.extend_from_slice(line?.as_bytes());
+        records.extend_from_slice(&line?);
     }
     records.push(b'\n');
     Ok(Pieces(vec![
@@ -1105,17 +1088,20 @@ mod tests {
         for n in SIZES {
             let d = doc(n);
             let t = text(&d);
-            let (ranges, _) = split_layout(&t).unwrap();
+            let (ranges, _) = split_layout(t.as_bytes()).unwrap();
             assert_eq!(ranges.len(), n);
             let dir = tempfile::tempdir().unwrap();
             let s = store(dir.path(), 0);
             // Pretty-printed by hand: read whole, the same document.
             let pretty = serde_json::to_string_pretty(&d).unwrap();
-            assert!(split_layout(&pretty).is_none() || n == 0);
+            assert!(split_layout(pretty.as_bytes()).is_none() || n == 0);
             fs::write(s.path(), &pretty).unwrap();
             let r = s.read().unwrap();
             assert_eq!(r.doc, d);
-            assert_eq!(r.layout_ok, n == 0 && split_layout(&pretty).is_some());
+            assert_eq!(
+                r.layout_ok,
+                n == 0 && split_layout(pretty.as_bytes()).is_some()
+            );
             // The first commit writes the layout (a checkpoint, not the
             // journal, since the file is not in the layout).
             s.update(&mut |doc| {

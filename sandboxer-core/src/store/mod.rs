@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::Sandbox;
 use crate::{Error, Result};
 
+mod buf;
 mod file;
 mod records;
 

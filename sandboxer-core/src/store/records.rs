@@ -13,6 +13,7 @@
 //! A record handed out mutably counts as touched; the store serializes the
 //! touched ones at commit and writes those whose bytes changed.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
@@ -47,18 +48,18 @@ pub(crate) struct Origin {
 /// A record as stored: one compact JSON object inside `buf`.
 #[derive(Clone)]
 pub(crate) struct Stored {
-    pub buf: Arc<String>,
+    pub buf: Arc<super::buf::Buf>,
     pub range: Range<usize>,
     pub origin: Origin,
 }
 
 impl Stored {
-    pub fn text(&self) -> &str {
-        &self.buf[self.range.clone()]
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf.bytes()[self.range.clone()]
     }
 
     fn parse(&self) -> Result<Sandbox> {
-        serde_json::from_str(self.text()).map_err(|e| corrupt_record(&self.origin, &e))
+        serde_json::from_slice(self.bytes()).map_err(|e| corrupt_record(&self.origin, &e))
     }
 }
 
@@ -141,7 +142,7 @@ impl Slot {
     fn head(&self) -> HeadRef<'_> {
         match (&self.head, &self.stored, self.touched) {
             (Some(head), Some(stored), false) => HeadRef(Inner::Stored {
-                text: stored.text(),
+                text: stored.bytes(),
                 head,
             }),
             _ => HeadRef(Inner::Parsed(
@@ -159,7 +160,7 @@ pub struct HeadRef<'a>(Inner<'a>);
 
 #[derive(Clone, Copy)]
 enum Inner<'a> {
-    Stored { text: &'a str, head: &'a StoredHead },
+    Stored { text: &'a [u8], head: &'a StoredHead },
     Parsed(&'a Sandbox),
 }
 
@@ -169,8 +170,10 @@ impl<'a> HeadRef<'a> {
         HeadRef(Inner::Parsed(s))
     }
 
-    fn field(text: &'a str, r: &Range<u32>) -> &'a str {
-        &text[r.start as usize..r.end as usize]
+    /// A field of the stored text (checked to be UTF-8 when the head was
+    /// read; empty should the bytes have changed under a mapping since).
+    fn field(text: &'a [u8], r: &Range<u32>) -> &'a str {
+        std::str::from_utf8(&text[r.start as usize..r.end as usize]).unwrap_or_default()
     }
 
     pub fn id(&self) -> &'a str {
@@ -382,12 +385,12 @@ impl Records {
 
     /// Each record as one line of compact JSON, for a checkpoint: the stored
     /// bytes of a record nobody touched, a fresh serialization of the rest.
-    pub(crate) fn lines(&self) -> impl Iterator<Item = Result<std::borrow::Cow<'_, str>>> + '_ {
+    pub(crate) fn lines(&self) -> impl Iterator<Item = Result<Cow<'_, [u8]>>> + '_ {
         self.slots
             .iter()
             .map(|slot| match (&slot.stored, slot.touched) {
-                (Some(stored), false) => Ok(std::borrow::Cow::Borrowed(stored.text())),
-                _ => serialize(slot.get()?).map(std::borrow::Cow::Owned),
+                (Some(stored), false) => Ok(Cow::Borrowed(stored.bytes())),
+                _ => serialize(slot.get()?).map(|s| Cow::Owned(s.into_bytes())),
             })
     }
 
@@ -397,7 +400,7 @@ impl Records {
         let mut out = Vec::new();
         for slot in self.slots.iter().filter(|s| s.touched) {
             let text = serialize(slot.get()?)?;
-            if slot.stored.as_ref().is_none_or(|st| st.text() != text) {
+            if slot.stored.as_ref().is_none_or(|st| st.bytes() != text.as_bytes()) {
                 out.push(text);
             }
         }
@@ -409,7 +412,7 @@ impl Records {
     /// the journal's, where a record replaces the older one).
     pub(crate) fn put_stored(&mut self, stored: Stored, replace: bool) -> Result<()> {
         let slot = Slot {
-            head: peek_head(stored.text()),
+            head: peek_head(stored.bytes()),
             stored: Some(stored),
             parsed: OnceLock::new(),
             touched: false,
@@ -449,46 +452,73 @@ impl Records {
 
     /// Each selected record in its public form (no `backend`) as compact
     /// JSON, with the stored bytes reused where nobody touched the record.
+    /// Large lists are done on up to `threads` threads.
     pub fn public_json(
         &self,
         keep: impl Fn(&HeadRef<'_>) -> bool,
-    ) -> Result<Vec<std::borrow::Cow<'_, str>>> {
-        self.slots
-            .iter()
-            .filter(|s| keep(&s.head()))
-            .map(|slot| match (&slot.stored, slot.touched) {
+        threads: usize,
+    ) -> Result<Vec<Cow<'_, [u8]>>> {
+        let picked: Vec<&Slot> = self.slots.iter().filter(|s| keep(&s.head())).collect();
+        fn one<'a>(slot: &&'a Slot) -> Result<Cow<'a, [u8]>> {
+            match (&slot.stored, slot.touched) {
                 (Some(stored), false) => public_from_stored(stored),
                 _ => crate::model::public_view(|| serialize(slot.get()?))
-                    .map(std::borrow::Cow::Owned),
-            })
-            .collect()
+                    .map(|s| Cow::Owned(s.into_bytes())),
+            }
+        }
+        let chunks = threads.min(picked.len() / 1024).max(1);
+        if chunks < 2 {
+            return picked.iter().map(one).collect();
+        }
+        let per = picked.len().div_ceil(chunks);
+        std::thread::scope(|scope| {
+            let mut groups = picked.chunks(per);
+            let first = groups.next().unwrap_or_default();
+            let later: Vec<_> = groups
+                .map(|g| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || g.iter().map(one).collect::<Result<Vec<_>>>())
+                        .map_err(|_| g)
+                })
+                .collect();
+            let mut out: Vec<Cow<'_, [u8]>> = first.iter().map(one).collect::<Result<_>>()?;
+            out.reserve(picked.len());
+            for h in later {
+                let part = match h {
+                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
+                    Err(g) => g.iter().map(one).collect::<Result<Vec<_>>>()?,
+                };
+                out.extend(part);
+            }
+            Ok(out)
+        })
     }
 }
 
 /// The stored record without its top-level `backend` field, checked to be
 /// one JSON object on the way (the keys are split with `serde_json`).
-fn public_from_stored(stored: &Stored) -> Result<std::borrow::Cow<'_, str>> {
-    let text = stored.text();
+fn public_from_stored(stored: &Stored) -> Result<Cow<'_, [u8]>> {
+    let text = stored.bytes();
     let fields: Fields<'_> =
-        serde_json::from_str(text).map_err(|e| corrupt_record(&stored.origin, &e))?;
+        serde_json::from_slice(text).map_err(|e| corrupt_record(&stored.origin, &e))?;
     if !fields.0.iter().any(|(k, _)| *k == "backend") {
-        return Ok(std::borrow::Cow::Borrowed(text));
+        return Ok(Cow::Borrowed(text));
     }
-    let mut out = String::with_capacity(text.len());
-    out.push('{');
+    let mut out = Vec::with_capacity(text.len());
+    out.push(b'{');
     let mut first = true;
     for (k, v) in fields.0.iter().filter(|(k, _)| *k != "backend") {
         if !first {
-            out.push(',');
+            out.push(b',');
         }
         first = false;
-        out.push('"');
-        out.push_str(k);
-        out.push_str("\":");
-        out.push_str(v.get());
+        out.push(b'"');
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(v.get().as_bytes());
     }
-    out.push('}');
-    Ok(std::borrow::Cow::Owned(out))
+    out.push(b'}');
+    Ok(Cow::Owned(out))
 }
 
 /// A JSON object's fields in order, each value unparsed. Keys must need no
@@ -531,8 +561,7 @@ fn serialize(s: &Sandbox) -> Result<String> {
 /// like that (written by hand, or by another build, or a string with an
 /// escape): the caller parses the whole record instead, so the answer never
 /// rests on this guess.
-pub(crate) fn peek_head(text: &str) -> Option<StoredHead> {
-    let b = text.as_bytes();
+pub(crate) fn peek_head(b: &[u8]) -> Option<StoredHead> {
     if b.first() != Some(&b'{') || b.len() > u32::MAX as usize {
         return None;
     }
@@ -586,8 +615,11 @@ pub(crate) fn peek_head(text: &str) -> Option<StoredHead> {
             _ => break,
         }
     }
-    let field = |r: &Range<u32>| &text[r.start as usize..r.end as usize];
-    let state = match field(state.as_ref()?) {
+    let field = |r: &Range<u32>| std::str::from_utf8(&b[r.start as usize..r.end as usize]).ok();
+    for r in [&id, &host, &profile] {
+        field(r.as_ref()?)?;
+    }
+    let state = match field(state.as_ref()?)? {
         "provisioning" => State::Provisioning,
         "ready" => State::Ready,
         "destroying" => State::Destroying,
@@ -596,7 +628,7 @@ pub(crate) fn peek_head(text: &str) -> Option<StoredHead> {
         _ => return None,
     };
     // `adm:NAME` as this build writes it; anything else is parsed whole.
-    let a = field(actor.as_ref()?);
+    let a = field(actor.as_ref()?)?;
     let well_formed = ["adm:", "agt:", "atm:"]
         .iter()
         .any(|k| a.len() > k.len() && a.starts_with(k));
@@ -696,7 +728,7 @@ mod tests {
 
     fn stored(text: &str, line: usize) -> Stored {
         Stored {
-            buf: Arc::new(text.to_string()),
+            buf: Arc::new(super::super::buf::Buf::Heap(text.as_bytes().to_vec())),
             range: 0..text.len(),
             origin: Origin {
                 file: Arc::from(Path::new("/d/sandboxes.json")),
@@ -709,9 +741,9 @@ mod tests {
     fn peek_reads_what_the_full_parse_reads() {
         let s = record("sbx-aaaaaaaaaa");
         let text = serde_json::to_string(&s).unwrap();
-        let head = peek_head(&text).unwrap();
+        let head = peek_head(text.as_bytes()).unwrap();
         let h = HeadRef(Inner::Stored {
-            text: &text,
+            text: text.as_bytes(),
             head: &head,
         });
         let p = HeadRef::of(&s);
@@ -735,7 +767,7 @@ mod tests {
             "",
             "{",
         ] {
-            assert_eq!(peek_head(text), None, "{text}");
+            assert_eq!(peek_head(text.as_bytes()), None, "{text}");
         }
     }
 
@@ -785,11 +817,14 @@ mod tests {
         let text = serde_json::to_string(&s).unwrap();
         r.put_stored(stored(&text, 4), false).unwrap();
         r.push(record("sbx-bbbbbbbbbb")).unwrap();
-        let out = r.public_json(|_| true).unwrap();
         let want = crate::model::public_view(|| serde_json::to_string(&s).unwrap());
-        assert_eq!(out[0], want);
-        assert!(!out[1].contains("backend") && out[1].contains("sbx-bbbbbbbbbb"));
-        let none = r.public_json(|h| h.id() == "nothing").unwrap();
-        assert!(none.is_empty());
+        for threads in [1, 2] {
+            let out = r.public_json(|_| true, threads).unwrap();
+            assert_eq!(*out[0], *want.as_bytes());
+            let second = std::str::from_utf8(&out[1]).unwrap();
+            assert!(!second.contains("backend") && second.contains("sbx-bbbbbbbbbb"));
+            let none = r.public_json(|h| h.id() == "nothing", threads).unwrap();
+            assert!(none.is_empty());
+        }
     }
 }
