@@ -798,7 +798,7 @@ fn layout_head() -> String {
 /// (`{"version":1,"sandboxes":[` and everything from the `]` on). `None`
 /// when the file is not in that layout. Only the lines are found here; each
 /// record is parsed when it is read (and all of them at a checkpoint).
-fn split_layout(b: &[u8]) -> Option<(Vec<(std::ops::Range<usize>, usize)>, Vec<u8>)> {
+fn split_layout(b: &[u8]) -> Option<(Vec<RecordLine>, Vec<u8>)> {
     let head = layout_head();
     if !b.starts_with(head.as_bytes()) {
         return None;
@@ -843,6 +843,9 @@ fn split_layout(b: &[u8]) -> Option<(Vec<(std::ops::Range<usize>, usize)>, Vec<u
     rest.extend_from_slice(&b[close..]);
     Some((records, rest))
 }
+
+/// A record's byte range in the file, and its line number.
+type RecordLine = (std::ops::Range<usize>, usize);
 
 /// The whole file for `doc`, in the layout [`LineFormatter`] writes. Every
 /// record not parsed yet is parsed first (`threads`), so one that does not
@@ -1423,7 +1426,7 @@ mod tests {
                 let dir = dir.path();
                 scope.spawn(move || {
                     let s = store(dir, 0);
-                    let mut last = vec![0u64; 8];
+                    let mut last = [0u64; 8];
                     for _ in 0..100 {
                         let d = s.load().unwrap();
                         for (i, seen) in last.iter_mut().enumerate() {

@@ -160,7 +160,10 @@ pub struct HeadRef<'a>(Inner<'a>);
 
 #[derive(Clone, Copy)]
 enum Inner<'a> {
-    Stored { text: &'a [u8], head: &'a StoredHead },
+    Stored {
+        text: &'a [u8],
+        head: &'a StoredHead,
+    },
     Parsed(&'a Sandbox),
 }
 
@@ -357,30 +360,11 @@ impl Records {
             .iter()
             .filter(|s| s.parsed.get().is_none())
             .collect();
-        let chunks = threads.min(todo.len() / 512).max(1);
-        if chunks < 2 {
-            return todo.iter().try_for_each(|s| s.get().map(drop));
-        }
-        let per = todo.len().div_ceil(chunks);
-        std::thread::scope(|scope| {
-            let mut groups = todo.chunks(per);
-            let first = groups.next().unwrap_or_default();
-            let later: Vec<_> = groups
-                .map(|g| {
-                    std::thread::Builder::new()
-                        .spawn_scoped(scope, move || g.iter().try_for_each(|s| s.get().map(drop)))
-                        .map_err(|_| g)
-                })
-                .collect();
-            first.iter().try_for_each(|s| s.get().map(drop))?;
-            for h in later {
-                match h {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
-                    Err(g) => g.iter().try_for_each(|s| s.get().map(drop))?,
-                }
-            }
-            Ok(())
+        in_chunks(&todo, threads, 512, |g| {
+            g.iter().try_for_each(|s| s.get().map(drop))?;
+            Ok(Vec::<()>::new())
         })
+        .map(drop)
     }
 
     /// Each record as one line of compact JSON, for a checkpoint: the stored
@@ -400,7 +384,11 @@ impl Records {
         let mut out = Vec::new();
         for slot in self.slots.iter().filter(|s| s.touched) {
             let text = serialize(slot.get()?)?;
-            if slot.stored.as_ref().is_none_or(|st| st.bytes() != text.as_bytes()) {
+            if slot
+                .stored
+                .as_ref()
+                .is_none_or(|st| st.bytes() != text.as_bytes())
+            {
                 out.push(text);
             }
         }
@@ -466,33 +454,45 @@ impl Records {
                     .map(|s| Cow::Owned(s.into_bytes())),
             }
         }
-        let chunks = threads.min(picked.len() / 1024).max(1);
-        if chunks < 2 {
-            return picked.iter().map(one).collect();
-        }
-        let per = picked.len().div_ceil(chunks);
-        std::thread::scope(|scope| {
-            let mut groups = picked.chunks(per);
-            let first = groups.next().unwrap_or_default();
-            let later: Vec<_> = groups
-                .map(|g| {
-                    std::thread::Builder::new()
-                        .spawn_scoped(scope, move || g.iter().map(one).collect::<Result<Vec<_>>>())
-                        .map_err(|_| g)
-                })
-                .collect();
-            let mut out: Vec<Cow<'_, [u8]>> = first.iter().map(one).collect::<Result<_>>()?;
-            out.reserve(picked.len());
-            for h in later {
-                let part = match h {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
-                    Err(g) => g.iter().map(one).collect::<Result<Vec<_>>>()?,
-                };
-                out.extend(part);
-            }
-            Ok(out)
-        })
+        in_chunks(&picked, threads, 1024, |g| g.iter().map(one).collect())
     }
+}
+
+/// `f` on `items` split into up to `threads` chunks of at least
+/// `min_per_thread` items, each on its own thread (the first on this one),
+/// the results in order. A thread that cannot start leaves its chunk to
+/// this one; a panic in one is raised here.
+fn in_chunks<'a, T: Sync, R: Send>(
+    items: &'a [T],
+    threads: usize,
+    min_per_thread: usize,
+    f: impl Fn(&'a [T]) -> Result<Vec<R>> + Sync,
+) -> Result<Vec<R>> {
+    let chunks = threads.min(items.len() / min_per_thread.max(1)).max(1);
+    if chunks < 2 {
+        return f(items);
+    }
+    let per = items.len().div_ceil(chunks);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let mut groups = items.chunks(per);
+        let first = groups.next().unwrap_or_default();
+        let later: Vec<_> = groups
+            .map(|g| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || f(g))
+                    .map_err(|_| g)
+            })
+            .collect();
+        let mut out = f(first)?;
+        for h in later {
+            out.extend(match h {
+                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
+                Err(g) => f(g)?,
+            });
+        }
+        Ok(out)
+    })
 }
 
 /// The stored record without its top-level `backend` field, checked to be
