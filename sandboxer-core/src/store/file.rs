@@ -331,7 +331,12 @@ impl JsonFileStore {
                         Ok(v) if v.version != SCHEMA_VERSION => {
                             self.wrong_version(&self.journal_path, v.version)
                         }
-                        _ => self.corrupt_journal(lineno, &e.to_string()),
+                        _ => {
+                            let full = e.to_string();
+                            let at = format!(" at line {} column {}", e.line(), e.column());
+                            let what = full.strip_suffix(&at).unwrap_or(&full);
+                            self.corrupt_journal(lineno, &format!("column {}: {what}", e.column()))
+                        }
                     });
                 }
             };
@@ -390,7 +395,7 @@ impl JsonFileStore {
         Error::new(
             ErrorKind::StoreCorrupt,
             format!(
-                "the sandbox store's journal {} does not parse (line {line}): {what}",
+                "the sandbox store's journal {} does not parse (line {line}, {what})",
                 self.journal_path.display(),
             ),
         )
