@@ -78,8 +78,9 @@ pub fn store_load(data_dir: &Path) -> Result<serde_json::Value> {
     let load_ms = ms_since(t);
 
     let t = Instant::now();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let lines = doc.sandboxes.public_json(|_| true, threads)?;
+    let lines = doc
+        .sandboxes
+        .public_json(|_| true, sandboxer_core::store::store_threads())?;
     let public_ms = ms_since(t);
     let t = Instant::now();
     let mut w = BufWriter::with_capacity(64 * 1024, File::create("/dev/null")?);

@@ -76,10 +76,7 @@ impl ListFilter {
     /// The same test on a record's head (no need to parse the record).
     pub fn matches_head(&self, h: &crate::store::HeadRef<'_>) -> bool {
         (self.states.is_empty() || self.states.contains(&h.state()))
-            && self
-                .actor
-                .as_ref()
-                .is_none_or(|a| h.actor() == a.to_string())
+            && self.actor.as_ref().is_none_or(|a| h.actor_is(a))
             && self.profile.as_ref().is_none_or(|p| h.profile() == p)
             && self.host.as_ref().is_none_or(|x| h.host() == x)
             && (!self.live_only || !h.is_terminal())
@@ -203,10 +200,9 @@ impl Manager {
     /// store (`list --json` when the output is not a terminal).
     pub fn write_list_json(&self, filter: &ListFilter, w: &mut dyn std::io::Write) -> Result<()> {
         let doc = self.store.load()?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         let lines = doc
             .sandboxes
-            .public_json(|h| filter.matches_head(h), threads)?;
+            .public_json(|h| filter.matches_head(h), crate::store::store_threads())?;
         let io = |e| Error::io("writing the list", e);
         w.write_all(b"[").map_err(io)?;
         for (i, line) in lines.iter().enumerate() {

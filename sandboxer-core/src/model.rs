@@ -77,33 +77,45 @@ impl Actor {
     }
 }
 
-impl FromStr for Actor {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: &str| {
-            Error::invalid_input(format!("bad actor `{s}`: {why}")).with_hint(
-                "an actor is `adm:NAME` (operator), `agt:NAME` (agent) or `atm:NAME` (automation); \
-                 NAME is 1-64 of letters, digits, `.`, `_`, `-`, `@`",
-            )
-        };
-        let (kind, name) = s.split_once(':').ok_or_else(|| bad("missing `:`"))?;
+impl Actor {
+    /// Check `s` as an actor (`adm:NAME`, ...) without building one: its
+    /// kind and name, or why not.
+    pub fn check(s: &str) -> std::result::Result<(ActorKind, &str), String> {
+        let (kind, name) = s.split_once(':').ok_or("missing `:`")?;
         let kind = match kind {
             "adm" => ActorKind::Adm,
             "agt" => ActorKind::Agt,
             "atm" => ActorKind::Atm,
-            other => return Err(bad(&format!("unknown kind `{other}`"))),
+            other => return Err(format!("unknown kind `{other}`")),
         };
         if name.is_empty() || name.len() > 64 {
-            return Err(bad("NAME must be 1 to 64 characters"));
+            return Err("NAME must be 1 to 64 characters".into());
         }
         if !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
         {
-            return Err(bad(
-                "NAME has a character outside letters, digits, `.`, `_`, `-`, `@`",
-            ));
+            return Err("NAME has a character outside letters, digits, `.`, `_`, `-`, `@`".into());
         }
+        Ok((kind, name))
+    }
+
+    /// Whether `s` is this actor as written (`adm:NAME`).
+    pub fn is_written_as(&self, s: &str) -> bool {
+        s.split_once(':')
+            .is_some_and(|(k, n)| k == self.kind.as_str() && n == self.name)
+    }
+}
+
+impl FromStr for Actor {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (kind, name) = Actor::check(s).map_err(|why| {
+            Error::invalid_input(format!("bad actor `{s}`: {why}")).with_hint(
+                "an actor is `adm:NAME` (operator), `agt:NAME` (agent) or `atm:NAME` (automation); \
+                 NAME is 1-64 of letters, digits, `.`, `_`, `-`, `@`",
+            )
+        })?;
         Ok(Actor {
             kind,
             name: name.to_string(),

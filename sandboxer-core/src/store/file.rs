@@ -764,11 +764,12 @@ fn write_synced(path: &Path, bytes: &Pieces) -> io::Result<()> {
     file.sync_all()
 }
 
-/// The threads a checkpoint parses records on: the CPUs this process may
-/// use (at most 4), less those other tasks keep busy right now.
+/// The threads a checkpoint parses records on (and `list --json` splits
+/// its records over): the CPUs this process may use (at most 4), less
+/// those other tasks keep busy right now.
 ///
 /// A helper thread only pays off on a CPU that would otherwise idle.
-fn store_threads() -> usize {
+pub fn store_threads() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     if cpus < 2 {
         return 1;

@@ -17,7 +17,7 @@ mod buf;
 mod file;
 mod records;
 
-pub use file::JsonFileStore;
+pub use file::{store_threads, JsonFileStore};
 pub use records::{HeadRef, Records};
 
 /// The schema version this build reads and writes.

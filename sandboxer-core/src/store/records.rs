@@ -204,6 +204,13 @@ impl<'a> HeadRef<'a> {
             Inner::Parsed(s) => s.actor.to_string().into(),
         }
     }
+    /// Whether the actor is `a` (no allocation).
+    pub fn actor_is(&self, a: &Actor) -> bool {
+        match self.0 {
+            Inner::Stored { text, head } => a.is_written_as(Self::field(text, &head.actor)),
+            Inner::Parsed(s) => &s.actor == a,
+        }
+    }
     pub fn profile(&self) -> &'a str {
         match self.0 {
             Inner::Stored { text, head } => Self::field(text, &head.profile),
@@ -320,17 +327,6 @@ impl Records {
             .slots
             .iter()
             .map(|s| &**s.parsed.get().expect("parsed above")))
-    }
-
-    /// Every record to change (all count as touched).
-    pub fn all_mut(&mut self) -> Result<impl Iterator<Item = &mut Sandbox> + '_> {
-        for slot in &mut self.slots {
-            slot.get_mut()?;
-        }
-        Ok(self
-            .slots
-            .iter_mut()
-            .map(|s| &mut **s.parsed.get_mut().expect("parsed above")))
     }
 
     /// The records whose head passes `keep`, parsed.
@@ -627,14 +623,8 @@ pub(crate) fn peek_head(b: &[u8]) -> Option<StoredHead> {
         "failed" => State::Failed,
         _ => return None,
     };
-    // `adm:NAME` as this build writes it; anything else is parsed whole.
-    let a = field(actor.as_ref()?)?;
-    let well_formed = ["adm:", "agt:", "atm:"]
-        .iter()
-        .any(|k| a.len() > k.len() && a.starts_with(k));
-    if !well_formed || a.parse::<Actor>().is_err() {
-        return None;
-    }
+    // A well-formed actor; anything else is parsed whole.
+    Actor::check(field(actor.as_ref()?)?).ok()?;
     Some(StoredHead {
         id: id?,
         host: host?,
