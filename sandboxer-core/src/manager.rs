@@ -189,8 +189,8 @@ impl Manager {
     /// Sandboxes matching `filter`, oldest first.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Sandbox>> {
         let doc = self.store.load()?;
-        let list = doc.sandboxes.matching(|h| filter.matches_head(h))?;
-        Ok(list.into_iter().cloned().collect())
+        doc.sandboxes
+            .into_matching(|h| filter.matches_head(h), crate::store::store_threads())
     }
 
     /// The sandboxes matching `filter`, oldest first, in their public form

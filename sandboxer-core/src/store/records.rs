@@ -338,6 +338,35 @@ impl Records {
             .collect()
     }
 
+    /// The records whose head passes `keep`, parsed on up to `threads`
+    /// threads and moved out (no copies): how `list` reads a large store.
+    pub fn into_matching(
+        self,
+        keep: impl Fn(&HeadRef<'_>) -> bool,
+        threads: usize,
+    ) -> Result<Vec<Sandbox>> {
+        let kept: Vec<bool> = self.slots.iter().map(|s| keep(&s.head())).collect();
+        let todo: Vec<&Slot> = self
+            .slots
+            .iter()
+            .zip(&kept)
+            .filter(|(s, k)| **k && s.parsed.get().is_none())
+            .map(|(s, _)| s)
+            .collect();
+        in_chunks(&todo, threads, 512, |g| {
+            g.iter().try_for_each(|s| s.get().map(drop))?;
+            Ok(Vec::<()>::new())
+        })?;
+        drop(todo);
+        Ok(self
+            .slots
+            .into_iter()
+            .zip(kept)
+            .filter(|(_, k)| *k)
+            .map(|(s, _)| *s.parsed.into_inner().expect("parsed above"))
+            .collect())
+    }
+
     /// Every record, owned.
     pub fn into_vec(self) -> Result<Vec<Sandbox>> {
         let mut out = Vec::with_capacity(self.slots.len());
@@ -798,6 +827,41 @@ mod tests {
         );
         assert!(changed[1].contains("sbx-cccccccccc"));
         assert!(r.push(record("sbx-cccccccccc")).is_err());
+    }
+
+    #[test]
+    fn into_matching_moves_out_what_matching_reads_on_any_thread_count() {
+        // Enough stored records for two threads (512 each at least), one
+        // parsed already, one new, and every third one `failed`.
+        let build = || {
+            let mut r = Records::new();
+            for i in 0..1100 {
+                let mut text = serde_json::to_string(&record(&format!("sbx-{i:010}"))).unwrap();
+                if i % 3 == 0 {
+                    text = text.replace("\"state\":\"ready\"", "\"state\":\"failed\"");
+                }
+                r.put_stored(stored(&text, i + 4), false).unwrap();
+            }
+            r.get("sbx-0000000001").unwrap().unwrap();
+            r.push(record("sbx-new0000000")).unwrap();
+            r
+        };
+        let keep = |h: &HeadRef<'_>| h.state() != State::Failed;
+        let r = build();
+        let want: Vec<Sandbox> = r.matching(keep).unwrap().into_iter().cloned().collect();
+        assert_eq!(want.len(), 1100 - 367 + 1);
+        for threads in [1, 2, 4] {
+            assert_eq!(build().into_matching(keep, threads).unwrap(), want);
+        }
+        // A record that does not parse fails the whole read, on any thread.
+        let mut r = build();
+        let bad = serde_json::to_string(&record("sbx-bad0000000"))
+            .unwrap()
+            .replace("\"ttl_seconds\":60", "\"ttl_seconds\":\"sixty\"");
+        r.put_stored(stored(&bad, 2000), false).unwrap();
+        let e = r.into_matching(keep, 2).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StoreCorrupt);
+        assert!(e.to_string().contains("line 2000"), "{e}");
     }
 
     #[test]
