@@ -177,7 +177,15 @@ fn reconcile(m: &Manager, ledger: &FileLedger) -> Result<()> {
 
 pub(crate) fn parse_actor(given: Option<&str>) -> Result<Actor> {
     match given {
-        Some(a) => a.parse(),
+        // Name the variable when the bad actor came from it: the user may
+        // not know it is set.
+        Some(a) => a.parse().map_err(|e: Error| {
+            if std::env::var("SANDBOXER_ACTOR").ok().as_deref() == Some(a) {
+                e.context("SANDBOXER_ACTOR")
+            } else {
+                e
+            }
+        }),
         None => {
             let user = sandboxer_core::paths::user_name();
             Actor::new(ActorKind::Adm, user.clone())

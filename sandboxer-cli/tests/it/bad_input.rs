@@ -98,6 +98,28 @@ fn bad_inputs_are_refused_with_their_exit_code_and_leave_the_store_intact() {
 }
 
 #[test]
+fn a_bad_actor_from_the_environment_is_named_as_coming_from_it() {
+    let (mut h, id) = home_with_one();
+    h.env.push(("SANDBOXER_ACTOR".into(), "boss:me".into()));
+    check(
+        &h,
+        &["create"],
+        4,
+        "invalid_input",
+        "SANDBOXER_ACTOR: bad actor `boss:me`",
+    );
+    // Given on the command line, it is the flag's value that is named.
+    let r = h.run(&["create", "--actor", "agt:"]).expect_code(4);
+    assert!(
+        r.stderr.contains("bad actor `agt:`") && !r.stderr.contains("SANDBOXER_ACTOR"),
+        "{}",
+        r.stderr
+    );
+    h.env.retain(|(k, _)| k != "SANDBOXER_ACTOR");
+    h.run(&["destroy", &id]).ok();
+}
+
+#[test]
 fn a_malformed_user_profile_is_reported_with_file_line_and_column() {
     let (h, id) = home_with_one();
     let path = h.write_profile(

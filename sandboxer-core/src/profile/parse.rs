@@ -973,8 +973,8 @@ fn price(w: &mut Walker<'_>, f: &Field<'_>) -> Option<Micros> {
         Some(Value::Integer(n)) => {
             w.report(
                 f.at.clone(),
-                format!("`price_per_hour` must not be negative, not {}", n.value()),
-                None,
+                format!("`price_per_hour` is {}; a price must not be negative", n.value()),
+                Some("give the credits an hour as a decimal string, like `price_per_hour = \"0.6\"`, or 0 for free".into()),
             );
             return None;
         }
