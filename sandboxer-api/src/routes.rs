@@ -19,12 +19,12 @@ use sandboxer_core::routing::Constraints;
 use sandboxer_core::{Error, ErrorKind};
 use sandboxer_credits::{EntryFilter, FileLedger};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::error::ApiError;
 use crate::extract::{Admin, Caller, JsonBody, Params, PathParam};
 use crate::openapi::{self, Operation};
-use crate::views::{probe_hosts, profile_rows, record_json};
+use crate::views::{probe_hosts, profile_rows, Public};
 use crate::ApiState;
 
 /// The profile a create without one gets (as `sandboxer create`).
@@ -100,7 +100,7 @@ pub(crate) fn reconcile(m: &Manager, ledger: &FileLedger) -> sandboxer_core::Res
 }
 
 fn record_response(status: StatusCode, s: &Sandbox) -> Response {
-    let mut r = (status, Json(record_json(s))).into_response();
+    let mut r = (status, Json(Public(s))).into_response();
     if status == StatusCode::CREATED || status == StatusCode::ACCEPTED {
         if let Ok(v) = HeaderValue::from_str(&format!("/v1/sandboxes/{}", s.id)) {
             r.headers_mut().insert(header::LOCATION, v);
@@ -291,12 +291,8 @@ async fn list_sandboxes(
     };
     let m = st.manager.clone();
     let list = offload(move || async move { m.list(&filter) }).await?;
-    let records: Vec<Value> = list
-        .iter()
-        .filter(|s| caller.sees(s))
-        .map(record_json)
-        .collect();
-    Ok(Json(Value::Array(records)).into_response())
+    let records: Vec<Public<'_>> = list.iter().filter(|s| caller.sees(s)).map(Public).collect();
+    Ok(Json(records).into_response())
 }
 
 async fn get_sandbox(

@@ -10,11 +10,15 @@ use sandboxer_core::model::Sandbox;
 use sandboxer_core::profile::Profile;
 use serde::Serialize;
 
-/// The record as consumers read it (`backend` is extension-private).
-pub fn record_json(s: &Sandbox) -> serde_json::Value {
-    sandboxer_core::model::public_view(|| {
-        serde_json::to_value(s).expect("a record always serializes")
-    })
+/// The record as consumers read it (`backend` is extension-private), in the
+/// record's own field order (`id` first), as `list --json` prints it too.
+#[derive(Clone, Copy)]
+pub struct Public<'a>(pub &'a Sandbox);
+
+impl Serialize for Public<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        sandboxer_core::model::public_view(|| self.0.serialize(ser))
+    }
 }
 
 /// Write records as a pretty JSON array in their public form, straight to

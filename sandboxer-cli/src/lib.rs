@@ -274,6 +274,11 @@ pub(crate) fn out(s: &str) {
 }
 
 pub(crate) fn print_json(v: &serde_json::Value) {
+    print_pretty(v);
+}
+
+/// Any serializable value as indented JSON, in its own field order.
+pub(crate) fn print_pretty(v: &impl serde::Serialize) {
     out(&serde_json::to_string_pretty(v).expect("json"));
 }
 
@@ -326,7 +331,7 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
             }
             let sbx = result?;
             if json {
-                print_json(&render::record_json(&sbx));
+                print_pretty(&render::Public(&sbx));
             } else {
                 out(&render::summary(&sbx, color));
             }
@@ -341,7 +346,7 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
             let m = env.manager(false)?;
             let sbx = m.get(&id)?;
             if json {
-                print_json(&render::record_json(&sbx));
+                print_pretty(&render::Public(&sbx));
             } else {
                 out(&render::summary(&sbx, color));
             }
@@ -386,7 +391,7 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
             }
             let sbx = r?;
             if json {
-                print_json(&render::record_json(&sbx));
+                print_pretty(&render::Public(&sbx));
             } else {
                 out(&render::summary(&sbx, color));
             }
@@ -403,7 +408,7 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
                 spawn_finisher(&sbx.id)?;
             }
             if json {
-                print_json(&render::record_json(&sbx));
+                print_pretty(&render::Public(&sbx));
             } else {
                 out(&render::summary(&sbx, color));
             }
@@ -415,7 +420,7 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
             let m = env.manager(true)?;
             let sbx = m.extend_ttl(&id, by).await?;
             if json {
-                print_json(&render::record_json(&sbx));
+                print_pretty(&render::Public(&sbx));
             } else {
                 out(&render::summary(&sbx, color));
             }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use chrono::Utc;
-pub use sandboxer_api::views::{probe_hosts, profile_rows, record_json, HostRow, ProfileRow};
+pub use sandboxer_api::views::{probe_hosts, profile_rows, HostRow, ProfileRow, Public};
 use sandboxer_core::extension::Registry;
 use sandboxer_core::hosts::Hosts;
 use sandboxer_core::lifecycle::State;
