@@ -316,10 +316,8 @@ mod tests {
         assert!(e.contains("closed it at once"), "{e}");
         close.await.unwrap();
         // Nothing listening.
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = free.local_addr().unwrap().port();
-        drop(free);
-        assert!(probe("127.0.0.1", port, Duration::from_secs(1))
+        let closed = sandboxer_testkit::net::ClosedPort::new().unwrap();
+        assert!(probe("127.0.0.1", closed.port(), Duration::from_secs(1))
             .await
             .is_err());
     }

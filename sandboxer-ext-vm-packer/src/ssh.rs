@@ -299,13 +299,10 @@ mod tests {
 
     #[test]
     fn nothing_listening_fails_fast() {
-        let addr = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+        let closed = sandboxer_testkit::net::ClosedPort::new().unwrap();
         let target = SshLogin {
             host: "127.0.0.1".into(),
-            port: addr.port(),
+            port: closed.port(),
             user: "root".into(),
         };
         let started = Instant::now();

@@ -4,4 +4,5 @@
 
 pub mod conformance;
 pub mod home;
+pub mod net;
 pub mod testbed;

@@ -254,8 +254,11 @@ fn provider_full_or_down_is_no_placement_and_holds_nothing() {
     assert_eq!(micros(&acct["available"]), Micros::from_credits(25));
 
     // The provider down: the same, quickly.
-    let down_url = format!("http://{}", full.addr);
+    // Nothing answers at the configured address (not the stopped stub's
+    // port, which another test's server could take meanwhile).
     drop(full);
+    let closed = sandboxer_testkit::net::ClosedPort::new().unwrap();
+    let down_url = closed.url();
     let mut bed = bed;
     bed.home.env.retain(|(k, _)| k != "SANDBOXER_SAAS_STUB_URL");
     bed.home

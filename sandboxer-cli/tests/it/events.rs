@@ -20,14 +20,6 @@ fn home_with_hub(url: &str) -> Home {
     h
 }
 
-/// A URL nobody listens on.
-fn closed_port_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("http://127.0.0.1:{port}")
-}
-
 fn redact_port(s: &str) -> String {
     regex_lite::Regex::new(r"127\.0\.0\.1:\d+")
         .unwrap()
@@ -111,7 +103,8 @@ fn every_transition_reaches_the_hub_numbered_as_the_core_numbers_it() {
 
 #[test]
 fn a_down_hub_fails_no_command_and_flush_exits_12_keeping_every_event() {
-    let url = closed_port_url();
+    let closed = sandboxer_testkit::net::ClosedPort::new().unwrap();
+    let url = closed.url();
     let h = home_with_hub(&url);
     let rec = h.run(&["create", "--json"]).ok().json();
     assert_eq!(rec["state"], "ready");

@@ -13,6 +13,7 @@ use sandboxer_core::Result;
 use sandboxer_events::outbox::{Backoff, FailureKind};
 use sandboxer_events::stub_hub::{HubMode, StubHub};
 use sandboxer_events::{Relay, RelayOptions};
+use sandboxer_testkit::net::ClosedPort;
 
 /// The `seq`th event of sandbox `sbx`, as the core numbers them: 1
 /// recorded (provisioning), 2 ready, 3 destroying, 4 destroyed.
@@ -79,14 +80,6 @@ fn ids_of(vs: &[serde_json::Value]) -> Vec<String> {
     vs.iter()
         .map(|v| v["event_id"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// A URL nobody listens on.
-fn closed_port_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("http://127.0.0.1:{port}")
 }
 
 /// Options whose backoff runs out fast, for tests that wait for it.
@@ -168,7 +161,8 @@ async fn concurrent_relays_lease_what_they_send_and_never_send_the_same_event() 
 #[tokio::test]
 async fn a_down_hub_keeps_every_event_records_the_attempt_and_is_left_alone_during_its_backoff() {
     let f = store_with(lifecycles(3));
-    let relay = Relay::new(f.store.clone(), &closed_port_url(), RelayOptions::inline()).unwrap();
+    let closed = ClosedPort::new().unwrap();
+    let relay = Relay::new(f.store.clone(), &closed.url(), RelayOptions::inline()).unwrap();
     let r = relay.flush_once(Duration::from_secs(1)).await.unwrap();
     assert_eq!(r.delivered, 0);
     assert!(r.failed >= 1);
@@ -336,12 +330,8 @@ async fn a_rejected_event_backs_off_alone_and_holds_back_only_its_own_sandbox() 
 #[tokio::test]
 async fn flush_gives_up_at_its_timeout_and_keeps_everything() {
     let f = store_with(lifecycles(2));
-    let relay = Relay::new(
-        f.store.clone(),
-        &closed_port_url(),
-        RelayOptions::background(),
-    )
-    .unwrap();
+    let closed = ClosedPort::new().unwrap();
+    let relay = Relay::new(f.store.clone(), &closed.url(), RelayOptions::background()).unwrap();
     let t = Instant::now();
     let r = relay.flush(Duration::from_millis(800)).await.unwrap();
     assert!(

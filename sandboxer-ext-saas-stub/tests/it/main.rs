@@ -371,8 +371,18 @@ async fn extend_moves_the_providers_deadline() {
 #[tokio::test]
 async fn a_stub_that_is_down_is_unreachable_quickly() {
     let mut stub = Stub::start(4);
-    let ext = stub.ext();
     stub.stop();
+    // Nothing answers at the configured address. (The stopped stub's own
+    // port could be taken by another test's server meanwhile.)
+    let closed = sandboxer_testkit::net::ClosedPort::new().unwrap();
+    let ext = Arc::new(
+        SaasStubExtension::new(SaasConfig {
+            base_url: closed.url(),
+            api_key: Some(ApiKey::new(stub.key.clone())),
+            ..SaasConfig::default()
+        })
+        .expect("extension"),
+    );
     let ctx = new_ctx();
     let started = Instant::now();
     let err = ext.provision(&ctx).await.expect_err("stub is down");

@@ -499,7 +499,8 @@ async fn taken_ports_are_skipped_or_retried() {
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listening = listener.local_addr().unwrap().port();
-    let (_bound, bound) = bound_not_listening();
+    let closed = sandboxer_testkit::net::ClosedPort::new().unwrap();
+    let bound = closed.port();
 
     // Only the bound port in range: qemu cannot take it, nothing else left.
     let mut config = image.config();
@@ -531,34 +532,6 @@ async fn taken_ports_are_skipped_or_retried() {
         assert_gone(&bed.vm_dir(&id), &id);
     }
     drop(listener);
-}
-
-/// A TCP socket bound to a loopback port without listening (it does not
-/// show as a listener in /proc/net/tcp, but nobody else can bind it).
-fn bound_not_listening() -> (std::os::fd::OwnedFd, u16) {
-    use std::os::fd::FromRawFd as _;
-    // SAFETY: plain socket calls on a fresh descriptor we own.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0);
-        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
-        let mut addr: libc::sockaddr_in = std::mem::zeroed();
-        addr.sin_family = libc::AF_INET as libc::sa_family_t;
-        addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-        addr.sin_port = 0;
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(
-            libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len),
-            0
-        );
-        let mut got: libc::sockaddr_in = std::mem::zeroed();
-        let mut got_len = len;
-        assert_eq!(
-            libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut got_len),
-            0
-        );
-        (owned, u16::from_be(got.sin_port))
-    }
 }
 
 /// Bad configs are refused before anything is made.
