@@ -186,16 +186,10 @@ async fn a_down_hub_keeps_every_event_records_the_attempt_and_is_left_alone_duri
         && e.failure == Some(FailureKind::Unavailable)
         && e.next_attempt_at.is_some()));
 
-    // During the backoff a pass sends nothing and costs next to nothing.
-    let t = Instant::now();
+    // During the backoff a pass sends nothing.
     let r = relay.flush_once(Duration::from_secs(1)).await.unwrap();
     assert_eq!(r.attempted, 0);
     assert!(r.backing_off_until.is_some());
-    assert!(
-        t.elapsed() < Duration::from_millis(200),
-        "{:?}",
-        t.elapsed()
-    );
 }
 
 #[tokio::test]
@@ -210,7 +204,11 @@ async fn a_hanging_hub_delays_a_pass_by_at_most_its_budget_once() {
         .await
         .unwrap();
     let took = t.elapsed();
-    assert!(took < sandboxer_events::INLINE_BUDGET, "took {took:?}");
+    // The budget, plus room for a loaded machine to schedule the return.
+    assert!(
+        took < sandboxer_events::INLINE_BUDGET + Duration::from_millis(500),
+        "took {took:?}"
+    );
     assert_eq!((r.delivered, r.remaining), (0, 40));
     assert!(
         r.last_error
@@ -219,14 +217,15 @@ async fn a_hanging_hub_delays_a_pass_by_at_most_its_budget_once() {
             .contains("no answer within"),
         "{r:?}"
     );
-    // Then it backs off: the next command is not delayed at all.
-    let t = Instant::now();
+    // Then it backs off: the next command does not ask the hub at all, so
+    // the hang cannot delay it.
+    let asked = hub.requests();
     let r = relay
         .flush_once(sandboxer_events::INLINE_BUDGET)
         .await
         .unwrap();
     assert_eq!(r.attempted, 0);
-    assert!(t.elapsed() < Duration::from_millis(200));
+    assert_eq!(hub.requests(), asked, "a request during the backoff");
     // Healed: flush delivers everything.
     hub.set_mode(HubMode::Accept);
     let r = relay.flush(Duration::from_secs(10)).await.unwrap();
