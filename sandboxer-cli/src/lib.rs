@@ -273,12 +273,8 @@ pub(crate) fn out(s: &str) {
     }
 }
 
-pub(crate) fn print_json(v: &serde_json::Value) {
-    print_pretty(v);
-}
-
 /// Any serializable value as indented JSON, in its own field order.
-pub(crate) fn print_pretty(v: &impl serde::Serialize) {
+pub(crate) fn print_json(v: &impl serde::Serialize) {
     out(&serde_json::to_string_pretty(v).expect("json"));
 }
 
@@ -331,7 +327,7 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
             }
             let sbx = result?;
             if json {
-                print_pretty(&render::Public(&sbx));
+                print_json(&render::Public(&sbx));
             } else {
                 out(&render::summary(&sbx, color));
             }
@@ -346,7 +342,7 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
             let m = env.manager(false)?;
             let sbx = m.get(&id)?;
             if json {
-                print_pretty(&render::Public(&sbx));
+                print_json(&render::Public(&sbx));
             } else {
                 out(&render::summary(&sbx, color));
             }
@@ -391,7 +387,7 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
             }
             let sbx = r?;
             if json {
-                print_pretty(&render::Public(&sbx));
+                print_json(&render::Public(&sbx));
             } else {
                 out(&render::summary(&sbx, color));
             }
@@ -408,7 +404,7 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
                 spawn_finisher(&sbx.id)?;
             }
             if json {
-                print_pretty(&render::Public(&sbx));
+                print_json(&render::Public(&sbx));
             } else {
                 out(&render::summary(&sbx, color));
             }
@@ -420,7 +416,7 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
             let m = env.manager(true)?;
             let sbx = m.extend_ttl(&id, by).await?;
             if json {
-                print_pretty(&render::Public(&sbx));
+                print_json(&render::Public(&sbx));
             } else {
                 out(&render::summary(&sbx, color));
             }

@@ -47,11 +47,23 @@ fn create_get_list_extend_recreate_destroy() {
     );
 
     // get and list agree with create.
-    let got = h.run(&["get", &id, "--json"]).ok().json();
-    assert_eq!(got, rec);
+    let got = h.run(&["get", &id, "--json"]).ok();
+    // In the record's own field order, id first, as `list --json` too.
+    assert!(
+        got.stdout
+            .starts_with(&format!("{{\n  \"id\": \"{id}\",\n  \"profile\"")),
+        "{}",
+        got.stdout
+    );
+    assert_eq!(got.json(), rec);
     let list = h.run(&["list", "--json"]).ok().json();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], id.as_str());
+    let piped = h.run(&["list", "--json"]).ok().stdout;
+    assert!(
+        piped.starts_with(&format!("[\n{{\"id\":\"{id}\",\"profile\"")),
+        "{piped}"
+    );
     let human = h.run(&["list"]).ok().stdout;
     assert!(human.contains(&id) && human.contains("ready"), "{human}");
 
