@@ -123,7 +123,7 @@ pub fn store_checkpoint(data_dir: &Path) -> Result<serde_json::Value> {
 pub fn fill_journal(data_dir: &Path, fraction: f64) -> Result<serde_json::Value> {
     let store = JsonFileStore::in_data_dir(data_dir);
     let file = std::fs::metadata(store.path())?.len();
-    let room = (file / 4).max(256 * 1024) as f64;
+    let room = JsonFileStore::journal_room(file) as f64;
     let journal = |s: &JsonFileStore| std::fs::metadata(s.journal_path()).map_or(0, |m| m.len());
     let ids: Vec<String> = store
         .load()?

@@ -69,11 +69,8 @@ pub struct ListFilter {
 }
 
 impl ListFilter {
-    pub fn matches(&self, s: &Sandbox) -> bool {
-        self.matches_head(&crate::store::HeadRef::of(s))
-    }
-
-    /// The same test on a record's head (no need to parse the record).
+    /// Whether a record passes, from its head (no need to parse it; a
+    /// record at hand: [`crate::store::HeadRef::of`]).
     pub fn matches_head(&self, h: &crate::store::HeadRef<'_>) -> bool {
         (self.states.is_empty() || self.states.contains(&h.state()))
             && self.actor.as_ref().is_none_or(|a| h.actor_is(a))

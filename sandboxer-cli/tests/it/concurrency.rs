@@ -110,14 +110,17 @@ fn next(seed: &mut u64) -> u64 {
 /// journal; every record in either is a legal record. A journal's last line
 /// may be cut short (a create killed mid-append).
 fn assert_store_intact(h: &sandboxer_testkit::home::Home) {
+    let legal = |doc: &serde_json::Value, what: &str| {
+        for r in doc["sandboxes"].as_array().unwrap() {
+            let _: Sandbox = serde_json::from_value(r.clone())
+                .unwrap_or_else(|e| panic!("illegal {what} record after SIGKILL: {e}\n{r:#}"));
+        }
+    };
     let bytes = h.store_bytes();
     if !bytes.is_empty() {
         let doc: serde_json::Value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("store does not parse after SIGKILL: {e}"));
-        for r in doc["sandboxes"].as_array().unwrap() {
-            let _: Sandbox = serde_json::from_value(r.clone())
-                .unwrap_or_else(|e| panic!("illegal record after SIGKILL: {e}\n{r:#}"));
-        }
+        legal(&doc, "store");
     }
     let journal = h.journal_bytes();
     let complete = journal
@@ -130,10 +133,7 @@ fn assert_store_intact(h: &sandboxer_testkit::home::Home) {
     {
         let entry: serde_json::Value = serde_json::from_slice(line)
             .unwrap_or_else(|e| panic!("journal line does not parse after SIGKILL: {e}"));
-        for r in entry["sandboxes"].as_array().unwrap() {
-            let _: Sandbox = serde_json::from_value(r.clone())
-                .unwrap_or_else(|e| panic!("illegal journal record after SIGKILL: {e}\n{r:#}"));
-        }
+        legal(&entry, "journal");
     }
 }
 

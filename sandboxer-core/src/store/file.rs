@@ -182,6 +182,12 @@ impl JsonFileStore {
         self
     }
 
+    /// The bytes the journal may grow to over a `sandboxes.json` of
+    /// `file_len` bytes before a commit checkpoints.
+    pub fn journal_room(file_len: u64) -> u64 {
+        (file_len / 4).max(JOURNAL_ROOM_MIN)
+    }
+
     /// The data file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -295,19 +301,13 @@ impl JsonFileStore {
             Ok(doc) => Err(self.wrong_version(&self.path, doc.version)),
             // Only now the version alone, so that a newer schema is reported
             // as such and not as whatever parse error its new shape causes.
-            Err(full) => {
-                #[derive(Deserialize)]
-                struct Versioned {
-                    version: u32,
+            Err(full) => match serde_json::from_slice::<Versioned>(bytes) {
+                Err(e) => Err(self.unparsable(&self.path, e)),
+                Ok(Versioned { version }) if version != SCHEMA_VERSION => {
+                    Err(self.wrong_version(&self.path, version))
                 }
-                match serde_json::from_slice::<Versioned>(bytes) {
-                    Err(e) => Err(self.unparsable(&self.path, e)),
-                    Ok(Versioned { version }) if version != SCHEMA_VERSION => {
-                        Err(self.wrong_version(&self.path, version))
-                    }
-                    Ok(_) => Err(self.unparsable(&self.path, full)),
-                }
-            }
+                Ok(_) => Err(self.unparsable(&self.path, full)),
+            },
         }
     }
 
@@ -323,20 +323,14 @@ impl JsonFileStore {
             let entry: JournalEntry<'_> = match serde_json::from_slice(line) {
                 Ok(entry) => entry,
                 Err(e) => {
-                    #[derive(Deserialize)]
-                    struct Versioned {
-                        version: u32,
-                    }
                     return Err(match serde_json::from_slice::<Versioned>(line) {
                         Ok(v) if v.version != SCHEMA_VERSION => {
                             self.wrong_version(&self.journal_path, v.version)
                         }
-                        _ => {
-                            let full = e.to_string();
-                            let at = format!(" at line {} column {}", e.line(), e.column());
-                            let what = full.strip_suffix(&at).unwrap_or(&full);
-                            self.corrupt_journal(lineno, &format!("column {}: {what}", e.column()))
-                        }
+                        _ => self.corrupt_journal(
+                            lineno,
+                            &format!("column {}: {}", e.column(), without_position(&e)),
+                        ),
                     });
                 }
             };
@@ -370,9 +364,7 @@ impl JsonFileStore {
     }
 
     fn unparsable(&self, file: &Path, e: serde_json::Error) -> Error {
-        let full = e.to_string();
-        let position = format!(" at line {} column {}", e.line(), e.column());
-        let what = full.strip_suffix(&position).unwrap_or(&full).to_string();
+        let what = without_position(&e);
         Error::new(
             ErrorKind::StoreCorrupt,
             format!(
@@ -584,6 +576,25 @@ fn inode(meta: &fs::Metadata) -> u64 {
     meta.len()
 }
 
+/// Just the schema version of a document or journal line, read when the
+/// whole does not parse: another version is reported as such, not as the
+/// parse error its shape causes.
+#[derive(Deserialize)]
+struct Versioned {
+    version: u32,
+}
+
+/// A parse error's message without the ` at line L column C` that
+/// `serde_json` appends (the callers say where in their own terms).
+fn without_position(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match full.strip_suffix(&position) {
+        Some(what) => what.to_string(),
+        None => full,
+    }
+}
+
 /// One line of the journal: what one commit changed.
 #[derive(Deserialize)]
 struct JournalEntry<'a> {
@@ -621,16 +632,15 @@ impl Store for JsonFileStore {
         self.create_dir()?;
         let lock = self.lock()?;
         let Loaded {
-            doc: mut doc_owned,
+            mut doc,
             snapshot,
             layout_ok,
             journal: js,
         } = self.read()?;
-        let lineage = doc_owned.sandboxes.lineage;
-        let idempotency_before = doc_owned.idempotency.clone();
-        let outbox_before = doc_owned.outbox.clone();
-        let doc = &mut doc_owned;
-        f(doc)?;
+        let lineage = doc.sandboxes.lineage;
+        let idempotency_before = doc.idempotency.clone();
+        let outbox_before = doc.outbox.clone();
+        f(&mut doc)?;
         if doc.version != SCHEMA_VERSION {
             return Err(Error::internal(format!(
                 "an update set the store's schema version to {}; this build writes {SCHEMA_VERSION}",
@@ -660,8 +670,7 @@ impl Store for JsonFileStore {
         let replaced = doc.sandboxes.lineage != lineage;
         let journal = match snapshot {
             Some((len, _)) if layout_ok && !replaced && len >= self.journal_from => {
-                let room = (len / 4).max(JOURNAL_ROOM_MIN);
-                js.journal_len + line.len() as u64 <= room
+                js.journal_len + line.len() as u64 <= Self::journal_room(len)
             }
             _ => false,
         };
@@ -686,7 +695,7 @@ impl Store for JsonFileStore {
             let before = self.read()?;
             self.checkpoint(&before.doc, true)?;
         }
-        self.checkpoint(doc, js.journal_exists)?;
+        self.checkpoint(&doc, js.journal_exists)?;
         if lock.is_some() {
             self.remove_stale_temps();
         }
@@ -888,11 +897,9 @@ fn serialize(doc: &StoreDoc, threads: usize) -> Result<Pieces> {
         records.extend_from_slice(&line?);
     }
     records.push(b'\n');
-    Ok(Pieces(vec![
-        shell[..insert].to_vec(),
-        records,
-        shell[insert..].to_vec(),
-    ]))
+    let mut head = shell;
+    let tail = head.split_off(insert);
+    Ok(Pieces(vec![head, records, tail]))
 }
 
 /// `value` in one pass with [`LineFormatter`].

@@ -346,18 +346,14 @@ impl Records {
         threads: usize,
     ) -> Result<Vec<Sandbox>> {
         let kept: Vec<bool> = self.slots.iter().map(|s| keep(&s.head())).collect();
-        let todo: Vec<&Slot> = self
-            .slots
-            .iter()
-            .zip(&kept)
-            .filter(|(s, k)| **k && s.parsed.get().is_none())
-            .map(|(s, _)| s)
-            .collect();
-        in_chunks(&todo, threads, 512, |g| {
-            g.iter().try_for_each(|s| s.get().map(drop))?;
-            Ok(Vec::<()>::new())
-        })?;
-        drop(todo);
+        parse_slots(
+            self.slots
+                .iter()
+                .zip(&kept)
+                .filter(|(_, k)| **k)
+                .map(|(s, _)| s),
+            threads,
+        )?;
         Ok(self
             .slots
             .into_iter()
@@ -369,27 +365,13 @@ impl Records {
 
     /// Every record, owned.
     pub fn into_vec(self) -> Result<Vec<Sandbox>> {
-        let mut out = Vec::with_capacity(self.slots.len());
-        for slot in self.slots {
-            slot.get()?;
-            out.push(*slot.parsed.into_inner().expect("parsed above"));
-        }
-        Ok(out)
+        self.into_matching(|_| true, 1)
     }
 
     /// Parse every record not parsed yet on up to `threads` threads (a
     /// checkpoint validates the whole store this way).
     pub(crate) fn parse_all(&self, threads: usize) -> Result<()> {
-        let todo: Vec<&Slot> = self
-            .slots
-            .iter()
-            .filter(|s| s.parsed.get().is_none())
-            .collect();
-        in_chunks(&todo, threads, 512, |g| {
-            g.iter().try_for_each(|s| s.get().map(drop))?;
-            Ok(Vec::<()>::new())
-        })
-        .map(drop)
+        parse_slots(self.slots.iter(), threads)
     }
 
     /// Each record as one line of compact JSON, for a checkpoint: the stored
@@ -518,6 +500,17 @@ fn in_chunks<'a, T: Sync, R: Send>(
         }
         Ok(out)
     })
+}
+
+/// Parse those of `slots` not parsed yet, on up to `threads` threads (the
+/// first error stops it).
+fn parse_slots<'a>(slots: impl Iterator<Item = &'a Slot>, threads: usize) -> Result<()> {
+    let todo: Vec<&Slot> = slots.filter(|s| s.parsed.get().is_none()).collect();
+    in_chunks(&todo, threads, 512, |g| {
+        g.iter().try_for_each(|s| s.get().map(drop))?;
+        Ok(Vec::<()>::new())
+    })
+    .map(drop)
 }
 
 /// The stored record without its top-level `backend` field, checked to be
