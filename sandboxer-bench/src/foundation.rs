@@ -605,8 +605,7 @@ fn store_markdown(md: &mut String, stores: &[StoreRun], opts: &Options) {
         } else {
             f64::NAN
         };
-        let commit_line = per_line;
-        let commits = s.journal_room as f64 / commit_line;
+        let commits = s.journal_room as f64 / per_line;
         let _ = writeln!(
             md,
             "| {} | {:.0} KiB | {:.0} KiB, {} lines | {:.0} KiB, {} lines | {:.0} | {} / {} | {} a commit (one in about {:.0} commits) |",
