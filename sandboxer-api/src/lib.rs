@@ -64,6 +64,7 @@ pub mod openapi;
 mod routes;
 mod server;
 pub mod tokens;
+pub mod uploads;
 pub mod views;
 
 pub use error::{status_of, ApiError};
@@ -85,6 +86,9 @@ pub struct ApiState {
     /// A placement host forced for every create and explain that names none
     /// (the server's `SANDBOXER_HOST`, as the CLI's `--host` default).
     pub default_host: Option<String>,
+    /// What a `repo` input may name over HTTP (uploads, and folders under
+    /// the operator's repo roots).
+    pub repos: uploads::RepoPolicy,
     detached: Arc<Detached>,
 }
 
@@ -100,6 +104,7 @@ impl fmt::Debug for ApiState {
             .field("ledger", &self.ledger.path())
             .field("tokens", &self.tokens.path())
             .field("default_host", &self.default_host)
+            .field("repos", &self.repos)
             .finish_non_exhaustive()
     }
 }
@@ -111,8 +116,15 @@ impl ApiState {
             ledger,
             tokens,
             default_host: None,
+            repos: uploads::RepoPolicy::default(),
             detached: Arc::default(),
         }
+    }
+
+    /// What a `repo` input may name over HTTP.
+    pub fn with_repos(mut self, repos: uploads::RepoPolicy) -> Self {
+        self.repos = repos;
+        self
     }
 
     /// Force this placement host when a request names none.

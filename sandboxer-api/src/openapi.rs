@@ -56,6 +56,8 @@ pub enum Kind {
     States,
     /// Extension ids; repeatable.
     Extensions,
+    /// An upload id (`upl-...`).
+    UploadId,
 }
 
 /// One path or query parameter.
@@ -634,6 +636,68 @@ pub const OPERATIONS: &[Operation] = &[
         body_required: false,
         responses: &[ok(200, "The report", "CheckReport")],
     },
+    Operation {
+        id: "uploadRepo",
+        method: "post",
+        path: "/v1/uploads",
+        tag: "uploads",
+        summary: "Upload a repo for a create",
+        description: "The body is a tar or gzip-compressed tar of the repo folder (`tar -czf - -C REPO .`), \
+            at most the server's `--max-upload` bytes (413 beyond; an archive unpacks to at most four \
+            times that). It is refused whole (400, naming the entry) at the first entry that is \
+            absolute, has `..`, is a link leading out of the archive, a hard link, a device or a fifo. \
+            The answer's `use_as` (`upload:upl-...`) is the `repo` input of a create. Only the \
+            uploading actor can use or see it. It is removed when every sandbox made from it has \
+            ended, or, unused, after the server's `--upload-retention` (default 1h).",
+        access: Access::Actor,
+        cli: "",
+        params: &[],
+        body: Some("RepoArchive"),
+        body_required: true,
+        responses: &[
+            ok(201, "Unpacked and recorded", "Upload"),
+            BAD_REQUEST,
+            err(408, "The body did not arrive within the server's body deadline"),
+            err(413, "Larger than the server takes (sent or unpacked)"),
+        ],
+    },
+    Operation {
+        id: "listUploads",
+        method: "get",
+        path: "/v1/uploads",
+        tag: "uploads",
+        summary: "List uploads, oldest first",
+        description: "The caller's uploads (`adm` tokens: every upload).",
+        access: Access::Actor,
+        cli: "",
+        params: &[],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The uploads", "UploadList")],
+    },
+    Operation {
+        id: "deleteUpload",
+        method: "delete",
+        path: "/v1/uploads/{id}",
+        tag: "uploads",
+        summary: "Delete an upload",
+        description: "Removes an upload that no live sandbox uses (409 while one does). Another \
+            actor's upload is 404, the same as a missing one.",
+        access: Access::Actor,
+        cli: "",
+        params: &[path(
+            "id",
+            Kind::UploadId,
+            "The upload id (`upl-...`). Another actor's upload is 404 for `agt` and `atm` tokens.",
+        )],
+        body: None,
+        body_required: false,
+        responses: &[
+            ok(200, "Deleted", "Upload"),
+            err(404, "No such upload (or it belongs to another actor)"),
+            err(409, "A live sandbox uses it"),
+        ],
+    },
 ];
 
 /// The operation with this id (panics on an unknown id: a bug).
@@ -658,6 +722,9 @@ fn kind_schema(k: Kind) -> Value {
         Kind::States => json!({"type": "array", "items": {"$ref": "#/components/schemas/State"}}),
         Kind::Extensions => {
             json!({"type": "array", "items": {"type": "string", "example": "ext.canary"}})
+        }
+        Kind::UploadId => {
+            json!({"type": "string", "pattern": "^upl-[a-z0-9]+$", "example": "upl-q3v7k2m4xa"})
         }
     }
 }
@@ -708,6 +775,7 @@ fn operation_json(op: &Operation) -> Value {
             add(400, "", None);
         }
         if op.body.is_some() {
+            add(408, "", None);
             add(413, "", None);
         }
         add(500, "", None);
@@ -743,7 +811,13 @@ fn operation_json(op: &Operation) -> Value {
             "schema": {"type": "string", "minLength": 1, "maxLength": 200},
         }));
     }
-    if let Some(body) = op.body {
+    if op.body == Some("RepoArchive") {
+        let binary = json!({"schema": {"$ref": "#/components/schemas/RepoArchive"}});
+        v["requestBody"] = json!({
+            "required": op.body_required,
+            "content": {"application/x-tar": binary, "application/gzip": binary, "application/octet-stream": binary},
+        });
+    } else if let Some(body) = op.body {
         v["requestBody"] = json!({
             "required": op.body_required,
             "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}},
@@ -759,6 +833,7 @@ fn error_response_name(status: u16) -> &'static str {
         402 => "InsufficientCredits",
         403 => "Forbidden",
         404 => "NotFound",
+        408 => "RequestTimeout",
         409 => "Conflict",
         413 => "PayloadTooLarge",
         500 => "Internal",
@@ -771,12 +846,13 @@ fn error_response_name(status: u16) -> &'static str {
 }
 
 fn error_responses() -> Value {
-    let table: [(u16, &str); 12] = [
+    let table: [(u16, &str); 13] = [
         (400, "Invalid input: a parameter or the body is wrong (`invalid_input`), or malformed JSON; the message says what and where"),
         (401, "No token, or a token that is unknown or revoked (`unauthorized`)"),
         (402, "The actor's credits do not cover it (`insufficient_credits`)"),
         (403, "The token's actor may not do this (`forbidden`)"),
         (404, "Not found (`not_found`): no such sandbox, profile or host; another actor's sandbox is also 404"),
+        (408, "The request's body did not arrive within the server's body deadline (`timeout`); the connection is closed"),
         (409, "Conflicts with the current state (`conflict`)"),
         (413, "The body is larger than the server takes (`invalid_input`)"),
         (500, "The store or ledger is corrupt (`store_corrupt`, left untouched), an I/O error (`io`) or a bug (`internal`)"),
@@ -1123,6 +1199,16 @@ fn schemas() -> Value {
                 "grace_seconds": {"type": "integer"},
                 "items": {"type": "array", "items": {"$ref": "#/components/schemas/StaleItem"}},
                 "unchecked": {"type": "array", "items": {"$ref": "#/components/schemas/Unchecked"}},
+                "uploads": {"type": "array", "items": {"$ref": "#/components/schemas/SweptUpload"}, "description": "Uploads nothing needs any more (absent when none)"},
+            },
+        },
+        "SweptUpload": {
+            "type": "object",
+            "required": ["id", "actor", "detail"],
+            "properties": {
+                "id": {"type": "string"},
+                "actor": nullable_ref("Actor"),
+                "detail": {"type": "string"},
             },
         },
         "ReapReport": {
@@ -1135,6 +1221,7 @@ fn schemas() -> Value {
                     "ok": {"type": "boolean"},
                 }}},
                 "unchecked": {"type": "array", "items": {"$ref": "#/components/schemas/Unchecked"}},
+                "uploads": {"type": "array", "items": {"$ref": "#/components/schemas/SweptUpload"}, "description": "Uploads removed, or that would be (absent when none)"},
                 "ok": {"type": "boolean", "description": "Every item was reaped"},
             },
         },
@@ -1199,6 +1286,25 @@ fn schemas() -> Value {
             "required": ["actor", "usage"],
             "properties": {"actor": {"$ref": "#/components/schemas/Actor"}, "usage": {"type": "array", "items": {"$ref": "#/components/schemas/UsageRow"}}},
         },
+        "RepoArchive": {
+            "type": "string",
+            "format": "binary",
+            "description": "A tar archive of the repo folder, optionally gzip-compressed",
+        },
+        "Upload": {
+            "type": "object",
+            "required": ["id", "actor", "created_at", "files", "bytes", "used_by", "use_as"],
+            "properties": {
+                "id": {"type": "string", "pattern": "^upl-[a-z0-9]+$"},
+                "actor": {"$ref": "#/components/schemas/Actor"},
+                "created_at": time(),
+                "files": {"type": "integer", "minimum": 0},
+                "bytes": {"type": "integer", "minimum": 0},
+                "used_by": {"type": "array", "items": {"type": "string"}},
+                "use_as": {"type": "string", "description": "The `repo` input value that names this upload in a create", "example": "upload:upl-q3v7k2m4xa"},
+            },
+        },
+        "UploadList": {"type": "array", "items": {"$ref": "#/components/schemas/Upload"}},
         "CheckReport": {
             "type": "object",
             "required": ["entries", "actors", "open_holds", "violations", "ok"],
@@ -1244,6 +1350,7 @@ fn build() -> Value {
             {"name": "hosts"},
             {"name": "reaper"},
             {"name": "credits"},
+            {"name": "uploads"},
         ],
         "security": [{"bearer": []}],
         "paths": Value::Object(paths),

@@ -63,6 +63,9 @@ pub(crate) fn handler(op: &Operation) -> MethodRouter<ApiState> {
         "creditsLedger" => on(filter, credits_ledger),
         "creditsUsage" => on(filter, credits_usage),
         "creditsCheck" => on(filter, credits_check),
+        "uploadRepo" => on(filter, crate::uploads::upload_repo),
+        "listUploads" => on(filter, crate::uploads::list_uploads),
+        "deleteUpload" => on(filter, crate::uploads::delete_upload),
         other => panic!("operation {other} has no handler"),
     }
 }
@@ -227,9 +230,11 @@ async fn create_sandbox(
     JsonBody(b): JsonBody<CreateBody>,
 ) -> Result<Response, ApiError> {
     let actor = caller.acting_as(b.actor.as_deref(), "creates")?;
+    let mut inputs = b.inputs;
+    st.repos.check_inputs(&mut inputs)?;
     let req = CreateRequest {
         profile: b.profile.unwrap_or_else(|| DEFAULT_PROFILE.to_string()),
-        inputs: b.inputs,
+        inputs,
         ttl: parse_ttl(b.ttl.as_deref(), "ttl")?,
         constraints: Constraints {
             host: nonempty(b.host).or_else(|| st.default_host.clone()),

@@ -379,6 +379,21 @@ pub struct ServeArgs {
     /// --grace`).
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     pub reap_grace: String,
+    /// A folder under which a `repo` input over HTTP may name a server-side
+    /// path (repeatable). None by default: remote callers upload their repo
+    /// (`POST /v1/uploads`). Symlinks are resolved before the check, and a
+    /// path outside every root gets the same answer whatever exists there.
+    #[arg(long = "repo-root", value_name = "DIR")]
+    pub repo_roots: Vec<std::path::PathBuf>,
+    /// The largest repo upload (`POST /v1/uploads`) the server takes;
+    /// larger ones are refused with 413. An archive unpacks to at most four
+    /// times this. Bytes, or with a unit: `100MiB`, `1GB`.
+    #[arg(long, default_value = "100MiB", value_name = "SIZE")]
+    pub max_upload: String,
+    /// How long an upload that no create used is kept before the reaper
+    /// removes it (an upload a sandbox used goes when its sandboxes end).
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub upload_retention: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -163,6 +163,7 @@ impl Env {
             )),
         )
         .with_billing(ledger.clone())
+        .with_uploads_dir(self.data_dir.join(sandboxer_core::uploads::UPLOADS_DIR))
         .with_events(std::env::var_os("SANDBOXER_STATE_HUB_URL").is_some_and(|v| !v.is_empty()));
         reconcile(&m, &ledger)?;
         Ok(m)

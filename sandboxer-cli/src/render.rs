@@ -448,7 +448,19 @@ pub fn stale(r: &sandboxer_core::reaper::StaleReport) -> String {
             u.reason.lines().next().unwrap_or("")
         );
     }
+    uploads(&mut o, "stale upload", &r.uploads);
     o
+}
+
+/// One line per uploaded repo the reaper found (or removed).
+fn uploads(o: &mut String, what: &str, list: &[sandboxer_core::uploads::SweptUpload]) {
+    for u in list {
+        let owner = u
+            .actor
+            .as_ref()
+            .map_or_else(|| "no record".to_string(), ToString::to_string);
+        let _ = writeln!(o, "{what}: {} ({owner}): {}", u.id, u.detail);
+    }
 }
 
 pub fn reaped(r: &sandboxer_core::reaper::ReapReport) -> String {
@@ -479,6 +491,12 @@ pub fn reaped(r: &sandboxer_core::reaper::ReapReport) -> String {
             u.reason.lines().next().unwrap_or("")
         );
     }
+    let what = if r.dry_run {
+        "would remove upload"
+    } else {
+        "removed upload"
+    };
+    uploads(&mut o, what, &r.uploads);
     o
 }
 

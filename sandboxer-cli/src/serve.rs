@@ -17,6 +17,11 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
     let bind = parse_bind(&args.bind)?;
     let interval = parse_duration(&args.reap_interval, "--reap-interval")?;
     let grace = parse_duration(&args.reap_grace, "--reap-grace")?;
+    let retention = parse_duration(&args.upload_retention, "--upload-retention")?;
+    let repos = sandboxer_api::uploads::RepoPolicy::new(
+        &args.repo_roots,
+        parse_size(&args.max_upload, "--max-upload")?,
+    )?;
     let env = Env {
         data_dir: env.data_dir.clone(),
         config_dir: env.config_dir.clone(),
@@ -29,11 +34,12 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
             .map_err(|e| Error::io("starting the server's runtime", e))?;
         rt.block_on(async move {
             let state = ApiState::new(
-                env.manager(true)?,
+                env.manager(true)?.with_upload_retention(retention),
                 env.ledger()?,
                 TokenStore::in_config_dir(&env.config_dir),
             )
-            .with_default_host(std::env::var("SANDBOXER_HOST").ok());
+            .with_default_host(std::env::var("SANDBOXER_HOST").ok())
+            .with_repos(repos);
             // Tasks that run beside the server until it stops: the State
             // Hub relay, when a hub is configured.
             let mut background: Vec<BackgroundTask> = Vec::new();
@@ -70,6 +76,16 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
 fn parse_duration(raw: &str, flag: &str) -> Result<Duration> {
     sandboxer_core::duration::parse_duration(raw)
         .map_err(|e| Error::invalid_input(format!("{flag}: {e}")))
+}
+
+fn parse_size(raw: &str, flag: &str) -> Result<u64> {
+    raw.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| {
+            Error::invalid_input(format!("{flag} `{raw}`: {e}"))
+                .with_hint("write bytes, or a number with a unit: `100MiB`, `1GB`, `512KiB`")
+        })
 }
 
 fn parse_bind(raw: &str) -> Result<SocketAddr> {

@@ -32,5 +32,6 @@ pub mod reaper;
 pub mod routing;
 pub mod store;
 pub mod transport;
+pub mod uploads;
 
 pub use error::{Error, ErrorKind, Result};

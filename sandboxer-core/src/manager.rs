@@ -94,6 +94,11 @@ pub struct Manager {
     billing: Option<Arc<dyn Billing>>,
     emit_events: bool,
     progress: Option<Progress>,
+    /// Where uploaded repos are unpacked (`<data dir>/uploads`); `None`: no
+    /// upload can be named.
+    pub(crate) uploads_dir: Option<std::path::PathBuf>,
+    /// How long an upload nothing used is kept.
+    pub(crate) upload_retention: Duration,
 }
 
 impl Manager {
@@ -113,7 +118,22 @@ impl Manager {
             billing: None,
             emit_events: false,
             progress: None,
+            uploads_dir: None,
+            upload_retention: crate::uploads::DEFAULT_UNUSED_RETENTION,
         }
+    }
+
+    /// Take uploaded repos (`upload:upl-...` input values) from `dir`, where
+    /// the HTTP API unpacks them (`<data dir>/uploads`).
+    pub fn with_uploads_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.uploads_dir = Some(dir.into());
+        self
+    }
+
+    /// Keep an upload that no create used this long (default an hour).
+    pub fn with_upload_retention(mut self, unused_for: Duration) -> Self {
+        self.upload_retention = unused_for;
+        self
     }
 
     /// Meter against a credits ledger: candidates the actor cannot pay for
@@ -399,7 +419,7 @@ impl Manager {
         let balance = self.balance(&actor)?;
         update_with(self.store.as_ref(), |doc| {
             if let Some(key) = &req.idempotency_key {
-                if let Some(entry) = doc.idempotency.get(key) {
+                if let Some(entry) = idempotency_entry(doc, &actor, key)? {
                     if entry.request_hash != request_hash {
                         return Err(Error::conflict(format!(
                             "idempotency key `{key}` was already used for a different request (sandbox {})",
@@ -411,6 +431,7 @@ impl Manager {
                     return Ok(Started::Existing(existing));
                 }
             }
+            let uses = crate::uploads::claim(doc, &inputs, &actor)?;
             let decision = self.decide(
                 &profile,
                 ttl,
@@ -451,7 +472,7 @@ impl Manager {
             });
             if let Some(key) = &req.idempotency_key {
                 doc.idempotency.insert(
-                    key.clone(),
+                    idempotency_slot(&actor, key),
                     IdempotencyEntry {
                         request_hash: request_hash.clone(),
                         sandbox_id: id.clone(),
@@ -459,6 +480,11 @@ impl Manager {
                 );
             }
             doc.sandboxes.push(sbx.clone())?;
+            for upload in uses {
+                if let Some(u) = doc.uploads.get_mut(&upload) {
+                    u.used_by.push(id.clone());
+                }
+            }
             if self.emit_events {
                 doc.emit(&id, None)?;
             }
@@ -568,7 +594,7 @@ impl Manager {
             profile_version: sbx.profile_version,
             actor: sbx.actor.clone(),
             config: route.map(|r| r.config.clone()).unwrap_or_default(),
-            inputs: sbx.inputs.clone(),
+            inputs: self.resolve_uploads(&sbx.inputs),
             host: sbx.host.clone(),
             transport,
             expires_at: sbx.expires_at.unwrap_or_else(model::now),
@@ -819,14 +845,20 @@ impl Manager {
                     "it stays `destroying`; run `sandboxer destroy {id}` again"
                 ))
         })?;
-        update_with(self.store.as_ref(), |doc| {
+        let ended = update_with(self.store.as_ref(), |doc| {
             let rec = doc.require_mut(id)?;
             if rec.state() == State::Destroying {
                 rec.cost = self.cost_of(id)?;
                 doc.transition(id, &Event::TornDown, model::now(), self.emit_events)?;
             }
             doc.require(id).cloned()
-        })
+        })?;
+        // The uploads it used go once nothing else needs them; the reaper
+        // retries any that could not be removed now.
+        if let Err(e) = self.release_uploads(&ended) {
+            tracing::warn!("{id} ended; its uploads stay until the next reaper pass: {e}");
+        }
+        Ok(ended)
     }
 
     /// A new sandbox with the same profile, inputs, host and actor; the old
@@ -1058,6 +1090,29 @@ fn no_placement(profile: &Profile, d: &Decision) -> Error {
         "`sandboxer route explain --profile {}` shows every candidate",
         profile.id
     ))
+}
+
+/// Where an actor's idempotency key is kept: keys belong to the actor that
+/// used them, so the same key from two actors names two requests. An actor
+/// is written without spaces, so `"{actor} {key}"` is unambiguous.
+pub fn idempotency_slot(actor: &Actor, key: &str) -> String {
+    format!("{actor} {key}")
+}
+
+/// The entry `actor` made with `key`, if any. Stores written before keys
+/// were scoped hold the bare key; such an entry counts only when its
+/// sandbox is the same actor's, so another actor's key is never seen (nor
+/// its sandbox named).
+fn idempotency_entry(doc: &StoreDoc, actor: &Actor, key: &str) -> Result<Option<IdempotencyEntry>> {
+    for slot in [idempotency_slot(actor, key), key.to_string()] {
+        if let Some(entry) = doc.idempotency.get(&slot) {
+            let owner = doc.get(&entry.sandbox_id)?.map(|s| &s.actor);
+            if owner == Some(actor) {
+                return Ok(Some(entry.clone()));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// A stable hash of the normalized request, for idempotency keys.

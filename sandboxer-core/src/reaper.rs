@@ -29,6 +29,7 @@ use crate::hosts::HostSpec;
 use crate::lifecycle::{EndReason, State};
 use crate::manager::Manager;
 use crate::model::{self, Sandbox};
+use crate::uploads::SweptUpload;
 use crate::Result;
 
 /// What is wrong with a stale item.
@@ -84,6 +85,9 @@ pub struct StaleReport {
     /// Hosts whose resources could not be listed: orphans and ghosts there
     /// are unknown (never guessed).
     pub unchecked: Vec<Unchecked>,
+    /// Uploaded repos nothing needs any more (see [`crate::uploads`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uploads: Vec<SweptUpload>,
 }
 
 /// What the reaper did with one item.
@@ -102,6 +106,9 @@ pub struct ReapReport {
     pub dry_run: bool,
     pub reaped: Vec<Reaped>,
     pub unchecked: Vec<Unchecked>,
+    /// Uploaded repos removed (or, dry, that would be).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uploads: Vec<SweptUpload>,
 }
 
 impl ReapReport {
@@ -372,11 +379,13 @@ impl Manager {
             });
         }
         items.sort_by(|a, b| (a.kind, &a.sandbox_id).cmp(&(b.kind, &b.sandbox_id)));
+        let uploads = self.sweep_uploads(None, self.upload_retention, grace, true)?;
         Ok(StaleReport {
             checked_at: Some(now),
             grace_seconds: grace.as_secs(),
             items,
             unchecked,
+            uploads,
         })
     }
 
@@ -410,10 +419,16 @@ impl Manager {
             };
             reaped.push(Reaped { item, outcome, ok });
         }
+        let uploads = if dry_run {
+            report.uploads
+        } else {
+            self.sweep_uploads(None, self.upload_retention, grace, false)?
+        };
         Ok(ReapReport {
             dry_run,
             reaped,
             unchecked: report.unchecked,
+            uploads,
         })
     }
 

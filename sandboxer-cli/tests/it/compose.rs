@@ -1376,3 +1376,52 @@ fn a_host_with_its_own_data_dir_keeps_its_stacks_apart_from_other_homes() {
     bed.home.run(&["destroy", &id]).ok();
     bed.assert_clean("sandboxer01", &id);
 }
+
+#[test]
+fn a_remote_caller_uploads_its_repo_and_gets_a_stack_then_the_upload_goes_with_it() {
+    let Some(bed) = Bed::new("a_remote_caller_uploads_its_repo") else {
+        return;
+    };
+    bed.write_hosts(&[bed.host("sandboxer01")]);
+    bed.write_profile(&[(&["sandboxer01"], addr("sandboxer01"))]);
+    let agt = crate::http::token(&bed.home, "agt:remote");
+    let s = crate::http::Served::start(&bed.home, &["--reap-interval", "0s"]);
+    // The agent's repo, as `tar -czf - -C REPO .` sends it.
+    let up = crate::security::upload_dir(&s, &agt, &example_repo());
+    let use_as = up["use_as"].as_str().unwrap().to_string();
+    let upload_id = up["id"].as_str().unwrap().to_string();
+    let r = s.post(
+        "/v1/sandboxes",
+        &agt,
+        serde_json::json!({"profile": "profile.compose-e2e", "inputs": {"repo": use_as}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.json);
+    let rec = r.json;
+    assert_ready_on(&rec, "sandboxer01", "127.0.0.2");
+    // The record keeps the reference, never the server's folder.
+    assert_eq!(rec["inputs"]["repo"], use_as.as_str());
+    let page = http_get("127.0.0.2", web_port(&rec)).unwrap();
+    assert!(page.contains("200"), "{page}");
+    let id = id_of(&rec);
+    assert_eq!(
+        s.get("/v1/uploads", &agt).expect(200)[0]["used_by"],
+        serde_json::json!([id])
+    );
+    // In use: it cannot be deleted from under the sandbox.
+    let del = s.call(
+        "DELETE",
+        &format!("/v1/uploads/{upload_id}"),
+        Some(&agt),
+        None,
+    );
+    assert_eq!(del.status, 409, "{}", del.json);
+    // Destroy: the stack is down and the upload is gone with it.
+    let d = s.call("DELETE", &format!("/v1/sandboxes/{id}"), Some(&agt), None);
+    assert_eq!(d.expect(200)["state"], "destroyed");
+    bed.assert_clean("sandboxer01", &id);
+    assert_eq!(
+        s.get("/v1/uploads", &agt).expect(200),
+        serde_json::json!([])
+    );
+    assert!(!bed.home.data.join("uploads").join(&upload_id).exists());
+}

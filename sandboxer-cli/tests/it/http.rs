@@ -19,14 +19,14 @@ use serde_json::{json, Value};
 use crate::home;
 
 /// A running `sandboxer serve` against a home.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    base: String,
-    http: Client,
+    pub base: String,
+    pub http: Client,
 }
 
 impl Served {
-    fn start(h: &Home, extra: &[&str]) -> Served {
+    pub fn start(h: &Home, extra: &[&str]) -> Served {
         let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
         args.extend_from_slice(extra);
         let log = std::fs::File::create(h.dir.path().join("serve.log")).unwrap();
@@ -62,7 +62,7 @@ impl Served {
         }
     }
 
-    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
         let mut rb = self.http.request(
             reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
             format!("{}{path}", self.base),
@@ -99,11 +99,11 @@ impl Served {
         }
     }
 
-    fn get(&self, path: &str, token: &str) -> Reply {
+    pub fn get(&self, path: &str, token: &str) -> Reply {
         self.call("GET", path, Some(token), None)
     }
 
-    fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+    pub fn post(&self, path: &str, token: &str, body: Value) -> Reply {
         self.call("POST", path, Some(token), Some(&body.to_string()))
     }
 
@@ -134,23 +134,23 @@ impl Drop for Served {
 }
 
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    json: Value,
-    location: Option<String>,
+pub(crate) struct Reply {
+    pub status: u16,
+    pub json: Value,
+    pub location: Option<String>,
 }
 
 impl Reply {
-    fn expect(self, status: u16) -> Value {
+    pub fn expect(self, status: u16) -> Value {
         assert_eq!(self.status, status, "{}", self.json);
         self.json
     }
-    fn id(&self) -> String {
+    pub fn id(&self) -> String {
         self.json["id"].as_str().expect("a record").to_string()
     }
 }
 
-fn token(h: &Home, actor: &str) -> String {
+pub(crate) fn token(h: &Home, actor: &str) -> String {
     h.run(&["tokens", "add", "--actor", actor, "--json"])
         .ok()
         .json()["token"]
@@ -160,7 +160,7 @@ fn token(h: &Home, actor: &str) -> String {
 }
 
 /// Destroy every live sandbox of the home and check no venue is left.
-fn destroy_all(h: &Home) {
+pub(crate) fn destroy_all(h: &Home) {
     let live = h.run(&["list", "--live", "--json"]).ok().json();
     for r in live.as_array().unwrap() {
         h.run(&["destroy", r["id"].as_str().unwrap()]);
@@ -719,6 +719,38 @@ fn the_access_matrix_holds_for_every_route() {
         assert_eq!(del(Some(&adm), r["id"].as_str().unwrap()), 200);
     }
 
+    // Uploads: any token uploads; each actor lists and deletes its own,
+    // `adm` every one; another actor's is 404; no token is 401.
+    let up = crate::security::upload_of(&s, &agt, &[("f", "x")]);
+    for tok in [None, Some("sbxt_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")] {
+        assert_eq!(s.call("GET", "/v1/uploads", tok, None).status, 401);
+        assert_eq!(s.call("POST", "/v1/uploads", tok, Some("x")).status, 401);
+        let path = format!("/v1/uploads/{up}");
+        assert_eq!(s.call("DELETE", &path, tok, None).status, 401);
+    }
+    let listed = |tok: &str| -> Vec<String> {
+        s.get("/v1/uploads", tok)
+            .expect(200)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed(&agt), [up.clone()]);
+    assert_eq!(listed(&adm), [up.clone()]);
+    assert!(listed(&atm).is_empty());
+    let del_up = |tok: &str, id: &str| {
+        s.call("DELETE", &format!("/v1/uploads/{id}"), Some(tok), None)
+            .status
+    };
+    assert_eq!(del_up(&atm, &up), 404);
+    assert_eq!(del_up(&agt, &up), 200);
+    let up2 = crate::security::upload_of(&s, &atm, &[("g", "y")]);
+    assert_eq!(del_up(&agt, &up2), 404);
+    assert_eq!(del_up(&adm, &up2), 200);
+    covered.extend(["uploadRepo", "listUploads", "deleteUpload"].map(String::from));
+
     let documented: BTreeSet<String> = operations(&doc).into_iter().map(|o| o.0).collect();
     assert_eq!(
         covered, documented,
@@ -863,7 +895,19 @@ fn pct(s: &str) -> String {
 struct Case {
     path: String,
     query: Vec<(String, String)>,
-    body: Option<String>,
+    body: Option<Vec<u8>>,
+}
+
+/// A tar archive of `files` (name, contents), as a client would upload.
+fn tar_body(files: &[(String, String)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, text) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, text.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
 }
 
 fn case_strategy(op: &Value, path: &str, doc: &Value, ids: &[String]) -> BoxedStrategy<Case> {
@@ -919,11 +963,21 @@ fn case_strategy(op: &Value, path: &str, doc: &Value, ids: &[String]) -> BoxedSt
     let body_schema = op
         .pointer("/requestBody/content/application~1json/schema")
         .cloned();
-    let body: BoxedStrategy<Option<String>> = match body_schema {
+    let archive = op
+        .pointer("/requestBody/content/application~1x-tar")
+        .is_some();
+    let body: BoxedStrategy<Option<Vec<u8>>> = match body_schema {
         Some(s) => prop_oneof![
-            6 => valid(&s, doc, 0).prop_map(|v| Some(v.to_string())),
-            2 => arbitrary_json().prop_map(|v| Some(v.to_string())),
-            1 => ".{0,40}".prop_map(Some),
+            6 => valid(&s, doc, 0).prop_map(|v| Some(v.to_string().into_bytes())),
+            2 => arbitrary_json().prop_map(|v| Some(v.to_string().into_bytes())),
+            1 => ".{0,40}".prop_map(|t| Some(t.into_bytes())),
+            1 => Just(None),
+        ]
+        .boxed(),
+        None if archive => prop_oneof![
+            6 => proptest::collection::vec(("[a-z]{1,8}(/[a-z]{1,8})?", ".{0,40}"), 1..4)
+                .prop_map(|files| Some(tar_body(&files))),
+            2 => proptest::collection::vec(any::<u8>(), 0..2048).prop_map(Some),
             1 => Just(None),
         ]
         .boxed(),
@@ -993,7 +1047,11 @@ fn a_fuzz_of_every_operation_in_the_openapi_document_never_gets_a_5xx() {
             // Fresh live sandboxes for the operations that take one (the
             // destroy and recreate cases before have ended the earlier ones).
             let mut ids = Vec::new();
-            if path.contains("{id}") {
+            if path.starts_with("/v1/uploads/") {
+                for _ in 0..2 {
+                    ids.push(crate::security::upload_of(&s, &adm, &[("f", "x")]));
+                }
+            } else if path.contains("{id}") {
                 for _ in 0..2 {
                     ids.push(s.post("/v1/sandboxes", &adm, json!({})).id());
                 }

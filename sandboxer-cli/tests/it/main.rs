@@ -9,6 +9,7 @@ mod credits;
 mod events;
 mod http;
 mod reaper;
+mod security;
 mod ssh_canary;
 
 use sandboxer_testkit::home::Home;

@@ -68,6 +68,7 @@ use serde::{Deserialize, Serialize};
 use super::buf::Buf;
 use super::records::{Origin, Stored};
 use super::{IdempotencyEntry, Store, StoreDoc, SCHEMA_VERSION};
+use crate::uploads::UploadRecord;
 use crate::{Error, ErrorKind, Result};
 
 /// The store's file name in the data dir.
@@ -359,6 +360,10 @@ impl JsonFileStore {
             if let Some(outbox) = entry.outbox {
                 doc.outbox = outbox;
             }
+            doc.uploads.extend(entry.uploads);
+            for k in entry.uploads_removed {
+                doc.uploads.remove(&k);
+            }
         }
         Ok(())
     }
@@ -611,6 +616,12 @@ struct JournalEntry<'a> {
     /// The whole outbox, when it changed.
     #[serde(default)]
     outbox: Option<Vec<serde_json::Value>>,
+    /// Uploads added or changed.
+    #[serde(default)]
+    uploads: BTreeMap<String, UploadRecord>,
+    /// Uploads removed.
+    #[serde(default)]
+    uploads_removed: Vec<String>,
 }
 
 impl Store for JsonFileStore {
@@ -640,6 +651,7 @@ impl Store for JsonFileStore {
         let lineage = doc.sandboxes.lineage;
         let idempotency_before = doc.idempotency.clone();
         let outbox_before = doc.outbox.clone();
+        let uploads_before = doc.uploads.clone();
         f(&mut doc)?;
         if doc.version != SCHEMA_VERSION {
             return Err(Error::internal(format!(
@@ -648,24 +660,17 @@ impl Store for JsonFileStore {
             )));
         }
         let records = doc.sandboxes.changed()?;
-        let removed: Vec<&String> = idempotency_before
-            .keys()
-            .filter(|k| !doc.idempotency.contains_key(*k))
-            .collect();
-        let keys: BTreeMap<&String, &IdempotencyEntry> = doc
-            .idempotency
-            .iter()
-            .filter(|(k, v)| idempotency_before.get(*k) != Some(*v))
-            .collect();
+        let keys = Changes::between(&idempotency_before, &doc.idempotency);
         let outbox_changed = doc.outbox != outbox_before;
-        if records.is_empty() && keys.is_empty() && removed.is_empty() && !outbox_changed {
+        let uploads = Changes::between(&uploads_before, &doc.uploads);
+        if records.is_empty() && keys.is_empty() && !outbox_changed && uploads.is_empty() {
             return Ok(());
         }
         let line = journal_line(
             &records,
             &keys,
-            &removed,
             outbox_changed.then_some(&doc.outbox),
+            &uploads,
         )?;
         let replaced = doc.sandboxes.lineage != lineage;
         let journal = match snapshot {
@@ -707,12 +712,51 @@ impl Store for JsonFileStore {
     }
 }
 
+/// What a commit changed in a map of the document: entries added or
+/// changed, and keys removed.
+struct Changes<'a, V> {
+    set: BTreeMap<&'a String, &'a V>,
+    removed: Vec<&'a String>,
+}
+
+impl<'a, V: PartialEq> Changes<'a, V> {
+    fn between(before: &'a BTreeMap<String, V>, after: &'a BTreeMap<String, V>) -> Self {
+        Changes {
+            set: after
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(*v))
+                .collect(),
+            removed: before.keys().filter(|k| !after.contains_key(*k)).collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl<V: Serialize> Changes<'_, V> {
+    /// The journal fields `NAME` (set) and `NAME_removed`, each only when
+    /// not empty.
+    fn write(&self, out: &mut Vec<u8>, name: &str) -> Result<()> {
+        if !self.set.is_empty() {
+            write!(out, ",\"{name}\":").expect("writing to memory");
+            serde_json::to_writer(&mut *out, &self.set).map_err(serialize_error)?;
+        }
+        if !self.removed.is_empty() {
+            write!(out, ",\"{name}_removed\":").expect("writing to memory");
+            serde_json::to_writer(&mut *out, &self.removed).map_err(serialize_error)?;
+        }
+        Ok(())
+    }
+}
+
 /// The journal line for one commit.
 fn journal_line(
     records: &[String],
-    keys: &BTreeMap<&String, &IdempotencyEntry>,
-    removed: &[&String],
+    keys: &Changes<'_, IdempotencyEntry>,
     outbox: Option<&Vec<serde_json::Value>>,
+    uploads: &Changes<'_, UploadRecord>,
 ) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(records.iter().map(String::len).sum::<usize>() + 256);
     write!(out, "{{\"version\":{SCHEMA_VERSION},\"sandboxes\":[").expect("writing to memory");
@@ -723,18 +767,12 @@ fn journal_line(
         out.extend_from_slice(r.as_bytes());
     }
     out.extend_from_slice(b"]");
-    if !keys.is_empty() {
-        out.extend_from_slice(b",\"idempotency\":");
-        serde_json::to_writer(&mut out, keys).map_err(serialize_error)?;
-    }
-    if !removed.is_empty() {
-        out.extend_from_slice(b",\"idempotency_removed\":");
-        serde_json::to_writer(&mut out, removed).map_err(serialize_error)?;
-    }
+    keys.write(&mut out, "idempotency")?;
     if let Some(outbox) = outbox {
         out.extend_from_slice(b",\"outbox\":");
         serde_json::to_writer(&mut out, outbox).map_err(serialize_error)?;
     }
+    uploads.write(&mut out, "uploads")?;
     out.extend_from_slice(b"}\n");
     Ok(out)
 }
@@ -873,12 +911,15 @@ fn serialize(doc: &StoreDoc, threads: usize) -> Result<Pieces> {
         sandboxes: [(); 0],
         idempotency: &'a BTreeMap<String, IdempotencyEntry>,
         outbox: &'a Vec<serde_json::Value>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        uploads: &'a BTreeMap<String, UploadRecord>,
     }
     let shell = serialize_sequential(&Shell {
         version: doc.version,
         sandboxes: [],
         idempotency: &doc.idempotency,
         outbox: &doc.outbox,
+        uploads: &doc.uploads,
     })?;
     if doc.sandboxes.is_empty() {
         return Ok(Pieces(vec![shell]));

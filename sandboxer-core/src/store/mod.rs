@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Sandbox;
+use crate::uploads::UploadRecord;
 use crate::{Error, Result};
 
 mod buf;
@@ -45,6 +46,9 @@ pub struct StoreDoc {
     /// Each a [`crate::events::LifecycleEvent`] in its JSON form.
     #[serde(default)]
     pub outbox: Vec<serde_json::Value>,
+    /// Repos uploaded over HTTP, by id (see [`crate::uploads`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub uploads: BTreeMap<String, UploadRecord>,
 }
 
 impl Default for StoreDoc {
@@ -54,6 +58,7 @@ impl Default for StoreDoc {
             sandboxes: Records::new(),
             idempotency: BTreeMap::new(),
             outbox: Vec::new(),
+            uploads: BTreeMap::new(),
         }
     }
 }

@@ -546,3 +546,59 @@ fn large_faulty_stores_are_refused() {
         &["schema version 2", "reads version 1"],
     );
 }
+
+/// Uploads are kept, changed and removed through both the rewrite and the
+/// journal, and a reload sees exactly what was committed.
+#[test]
+fn uploads_survive_rewrites_and_the_journal() {
+    use sandboxer_core::uploads::UploadRecord;
+    for journal_from in [u64::MAX, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JsonFileStore::in_data_dir(dir.path()).with_journal_from(journal_from);
+        push(&store, "sbx-first");
+        let rec = |id: &str| UploadRecord {
+            id: id.to_string(),
+            actor: Actor::from_str("agt:store-test").unwrap(),
+            created_at: model::now(),
+            files: 3,
+            bytes: 42,
+            used_by: Vec::new(),
+        };
+        store
+            .update(&mut |doc| {
+                doc.uploads.insert("upl-a".into(), rec("upl-a"));
+                doc.uploads.insert("upl-b".into(), rec("upl-b"));
+                Ok(())
+            })
+            .unwrap();
+        store
+            .update(&mut |doc| {
+                doc.uploads
+                    .get_mut("upl-a")
+                    .unwrap()
+                    .used_by
+                    .push("sbx-first".into());
+                doc.uploads.remove("upl-b");
+                Ok(())
+            })
+            .unwrap();
+        let reopened = JsonFileStore::in_data_dir(dir.path()).load().unwrap();
+        assert_eq!(
+            reopened.uploads.keys().collect::<Vec<_>>(),
+            ["upl-a"],
+            "journal_from {journal_from}"
+        );
+        assert_eq!(reopened.uploads["upl-a"].used_by, ["sbx-first"]);
+        assert_eq!(reopened.uploads["upl-a"].bytes, 42);
+        let journal = dir.path().join("sandboxes.json.journal");
+        let journaled = fs::read_to_string(&journal).unwrap_or_default();
+        if journal_from == 0 {
+            assert!(
+                journaled.contains("\"uploads_removed\":[\"upl-b\"]"),
+                "{journaled}"
+            );
+        } else {
+            assert!(journaled.is_empty(), "{journaled}");
+        }
+    }
+}
