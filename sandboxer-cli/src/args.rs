@@ -264,7 +264,8 @@ pub enum HostsCmd {
 #[derive(Debug, Args)]
 pub struct GraceArgs {
     /// Leave alone anything younger than this (created, ready or ended within
-    /// the window).
+    /// the window), except a ready sandbox past its TTL: its deadline is
+    /// explicit and it is ended at once.
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     pub grace: String,
 }
@@ -376,7 +377,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "1m", value_name = "DURATION")]
     pub reap_interval: String,
     /// The reaper leaves alone anything younger than this (as `reap-stale
-    /// --grace`).
+    /// --grace`); a ready sandbox past its TTL is ended at the next run
+    /// whatever its age, so `--reap-interval` is the only lateness of TTLs.
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     pub reap_grace: String,
     /// A folder under which a `repo` input over HTTP may name a server-side

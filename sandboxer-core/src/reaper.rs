@@ -149,6 +149,17 @@ pub fn classify_records<'a>(
             detail,
             resource: None,
         };
+        // A ready record past its deadline is expired at once: the deadline
+        // is explicit, and nothing is in flight that the grace protects.
+        if s.state() == State::Ready {
+            if let Some(exp) = s.expires_at.filter(|e| *e < now) {
+                out.push(item(
+                    StaleKind::Expired,
+                    format!("expired {} ago", human_age(exp, now)),
+                ));
+                continue;
+            }
+        }
         if !older_than(s.created_at, now, grace) {
             continue;
         }
@@ -558,6 +569,33 @@ mod tests {
                 (StaleKind::Stuck, "sbx-destroying"),
             ],
             "the young record is inside the grace window, the fresh one is fine"
+        );
+    }
+
+    #[test]
+    fn a_ready_record_past_its_deadline_is_expired_inside_the_grace_window() {
+        let now = model::now();
+        let created = now - chrono::Duration::seconds(10);
+        let mut short = rec("sbx-short00000", created, 2);
+        short.apply(&Event::Ready, created).unwrap();
+        let mut live = rec("sbx-live000000", created, 3600);
+        live.apply(&Event::Ready, created).unwrap();
+        let in_flight = rec("sbx-inflight00", created, 2);
+        let items = classify_records(
+            &[short, live, in_flight],
+            &BTreeMap::new(),
+            now,
+            Duration::from_secs(120),
+            &|_| Some(true),
+        );
+        let got: Vec<(StaleKind, &str)> = items
+            .iter()
+            .map(|i| (i.kind, i.sandbox_id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(StaleKind::Expired, "sbx-short00000")],
+            "a create still provisioning stays protected by the grace window"
         );
     }
 }
