@@ -101,6 +101,35 @@ pub fn render_json(err: &Error) -> String {
     serde_json::to_string_pretty(&serde_json::json!({ "error": e })).expect("json")
 }
 
+/// A usage error (clap's) with `--json`: the same `{"error": ...}` object
+/// as every other error, kind `usage`, on stdout; exit 2.
+pub fn report_usage(e: &clap::Error) -> i32 {
+    let text = e.render().to_string();
+    let mut parts = text.split("\n\n");
+    let message = parts
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches("error: ")
+        .to_string();
+    let usage: Vec<&str> = parts
+        .map(str::trim)
+        .filter(|p| p.starts_with("Usage:"))
+        .collect();
+    let mut hint = usage.join(" ");
+    if !hint.is_empty() {
+        hint.push_str("; ");
+    }
+    hint.push_str("`--help` shows every command and option");
+    let v = serde_json::json!({"error": {"kind": "usage", "message": message, "hint": hint}});
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(&v).expect("json")
+    );
+    code::USAGE
+}
+
 /// Print the error the right way and return its exit code.
 pub fn report(err: &Error, json: bool, color: bool) -> i32 {
     if json {

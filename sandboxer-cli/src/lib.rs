@@ -45,6 +45,9 @@ pub fn run(argv: Vec<String>) -> i32 {
                 }
                 _ => exit::code::USAGE,
             };
+            if code == exit::code::USAGE && wants_json(&argv) {
+                return exit::report_usage(&e);
+            }
             let _ = e.print();
             return if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 exit::code::USAGE
@@ -67,6 +70,15 @@ pub fn run(argv: Vec<String>) -> i32 {
         Ok(code) => code,
         Err(e) => exit::report(&e, json, color),
     }
+}
+
+/// Whether the command line asks for `--json` (before any `--`), for
+/// errors clap finds before it has parsed it.
+fn wants_json(argv: &[String]) -> bool {
+    argv.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
 }
 
 fn init_logging(verbose: u8) {

@@ -189,3 +189,42 @@ fn usage_errors_exit_2_and_help_has_examples() {
         );
     }
 }
+
+#[test]
+fn usage_errors_with_json_are_the_json_error_object() {
+    let (h, _) = home_with_one();
+    for args in [
+        &["--json", "create", "--bogus"][..],
+        &["create", "--bogus", "--json"],
+        &["--json", "frobnicate"],
+        &["get", "--json"],
+    ] {
+        let before = h.store_bytes();
+        let r = h.run(args).expect_code(2);
+        let j = r.json();
+        assert_eq!(j["error"]["kind"], "usage", "{args:?}: {j:#}");
+        let msg = j["error"]["message"].as_str().unwrap();
+        assert!(!msg.is_empty() && !msg.starts_with("error:"), "{msg}");
+        assert!(
+            j["error"]["hint"].as_str().unwrap().contains("--help"),
+            "{j:#}"
+        );
+        assert_eq!(h.store_bytes(), before);
+    }
+    let j = h
+        .run(&["--json", "create", "--bogus"])
+        .expect_code(2)
+        .json();
+    assert_eq!(j["error"]["message"], "unexpected argument '--bogus' found");
+    // Without --json: clap's text on stderr, nothing on stdout.
+    let r = h.run(&["create", "--bogus"]).expect_code(2);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("unexpected argument '--bogus'"),
+        "{}",
+        r.stderr
+    );
+    // A value after `--` is not the flag.
+    let r = h.run(&["create", "--bogus", "--", "--json"]).expect_code(2);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+}
