@@ -162,7 +162,18 @@ impl Env {
     /// The manager for this environment (`strict_catalog`: fail on a broken
     /// user profile instead of falling back to the built-ins).
     pub fn manager(&self, strict_catalog: bool) -> Result<Manager> {
-        let hosts = Hosts::load(&self.config_dir)?;
+        // A hosts file that does not parse stops the commands that place
+        // sandboxes (strict); the others warn and know `local` only, so a
+        // typo in one host entry does not lock the user out of `list`.
+        let hosts = if strict_catalog {
+            Hosts::load(&self.config_dir)?
+        } else {
+            let (hosts, err) = Hosts::load_lenient(&self.config_dir);
+            if let Some(e) = err {
+                tracing::warn!("only the local host is usable: {e}");
+            }
+            hosts
+        };
         let ledger = self.ledger()?;
         let m = Manager::new(
             self.store(),

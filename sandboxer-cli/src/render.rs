@@ -439,17 +439,27 @@ pub fn stale(r: &sandboxer_core::reaper::StaleReport) -> String {
             &rows,
         ));
     }
-    for u in &r.unchecked {
+    unchecked(&mut o, &r.unchecked);
+    uploads(&mut o, "stale upload", &r.uploads);
+    o
+}
+
+/// The places the reaper could not look at, each with its whole reason
+/// (a command's stderr often says why only on its second line).
+fn unchecked(o: &mut String, list: &[sandboxer_core::reaper::Unchecked]) {
+    for u in list {
+        let mut lines = u.reason.lines().filter(|l| !l.trim().is_empty());
         let _ = writeln!(
             o,
             "not checked: {} ({}): {}",
             u.host,
             u.extension,
-            u.reason.lines().next().unwrap_or("")
+            lines.next().unwrap_or("")
         );
+        for l in lines {
+            let _ = writeln!(o, "  {}", l.trim_end());
+        }
     }
-    uploads(&mut o, "stale upload", &r.uploads);
-    o
 }
 
 /// One line per uploaded repo the reaper found (or removed).
@@ -482,15 +492,7 @@ pub fn reaped(r: &sandboxer_core::reaper::ReapReport) -> String {
             .collect();
         o.push_str(&table(&["kind", "sandbox", "host", "outcome"], &rows));
     }
-    for u in &r.unchecked {
-        let _ = writeln!(
-            o,
-            "not checked: {} ({}): {}",
-            u.host,
-            u.extension,
-            u.reason.lines().next().unwrap_or("")
-        );
-    }
+    unchecked(&mut o, &r.unchecked);
     let what = if r.dry_run {
         "would remove upload"
     } else {

@@ -88,6 +88,11 @@ pub struct Hosts {
     pub default: String,
     /// Configured hosts in file order (not including `local`).
     pub hosts: Vec<HostSpec>,
+    /// Why the hosts file could not be read, when it was loaded leniently
+    /// ([`Hosts::load_lenient`]): then only `local` is known, and asking for
+    /// any other host is that error.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
 
 impl Hosts {
@@ -97,6 +102,7 @@ impl Hosts {
             path: None,
             default: LOCAL.to_string(),
             hosts: Vec::new(),
+            unreadable: None,
         }
     }
 
@@ -107,6 +113,23 @@ impl Hosts {
             Ok(text) => parse_hosts(&path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Hosts::local_only()),
             Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    /// As [`Hosts::load`], but a hosts file that cannot be read or parsed
+    /// leaves `local` only, with the error kept: commands that never reach
+    /// another host (list, get, a local sandbox's destroy, credits) keep
+    /// working, and [`Hosts::require`] of any other host is that error.
+    /// The error is also returned, for a warning.
+    pub fn load_lenient(config_dir: &Path) -> (Self, Option<Error>) {
+        match Self::load(config_dir) {
+            Ok(h) => (h, None),
+            Err(e) => {
+                let mut h = Hosts::local_only();
+                h.path = Some(config_dir.join("hosts.toml"));
+                h.unreadable = Some(e.to_string());
+                (h, Some(e))
+            }
         }
     }
 
@@ -133,6 +156,13 @@ impl Hosts {
 
     /// The host called `name`, or a `NotFound` that lists the known names.
     pub fn require(&self, name: &str) -> Result<HostSpec> {
+        if let (Some(why), false) = (&self.unreadable, name == LOCAL) {
+            return Err(
+                Error::invalid_config(format!("host `{name}` cannot be used: {why}")).with_hint(
+                    "fix the hosts file; commands that only read records keep working meanwhile",
+                ),
+            );
+        }
         self.get(name).ok_or_else(|| {
             let names: Vec<String> = self.all().into_iter().map(|h| h.name).collect();
             let from = self

@@ -229,6 +229,13 @@ impl Manager {
         });
         let flagged: BTreeSet<String> = items.iter().map(|i| i.sandbox_id.clone()).collect();
         let mut unchecked = Vec::new();
+        if let Some(why) = &self.hosts().unreadable {
+            unchecked.push(Unchecked {
+                host: "every host of hosts.toml".into(),
+                extension: "*".into(),
+                reason: why.clone(),
+            });
+        }
 
         // Every (place, extension) that can list what it has.
         let mut places: Vec<(HostSpec, Arc<dyn crate::extension::Extension>)> = Vec::new();
@@ -277,6 +284,14 @@ impl Manager {
             let place = spec.name.clone();
             let resources = match result {
                 Some(Ok(r)) => r,
+                // A provider that is not set up (no key) and that no live
+                // record uses is not worth a line on every run.
+                Some(Err(_))
+                    if !ext.capabilities().uses_host
+                        && !live.iter().any(|s| s.extension == ext.id()) =>
+                {
+                    continue
+                }
                 Some(Err(e)) => {
                     unchecked.push(Unchecked {
                         host: place,

@@ -294,6 +294,7 @@ mod tests {
             path: None,
             default: "h1".into(),
             hosts: vec![host("h1", Some(1)), host("h2", Some(1))],
+            unreadable: None,
         };
         let p = profile(
             Policy::Burst,
@@ -393,6 +394,7 @@ mod tests {
                 path: None,
                 default: "h0".into(),
                 hosts: (0..4).map(|i| host(&format!("h{i}"), caps[i])).collect(),
+                unreadable: None,
             };
             let live_map: BTreeMap<String, u32> = (0..4).map(|i| (format!("h{i}"), live[i])).collect();
             let unreachable: BTreeMap<String, String> = (0..4)

@@ -228,3 +228,32 @@ fn usage_errors_with_json_are_the_json_error_object() {
     let r = h.run(&["create", "--bogus", "--", "--json"]).expect_code(2);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
 }
+
+#[test]
+fn a_typo_in_hosts_toml_stops_only_what_needs_hosts() {
+    let (h, id) = home_with_one();
+    std::fs::write(
+        h.config.join("hosts.toml"),
+        "[[hosts]]\nname = \"h1\"\naddress = \"127.0.0.9\"\nuser = \"x\"\nidentity_file = \"/k\"\nbogus_key = 1\n",
+    )
+    .unwrap();
+    let at = "hosts.toml:6:1: unknown key `bogus_key`";
+    for args in [
+        &["list"][..],
+        &["get", &id],
+        &["credits", "balance"],
+        &["inspect", "stale"],
+        &["reap-stale"],
+    ] {
+        let r = h.run(args).expect_code(0);
+        assert!(r.stderr.contains(at), "{args:?}: {}", r.stderr);
+    }
+    // Placing a sandbox or naming a configured host still refuses.
+    let r = h.run(&["create"]).expect_code(4);
+    assert!(r.stderr.contains(at), "{}", r.stderr);
+    let r = h.run(&["create", "--host", "h1", "--json"]).expect_code(4);
+    assert_eq!(r.json()["error"]["kind"], "invalid_config");
+    // The local canary is destroyed as usual.
+    let d = h.run(&["destroy", &id, "--json"]).expect_code(0).json();
+    assert_eq!(d["state"], "destroyed");
+}

@@ -1069,6 +1069,7 @@ fn walk_hosts(w: &mut Walker<'_>, root: &toml_edit::Table) -> Option<Hosts> {
         path: Some(w.path.to_path_buf()),
         default: default?,
         hosts,
+        unreadable: None,
     })
 }
 
