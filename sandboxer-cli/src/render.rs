@@ -40,8 +40,9 @@ fn rfc3339(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// A size in the unit that fits (`48.6 MiB`, `23.0 GiB`).
 fn gib(bytes: f64) -> String {
-    format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
+    bytesize::ByteSize::b(bytes.max(0.0) as u64).to_string()
 }
 
 /// A few host telemetry figures from a record's telemetry JSON.
@@ -580,4 +581,21 @@ pub fn check(r: &sandboxer_credits::CheckReport) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_the_unit_that_fits() {
+        assert_eq!(gib(51.0 * 1024.0 * 1024.0), "51.0 MiB");
+        assert_eq!(gib(23.0 * (1u64 << 30) as f64), "23.0 GiB");
+        assert_eq!(gib(512.0), "512 B");
+        let line = telemetry_line(&serde_json::json!({
+            "cpus": 2, "disk_free_bytes": 53_477_376u64
+        }));
+        let line = line.unwrap();
+        assert!(line.contains("disk 51.0 MiB free"), "{line}");
+    }
 }

@@ -124,7 +124,7 @@ fn a_malformed_user_profile_is_reported_with_file_line_and_column() {
     let (h, id) = home_with_one();
     let path = h.write_profile(
         "broken.toml",
-        "id = \"profile.broken\"\nversion = \"one\"\ndescription = \"x\"\ndefault_ttl = \"2 hours\"\nmax_ttl = \"4h\"\nsurprise = true\n[[routes]]\nextension = \"ext.canary\"\n",
+        "id = \"profile.broken\"\nversion = \"one\"\ndescription = \"x\"\ndefault_ttl = \"2 fortnights\"\nmax_ttl = \"4h\"\nsurprise = true\n[[routes]]\nextension = \"ext.canary\"\n",
     );
     let before = h.store_bytes();
     let r = h

@@ -191,10 +191,9 @@ impl Profile {
             return Ok(self.default_ttl);
         };
         let max = format_duration(self.max_ttl);
-        if ttl.is_zero() {
+        if ttl < Duration::from_secs(1) {
             return Err(Error::invalid_input(format!(
-                "a TTL of {} is too short; {} allows from 1s up to {max}",
-                format_duration(ttl),
+                "a TTL of {ttl:?} is too short; {} allows from 1s up to {max}",
                 self.id
             ))
             .with_hint(format!("ask for a TTL between 1s and {max}")));
@@ -323,9 +322,11 @@ mod tests {
         assert_eq!(e.hint(), Some("ask for at most 2h"));
         let e = p.resolve_ttl(Some(Duration::ZERO)).unwrap_err();
         assert!(
-            e.message().contains("0s") && e.message().contains("2h"),
+            e.message().contains("0ns") && e.message().contains("2h"),
             "{}",
             e.message()
         );
+        let e = p.resolve_ttl(Some(Duration::from_millis(500))).unwrap_err();
+        assert!(e.message().contains("500ms"), "{}", e.message());
     }
 }
