@@ -573,50 +573,6 @@ fn the_agent_binary_refuses_bad_arguments() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("usage: sandboxer agent"));
 }
 
-/// Prints how long the canary's provision + wait_ready takes on `local`
-/// (no assertion on time: run with `--nocapture` to see the figures).
-#[tokio::test]
-async fn measure_provision_and_ready_on_local() {
-    let fx = Fixture::new();
-    let mut runs = Vec::new();
-    let mut teardowns = Vec::new();
-    let mut first = None;
-    for i in 0..21 {
-        let ctx = fx.ctx(&new_sandbox_id(), Duration::from_secs(600));
-        let t0 = Instant::now();
-        let handle = fx.canary.provision(&ctx).await.unwrap().handle;
-        let t1 = Instant::now();
-        fx.canary
-            .wait_ready(&ctx, &handle, deadline_in(Duration::from_secs(10)))
-            .await
-            .unwrap();
-        let t2 = Instant::now();
-        fx.canary.teardown(&ctx, &handle).await.unwrap();
-        teardowns.push(t2.elapsed());
-        if i == 0 {
-            first = Some((t1 - t0, t2 - t1));
-        } else {
-            runs.push((t1 - t0, t2 - t1, t2 - t0));
-        }
-    }
-    runs.sort_by_key(|r| r.2);
-    teardowns.sort();
-    let med = runs[runs.len() / 2];
-    let (f_prov, f_ready) = first.unwrap();
-    eprintln!(
-        "canary on local: first (with deploy) provision {f_prov:?} + ready {f_ready:?}; \
-         then over {} runs: provision+ready min {:?}, median {:?} (provision {:?} + ready {:?}), max {:?}; \
-         teardown median {:?}",
-        runs.len(),
-        runs[0].2,
-        med.2,
-        med.0,
-        med.1,
-        runs[runs.len() - 1].2,
-        teardowns[teardowns.len() / 2],
-    );
-}
-
 #[tokio::test]
 async fn teardown_right_after_provision_leaves_no_agent() {
     // The handle was lost (Null) and the agent may still be starting.
