@@ -23,8 +23,7 @@
 //!   `[redacted]`, and nothing here logs a secret.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -459,27 +458,8 @@ fn write_file(path: &Path, tokens: &[Stored]) -> Result<()> {
     let body =
         toml::to_string(&doc).map_err(|e| Error::internal(format!("writing tokens.toml: {e}")))?;
     let text = format!("{HEADER}{body}");
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
-    let io = |what: &str, p: &Path| {
-        let what = what.to_string();
-        let p = p.display().to_string();
-        move |e| Error::io(format!("{what} {p}"), e)
-    };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io("creating", &tmp))?;
-    f.write_all(text.as_bytes()).map_err(io("writing", &tmp))?;
-    f.sync_all().map_err(io("syncing", &tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io("replacing", path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing", dir))
+    sandboxer_core::fsutil::replace(path, 0o600, text.as_bytes())
+        .map_err(|e| Error::io(format!("replacing {}", path.display()), e))
 }
 
 #[cfg(test)]

@@ -601,7 +601,8 @@ mod tests {
 
     #[test]
     fn escaping_entries_are_refused_and_nothing_is_written_outside() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut tar::Builder<Vec<u8>>)>, &str)> = vec![
+        type Build = Box<dyn Fn(&mut tar::Builder<Vec<u8>>)>;
+        let cases: Vec<(&str, Build, &str)> = vec![
             (
                 "dotdot",
                 Box::new(|b| {

@@ -66,10 +66,8 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
     };
     let new = replace_section(&old, name, body)
         .with_context(|| format!("in {} (fix the markers by hand)", path.display()))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, new).with_context(|| format!("writing {}", tmp.to_string_lossy()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))
+    sandboxer_core::fsutil::replace(path, 0o644, new.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -51,7 +51,10 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
         assert_eq!(parse_duration("1ms").unwrap(), Duration::from_millis(1));
-        assert_eq!(parse_duration("2 hours").unwrap(), Duration::from_secs(7200));
+        assert_eq!(
+            parse_duration("2 hours").unwrap(),
+            Duration::from_secs(7200)
+        );
         assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
     }
 

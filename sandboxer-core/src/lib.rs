@@ -22,6 +22,7 @@ pub mod duration;
 pub mod error;
 pub mod events;
 pub mod extension;
+pub mod fsutil;
 pub mod hosts;
 pub mod lifecycle;
 pub mod manager;

@@ -238,16 +238,10 @@ fn read_deadline(venue: &Path) -> Option<DateTime<Utc>> {
         .map(|d| d.with_timezone(&Utc))
 }
 
-/// Write `data` to `path` through a temp file and a rename.
+/// Write `data` to `path` atomically (readers see all of it or none).
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-    std::fs::write(&tmp, data)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("writing {}: {e}", path.display())
-        })
+    sandboxer_core::fsutil::replace(path, 0o644, data)
+        .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// Whether a `/proc/PID/stat` text describes a process that runs (not a

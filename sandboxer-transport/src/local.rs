@@ -1,12 +1,9 @@
 //! The built-in host `local`: commands through `sh -c` on this machine, files
 //! through the local filesystem.
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -178,25 +175,18 @@ impl Transport for LocalTransport {
     async fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<()> {
         let target = PathBuf::from(path);
         let data = data.to_vec();
-        blocking(move || {
-            replace_atomically(&target, mode, |tmp| {
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(tmp)?;
-                f.write_all(&data)
-            })
-        })
-        .await
-        .map_err(|e| Error::io(format!("writing {path} on {}", self.name), e))
+        blocking(move || sandboxer_core::fsutil::replace(&target, mode, &data))
+            .await
+            .map_err(|e| Error::io(format!("writing {path} on {}", self.name), e))
     }
 
     async fn copy_file(&self, local: &Path, path: &str, mode: u32) -> Result<()> {
         let source = local.to_path_buf();
         let target = PathBuf::from(path);
         blocking(move || {
-            replace_atomically(&target, mode, |tmp| std::fs::copy(&source, tmp).map(drop))
+            sandboxer_core::fsutil::replace_with(&target, mode, |f| {
+                std::io::copy(&mut std::fs::File::open(&source)?, f).map(drop)
+            })
         })
         .await
         .map_err(|e| {
@@ -233,40 +223,6 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(std::io::Error::other(format!("file task failed: {e}"))))
 }
 
-/// Fill a fresh temp file beside `target` with `fill`, give it `mode`, and
-/// rename it over `target`. The temp file is removed on any failure.
-fn replace_atomically(
-    target: &Path,
-    mode: u32,
-    fill: impl FnOnce(&Path) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let name = target.file_name().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the path does not name a file",
-        )
-    })?;
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!(
-        ".{}.tmp.{}.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let done = fill(&tmp)
-        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
-        .and_then(|()| std::fs::rename(&tmp, target));
-    if done.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    done
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,15 +243,5 @@ mod tests {
     fn zero_timeout_means_none() {
         let t = LocalTransport::new(PathBuf::from("/x")).with_command_timeout(Duration::ZERO);
         assert_eq!(t.command_timeout, None);
-    }
-
-    #[test]
-    fn replace_atomically_cleans_up_after_a_failed_fill() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("f");
-        let err =
-            replace_atomically(&target, 0o644, |_| Err(std::io::Error::other("boom"))).unwrap_err();
-        assert_eq!(err.to_string(), "boom");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -1128,41 +1128,14 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
     (!name.is_empty() && name != "." && name != "..").then_some((dir, name))
 }
 
-/// Replace `path` with `data` through a temp file and a rename, keeping
-/// the old file's mode (0644 for a new file), creating the folder.
+/// Replace `path` with `data` atomically, keeping the old file's mode
+/// (0644 for a new file), creating the folder.
 fn write_replacing(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
+    use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o644);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.as_deref().unwrap_or("known_hosts"),
-        std::process::id()
-    ));
-    let done = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-        std::fs::rename(&tmp, path)
-    })();
-    if done.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    done
+    sandboxer_core::fsutil::replace(path, mode, data)
 }
 
 /// Standard base64, with or without `=` padding.

@@ -737,8 +737,8 @@ fn the_access_matrix_holds_for_every_route() {
             .map(|u| u["id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(listed(&agt), [up.clone()]);
-    assert_eq!(listed(&adm), [up.clone()]);
+    assert_eq!(listed(&agt), std::slice::from_ref(&up));
+    assert_eq!(listed(&adm), std::slice::from_ref(&up));
     assert!(listed(&atm).is_empty());
     let del_up = |tok: &str, id: &str| {
         s.call("DELETE", &format!("/v1/uploads/{id}"), Some(tok), None)
