@@ -33,6 +33,7 @@ use sandboxer_core::model::Actor;
 use sandboxer_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
 use toml::Spanned;
 
 /// The tokens file's name in the config dir.
@@ -203,7 +204,7 @@ impl TokenStore {
         let hash = digest(presented);
         let mut found = None;
         for t in &tokens {
-            if ct_eq(&t.hash, &hash) {
+            if bool::from(t.hash.ct_eq(&hash)) {
                 found = Some(t.info.clone());
             }
         }
@@ -262,14 +263,6 @@ impl TokenStore {
 
 fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
-}
-
-fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b.iter()) {
-        diff |= x ^ y;
-    }
-    std::hint::black_box(diff) == 0
 }
 
 fn check_name(n: &str) -> Result<()> {

@@ -10,6 +10,8 @@
 //!
 //! All ssh2 work is blocking C code; it runs in `tokio::task::spawn_blocking`.
 
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::Engine as _;
 use std::io::{Cursor, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
 use std::os::fd::{AsRawFd as _, RawFd};
@@ -231,8 +233,8 @@ impl HostKey {
         let hash = session.host_key_hash(HashType::Sha256)?;
         let key = HostKey {
             kind: key_type_name(kind),
-            fingerprint: format!("SHA256:{}", base64(hash, false)),
-            base64: base64(blob, true),
+            fingerprint: format!("SHA256:{}", STANDARD_NO_PAD.encode(hash)),
+            base64: STANDARD.encode(blob),
         };
         Some((key, blob.to_vec()))
     }
@@ -1138,42 +1140,9 @@ fn write_replacing(path: &Path, data: &[u8]) -> std::io::Result<()> {
     sandboxer_core::fsutil::replace(path, mode, data)
 }
 
-/// Standard base64, with or without `=` padding.
-fn base64(data: &[u8], pad: bool) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            s.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-        if pad {
-            for _ in chunk.len()..3 {
-                s.push('=');
-            }
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_the_standard_alphabet_and_padding() {
-        assert_eq!(base64(b"", true), "");
-        assert_eq!(base64(b"f", true), "Zg==");
-        assert_eq!(base64(b"fo", true), "Zm8=");
-        assert_eq!(base64(b"foo", true), "Zm9v");
-        assert_eq!(base64(b"foob", false), "Zm9vYg");
-        assert_eq!(base64(&[0xfb, 0xff], true), "+/8=");
-    }
 
     #[test]
     fn known_hosts_names_follow_openssh() {
