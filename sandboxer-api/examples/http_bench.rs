@@ -94,10 +94,7 @@ struct Phase {
 
 impl Phase {
     fn pct(&self, p: f64) -> Duration {
-        let mut v = self.pairs.clone();
-        v.sort();
-        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[i]
+        sandboxer_testkit::stats::percentile_of(&self.pairs, p * 100.0)
     }
     fn throughput(&self) -> f64 {
         self.pairs.len() as f64 / self.wall.as_secs_f64()

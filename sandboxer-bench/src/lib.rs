@@ -33,7 +33,7 @@ pub mod probe;
 pub mod records;
 pub mod report;
 pub mod run;
-pub mod stats;
+pub use sandboxer_testkit::stats;
 
 /// What a section's run produced.
 #[derive(Debug, Clone)]

@@ -82,7 +82,7 @@ fn main() {
         candidates = d.candidates.len() + d.rejected.len();
     }
     samples.sort();
-    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    let pct = |p: f64| sandboxer_testkit::stats::percentile_of(&samples, p * 100.0);
     println!("<!-- bench:resolver -->");
     println!("## resolver: one decision over 100 hosts and 10 routes\n");
     println!(

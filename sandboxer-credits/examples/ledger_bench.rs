@@ -25,6 +25,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use sandboxer_core::credits::Micros;
 use sandboxer_core::model::Actor;
 use sandboxer_credits::{FileLedger, HoldRequest};
+use sandboxer_testkit::stats::Summary;
 
 struct Args {
     pairs: usize,
@@ -183,11 +184,6 @@ fn sqlite(dir: &std::path::Path, pairs: usize) -> anyhow::Result<f64> {
     Ok(pairs as f64 / start.elapsed().as_secs_f64())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() -> anyhow::Result<()> {
     let args = args()?;
     let parent = match &args.dir {
@@ -207,7 +203,8 @@ fn main() -> anyhow::Result<()> {
             ledger_rates.push(file_ledger(a.path(), args.pairs)?);
         }
     }
-    let (l, s) = (median(ledger_rates.clone()), median(sqlite_rates.clone()));
+    let median = |v: &[f64]| Summary::of_ms(v).map_or(0.0, |s| s.p50);
+    let (l, s) = (median(&ledger_rates), median(&sqlite_rates));
     println!(
         "hold+settle pairs, {} pairs x {} rounds, in {} (median of the rounds)\n",
         args.pairs,

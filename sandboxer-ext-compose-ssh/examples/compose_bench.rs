@@ -696,10 +696,7 @@ fn serves(address: &str, port: u16) -> std::io::Result<()> {
 }
 
 fn pct(v: &[Duration], p: f64) -> Duration {
-    let mut s = v.to_vec();
-    s.sort();
-    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
+    sandboxer_testkit::stats::percentile_of(v, p)
 }
 
 fn mean(v: &[Duration]) -> Duration {

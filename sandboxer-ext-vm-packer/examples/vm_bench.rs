@@ -26,6 +26,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+
+use sandboxer_testkit::stats::percentile_of;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -317,14 +319,6 @@ fn running(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn quantile(xs: &[Duration], q: f64) -> Duration {
-    let mut v = xs.to_vec();
-    v.sort();
-    // Nearest rank.
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
@@ -363,7 +357,7 @@ fn print_markdown(image: &Image, runs: usize, hand: &Samples, sbx: &Samples) {
         ("create → ready", &hand.ready, &sbx.ready),
         ("destroy", &hand.destroy, &sbx.destroy),
     ] {
-        let (hp, sp) = (quantile(h, 0.5), quantile(s, 0.5));
+        let (hp, sp) = (percentile_of(h, 50.0), percentile_of(s, 50.0));
         println!(
             "| {name} | {} | {} | {:.2} | {}–{} | {}–{} |",
             secs(hp),
@@ -382,7 +376,7 @@ fn print_markdown(image: &Image, runs: usize, hand: &Samples, sbx: &Samples) {
             .zip(&s.destroy)
             .map(|(a, b)| *a + *b)
             .collect();
-        quantile(&v, 0.5)
+        percentile_of(&v, 50.0)
     };
     let (ht, st) = (total(hand), total(sbx));
     println!(

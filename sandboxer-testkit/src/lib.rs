@@ -5,4 +5,5 @@
 pub mod conformance;
 pub mod home;
 pub mod net;
+pub mod stats;
 pub mod testbed;

@@ -46,6 +46,18 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The `p`-th percentile (0 to 100, nearest rank) of `samples`, in any
+/// order; `Duration::ZERO` for none.
+pub fn percentile_of(samples: &[Duration], p: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// The least-squares line through `(x, y)` points.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fit {
@@ -108,6 +120,10 @@ mod tests {
         assert_eq!((s.p50, s.p95, s.runs), (25.0, 48.0, 50));
         assert_eq!(s.mean, 25.5);
         assert_eq!(percentile(&[7.0], 95.0), 7.0);
+        let d: Vec<Duration> = (1..=50).rev().map(Duration::from_millis).collect();
+        assert_eq!(percentile_of(&d, 50.0), Duration::from_millis(25));
+        assert_eq!(percentile_of(&d, 95.0), Duration::from_millis(48));
+        assert_eq!(percentile_of(&[], 50.0), Duration::ZERO);
         assert_eq!(percentile(&[1.0, 2.0], 50.0), 1.0);
         assert_eq!(percentile(&[1.0, 2.0], 95.0), 2.0);
         assert!(Summary::of_ms(&[]).is_none());
