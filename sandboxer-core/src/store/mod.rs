@@ -15,6 +15,7 @@ use crate::uploads::UploadRecord;
 use crate::{Error, Result};
 
 mod buf;
+pub mod db;
 mod file;
 mod records;
 

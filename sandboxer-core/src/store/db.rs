@@ -1,0 +1,225 @@
+//! The database the state layer moves onto (issue: one transactional
+//! store): the contract, operation by operation, that both backends of
+//! `sandboxer-store` (SQLite, the embedded default; PostgreSQL, the shared
+//! control plane) implement and its conformance suite checks.
+//!
+//! Everything changes inside [`Db::transaction`]: the closure gets a [`Tx`]
+//! and either all it did commits or none of it does (an `Err` from the
+//! closure, a failed commit, a crash). A lifecycle step is one transaction:
+//! the record's transition, its outbox event, its ledger entry.
+//!
+//! Rows are what sandboxer already serializes (a [`Sandbox`] record, a
+//! lifecycle event, an upload, a ledger entry as JSON) beside the columns
+//! that filters and the reaper need, so the record contract stays one
+//! serde type and the schema only indexes it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::manager::ListFilter;
+use crate::model::{Actor, Sandbox};
+use crate::uploads::UploadRecord;
+use crate::Result;
+
+use super::IdempotencyEntry;
+
+/// An opaque position in a listing: the next page starts after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Cursor(pub i64);
+
+impl Cursor {
+    /// The cursor as callers see it (`c` and a number; opaque to them).
+    pub fn encode(self) -> String {
+        format!("c{}", self.0)
+    }
+
+    /// A cursor a caller sent back; `None` when it is not one of ours.
+    pub fn decode(s: &str) -> Option<Cursor> {
+        s.strip_prefix('c')?.parse().ok().map(Cursor)
+    }
+}
+
+/// One page of a listing, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub records: Vec<Sandbox>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// What to list: the filter, where to start, how many at most.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub filter: ListFilter,
+    pub after: Option<Cursor>,
+    /// At most this many (`None`: all).
+    pub limit: Option<usize>,
+}
+
+/// An event in the outbox, leased to one relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    /// Its place in the outbox (delivery order).
+    pub seq: i64,
+    pub sandbox_id: String,
+    pub event: serde_json::Value,
+    /// Deliveries tried before this lease.
+    pub attempts: u32,
+}
+
+/// An API token as stored: its hash only, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub name: String,
+    pub actor: Actor,
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One ledger entry as stored: its id, what the ledger indexes, and the
+/// entry itself (the credits crate's `Entry`, as JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRow {
+    /// Its place in the ledger (append order).
+    pub seq: i64,
+    pub id: String,
+    pub kind: String,
+    pub actor: Option<Actor>,
+    pub sandbox_id: Option<String>,
+    pub at: DateTime<Utc>,
+    pub entry: serde_json::Value,
+}
+
+/// The operations of one transaction.
+///
+/// Contract (checked by `sandboxer-store`'s conformance suite, for every
+/// backend):
+/// - reads see this transaction's own writes;
+/// - two transactions that write the same rows never both commit stale
+///   work: the second waits (or retries) and sees the first's result;
+/// - `insert_sandbox` of an existing id and `put_token` of an existing
+///   name are `Conflict`; `update_sandbox` of a missing id is `NotFound`.
+pub trait Tx {
+    /// The record `id`, if there is one.
+    fn sandbox(&mut self, id: &str) -> Result<Option<Sandbox>>;
+    /// Record a new sandbox.
+    fn insert_sandbox(&mut self, s: &Sandbox) -> Result<()>;
+    /// Replace the record `s.id` (its state, times, cost, ...).
+    fn update_sandbox(&mut self, s: &Sandbox) -> Result<()>;
+    /// Records matching `q`, oldest first, one page.
+    fn list(&mut self, q: &ListQuery) -> Result<Page>;
+    /// Sandboxes that have not ended, per host (placement's capacity).
+    fn live_per_host(&mut self) -> Result<BTreeMap<String, u32>>;
+    /// How many records there are.
+    fn count(&mut self) -> Result<u64>;
+
+    /// The request `actor` first made with `key`.
+    fn idempotency(&mut self, actor: &Actor, key: &str) -> Result<Option<IdempotencyEntry>>;
+    /// Remember that `actor`'s `key` made `entry` (a key is never reused).
+    fn put_idempotency(&mut self, actor: &Actor, key: &str, entry: &IdempotencyEntry)
+        -> Result<()>;
+
+    /// Queue a lifecycle event for the State Hub.
+    fn push_event(&mut self, sandbox_id: &str, event: &serde_json::Value) -> Result<()>;
+    /// Lease up to `max` events no other relay holds (none, or a lease past
+    /// `now`), oldest first, until `until`.
+    fn lease_events(
+        &mut self,
+        max: usize,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<OutboxItem>>;
+    /// Remove delivered events.
+    fn ack_events(&mut self, seqs: &[i64]) -> Result<()>;
+    /// Give leased events back (delivery failed), counting the attempt.
+    fn release_events(&mut self, seqs: &[i64]) -> Result<()>;
+    /// Events waiting, leased or not.
+    fn outbox_depth(&mut self) -> Result<u64>;
+
+    fn upload(&mut self, id: &str) -> Result<Option<UploadRecord>>;
+    /// Insert or replace.
+    fn put_upload(&mut self, u: &UploadRecord) -> Result<()>;
+    fn remove_upload(&mut self, id: &str) -> Result<()>;
+    /// Every upload, oldest first; `actor`'s only when given.
+    fn uploads(&mut self, actor: Option<&Actor>) -> Result<Vec<UploadRecord>>;
+
+    fn put_token(&mut self, t: &TokenRow) -> Result<()>;
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>>;
+    fn tokens(&mut self) -> Result<Vec<TokenRow>>;
+    /// Whether there was one to remove.
+    fn remove_token(&mut self, name: &str) -> Result<bool>;
+
+    /// Append a ledger entry (`row.seq` is ignored; an existing `id` is
+    /// `Conflict`: entries are never replaced). Returns its seq.
+    fn append_ledger(&mut self, row: &LedgerRow) -> Result<i64>;
+    /// The entry `id`.
+    fn ledger_entry(&mut self, id: &str) -> Result<Option<LedgerRow>>;
+    /// Entries after `after` (a seq), oldest first, at most `limit`.
+    fn ledger_entries(&mut self, after: i64, limit: usize) -> Result<Vec<LedgerRow>>;
+    /// A derived row kept beside the entries (an account's balance, a
+    /// hold's state): `table` is `accounts` or `holds`.
+    fn derived(&mut self, table: Derived, key: &str) -> Result<Option<serde_json::Value>>;
+    fn put_derived(&mut self, table: Derived, key: &str, value: &serde_json::Value) -> Result<()>;
+    /// Every derived row of `table`, by key.
+    fn all_derived(&mut self, table: Derived) -> Result<BTreeMap<String, serde_json::Value>>;
+}
+
+/// The ledger's derived tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Derived {
+    /// Per actor: granted, available, held, spent.
+    Accounts,
+    /// Per sandbox: the hold and its state.
+    Holds,
+}
+
+impl Derived {
+    pub fn table(self) -> &'static str {
+        match self {
+            Derived::Accounts => "accounts",
+            Derived::Holds => "holds",
+        }
+    }
+}
+
+/// A database of sandboxer's state.
+pub trait Db: Send + Sync + 'static {
+    /// Run `f` in one transaction: everything it did commits, or (on an
+    /// `Err` from `f` or from the commit) nothing does.
+    fn transaction(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()>;
+    /// Where it is, for messages (a file path, or a URL without its
+    /// password).
+    fn location(&self) -> String;
+    /// The schema version it holds.
+    fn schema_version(&self) -> Result<u32>;
+}
+
+/// [`Db::transaction`] with a closure that returns a value.
+pub fn transact<R: Send>(
+    db: &dyn Db,
+    f: impl FnOnce(&mut dyn Tx) -> Result<R> + Send,
+) -> Result<R> {
+    let mut f = Some(f);
+    let mut out = None;
+    db.transaction(&mut |tx| {
+        let f = f.take().expect("a transaction runs its closure once");
+        out = Some(f(tx)?);
+        Ok(())
+    })?;
+    Ok(out.expect("the closure ran"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_strangers() {
+        assert_eq!(Cursor::decode(&Cursor(42).encode()), Some(Cursor(42)));
+        assert_eq!(Cursor::decode("42"), None);
+        assert_eq!(Cursor::decode("cx"), None);
+    }
+}
