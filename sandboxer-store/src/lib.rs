@@ -22,10 +22,35 @@
 //! [`Db`]: sandboxer_core::store::db::Db
 //! [`Tx`]: sandboxer_core::store::db::Tx
 
+mod pg;
 pub mod schema;
 mod sqlite;
 
+pub use pg::{redact, PgDb};
 pub use sqlite::SqliteDb;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sandboxer_core::store::db::Db;
+
+/// The database `url` names (`postgres://...` or `postgresql://...`), else
+/// the embedded one at `<data_dir>/sandboxer.db`.
+pub fn open(url: Option<&str>, data_dir: &Path) -> sandboxer_core::Result<Arc<dyn Db>> {
+    match url.filter(|u| !u.trim().is_empty()) {
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(Arc::new(PgDb::open(u)?))
+        }
+        Some(u) => Err(sandboxer_core::Error::invalid_config(format!(
+            "SANDBOXER_DATABASE_URL `{}` is not a postgres:// URL",
+            redact(u)
+        ))
+        .with_hint(
+            "unset it for the embedded SQLite database, or write postgres://USER@HOST:PORT/DB",
+        )),
+        None => Ok(Arc::new(SqliteDb::open(&data_dir.join(DB_FILE))?)),
+    }
+}
 
 /// The file name of the embedded database in the data dir.
 pub const DB_FILE: &str = "sandboxer.db";

@@ -10,5 +10,8 @@ pub const LATEST: u32 = 1;
 /// The SQLite migrations: (version, SQL), in order.
 pub const SQLITE: &[(u32, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
 
+/// The PostgreSQL migrations, the same versions as [`SQLITE`].
+pub const POSTGRES: &[(u32, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
 /// The table that marks a sandboxer database and holds its version.
 pub const META_TABLE: &str = "sandboxer_meta";

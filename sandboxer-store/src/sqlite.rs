@@ -245,6 +245,23 @@ impl Db for SqliteDb {
         result
     }
 
+    fn read(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()> {
+        let mut conn = self.checkout()?;
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .map_err(|e| self.error("starting a transaction on", e))?;
+            let mut t = SqliteTx {
+                tx,
+                path: &self.path,
+            };
+            f(&mut t)?;
+            t.tx.commit().map_err(|e| self.error("reading", e))
+        })();
+        self.checkin(conn);
+        result
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }

@@ -190,11 +190,28 @@ pub trait Db: Send + Sync + 'static {
     /// Run `f` in one transaction: everything it did commits, or (on an
     /// `Err` from `f` or from the commit) nothing does.
     fn transaction(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()>;
+    /// Run `f`, which only reads, in one transaction that takes no write
+    /// lock (it sees one consistent state; a write in it is a bug).
+    fn read(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()> {
+        self.transaction(f)
+    }
     /// Where it is, for messages (a file path, or a URL without its
     /// password).
     fn location(&self) -> String;
     /// The schema version it holds.
     fn schema_version(&self) -> Result<u32>;
+}
+
+/// [`Db::read`] with a closure that returns a value.
+pub fn read<R: Send>(db: &dyn Db, f: impl FnOnce(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
+    let mut f = Some(f);
+    let mut out = None;
+    db.read(&mut |tx| {
+        let f = f.take().expect("a transaction runs its closure once");
+        out = Some(f(tx)?);
+        Ok(())
+    })?;
+    Ok(out.expect("the closure ran"))
 }
 
 /// [`Db::transaction`] with a closure that returns a value.

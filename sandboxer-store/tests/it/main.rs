@@ -158,3 +158,103 @@ fn separate_handles_on_one_file_lose_no_update() {
 fn rusqlite_open(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
 }
+
+/// A fresh database on the testbed's PostgreSQL, dropped at the end.
+struct PgScratch {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgScratch {
+    fn new() -> PgScratch {
+        let admin = std::env::var("SANDBOXER_TEST_DATABASE_URL").expect(
+            "SANDBOXER_TEST_DATABASE_URL is not set although the testbed is: run `scripts/testbed up` and `source .testbed/env`",
+        );
+        let name = format!("sbx_test_{}", &model::new_sandbox_id()[4..]);
+        let sql = format!("CREATE DATABASE {name}");
+        pg_admin(&admin, &sql);
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        PgScratch { admin, name, url }
+    }
+}
+
+impl Drop for PgScratch {
+    fn drop(&mut self) {
+        pg_admin(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Run one statement as the admin, off any runtime.
+fn pg_admin(url: &str, sql: &str) {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("the testbed's PostgreSQL at {url}: {e}"));
+        c.batch_execute(&sql).unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed's PostgreSQL: scripts/testbed up, then source .testbed/env"
+)]
+fn postgres_passes_the_conformance_suite() {
+    let scratch = PgScratch::new();
+    let url = scratch.url.clone();
+    conformance::run(&|| Arc::new(sandboxer_store::PgDb::open(&url).unwrap()) as Arc<dyn Db>);
+}
+
+#[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed's PostgreSQL: scripts/testbed up, then source .testbed/env"
+)]
+fn postgres_refuses_another_programs_database_and_a_newer_schema() {
+    let scratch = PgScratch::new();
+    pg_admin(&scratch.url, "CREATE TABLE orders (id INTEGER PRIMARY KEY)");
+    let e = sandboxer_store::PgDb::open(&scratch.url).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::StoreCorrupt, "{e}");
+    assert!(e.to_string().contains("not sandboxer's (orders)"), "{e}");
+    pg_admin(&scratch.url, "DROP TABLE orders");
+    let db = sandboxer_store::PgDb::open(&scratch.url).unwrap();
+    assert_eq!(
+        db.schema_version().unwrap(),
+        sandboxer_store::schema::LATEST
+    );
+    drop(db);
+    pg_admin(
+        &scratch.url,
+        "UPDATE sandboxer_meta SET value = '99' WHERE key = 'version'",
+    );
+    let e = sandboxer_store::PgDb::open(&scratch.url).unwrap_err();
+    assert!(e.to_string().contains("schema is version 99"), "{e}");
+    // Still version 99: nothing was migrated back.
+    pg_admin(&scratch.url, "DO $$ BEGIN IF (SELECT value FROM sandboxer_meta WHERE key = 'version') <> '99' THEN RAISE EXCEPTION 'touched'; END IF; END $$");
+}
+
+#[test]
+fn a_bad_database_url_is_refused_with_its_password_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let Err(e) = sandboxer_store::open(Some("mysql://ops:s3cret@db/x"), dir.path()) else {
+        panic!("a mysql:// URL was taken");
+    };
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig);
+    assert!(!e.to_string().contains("s3cret"), "{e}");
+    let Err(e) = sandboxer_store::open(Some("postgres://ops:s3cret@127.0.0.1:1/x"), dir.path())
+    else {
+        panic!("a closed port answered");
+    };
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    assert!(!format!("{e} {e:?}").contains("s3cret"), "{e:?}");
+    // No URL: the embedded database in the data dir.
+    let db = sandboxer_store::open(None, dir.path()).unwrap();
+    assert!(db.location().ends_with("sandboxer.db"));
+}
