@@ -129,7 +129,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            if crate::conn::is_body_timeout(&e) {
+                crate::conn::body_timeout_error()
+            } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::invalid(format!(
                     "the body is larger than the {BODY_LIMIT} bytes the server takes"
                 ))

@@ -58,6 +58,7 @@ use axum::Router;
 use sandboxer_core::manager::Manager;
 use sandboxer_credits::FileLedger;
 
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -67,6 +68,7 @@ pub mod tokens;
 pub mod uploads;
 pub mod views;
 
+pub use conn::ConnLimits;
 pub use error::{status_of, ApiError};
 pub use extract::BODY_LIMIT;
 pub use routes::{DEFAULT_GRACE, DEFAULT_PROFILE};

@@ -103,11 +103,13 @@ pub struct ServeConfig {
     /// How long shutdown waits for requests in flight, background tasks
     /// and provisioning started with `wait: false`.
     pub shutdown_grace: Duration,
+    /// Deadlines for slow clients and the cap on connections.
+    pub limits: crate::ConnLimits,
 }
 
 impl ServeConfig {
     /// `bind` and `state`, the reaper every minute with a 2m grace window,
-    /// no other task, 30s to shut down.
+    /// no other task, 30s to shut down, the default [`crate::ConnLimits`].
     pub fn new(bind: SocketAddr, state: ApiState) -> Self {
         ServeConfig {
             bind,
@@ -118,6 +120,7 @@ impl ServeConfig {
             }),
             background: Vec::new(),
             shutdown_grace: Duration::from_secs(30),
+            limits: crate::ConnLimits::default(),
         }
     }
 }
@@ -188,6 +191,7 @@ impl Server {
             reaper,
             mut background,
             shutdown_grace,
+            limits,
             ..
         } = config;
         let (tx, rx) = watch::channel(false);
@@ -205,22 +209,20 @@ impl Server {
             });
         }
         let app = router(state.clone());
-        let mut stopping = Shutdown(rx.clone());
         let signal_tx = tx.clone();
-        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-            stop.await;
-            tracing::info!("stopping: no new connections; finishing requests in flight");
-            let _ = signal_tx.send(true);
-        });
-        tokio::select! {
-            r = serving => r.map_err(|e| Error::io(format!("serving on {addr}"), e))?,
-            _ = async {
-                stopping.wait().await;
-                tokio::time::sleep(shutdown_grace).await;
-            } => {
-                tracing::warn!("requests still in flight after {shutdown_grace:?}; stopping anyway");
-            }
-        }
+        tracing::debug!("serving on {addr} with {limits:?}");
+        crate::conn::serve(
+            listener,
+            app,
+            limits,
+            async move {
+                stop.await;
+                tracing::info!("stopping: no new connections; finishing requests in flight");
+                let _ = signal_tx.send(true);
+            },
+            shutdown_grace,
+        )
+        .await;
         let _ = tx.send(true);
         let drained = tokio::time::timeout(shutdown_grace, async {
             while let Some(done) = tasks.join_next().await {
@@ -248,22 +250,27 @@ pub async fn serve(config: ServeConfig) -> Result<()> {
     Server::bind(config).await?.run().await
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed
+/// when this is called, not when it is first polled: call it before telling
+/// anyone the server listens, so a signal sent right after cannot find the
+/// default action (which kills the process without a graceful stop).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = wait(term) => {},
+            _ = wait(int) => {},
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }
 

@@ -472,7 +472,9 @@ pub(crate) async fn upload_repo(
 
 /// A body that could not be read: 408 when its deadline passed, else 400.
 fn body_error(e: &axum::Error) -> ApiError {
-    // CONN-PENDING: 408 through crate::conn once it lands.
+    if crate::conn::is_body_timeout(e) {
+        return crate::conn::body_timeout_error();
+    }
     ApiError::invalid(format!("reading the upload: {e}"))
 }
 

@@ -396,6 +396,20 @@ pub struct ServeArgs {
     /// removes it (an upload a sandbox used goes when its sandboxes end).
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub upload_retention: String,
+    /// A request's head must arrive within this, counted from when the
+    /// connection waits for it (at connect, and after each response on a
+    /// keep-alive connection: so it is also the keep-alive idle timeout).
+    /// Past it the connection is closed.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub head_timeout: String,
+    /// A request's body must arrive within this after its head; past it the
+    /// answer is 408 and the connection is closed.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub body_timeout: String,
+    /// Connections open at once; past this a new connection is closed at
+    /// once and the open ones are served as before.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,6 +18,14 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
     let interval = parse_duration(&args.reap_interval, "--reap-interval")?;
     let grace = parse_duration(&args.reap_grace, "--reap-grace")?;
     let retention = parse_duration(&args.upload_retention, "--upload-retention")?;
+    let limits = sandboxer_api::ConnLimits {
+        head_timeout: positive(&args.head_timeout, "--head-timeout")?,
+        body_timeout: positive(&args.body_timeout, "--body-timeout")?,
+        max_connections: match args.max_connections {
+            0 => return Err(Error::invalid_input("--max-connections must be at least 1")),
+            n => n,
+        },
+    };
     let repos = sandboxer_api::uploads::RepoPolicy::new(
         &args.repo_roots,
         parse_size(&args.max_upload, "--max-upload")?,
@@ -55,16 +63,19 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
             let config = ServeConfig {
                 reaper: (!interval.is_zero()).then_some(ReaperConfig { interval, grace }),
                 background,
+                limits,
                 ..ServeConfig::new(bind, state)
             };
             let server = Server::bind(config).await?;
+            // Before "listening on": a SIGTERM right after must stop it gracefully.
+            let stop = sandboxer_api::shutdown_signal();
             let addr = server.local_addr();
             if json {
                 print_json(&serde_json::json!({ "listening": addr.to_string() }));
             } else {
                 out(&format!("listening on {addr}"));
             }
-            server.run().await
+            server.run_until(stop).await
         })
     })
     .await
@@ -76,6 +87,15 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
 fn parse_duration(raw: &str, flag: &str) -> Result<Duration> {
     sandboxer_core::duration::parse_duration(raw)
         .map_err(|e| Error::invalid_input(format!("{flag}: {e}")))
+}
+
+/// A duration flag that must be more than zero.
+fn positive(raw: &str, flag: &str) -> Result<Duration> {
+    let d = parse_duration(raw, flag)?;
+    if d.is_zero() {
+        return Err(Error::invalid_input(format!("{flag} must be more than 0s")));
+    }
+    Ok(d)
 }
 
 fn parse_size(raw: &str, flag: &str) -> Result<u64> {

@@ -45,7 +45,9 @@ pub fn replace_with(
     tmp.as_file()
         .set_permissions(Permissions::from_mode(mode))?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    // Closed before the rename: a program written this way can be run at
+    // once (an open writer makes exec fail with "Text file busy").
+    tmp.into_temp_path().persist(path).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()
 }
 

@@ -18,6 +18,8 @@ use sandboxer_core::store::JsonFileStore;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+mod conn;
+
 /// A server with a real store, ledger and tokens file in a temp home, and no
 /// extension (nothing is provisioned here).
 struct Running {
@@ -49,6 +51,10 @@ fn state(home: &std::path::Path) -> ApiState {
 }
 
 async fn start(background: Vec<BackgroundTask>) -> Running {
+    start_with(background, sandboxer_api::ConnLimits::default()).await
+}
+
+async fn start_with(background: Vec<BackgroundTask>, limits: sandboxer_api::ConnLimits) -> Running {
     let home = tempfile::tempdir().unwrap();
     let st = state(home.path());
     let tokens = st.tokens.clone();
@@ -56,6 +62,7 @@ async fn start(background: Vec<BackgroundTask>) -> Running {
         reaper: None,
         background,
         shutdown_grace: Duration::from_secs(5),
+        limits,
         ..ServeConfig::new("127.0.0.1:0".parse().unwrap(), st)
     };
     let server = Server::bind(config).await.unwrap();
