@@ -4,17 +4,17 @@
 //! `spare01` on 127.0.0.4, all port 2222, user `sbxhost` by key).
 //!
 //! `scripts/testbed up` writes `.testbed/env`; sourcing it exports
-//! `SANDBOXER_TESTBED` (the state dir) and `SANDBOXER_TESTBED_IMAGE`. A test
-//! that needs the real components asks for them first and returns early when
-//! they are absent. Outside CI that is a loud skip on stderr; under CI
-//! (`CI=true`) it is a panic, because there the testbed must be up.
+//! `SANDBOXER_TESTBED` (the state dir), `SANDBOXER_TESTBED_IMAGE` and
+//! `SANDBOXER_TEST_DATABASE_URL` (the private PostgreSQL). A test that needs
+//! the real components is compiled as ignored without the testbed
+//! (`sandboxer-testbed-cfg`: the runner reports it as ignored, never as
+//! passed), and with it asks for them first: a component that is down is a
+//! failure ([`missing`]), whether or not `CI` is set.
 //!
 //! ```no_run
 //! use sandboxer_testkit::testbed::require_testbed;
 //!
-//! let Some(tb) = require_testbed("compose_up_on_sandboxer01") else {
-//!     return;
-//! };
+//! let tb = require_testbed("compose_up_on_sandboxer01");
 //! // Point the CLI at the testbed's hosts file.
 //! let out = std::process::Command::new("sandboxer")
 //!     .args(["inspect", "host", "sandboxer01", "--json"])
@@ -28,7 +28,7 @@
 //! [`StoppedHost`] guard so the host comes back even when the test fails:
 //!
 //! ```no_run
-//! # let tb = sandboxer_testkit::testbed::require_testbed("doc").unwrap();
+//! # let tb = sandboxer_testkit::testbed::require_testbed("doc");
 //! let lock = tb.lock_spare().unwrap();
 //! {
 //!     let _stopped = lock.stop().unwrap();
@@ -257,19 +257,6 @@ pub fn script_path() -> PathBuf {
         .join("testbed")
 }
 
-/// Whether this runs under CI (`CI=true`), where a missing testbed is a
-/// failure, not a skip.
-pub fn ci() -> bool {
-    is_ci_value(std::env::var("CI").ok().as_deref())
-}
-
-fn is_ci_value(v: Option<&str>) -> bool {
-    v.is_some_and(|v| {
-        let v = v.trim();
-        v.eq_ignore_ascii_case("true") || v == "1"
-    })
-}
-
 /// The testbed named by `SANDBOXER_TESTBED`, if that is set. It may be down
 /// or incomplete: [`require_testbed`] checks its files.
 pub fn testbed() -> Option<Testbed> {
@@ -277,53 +264,56 @@ pub fn testbed() -> Option<Testbed> {
     Some(Testbed::at(dir, std::env::var(ENV_IMAGE).ok()))
 }
 
-/// The testbed, for a test called `test` that needs it.
-///
-/// When `SANDBOXER_TESTBED` is not set this returns `None` after a loud skip
-/// message on stderr, or panics under CI. When it is set but the files of
-/// `scripts/testbed up` are missing, it panics (a broken setup is not a skip).
+/// The testbed, for a test called `test` that needs it. Such a test is
+/// compiled as ignored without the testbed (see `sandboxer-testbed-cfg`),
+/// so reaching this without `SANDBOXER_TESTBED`, or with the files of
+/// `scripts/testbed up` missing, is a failure.
 #[track_caller]
-pub fn require_testbed(test: &str) -> Option<Testbed> {
+pub fn require_testbed(test: &str) -> Testbed {
     let Some(tb) = testbed() else {
-        absent(
+        missing(
             test,
             "no testbed (SANDBOXER_TESTBED is not set)",
             "run `scripts/testbed up` and `source .testbed/env`",
-            ci(),
         );
-        return None;
     };
-    let missing = tb.missing_files();
-    if !missing.is_empty() {
-        panic!(
-            "{test}: SANDBOXER_TESTBED={} but {} missing; run `scripts/testbed up`",
-            tb.dir.display(),
-            missing
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+    let files = tb.missing_files();
+    if !files.is_empty() {
+        missing(
+            test,
+            &format!(
+                "SANDBOXER_TESTBED={} but {} missing",
+                tb.dir.display(),
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "run `scripts/testbed up`",
         );
     }
-    Some(tb)
+    tb
 }
 
-/// Whether a docker engine answers, for a test called `test` that needs one.
-///
-/// When none answers this returns `false` after a loud skip message on
-/// stderr, or panics under CI.
+/// A docker engine that answers, for a test called `test` (a failure
+/// otherwise, as for [`require_testbed`]).
 #[track_caller]
-pub fn require_docker(test: &str) -> bool {
-    if docker_answers(Duration::from_secs(20)) {
-        return true;
+pub fn require_docker(test: &str) {
+    if !docker_answers(Duration::from_secs(20)) {
+        missing(
+            test,
+            "no docker engine (`docker info` does not answer)",
+            "run `scripts/testbed up`",
+        );
     }
-    absent(
-        test,
-        "no docker engine (`docker info` does not answer)",
-        "run `scripts/testbed up`",
-        ci(),
-    );
-    false
+}
+
+/// A component `test` needs is missing although the testbed is configured:
+/// the one way every test kit helper fails (never a silent pass).
+#[track_caller]
+pub fn missing(test: &str, what: &str, fix: &str) -> ! {
+    panic!("{test}: {what}; {fix} (this test needs the testbed, and it is configured)")
 }
 
 /// Whether `docker info` succeeds within `timeout`.
@@ -365,23 +355,6 @@ pub fn start_sshd(host_name: &str) -> anyhow::Result<()> {
         .start_host(host_name)
 }
 
-/// The skip line for `test`, missing `what`, with the `fix`.
-fn skip_message(test: &str, what: &str, fix: &str) -> String {
-    let bar = "=".repeat(72);
-    format!("{bar}\nSKIPPED {test}: {what}; {fix}\n{bar}")
-}
-
-/// A component `test` needs is absent: panic under CI, else say so loudly.
-#[track_caller]
-fn absent(test: &str, what: &str, fix: &str, ci: bool) {
-    if ci {
-        panic!(
-            "{test}: {what}; under CI the testbed must be up: {fix} (in .ci/run via scripts/test)"
-        );
-    }
-    eprintln!("{}", skip_message(test, what, fix));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,16 +381,6 @@ mod tests {
     }
 
     #[test]
-    fn ci_is_true_or_one() {
-        assert!(is_ci_value(Some("true")));
-        assert!(is_ci_value(Some("TRUE")));
-        assert!(is_ci_value(Some("1")));
-        assert!(!is_ci_value(Some("false")));
-        assert!(!is_ci_value(Some("")));
-        assert!(!is_ci_value(None));
-    }
-
-    #[test]
     fn hosts_are_known_by_name() {
         let tb = Testbed::at("/x", None);
         assert_eq!(tb.host("coulombcore").unwrap().address, "127.0.0.3");
@@ -437,20 +400,9 @@ mod tests {
     }
 
     #[test]
-    fn skip_message_names_the_test_and_the_fix() {
-        let m = skip_message("t1", "no testbed", "run `scripts/testbed up`");
-        assert!(m.contains("SKIPPED t1: no testbed; run `scripts/testbed up`"));
-    }
-
-    #[test]
-    fn absent_outside_ci_only_reports() {
-        absent("t2", "no docker", "run it", false);
-    }
-
-    #[test]
-    #[should_panic(expected = "under CI the testbed must be up")]
-    fn absent_under_ci_panics() {
-        absent("t3", "no docker", "run it", true);
+    #[should_panic(expected = "t3: no docker; run it (this test needs the testbed")]
+    fn a_missing_component_is_a_failure() {
+        missing("t3", "no docker", "run it");
     }
 
     /// The script and this module must agree on names and addresses.
@@ -480,10 +432,12 @@ mod tests {
 
     /// With the testbed up: its files are there and name every host.
     #[test]
+    #[cfg_attr(
+        not(sandboxer_testbed),
+        ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+    )]
     fn testbed_files_name_every_host() {
-        let Some(tb) = require_testbed("testbed_files_name_every_host") else {
-            return;
-        };
+        let tb = require_testbed("testbed_files_name_every_host");
         let hosts = std::fs::read_to_string(&tb.hosts_toml).unwrap();
         let known = std::fs::read_to_string(&tb.known_hosts).unwrap();
         for h in HOSTS {
@@ -495,13 +449,13 @@ mod tests {
 
     /// With the testbed up: its image runs.
     #[test]
+    #[cfg_attr(
+        not(sandboxer_testbed),
+        ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+    )]
     fn testbed_image_runs() {
-        let Some(tb) = require_testbed("testbed_image_runs") else {
-            return;
-        };
-        if !require_docker("testbed_image_runs") {
-            return;
-        }
+        let tb = require_testbed("testbed_image_runs");
+        require_docker("testbed_image_runs");
         let out = Command::new("docker")
             .args(["run", "--rm", &tb.image, "/bin/sh", "-c", "echo hi"])
             .output()

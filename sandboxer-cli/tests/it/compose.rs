@@ -79,13 +79,10 @@ pub(crate) struct Bed {
 }
 
 impl Bed {
-    /// The bed for `test`, or `None` (after a loud skip) without the
-    /// testbed.
-    pub fn new(test: &str) -> Option<Bed> {
-        let tb = require_testbed(test)?;
-        if !require_docker(test) {
-            return None;
-        }
+    /// The bed for `test` (the test fails when the testbed is down).
+    pub fn new(test: &str) -> Bed {
+        let tb = require_testbed(test);
+        require_docker(test);
         let home = home();
         let tag = home
             .dir
@@ -94,7 +91,7 @@ impl Bed {
             .unwrap()
             .to_string_lossy()
             .replace("sandboxer-home-", "it-");
-        Some(Bed { tb, home, tag })
+        Bed { tb, home, tag }
     }
 
     /// This test's data folder on testbed host `name`.
@@ -462,10 +459,12 @@ fn addr(name: &str) -> &'static str {
 // --------------------------------------------------------------------- tests
 
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn full_lifecycle_on_two_hosts_a_full_host_moves_placement_on() {
-    let Some(bed) = Bed::new("full_lifecycle_on_two_hosts") else {
-        return;
-    };
+    let bed = Bed::new("full_lifecycle_on_two_hosts");
     bed.write_hosts(&[
         bed.host("sandboxer01").capacity(1),
         bed.host("coulombcore").capacity(1),
@@ -566,10 +565,12 @@ fn full_lifecycle_on_two_hosts_a_full_host_moves_placement_on() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn host_flag_and_sandboxer_host_override_the_placement() {
-    let Some(bed) = Bed::new("host_flag_and_sandboxer_host_override") else {
-        return;
-    };
+    let bed = Bed::new("host_flag_and_sandboxer_host_override");
     bed.write_hosts(&[bed.host("sandboxer01"), bed.host("coulombcore")]);
     // Placement says sandboxer01 first; the ports bind where the pin sends
     // the sandbox.
@@ -662,10 +663,12 @@ fn host_flag_and_sandboxer_host_override_the_placement() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn a_stopped_sshd_moves_placement_to_the_next_host() {
-    let Some(bed) = Bed::new("a_stopped_sshd_moves_placement_to_the_next_host") else {
-        return;
-    };
+    let bed = Bed::new("a_stopped_sshd_moves_placement_to_the_next_host");
     bed.write_hosts(&[bed.host(SPARE_HOST), bed.host("coulombcore")]);
     bed.write_profile(&[(&[SPARE_HOST, "coulombcore"], addr("coulombcore"))]);
     let repo = example_repo();
@@ -708,10 +711,12 @@ fn a_stopped_sshd_moves_placement_to_the_next_host() {
 /// with every SSH host down or full, create ends with exit 9 listing every
 /// rejection, and nothing is made on `local`.
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn all_ssh_hosts_down_or_full_is_no_placement_never_local() {
-    let Some(bed) = Bed::new("all_ssh_hosts_down_or_full_is_no_placement") else {
-        return;
-    };
+    let bed = Bed::new("all_ssh_hosts_down_or_full_is_no_placement");
     let repo = example_repo();
 
     // What each case got: (case, exit code, error kind, message, every
@@ -782,10 +787,12 @@ fn assert_nothing_on_local(bed: &Bed) {
 /// fails at `compose config`; either way the record names the step, the
 /// command and compose's complaint, and the host keeps nothing.
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn a_broken_compose_file_fails_and_leaves_the_host_clean() {
-    let Some(bed) = Bed::new("a_broken_compose_file_fails") else {
-        return;
-    };
+    let bed = Bed::new("a_broken_compose_file_fails");
     bed.write_hosts(&[bed.host("sandboxer01")]);
     bed.write_profile(&[(&["sandboxer01"], addr("sandboxer01"))]);
     let cases = [
@@ -833,10 +840,12 @@ fn a_broken_compose_file_fails_and_leaves_the_host_clean() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn a_port_conflict_fails_and_leaves_the_host_clean() {
-    let Some(bed) = Bed::new("a_port_conflict_fails") else {
-        return;
-    };
+    let bed = Bed::new("a_port_conflict_fails");
     bed.write_hosts(&[bed.host("sandboxer01")]);
     bed.write_profile(&[(&["sandboxer01"], addr("sandboxer01"))]);
     // Hold a port on sandboxer01's address; the stack wants the same one.
@@ -883,10 +892,12 @@ fn a_port_conflict_fails_and_leaves_the_host_clean() {
 /// is back, `reap-stale` finds them as an orphan of the failed record,
 /// tears them down and closes the record (`reaped`).
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn an_ssh_connection_killed_mid_provision_fails_and_reap_stale_cleans_up() {
-    let Some(bed) = Bed::new("an_ssh_connection_killed_mid_provision") else {
-        return;
-    };
+    let bed = Bed::new("an_ssh_connection_killed_mid_provision");
     bed.write_hosts(&[bed.host(SPARE_HOST)]);
     bed.write_profile(&[(&[SPARE_HOST], addr(SPARE_HOST))]);
     let repo = example_repo();
@@ -1051,10 +1062,12 @@ fn create_killed_at(bed: &Bed, host: &str, at: KillAt) -> Value {
 }
 
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn sigkill_of_the_cli_mid_create_leaves_an_orphan_that_reap_stale_removes() {
-    let Some(bed) = Bed::new("sigkill_of_the_cli_mid_create") else {
-        return;
-    };
+    let bed = Bed::new("sigkill_of_the_cli_mid_create");
     bed.write_hosts(&[bed.host("sandboxer01")]);
     bed.write_profile(&[(&["sandboxer01"], addr("sandboxer01"))]);
 
@@ -1120,10 +1133,12 @@ fn sigkill_of_the_cli_mid_create_leaves_an_orphan_that_reap_stale_removes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn two_concurrent_reapers_end_each_stale_sandbox_once() {
-    let Some(bed) = Bed::new("two_concurrent_reapers") else {
-        return;
-    };
+    let bed = Bed::new("two_concurrent_reapers");
     // Capacity 1 each: the second create moves on to coulombcore. (Not
     // `--host`: a pin applies to every own-host route, including the one
     // whose ports bind to the other host's address.)
@@ -1204,10 +1219,12 @@ fn two_concurrent_reapers_end_each_stale_sandbox_once() {
 /// does not exist it is refused, as the name of a real folder it is simply
 /// that folder.
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn injection_inputs_run_nothing() {
-    let Some(bed) = Bed::new("injection_inputs_run_nothing") else {
-        return;
-    };
+    let bed = Bed::new("injection_inputs_run_nothing");
     bed.write_hosts(&[bed.host("sandboxer01")]);
     bed.write_profile(&[(&["sandboxer01"], addr("sandboxer01"))]);
     let marks = bed.scratch("marks");
@@ -1281,10 +1298,12 @@ fn injection_inputs_run_nothing() {
 /// A host whose key is not in known_hosts is refused before anything runs
 /// there; `hosts trust` makes it usable.
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn an_unknown_host_key_is_refused_until_trusted() {
-    let Some(bed) = Bed::new("an_unknown_host_key_is_refused") else {
-        return;
-    };
+    let bed = Bed::new("an_unknown_host_key_is_refused");
     bed.write_hosts(&[bed.host("sandboxer01").unknown_key()]);
     bed.write_profile(&[(&["sandboxer01"], addr("sandboxer01"))]);
     let repo = example_repo();
@@ -1324,10 +1343,12 @@ fn an_unknown_host_key_is_refused_until_trusted() {
 /// Exit code 11 is documented for refused SSH host keys (`sandboxer
 /// --help`, README); create reports an unknown key as such.
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn an_unknown_host_key_exits_unauthorized() {
-    let Some(bed) = Bed::new("an_unknown_host_key_exits_unauthorized") else {
-        return;
-    };
+    let bed = Bed::new("an_unknown_host_key_exits_unauthorized");
     bed.write_hosts(&[bed.host("sandboxer01").unknown_key()]);
     bed.write_profile(&[(&["sandboxer01"], addr("sandboxer01"))]);
     let run = bed.create(&example_repo(), &[]);
@@ -1336,20 +1357,20 @@ fn an_unknown_host_key_exits_unauthorized() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn a_host_with_its_own_data_dir_keeps_its_stacks_apart_from_other_homes() {
     // Two homes on the same host and engine: one's reaper must not take the
     // other's stack for an orphan.
-    let Some(bed) = Bed::new("stacks_apart_from_other_homes") else {
-        return;
-    };
+    let bed = Bed::new("stacks_apart_from_other_homes");
     bed.write_hosts(&[bed.host("sandboxer01")]);
     bed.write_profile(&[(&["sandboxer01"], addr("sandboxer01"))]);
     let rec = bed.create(&example_repo(), &[]).ok().json();
     let id = id_of(&rec);
 
-    let Some(other) = Bed::new("stacks_apart_from_other_homes (other)") else {
-        return;
-    };
+    let other = Bed::new("stacks_apart_from_other_homes (other)");
     other.write_hosts(&[other.host("sandboxer01")]);
     other.write_profile(&[(&["sandboxer01"], addr("sandboxer01"))]);
     let stale = other
@@ -1378,10 +1399,12 @@ fn a_host_with_its_own_data_dir_keeps_its_stacks_apart_from_other_homes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn a_remote_caller_uploads_its_repo_and_gets_a_stack_then_the_upload_goes_with_it() {
-    let Some(bed) = Bed::new("a_remote_caller_uploads_its_repo") else {
-        return;
-    };
+    let bed = Bed::new("a_remote_caller_uploads_its_repo");
     bed.write_hosts(&[bed.host("sandboxer01")]);
     bed.write_profile(&[(&["sandboxer01"], addr("sandboxer01"))]);
     let agt = crate::http::token(&bed.home, "agt:remote");

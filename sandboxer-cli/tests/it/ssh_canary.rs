@@ -47,10 +47,12 @@ fn pid_alive(pid: i64) -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn canary_over_ssh_uploads_the_binary_once_and_reports_telemetry() {
-    let Some(bed) = Bed::new("canary_over_ssh_uploads_the_binary_once") else {
-        return;
-    };
+    let bed = Bed::new("canary_over_ssh_uploads_the_binary_once");
     bed.write_hosts(&[bed.host("sandboxer01"), bed.host("coulombcore")]);
     let data = bed.data_dir("sandboxer01");
 
@@ -179,10 +181,12 @@ fn canary_over_ssh_uploads_the_binary_once_and_reports_telemetry() {
 }
 
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn hosts_trust_makes_an_unknown_host_usable() {
-    let Some(bed) = Bed::new("hosts_trust_makes_an_unknown_host_usable") else {
-        return;
-    };
+    let bed = Bed::new("hosts_trust_makes_an_unknown_host_usable");
     bed.write_hosts(&[bed.host("coulombcore").unknown_key()]);
 
     let hosts = bed.home.run(&["hosts", "list", "--json"]).ok().json();

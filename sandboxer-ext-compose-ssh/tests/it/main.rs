@@ -20,7 +20,7 @@ use sandboxer_ext_compose_ssh::{
     ComposeSshExtension, COMPOSE_SSH_EXTENSION_ID, OVERRIDE_FILE_NAME, SANDBOX_ENV, SANDBOX_LABEL,
 };
 use sandboxer_testkit::conformance::run_conformance;
-use sandboxer_testkit::testbed::{ci, require_docker, DEFAULT_IMAGE};
+use sandboxer_testkit::testbed::{missing, require_docker, DEFAULT_IMAGE};
 use sandboxer_transport::LocalTransport;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,25 +33,21 @@ fn example_repo() -> PathBuf {
         .join("compose-e2e-repo")
 }
 
-/// Whether the docker engine and the testbed image are there (a loud skip
-/// outside CI, a panic under CI when not).
-fn docker_ready(test: &str) -> bool {
-    if !require_docker(test) {
-        return false;
-    }
+/// The docker engine and the testbed image, for a test that needs them (a
+/// failure when either is missing).
+fn docker_ready(test: &str) {
+    require_docker(test);
     let present = Command::new("docker")
         .args(["image", "inspect", DEFAULT_IMAGE])
         .output()
         .is_ok_and(|o| o.status.success());
     if !present {
-        let msg = format!("{test}: the image {DEFAULT_IMAGE} is missing; run `scripts/testbed up`");
-        if ci() {
-            panic!("{msg}");
-        }
-        eprintln!("{}\nSKIPPED {msg}\n{}", "=".repeat(72), "=".repeat(72));
-        return false;
+        missing(
+            test,
+            &format!("the image {DEFAULT_IMAGE} is missing"),
+            "run `scripts/testbed up`",
+        );
     }
-    true
 }
 
 /// Whether `docker compose` (v2) runs here.
@@ -250,10 +246,12 @@ fn repo_with(into: &Path, file: &str, compose: &str) -> PathBuf {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn conformance_with_the_example_repo() {
-    if !docker_ready("conformance_with_the_example_repo") {
-        return;
-    }
+    docker_ready("conformance_with_the_example_repo");
     let bed = Bed::new();
     let repo = example_repo().to_string_lossy().into_owned();
     let ext = Arc::new(ComposeSshExtension::new());
@@ -267,10 +265,12 @@ async fn conformance_with_the_example_repo() {
 /// Create to ready, fetch index.html from the published port, tear down;
 /// with v1 and v2 where present, and with detection.
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn lifecycle_serves_the_repo_and_cleans_up() {
-    if !docker_ready("lifecycle_serves_the_repo_and_cleans_up") {
-        return;
-    }
+    docker_ready("lifecycle_serves_the_repo_and_cleans_up");
     let mut commands = vec!["auto"];
     commands.extend(compose_commands("lifecycle_serves_the_repo_and_cleans_up"));
     for command in commands {
@@ -356,10 +356,12 @@ async fn lifecycle_serves_the_repo_and_cleans_up() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn broken_compose_file_fails_provision_with_the_step_and_leaves_nothing() {
-    if !docker_ready("broken_compose_file_fails_provision") {
-        return;
-    }
+    docker_ready("broken_compose_file_fails_provision");
     for command in compose_commands("broken_compose_file_fails_provision") {
         let bed = Bed::new();
         let repo = repo_with(
@@ -391,10 +393,12 @@ async fn broken_compose_file_fails_provision_with_the_step_and_leaves_nothing() 
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn port_conflict_fails_provision_and_leaves_nothing() {
-    if !docker_ready("port_conflict_fails_provision") {
-        return;
-    }
+    docker_ready("port_conflict_fails_provision");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let bed = Bed::new();
@@ -423,10 +427,12 @@ async fn port_conflict_fails_provision_and_leaves_nothing() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn exited_service_fails_ready_with_its_logs_and_teardown_cleans() {
-    if !docker_ready("exited_service_fails_ready") {
-        return;
-    }
+    docker_ready("exited_service_fails_ready");
     let bed = Bed::new();
     let repo = repo_with(
         bed.dir.path(),
@@ -450,10 +456,12 @@ async fn exited_service_fails_ready_with_its_logs_and_teardown_cleans() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn unhealthy_service_fails_ready() {
-    if !docker_ready("unhealthy_service_fails_ready") {
-        return;
-    }
+    docker_ready("unhealthy_service_fails_ready");
     let bed = Bed::new();
     let repo = repo_with(
         bed.dir.path(),
@@ -475,6 +483,10 @@ async fn unhealthy_service_fails_ready() {
 /// Inputs are data: a repo value with shell syntax is a path that is not a
 /// folder, and nothing runs.
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn injection_inputs_are_refused_and_nothing_runs() {
     let pwned = [Path::new("/tmp/pwned"), Path::new("/tmp/pwned2")];
     for p in pwned {
@@ -500,10 +512,12 @@ async fn injection_inputs_are_refused_and_nothing_runs() {
 /// compose file name and an env value full of shell syntax go through a
 /// whole lifecycle and nothing of it runs.
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn values_with_shell_syntax_stay_data_through_a_lifecycle() {
-    if !docker_ready("values_with_shell_syntax_stay_data") {
-        return;
-    }
+    docker_ready("values_with_shell_syntax_stay_data");
     let marks: Vec<PathBuf> = [3, 4, 6]
         .iter()
         .map(|n| PathBuf::from(format!("/tmp/pwned{n}")))
@@ -542,6 +556,10 @@ async fn values_with_shell_syntax_stay_data_through_a_lifecycle() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn bad_inputs_and_config_are_refused_before_anything_is_made() {
     let bed = Bed::new();
     let ext = ComposeSshExtension::new();
@@ -607,10 +625,12 @@ async fn bad_inputs_and_config_are_refused_before_anything_is_made() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn teardown_of_unknown_ids_and_leftover_folders_is_ok() {
-    if !docker_ready("teardown_of_unknown_ids") {
-        return;
-    }
+    docker_ready("teardown_of_unknown_ids");
     let bed = Bed::new();
     let ext = ComposeSshExtension::new();
     let id = new_sandbox_id();
@@ -635,10 +655,12 @@ async fn teardown_of_unknown_ids_and_leftover_folders_is_ok() {
 /// compose v1 needs the files for `down`: with the work folder gone,
 /// teardown still removes the stack by its labels.
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn teardown_without_the_work_folder_still_removes_the_stack() {
-    if !docker_ready("teardown_without_the_work_folder") {
-        return;
-    }
+    docker_ready("teardown_without_the_work_folder");
     let bed = Bed::new();
     let ext = ComposeSshExtension::new();
     let id = new_sandbox_id();

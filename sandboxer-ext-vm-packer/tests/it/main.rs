@@ -22,7 +22,7 @@ use sandboxer_core::routing::Constraints;
 use sandboxer_core::ErrorKind;
 use sandboxer_ext_vm_packer::{files, VmPackerExtension, VM_PACKER_EXTENSION_ID, VM_RESOURCE_KIND};
 use sandboxer_testkit::conformance::run_conformance;
-use sandboxer_testkit::testbed::{ci, require_testbed};
+use sandboxer_testkit::testbed::require_testbed;
 
 use support::*;
 
@@ -42,10 +42,12 @@ fn request(host: Option<&str>) -> CreateRequest {
 /// ssh, as a consumer) -> attach a second sandbox to that VM -> destroy:
 /// no qemu and no overlay remain, and the attached one left the VM alone.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn create_ssh_attach_destroy_on_local() {
-    let Some(image) = require_vm("create_ssh_attach_destroy_on_local") else {
-        return;
-    };
+    let image = require_vm("create_ssh_attach_destroy_on_local");
     let _vm = vm_lock();
     let world = World::new(
         &profile_toml(&image, &[], "2m", ""),
@@ -161,13 +163,13 @@ async fn create_ssh_attach_destroy_on_local() {
 /// `sandboxer01` (this machine, reached over SSH), the forward binds the
 /// host's address, and the login goes there.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn create_ssh_destroy_on_an_ssh_host() {
-    let Some(tb) = require_testbed("create_ssh_destroy_on_an_ssh_host") else {
-        return;
-    };
-    let Some(image) = require_vm("create_ssh_destroy_on_an_ssh_host") else {
-        return;
-    };
+    let tb = require_testbed("create_ssh_destroy_on_an_ssh_host");
+    let image = require_vm("create_ssh_destroy_on_an_ssh_host");
     let _vm = vm_lock();
     let hosts = Hosts::load(&tb.config_dir()).unwrap();
     let world = World::new(
@@ -209,10 +211,12 @@ async fn create_ssh_destroy_on_an_ssh_host() {
 
 /// The contract every extension keeps, with real VMs.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn conformance() {
-    let Some(image) = require_vm("conformance") else {
-        return;
-    };
+    let image = require_vm("conformance");
     let _vm = vm_lock();
     let bed = Bed::new();
     let config = image.config();
@@ -228,10 +232,12 @@ async fn conformance() {
 /// A base image that is not there: failed before anything runs, with the
 /// path, where images go and how to build one.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn missing_image_fails_with_the_path() {
-    let Some(image) = require_vm("missing_image_fails_with_the_path") else {
-        return;
-    };
+    let image = require_vm("missing_image_fails_with_the_path");
     let world = World::new(
         &profile_toml(&image, &[], "1m", "").replace(&image.base(), "haskell-build.qcow2"),
         Hosts::local_only(),
@@ -263,10 +269,12 @@ async fn missing_image_fails_with_the_path() {
 /// qemu that cannot start (a kernel file that is not a kernel): failed with
 /// qemu's own words, nothing left.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn qemu_that_does_not_start_fails_with_its_output() {
-    let Some(image) = require_vm("qemu_that_does_not_start_fails_with_its_output") else {
-        return;
-    };
+    let image = require_vm("qemu_that_does_not_start_fails_with_its_output");
     let _vm = vm_lock();
     let bed = Bed::new();
     let junk = bed.dir.path().join("not-a-kernel");
@@ -290,10 +298,12 @@ async fn qemu_that_does_not_start_fails_with_its_output() {
 /// kernel panics, qemu exits): failed at once with the console's tail,
 /// through the manager, and nothing left.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn qemu_that_exits_during_boot_fails_with_the_console() {
-    let Some(image) = require_vm("qemu_that_exits_during_boot_fails_with_the_console") else {
-        return;
-    };
+    let image = require_vm("qemu_that_exits_during_boot_fails_with_the_console");
     let _vm = vm_lock();
     let junk_dir = tempfile::tempdir().unwrap();
     let junk = junk_dir.path().join("junk.img");
@@ -328,10 +338,12 @@ async fn qemu_that_exits_during_boot_fails_with_the_console() {
 /// extension, `failed` through the manager, with the console's tail;
 /// nothing left running.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_that_never_answers_times_out() {
-    let Some(image) = require_vm("ssh_that_never_answers_times_out") else {
-        return;
-    };
+    let image = require_vm("ssh_that_never_answers_times_out");
     let _vm = vm_lock();
     // The guest's sshd listens on 22; a forward to 2222 never answers.
     // 15 s: long enough for the guest to have said something on its console.
@@ -366,10 +378,12 @@ async fn ssh_that_never_answers_times_out() {
 /// A VM on a host with no record is an orphan for `inspect stale`, and
 /// `reap-stale` stops it and removes its folder.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn orphan_vm_is_reaped() {
-    let Some(image) = require_vm("orphan_vm_is_reaped") else {
-        return;
-    };
+    let image = require_vm("orphan_vm_is_reaped");
     let _vm = vm_lock();
     let world = World::new(
         &profile_toml(&image, &[], "2m", ""),
@@ -411,10 +425,12 @@ async fn orphan_vm_is_reaped() {
 /// A folder whose qemu is gone (the host rebooted) is still listed, as not
 /// running, and torn down; a qemu whose folder was removed is still found.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn stopped_and_folderless_vms_are_found() {
-    let Some(image) = require_vm("stopped_and_folderless_vms_are_found") else {
-        return;
-    };
+    let image = require_vm("stopped_and_folderless_vms_are_found");
     let _vm = vm_lock();
     let bed = Bed::new();
     let ext = VmPackerExtension::new();
@@ -460,12 +476,12 @@ async fn stopped_and_folderless_vms_are_found() {
 /// A guest that ignores the power button (no ACPI) is stopped with
 /// SIGTERM once `stop_timeout` has passed.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn a_guest_that_ignores_powerdown_is_stopped_after_the_stop_timeout() {
-    let Some(image) =
-        require_vm("a_guest_that_ignores_powerdown_is_stopped_after_the_stop_timeout")
-    else {
-        return;
-    };
+    let image = require_vm("a_guest_that_ignores_powerdown_is_stopped_after_the_stop_timeout");
     let _vm = vm_lock();
     let bed = Bed::new();
     let ext = VmPackerExtension::new();
@@ -489,10 +505,12 @@ async fn a_guest_that_ignores_powerdown_is_stopped_after_the_stop_timeout() {
 /// a way the listing does not show (bound, not listening) makes qemu fail
 /// at launch, and another port is tried.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn taken_ports_are_skipped_or_retried() {
-    let Some(image) = require_vm("taken_ports_are_skipped_or_retried") else {
-        return;
-    };
+    let image = require_vm("taken_ports_are_skipped_or_retried");
     let _vm = vm_lock();
     let bed = Bed::new();
     let ext = VmPackerExtension::new();
@@ -536,6 +554,10 @@ async fn taken_ports_are_skipped_or_retried() {
 
 /// Bad configs are refused before anything is made.
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn bad_config_is_refused_up_front() {
     let bed = Bed::new();
     let ext = VmPackerExtension::new();
@@ -568,18 +590,17 @@ async fn bad_config_is_refused_up_front() {
 /// `packer validate` accepts the template of profile.vm-haskell-build,
 /// rendered from the profile (offline).
 #[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 fn packer_validate_accepts_the_haskell_build_template() {
     let have_packer = Command::new("packer")
         .arg("version")
         .output()
         .is_ok_and(|o| o.status.success());
     if !have_packer {
-        if ci() {
-            panic!("packer_validate: packer is not installed; under CI it must be (apt-get install -y packer)");
-        }
-        let bar = "=".repeat(72);
-        eprintln!("{bar}\nSKIPPED packer_validate: packer is not installed; apt-get install -y packer\n{bar}");
-        return;
+        support::absent("packer_validate", "packer is not installed");
     }
     let out = Command::new(repo().join("scripts").join("vm-image"))
         .arg("packer-validate")

@@ -15,7 +15,7 @@ use sandboxer_core::profile::Catalog;
 use sandboxer_core::store::{JsonFileStore, Store};
 use sandboxer_core::transport::{Connector, Transport};
 use sandboxer_ext_vm_packer::VmPackerExtension;
-use sandboxer_testkit::testbed::{ci, testbed};
+use sandboxer_testkit::testbed::testbed;
 use sandboxer_transport::{DefaultConnector, LocalTransport};
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -70,15 +70,14 @@ fn cache_dir() -> PathBuf {
     }
 }
 
-/// A loud skip outside CI, a failure under CI.
+/// A VM tool is missing although the testbed is configured: a failure.
 #[track_caller]
-pub fn absent(test: &str, what: &str) {
-    let fix = "run `scripts/testbed up` (it installs qemu-system-x86, qemu-utils, linux-image-amd64, busybox-static, dropbear-bin, cpio)";
-    if ci() {
-        panic!("{test}: {what}; under CI this must be there: {fix}");
-    }
-    let bar = "=".repeat(72);
-    eprintln!("{bar}\nSKIPPED {test}: {what}; {fix}\n{bar}");
+pub fn absent(test: &str, what: &str) -> ! {
+    sandboxer_testkit::testbed::missing(
+        test,
+        what,
+        "run `scripts/testbed up` (it installs qemu-system-x86, qemu-utils, linux-image-amd64, busybox-static, dropbear-bin, cpio)",
+    )
 }
 
 fn on_path(cmd: &str) -> bool {
@@ -88,10 +87,11 @@ fn on_path(cmd: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The test boot image, built once (and cached across runs), or `None`
-/// after a loud skip when qemu and the Debian packages are not here.
+/// The test boot image, built once (and cached across runs); a failure
+/// when qemu and the Debian packages are not here (the testbed installs
+/// them).
 #[track_caller]
-pub fn require_vm(test: &str) -> Option<Image> {
+pub fn require_vm(test: &str) -> Image {
     for tool in [
         "qemu-system-x86_64",
         "qemu-img",
@@ -101,7 +101,6 @@ pub fn require_vm(test: &str) -> Option<Image> {
     ] {
         if !on_path(tool) && !Path::new("/usr/sbin").join(tool).exists() {
             absent(test, &format!("`{tool}` is not installed"));
-            return None;
         }
     }
     static BUILT: OnceLock<Result<Image, String>> = OnceLock::new();
@@ -122,7 +121,7 @@ pub fn require_vm(test: &str) -> Option<Image> {
         Ok(Image { dir })
     });
     match built {
-        Ok(image) => Some(image.clone()),
+        Ok(image) => image.clone(),
         Err(e) => panic!("{test}: {e}"),
     }
 }

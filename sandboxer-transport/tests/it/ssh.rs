@@ -118,10 +118,12 @@ fn accepted_logins(tb: &Testbed, name: &str) -> usize {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_connect_and_exec_round_trip_with_timings() {
-    let Some(tb) = require_testbed("ssh_connect_and_exec_round_trip_with_timings") else {
-        return;
-    };
+    let tb = require_testbed("ssh_connect_and_exec_round_trip_with_timings");
     let spec = host(&tb, "sandboxer01");
     let started = Instant::now();
     let t = SshTransport::connect(&spec, &tb.config_dir())
@@ -184,10 +186,12 @@ async fn ssh_connect_and_exec_round_trip_with_timings() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_large_stdin_stdout_and_stderr_at_once_do_not_deadlock() {
-    let Some(tb) = require_testbed("ssh_large_stdin_stdout_and_stderr_at_once") else {
-        return;
-    };
+    let tb = require_testbed("ssh_large_stdin_stdout_and_stderr_at_once");
     let t = connect(&tb, "sandboxer01").await;
     // Several MB on both streams at the same time.
     let script = "(head -c 3000000 /dev/zero | tr '\\0' e >&2) & \
@@ -210,10 +214,12 @@ async fn ssh_large_stdin_stdout_and_stderr_at_once_do_not_deadlock() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_files_are_written_copied_and_read_atomically() {
-    let Some(tb) = require_testbed("ssh_files_are_written_copied_and_read_atomically") else {
-        return;
-    };
+    let tb = require_testbed("ssh_files_are_written_copied_and_read_atomically");
     let t = connect(&tb, "coulombcore").await;
     let dir = remote_tempdir();
 
@@ -303,10 +309,12 @@ async fn ssh_files_are_written_copied_and_read_atomically() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_a_transport_is_one_connection_for_all_its_calls() {
-    let Some(tb) = require_testbed("ssh_a_transport_is_one_connection_for_all_its_calls") else {
-        return;
-    };
+    let tb = require_testbed("ssh_a_transport_is_one_connection_for_all_its_calls");
     let t = Arc::new(connect(&tb, "sandboxer01").await);
     // SSH_CONNECTION is "client_addr client_port server_addr server_port".
     async fn client_port(t: &dyn Transport) -> String {
@@ -359,10 +367,12 @@ async fn ssh_a_transport_is_one_connection_for_all_its_calls() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_concurrent_calls_with_large_data_on_one_connection() {
-    let Some(tb) = require_testbed("ssh_concurrent_calls_with_large_data") else {
-        return;
-    };
+    let tb = require_testbed("ssh_concurrent_calls_with_large_data");
     let t = Arc::new(connect(&tb, "coulombcore").await);
     let dir = remote_tempdir();
     let mut tasks = Vec::new();
@@ -386,10 +396,12 @@ async fn ssh_concurrent_calls_with_large_data_on_one_connection() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_shell_quoted_values_arrive_literally_and_run_nothing() {
-    let Some(tb) = require_testbed("ssh_shell_quoted_values_arrive_literally") else {
-        return;
-    };
+    let tb = require_testbed("ssh_shell_quoted_values_arrive_literally");
     let t = connect(&tb, "coulombcore").await;
     let markers = ["/tmp/pwned-ssh", "/tmp/pwned-ssh2", "/tmp/pwned-ssh3"];
     for m in markers {
@@ -456,10 +468,12 @@ async fn ssh_shell_quoted_values_arrive_literally_and_run_nothing() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_unknown_host_key_is_refused_before_anything_runs() {
-    let Some(tb) = require_testbed("ssh_unknown_host_key_is_refused") else {
-        return;
-    };
+    let tb = require_testbed("ssh_unknown_host_key_is_refused");
     let _spare = lock_spare(&tb).await;
     let dir = remote_tempdir();
     let empty = dir.path().join("known_hosts");
@@ -499,10 +513,12 @@ async fn ssh_unknown_host_key_is_refused_before_anything_runs() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_changed_host_key_is_refused() {
-    let Some(tb) = require_testbed("ssh_changed_host_key_is_refused") else {
-        return;
-    };
+    let tb = require_testbed("ssh_changed_host_key_is_refused");
     let dir = remote_tempdir();
     let kh = dir.path().join("known_hosts");
     // coulombcore's key under sandboxer01's address.
@@ -540,10 +556,12 @@ async fn ssh_changed_host_key_is_refused() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_trust_host_key_records_the_key_and_connect_works() {
-    let Some(tb) = require_testbed("ssh_trust_host_key_records_the_key") else {
-        return;
-    };
+    let tb = require_testbed("ssh_trust_host_key_records_the_key");
     let dir = remote_tempdir();
     let kh = dir.path().join("cfg/known_hosts");
     let spec = with_known_hosts(host(&tb, "sandboxer01"), &kh);
@@ -592,10 +610,12 @@ async fn ssh_trust_host_key_records_the_key_and_connect_works() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_a_key_the_host_refuses_is_unauthorized() {
-    let Some(tb) = require_testbed("ssh_a_key_the_host_refuses_is_unauthorized") else {
-        return;
-    };
+    let tb = require_testbed("ssh_a_key_the_host_refuses_is_unauthorized");
     let dir = remote_tempdir();
     let key = dir.path().join("id_other");
     let out = std::process::Command::new("ssh-keygen")
@@ -644,10 +664,12 @@ async fn ssh_a_key_the_host_refuses_is_unauthorized() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_a_stopped_host_is_unreachable_within_the_connect_timeout() {
-    let Some(tb) = require_testbed("ssh_a_stopped_host_is_unreachable") else {
-        return;
-    };
+    let tb = require_testbed("ssh_a_stopped_host_is_unreachable");
     let _spare = lock_spare(&tb).await;
     let mut spec = host(&tb, "spare01");
     spec.connect_timeout = Duration::from_secs(2);
@@ -669,10 +691,12 @@ async fn ssh_a_stopped_host_is_unreachable_within_the_connect_timeout() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_a_server_that_never_speaks_times_out_as_unreachable() {
-    let Some(tb) = require_testbed("ssh_a_server_that_never_speaks") else {
-        return;
-    };
+    let tb = require_testbed("ssh_a_server_that_never_speaks");
     // Accepts TCP (the kernel does, from the backlog) but never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
@@ -696,10 +720,12 @@ async fn ssh_a_server_that_never_speaks_times_out_as_unreachable() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_a_connection_dropped_mid_command_is_unreachable() {
-    let Some(tb) = require_testbed("ssh_a_connection_dropped_mid_command") else {
-        return;
-    };
+    let tb = require_testbed("ssh_a_connection_dropped_mid_command");
     let _spare = lock_spare(&tb).await;
     let t = Arc::new(connect(&tb, "spare01").await);
     let dir = remote_tempdir();
@@ -730,10 +756,12 @@ async fn ssh_a_connection_dropped_mid_command_is_unreachable() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_a_command_longer_than_the_command_timeout_is_a_timeout() {
-    let Some(tb) = require_testbed("ssh_a_command_longer_than_the_command_timeout") else {
-        return;
-    };
+    let tb = require_testbed("ssh_a_command_longer_than_the_command_timeout");
     let mut spec = host(&tb, "coulombcore");
     spec.command_timeout = Duration::from_millis(800);
     let t = SshTransport::connect(&spec, &tb.config_dir())
@@ -758,10 +786,12 @@ async fn ssh_a_command_longer_than_the_command_timeout_is_a_timeout() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_data_dir_defaults_under_the_remote_home() {
-    let Some(tb) = require_testbed("ssh_data_dir_defaults_under_the_remote_home") else {
-        return;
-    };
+    let tb = require_testbed("ssh_data_dir_defaults_under_the_remote_home");
     let mut spec = host(&tb, "sandboxer01");
     let t = SshTransport::connect(&spec, &tb.config_dir())
         .await
@@ -802,10 +832,12 @@ async fn ssh_data_dir_defaults_under_the_remote_home() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
 async fn ssh_the_default_connector_connects_ssh_hosts() {
-    let Some(tb) = require_testbed("ssh_the_default_connector_connects_ssh_hosts") else {
-        return;
-    };
+    let tb = require_testbed("ssh_the_default_connector_connects_ssh_hosts");
     // The host's known_hosts unset: the connector's config dir has it.
     let config = tempfile::tempdir().unwrap();
     std::fs::copy(&tb.known_hosts, config.path().join("known_hosts")).unwrap();
