@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sandboxer_core::model::Actor;
 use sandboxer_core::{Error, Result};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -45,9 +46,9 @@ pub const PREFIX: &str = "sbxt_";
 
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
 
-/// A token's secret. Shown once; its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A token's secret (a `secrecy` box: wiped from memory when dropped).
+/// Shown once; its `Debug` never shows it.
+pub struct Secret(SecretString);
 
 impl Secret {
     fn generate() -> Secret {
@@ -56,12 +57,12 @@ impl Secret {
         let tail: String = (0..32)
             .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
             .collect();
-        Secret(format!("{PREFIX}{tail}"))
+        Secret(SecretString::from(format!("{PREFIX}{tail}")))
     }
 
     /// The secret itself, to show the user once.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 

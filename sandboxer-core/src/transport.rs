@@ -86,3 +86,17 @@ pub trait Connector: Send + Sync + 'static {
     async fn connect(&self, host: &crate::hosts::HostSpec)
         -> Result<std::sync::Arc<dyn Transport>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn plain_words_stay_and_everything_else_is_one_quoted_word() {
+        assert_eq!(shell_quote("/a/b.json"), "/a/b.json");
+        assert_eq!(shell_quote("key=v@h:1,2+3%"), "key=v@h:1,2+3%");
+        assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+}

@@ -960,7 +960,11 @@ fn serialize_error(e: serde_json::Error) -> Error {
 pub(crate) fn move_aside_command(file: &Path, suffix: &str) -> String {
     let from = file.display().to_string();
     let to = format!("{from}.{suffix}");
-    format!("`mv {} {}`", shell_quote(&from), shell_quote(&to))
+    format!(
+        "`mv {} {}`",
+        crate::transport::shell_quote(&from),
+        crate::transport::shell_quote(&to)
+    )
 }
 
 /// Compact JSON, plus a line break before each top-level field and before
@@ -1019,18 +1023,6 @@ impl serde_json::ser::Formatter for LineFormatter {
     }
     fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
         self.element(w, first)
-    }
-}
-
-/// `s` as one shell word, for hints people paste.
-fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%,=".contains(&b));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
@@ -1531,11 +1523,5 @@ mod tests {
         // This test's own thread is running.
         assert!(runnable_tasks().is_some_and(|n| n >= 1));
         assert!((1..=4).contains(&store_threads()));
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_quote("/a/b.json"), "/a/b.json");
-        assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
     }
 }
