@@ -132,6 +132,29 @@ pub enum Command {
     #[command(subcommand)]
     Events(EventsCmd),
 
+    /// Print the shell completion script for bash, zsh, fish, elvish or
+    /// powershell (generated from this build's commands and options).
+    #[command(after_help = "Examples:\n  \
+        sandboxer completions bash > /etc/bash_completion.d/sandboxer\n  \
+        source <(sandboxer completions bash)\n  \
+        sandboxer completions zsh > \"${fpath[1]}/_sandboxer\"\n  \
+        sandboxer completions fish > ~/.config/fish/completions/sandboxer.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Write the man pages (sandboxer(1) and one per command, e.g.
+    /// sandboxer-create(1)) into a folder, or print sandboxer(1) to stdout.
+    #[command(after_help = "Examples:\n  \
+        sandboxer man /usr/local/share/man/man1\n  \
+        sandboxer man | man -l -")]
+    Man {
+        /// The folder to write `sandboxer.1`, `sandboxer-create.1`, ... into.
+        dir: Option<std::path::PathBuf>,
+    },
+
     /// End every stale sandbox: expired ones are destroyed (reason
     /// `expired`), stuck ones and ghosts closed (reason `reaped`), orphans
     /// torn down. Idempotent; safe to run from cron while others run it too.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -307,7 +307,10 @@ pub(crate) fn print_json(v: &impl serde::Serialize) {
 /// left stays in the outbox for the next command, `events flush` or the
 /// server's relay. A down or hanging hub never fails a command.
 async fn dispatch(cli: Cli) -> Result<i32> {
-    let inline = !matches!(cli.command, Command::Events(_) | Command::Serve(_));
+    let inline = !matches!(
+        cli.command,
+        Command::Events(_) | Command::Serve(_) | Command::Completions { .. } | Command::Man { .. }
+    );
     let r = dispatch_inner(cli).await;
     if inline {
         sandboxer_events::deliver_inline(
@@ -531,6 +534,15 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
         Command::Serve(a) => serve::run(&env, a, json).await,
         Command::Tokens(cmd) => serve::tokens(&env, cmd, json),
         Command::Events(cmd) => events_cmd::run(&env, cmd, json).await,
+        Command::Completions { shell } => {
+            let mut cmd = <args::Cli as clap::CommandFactory>::command();
+            // Into memory first: the generator panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "sandboxer", &mut script);
+            write_stdout(&script)?;
+            Ok(exit::code::OK)
+        }
+        Command::Man { dir } => man_pages(dir.as_deref()),
         Command::Inspect(args::InspectCmd::Stale(g)) => {
             let grace = parse_grace(&g.grace)?;
             let m = env.manager(false)?;
@@ -718,4 +730,35 @@ async fn credits(env: &Env, cmd: args::CreditsCmd, json: bool) -> Result<i32> {
         }
     }
     Ok(exit::code::OK)
+}
+
+/// `sandboxer man [DIR]`: every page into DIR, or sandboxer(1) to stdout.
+fn man_pages(dir: Option<&Path>) -> Result<i32> {
+    let cmd = <args::Cli as clap::CommandFactory>::command();
+    match dir {
+        None => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| Error::io("rendering the man page", e))?;
+            write_stdout(&out)?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            clap_mangen::generate_to(cmd, dir)
+                .map_err(|e| Error::io(format!("writing the man pages to {}", dir.display()), e))?;
+        }
+    }
+    Ok(exit::code::OK)
+}
+
+/// Write `bytes` to stdout; a reader that went away (`| head`) is fine.
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("writing to stdout", e))
+        }
+        _ => Ok(()),
+    }
 }

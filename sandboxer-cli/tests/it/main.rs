@@ -3,6 +3,7 @@
 mod bad_input;
 mod burst;
 mod canary;
+mod completions;
 mod compose;
 mod concurrency;
 mod credits;
