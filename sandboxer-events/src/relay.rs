@@ -141,7 +141,10 @@ impl FlushReport {
         self.failed += pass.failed;
         self.remaining = pass.remaining;
         self.backing_off_until = pass.backing_off_until;
-        if pass.last_error.is_some() {
+        // Running out of time is not news when an earlier pass said why
+        // the hub did not take the events (a refused connection, a 503).
+        let only_out_of_time = pass.last_error.as_deref() == Some(NO_TIME_LEFT);
+        if pass.last_error.is_some() && !(only_out_of_time && self.last_error.is_some()) {
             self.last_error = pass.last_error;
         }
     }
@@ -532,13 +535,17 @@ impl Relay {
             .filter(|o| matches!(o.sent, Sent::Delivered))
             .count();
         report.failed = report.attempted - report.delivered;
-        report.last_error = outcomes
-            .iter()
-            .rev()
-            .find_map(|o| match &o.sent {
+        // The latest failure that says why; "no time left" only when no
+        // attempt said more.
+        let failures = || {
+            outcomes.iter().rev().filter_map(|o| match &o.sent {
                 Sent::Failed { error, .. } => Some(error.clone()),
                 Sent::Delivered => None,
             })
+        };
+        report.last_error = failures()
+            .find(|e| e != NO_TIME_LEFT)
+            .or_else(|| failures().next())
             .or(report.last_error);
         if outcomes.is_empty() && claimed.is_empty() {
             return Ok(report);
@@ -654,6 +661,9 @@ fn apply_outcomes(doc: &mut StoreDoc, outcomes: &[Outcome], claimed: &[String], 
     }
 }
 
+/// The failure of an attempt the budget left no time for.
+const NO_TIME_LEFT: &str = "no time left to send it";
+
 /// One POST of one event, bounded by `timeout` and `deadline`.
 async fn post(
     http: &reqwest::Client,
@@ -669,7 +679,7 @@ async fn post(
         retry_after: None,
     };
     if timeout.is_zero() {
-        return unavailable("no time left to send it".into());
+        return unavailable(NO_TIME_LEFT.into());
     }
     let request = http
         .post(endpoint.clone())
@@ -760,6 +770,27 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn running_out_of_time_does_not_hide_why_the_hub_refused() {
+        let pass = |e: &str| FlushReport {
+            last_error: Some(e.to_string()),
+            ..FlushReport::default()
+        };
+        let mut total = FlushReport::default();
+        total.add(pass("cannot connect to the hub: Connection refused"));
+        total.add(pass(NO_TIME_LEFT));
+        assert_eq!(
+            total.last_error.as_deref(),
+            Some("cannot connect to the hub: Connection refused")
+        );
+        let mut only = FlushReport::default();
+        only.add(pass(NO_TIME_LEFT));
+        assert_eq!(only.last_error.as_deref(), Some(NO_TIME_LEFT));
+        total.add(pass("the hub answered 503"));
+        assert_eq!(total.last_error.as_deref(), Some("the hub answered 503"));
+    }
+
     use super::*;
 
     fn entry(id: &str) -> serde_json::Value {

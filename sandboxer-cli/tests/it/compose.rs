@@ -1448,3 +1448,77 @@ fn a_remote_caller_uploads_its_repo_and_gets_a_stack_then_the_upload_goes_with_i
     );
     assert!(!bed.home.data.join("uploads").join(&upload_id).exists());
 }
+
+/// `scripts/smoke-remote` with this bed's home, against host `host`.
+fn smoke_remote(bed: &Bed, host: &str) -> std::process::Output {
+    let base = bed.home.command(&[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smoke-remote");
+    let mut c = std::process::Command::new(script);
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("SANDBOXER_BIN", env!("CARGO_BIN_EXE_sandboxer"))
+        .env("SANDBOXER_HOST", host)
+        .env("SMOKE_TIMEOUT", "10")
+        .output()
+        .expect("running scripts/smoke-remote")
+}
+
+#[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
+fn the_remote_smoke_passes_on_a_host_and_fails_clearly_on_a_stopped_one() {
+    let bed = Bed::new("the_remote_smoke");
+    bed.write_hosts(&[
+        bed.host("sandboxer01"),
+        bed.down_host("gone01", "127.0.0.2"),
+    ]);
+    bed.write_profile(&[(&["sandboxer01", "gone01"], addr("sandboxer01"))]);
+    let out = smoke_remote(&bed, "sandboxer01");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "canary create -> ready",
+        "canary address answers",
+        "canary destroy",
+        "compose create -> ready",
+        "compose port answers",
+        "compose destroy",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with("ok") && l.contains(step)),
+            "{step}: {text}"
+        );
+    }
+    assert!(
+        text.lines().last().unwrap().starts_with("PASS in "),
+        "{text}"
+    );
+    assert!(
+        bed.home.run(&["list", "--live", "--json"]).ok().json() == serde_json::json!([]),
+        "the smoke leaves nothing live"
+    );
+
+    let out = smoke_remote(&bed, "gone01");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let fail = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("FAIL") && l.contains("canary create"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(fail.contains("gone01"), "the line says which host: {fail}");
+    assert!(
+        text.lines().last().unwrap().starts_with("FAIL in "),
+        "{text}"
+    );
+}
