@@ -28,6 +28,7 @@ pub mod lifecycle;
 pub mod manager;
 pub mod model;
 pub mod paths;
+pub mod process;
 pub mod profile;
 pub mod reaper;
 pub mod routing;

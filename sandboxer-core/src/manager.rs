@@ -455,7 +455,7 @@ impl Manager {
                 skipped: decision.rejected.clone(),
                 remaining: decision.candidates[1..].to_vec(),
             };
-            let sbx = Sandbox::new(NewSandbox {
+            let mut sbx = Sandbox::new(NewSandbox {
                 id: id.clone(),
                 profile: profile.id.clone(),
                 profile_version: profile.version,
@@ -470,6 +470,8 @@ impl Manager {
                 cost: None,
                 created_at: model::now(),
             });
+            // This process provisions it: the reaper can tell when it died.
+            sbx.worker = Some(crate::process::current());
             if let Some(key) = &req.idempotency_key {
                 doc.idempotency.insert(
                     idempotency_slot(&actor, key),
@@ -502,7 +504,7 @@ impl Manager {
         let sbx = update_with(self.store.as_ref(), |doc| {
             let rec = doc.require_mut(id)?;
             if rec.state() == State::Provisioning {
-                rec.worker = Some(model::Worker::current());
+                rec.worker = Some(crate::process::current());
             }
             Ok(rec.clone())
         })?;

@@ -308,41 +308,6 @@ pub struct Worker {
     pub boot_id: String,
 }
 
-impl Worker {
-    /// This process.
-    pub fn current() -> Worker {
-        Worker {
-            pid: std::process::id(),
-            boot_id: boot_id(),
-        }
-    }
-
-    /// `Some(false)` when the process is certainly gone (same boot, no such
-    /// pid or a zombie), `None` when this machine cannot tell (another
-    /// machine or boot).
-    pub fn is_alive(&self) -> Option<bool> {
-        if self.boot_id.is_empty() || self.boot_id != boot_id() {
-            return None;
-        }
-        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Err(_) => Some(false),
-            Ok(stat) => {
-                // The state field follows the parenthesised command name.
-                let state = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().next());
-                Some(!matches!(state, Some("Z") | Some("X")))
-            }
-        }
-    }
-}
-
-fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// Everything needed to start a record in `provisioning`.
 #[derive(Debug, Clone)]
 pub struct NewSandbox {
@@ -388,7 +353,7 @@ impl Sandbox {
             telemetry: None,
             backend: serde_json::Value::Null,
             updated_at: n.created_at,
-            worker: Some(Worker::current()),
+            worker: None,
             event_seq: 0,
         }
     }

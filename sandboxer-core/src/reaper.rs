@@ -225,7 +225,7 @@ impl Manager {
         // ghosts; ended ones are read only for the resources found below.
         let live = doc.sandboxes.matching(|h| !h.is_terminal())?;
         let mut items = classify_records(live.iter().copied(), &timeouts, now, grace, &|w| {
-            w.is_alive()
+            crate::process::is_alive(w)
         });
         let flagged: BTreeSet<String> = items.iter().map(|i| i.sandbox_id.clone()).collect();
         let mut unchecked = Vec::new();
@@ -522,7 +522,8 @@ mod tests {
     #[test]
     fn a_provisioning_record_whose_worker_died_is_an_orphan() {
         let now = model::now();
-        let r = rec("sbx-deadworker", now - chrono::Duration::minutes(3), 7200);
+        let mut r = rec("sbx-deadworker", now - chrono::Duration::minutes(3), 7200);
+        r.worker = Some(crate::process::current());
         let timeouts = BTreeMap::new();
         let dead = classify_records(
             std::slice::from_ref(&r),

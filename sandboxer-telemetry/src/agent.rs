@@ -244,14 +244,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
-/// Whether a `/proc/PID/stat` text describes a process that runs (not a
-/// zombie: PID 1 of a container may never reap the orphaned agent).
-pub(crate) fn stat_says_running(stat: &str) -> bool {
-    match stat.rsplit_once(") ") {
-        Some((_, rest)) => !matches!(rest.chars().next(), None | Some('Z' | 'X' | 'x')),
-        None => false,
-    }
-}
+pub(crate) use sandboxer_core::process::stat_says_running;
 
 /// Whether the agent of venue `dir` runs: no `exited.json`, a pid in
 /// `agent.pid` whose process runs with `dir` as its working folder.
