@@ -59,10 +59,16 @@ pub fn run(argv: Vec<String>) -> i32 {
     init_logging(cli.verbose);
     let color = color_enabled();
     let json = cli.json;
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // One runtime per process: `serve` answers many clients at once on
+    // every core; every other command does one thing and needs one thread.
+    let mut builder = if matches!(cli.command, Command::Serve(_)) {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.thread_name("sandboxer-serve");
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return exit::report(&Error::io("starting the runtime", e), json, color),
     };

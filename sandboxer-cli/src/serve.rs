@@ -11,8 +11,8 @@ use sandboxer_core::{Error, Result};
 use crate::args::{ServeArgs, TokensCmd};
 use crate::{exit, out, print_json, render, Env};
 
-/// Serve until SIGTERM or Ctrl-C. The server gets its own multi-threaded
-/// runtime (the CLI's is single-threaded) on a thread of its own.
+/// Serve until SIGTERM or Ctrl-C, on the process's runtime (multi-threaded
+/// for `serve`, see `run`).
 pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
     let bind = parse_bind(&args.bind)?;
     let interval = parse_duration(&args.reap_interval, "--reap-interval")?;
@@ -30,57 +30,42 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
         &args.repo_roots,
         parse_size(&args.max_upload, "--max-upload")?,
     )?;
-    let env = Env {
-        data_dir: env.data_dir.clone(),
-        config_dir: env.config_dir.clone(),
+
+    let state = ApiState::new(
+        env.manager(true)?.with_upload_retention(retention),
+        env.ledger()?,
+        TokenStore::in_config_dir(&env.config_dir),
+    )
+    .with_default_host(std::env::var("SANDBOXER_HOST").ok())
+    .with_repos(repos);
+    // Tasks that run beside the server until it stops: the State
+    // Hub relay, when a hub is configured.
+    let mut background: Vec<BackgroundTask> = Vec::new();
+    if let Some(relay) = sandboxer_events::Relay::from_env(
+        env.store(),
+        sandboxer_events::RelayOptions::background(),
+    )? {
+        background.push(BackgroundTask::new(
+            "state-hub relay",
+            move |mut s| async move { relay.run(async move { s.wait().await }).await },
+        ));
+    }
+    let config = ServeConfig {
+        reaper: (!interval.is_zero()).then_some(ReaperConfig { interval, grace }),
+        background,
+        limits,
+        ..ServeConfig::new(bind, state)
     };
-    let served = tokio::task::spawn_blocking(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("sandboxer-serve")
-            .build()
-            .map_err(|e| Error::io("starting the server's runtime", e))?;
-        rt.block_on(async move {
-            let state = ApiState::new(
-                env.manager(true)?.with_upload_retention(retention),
-                env.ledger()?,
-                TokenStore::in_config_dir(&env.config_dir),
-            )
-            .with_default_host(std::env::var("SANDBOXER_HOST").ok())
-            .with_repos(repos);
-            // Tasks that run beside the server until it stops: the State
-            // Hub relay, when a hub is configured.
-            let mut background: Vec<BackgroundTask> = Vec::new();
-            if let Some(relay) = sandboxer_events::Relay::from_env(
-                env.store(),
-                sandboxer_events::RelayOptions::background(),
-            )? {
-                background.push(BackgroundTask::new(
-                    "state-hub relay",
-                    move |mut s| async move { relay.run(async move { s.wait().await }).await },
-                ));
-            }
-            let config = ServeConfig {
-                reaper: (!interval.is_zero()).then_some(ReaperConfig { interval, grace }),
-                background,
-                limits,
-                ..ServeConfig::new(bind, state)
-            };
-            let server = Server::bind(config).await?;
-            // Before "listening on": a SIGTERM right after must stop it gracefully.
-            let stop = sandboxer_api::shutdown_signal();
-            let addr = server.local_addr();
-            if json {
-                print_json(&serde_json::json!({ "listening": addr.to_string() }));
-            } else {
-                out(&format!("listening on {addr}"));
-            }
-            server.run_until(stop).await
-        })
-    })
-    .await
-    .map_err(|e| Error::internal(format!("the server stopped: {e}")))?;
-    served?;
+    let server = Server::bind(config).await?;
+    // Before "listening on": a SIGTERM right after must stop it gracefully.
+    let stop = sandboxer_api::shutdown_signal();
+    let addr = server.local_addr();
+    if json {
+        print_json(&serde_json::json!({ "listening": addr.to_string() }));
+    } else {
+        out(&format!("listening on {addr}"));
+    }
+    server.run_until(stop).await?;
     Ok(exit::code::OK)
 }
 
