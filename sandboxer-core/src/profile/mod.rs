@@ -14,7 +14,10 @@ use crate::duration::format_duration;
 use crate::{Error, Result};
 
 pub mod catalog;
+mod hosts_toml;
 pub mod parse;
+mod render;
+mod walk;
 
 pub use catalog::Catalog;
 pub use parse::{parse_profile, parse_profile_diagnostics, render_profile, Diagnostic};

@@ -58,76 +58,20 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use toml_edit::{ImDocument, Item, Key, TableLike, Value};
+use toml_edit::{Key, Value};
 
 use super::{InputSpec, Policy, Profile, ProfileSource, Route};
 use crate::credits::Micros;
-use crate::duration::{format_duration, parse_duration};
-use crate::hosts::{HostKind, HostSpec, Hosts, LOCAL};
-use crate::{Error, Result};
+use crate::duration::format_duration;
+use crate::Result;
 
-/// One problem found in a config file.
-///
-/// Displays as `path:line:column: message`, followed by an indented
-/// `  hint: ...` line when there is a hint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub path: std::path::PathBuf,
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column, in characters.
-    pub column: usize,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.path.display(),
-            self.line,
-            self.column,
-            self.message
-        )?;
-        if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Render diagnostics for people: a first line `N problems in PATH` (or
-/// `in K files` when they span several), then one diagnostic per line.
-pub fn render_diagnostics(diagnostics: &[Diagnostic]) -> String {
-    let n = diagnostics.len();
-    let noun = if n == 1 { "problem" } else { "problems" };
-    let mut paths: Vec<&Path> = diagnostics.iter().map(|d| d.path.as_path()).collect();
-    paths.sort();
-    paths.dedup();
-    let place = match paths.as_slice() {
-        [one] => one.display().to_string(),
-        many => format!("{} files", many.len()),
-    };
-    let mut out = format!("{n} {noun} in {place}");
-    for d in diagnostics {
-        out.push('\n');
-        out.push_str(&d.to_string());
-    }
-    out
-}
-
-/// The [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) error
-/// whose message is [`render_diagnostics`].
-pub fn diagnostics_error(diagnostics: &[Diagnostic]) -> Error {
-    Error::invalid_config(render_diagnostics(diagnostics))
-}
+pub use super::hosts_toml::{parse_hosts_diagnostics, parse_hosts_toml};
+pub use super::render::render_profile;
+pub(crate) use super::walk::*;
+pub use super::walk::{diagnostics_error, render_diagnostics, Diagnostic};
 
 /// Parse and validate one profile file; on failure an `InvalidConfig` error
 /// lists every problem (see [`parse_profile_diagnostics`]).
@@ -157,22 +101,7 @@ pub(crate) fn parse_profile_located(
     w.finish(profile)
 }
 
-/// Parse and validate `hosts.toml` (the schema is on
-/// [`crate::hosts::parse_hosts`], which calls this); on failure an
-/// `InvalidConfig` error lists every problem.
-pub fn parse_hosts_toml(path: &Path, text: &str) -> Result<Hosts> {
-    parse_hosts_diagnostics(path, text).map_err(|d| diagnostics_error(&d))
-}
-
-/// Parse and validate `hosts.toml`, returning every problem found.
-pub fn parse_hosts_diagnostics(path: &Path, text: &str) -> Result<Hosts, Vec<Diagnostic>> {
-    let mut w = Walker::new(path, text);
-    let doc = w.document()?;
-    let hosts = walk_hosts(&mut w, doc.as_table());
-    w.finish(hosts)
-}
-
-const PROFILE_KEYS: &[&str] = &[
+pub(crate) const PROFILE_KEYS: &[&str] = &[
     "id",
     "version",
     "description",
@@ -183,517 +112,18 @@ const PROFILE_KEYS: &[&str] = &[
     "inputs",
     "routes",
 ];
-const INPUT_KEYS: &[&str] = &["required", "help", "default"];
-const ROUTE_KEYS: &[&str] = &["extension", "placement", "price_per_hour", "config"];
-const POLICIES: &[&str] = &["ordered", "burst", "cheapest"];
-const HOSTS_KEYS: &[&str] = &["default", "hosts"];
-const HOST_KEYS: &[&str] = &[
-    "name",
-    "address",
-    "port",
-    "user",
-    "identity_file",
-    "known_hosts",
-    "capacity",
-    "labels",
-    "data_dir",
-    "connect_timeout",
-    "command_timeout",
-];
-
+pub(crate) const INPUT_KEYS: &[&str] = &["required", "help", "default"];
+pub(crate) const ROUTE_KEYS: &[&str] = &["extension", "placement", "price_per_hour", "config"];
+pub(crate) const POLICIES: &[&str] = &["ordered", "burst", "cheapest"];
 /// `ready_timeout` when the profile does not say.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-type Span = Option<Range<usize>>;
-
-/// A table or inline table, with where to point when something in it is
-/// missing and how to name it in messages.
-struct Tbl<'t> {
-    table: &'t dyn TableLike,
-    at: Span,
-    what: String,
-}
-
-/// A key found in a table.
-struct Field<'t> {
-    name: String,
-    item: &'t Item,
-    /// The value's span, else the key's.
-    at: Span,
-}
-
-struct Walker<'a> {
-    path: &'a Path,
-    text: &'a str,
-    line_starts: Vec<usize>,
-    diags: Vec<Diagnostic>,
-}
-
-impl<'a> Walker<'a> {
-    fn new(path: &'a Path, text: &'a str) -> Self {
-        let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Walker {
-            path,
-            text,
-            line_starts,
-            diags: Vec::new(),
-        }
-    }
-
-    fn document(&mut self) -> Result<ImDocument<&'a str>, Vec<Diagnostic>> {
-        ImDocument::parse(self.text).map_err(|e| {
-            let message = e
-                .message()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
-            self.report(e.span(), format!("TOML syntax error: {message}"), None);
-            std::mem::take(&mut self.diags)
-        })
-    }
-
-    fn finish<T>(mut self, value: Option<T>) -> Result<T, Vec<Diagnostic>> {
-        match value {
-            Some(v) if self.diags.is_empty() => Ok(v),
-            _ => {
-                if self.diags.is_empty() {
-                    // A walk never returns None without saying why; keep it
-                    // honest if one day it does.
-                    self.report(None, "invalid file", None);
-                }
-                self.diags.sort_by_key(|d| (d.line, d.column));
-                Err(self.diags)
-            }
-        }
-    }
-
-    /// 1-based line and column (in characters) of a byte offset.
-    fn position(&self, span: &Span) -> (usize, usize) {
-        let Some(span) = span else { return (1, 1) };
-        let offset = span.start.min(self.text.len());
-        let line = self.line_starts.partition_point(|&s| s <= offset);
-        let start = self.line_starts[line - 1];
-        let column = self
-            .text
-            .get(start..offset)
-            .map(|s| s.chars().count())
-            .unwrap_or(offset - start);
-        (line, column + 1)
-    }
-
-    fn report(&mut self, span: Span, message: impl Into<String>, hint: Option<String>) {
-        let (line, column) = self.position(&span);
-        self.diags.push(Diagnostic {
-            path: self.path.to_path_buf(),
-            line,
-            column,
-            message: message.into(),
-            hint,
-        });
-    }
-
-    fn raw(&self, span: &Span) -> Option<&'a str> {
-        span.as_ref().and_then(|s| self.text.get(s.clone()))
-    }
-
-    /// Report every key of `t` not in `known`.
-    fn unknown_keys(&mut self, t: &Tbl<'_>, known: &[&str]) {
-        for (k, _) in t.table.iter() {
-            if !known.contains(&k) {
-                let at = t.table.key(k).and_then(Key::span);
-                let hint = match closest(k, known) {
-                    Some(near) => format!("did you mean `{near}`?"),
-                    None => format!("known keys: {}", known.join(", ")),
-                };
-                self.report(at, format!("unknown key `{k}` in {}", t.what), Some(hint));
-            }
-        }
-    }
-
-    /// The key `name` of `t`. When absent and `example` is given (the key is
-    /// required), report it missing with the example as the hint.
-    fn field<'t>(&mut self, t: &Tbl<'t>, name: &str, example: Option<&str>) -> Option<Field<'t>> {
-        match t.table.get_key_value(name) {
-            Some((key, item)) if !item.is_none() => Some(Field {
-                name: name.to_string(),
-                item,
-                at: item.span().or_else(|| key.span()),
-            }),
-            _ => {
-                if let Some(example) = example {
-                    self.report(
-                        t.at.clone(),
-                        format!("missing required key `{name}` in {}", t.what),
-                        Some(format!("add `{example}`")),
-                    );
-                }
-                None
-            }
-        }
-    }
-
-    fn wrong_type(&mut self, f: &Field<'_>, expected: &str) {
-        let found = type_name(f.item);
-        let raw = self.raw(&f.at).unwrap_or("");
-        let hint = match f.item.as_value() {
-            Some(Value::String(s))
-                if expected.contains("integer") && s.value().parse::<i64>().is_ok() =>
-            {
-                Some(format!("remove the quotes: `{} = {}`", f.name, s.value()))
-            }
-            Some(Value::Integer(_) | Value::Float(_) | Value::Boolean(_))
-                if expected == "a string" =>
-            {
-                Some(format!("quote it: `{} = \"{raw}\"`", f.name))
-            }
-            _ => None,
-        };
-        self.report(
-            f.at.clone(),
-            format!("`{}` must be {expected}, not {found}", f.name),
-            hint,
-        );
-    }
-
-    fn string(&mut self, f: &Field<'_>) -> Option<String> {
-        match f.item.as_str() {
-            Some(s) => Some(s.to_string()),
-            None => {
-                self.wrong_type(f, "a string");
-                None
-            }
-        }
-    }
-
-    fn non_empty_string(&mut self, f: &Field<'_>) -> Option<String> {
-        let s = self.string(f)?;
-        if s.trim().is_empty() {
-            self.report(
-                f.at.clone(),
-                format!("`{}` must not be empty", f.name),
-                None,
-            );
-            return None;
-        }
-        Some(s)
-    }
-
-    fn boolean(&mut self, f: &Field<'_>) -> Option<bool> {
-        match f.item.as_bool() {
-            Some(b) => Some(b),
-            None => {
-                self.wrong_type(f, "a boolean (`true` or `false`)");
-                None
-            }
-        }
-    }
-
-    /// A positive integer that fits `u32`.
-    fn positive_u32(&mut self, f: &Field<'_>, hint: Option<String>) -> Option<u32> {
-        let Some(n) = f.item.as_integer() else {
-            self.wrong_type(f, "a positive integer");
-            return None;
-        };
-        match u32::try_from(n) {
-            Ok(v) if v > 0 => Some(v),
-            _ => {
-                self.report(
-                    f.at.clone(),
-                    format!("`{}` must be a positive integer, not {n}", f.name),
-                    hint,
-                );
-                None
-            }
-        }
-    }
-
-    /// A non-zero duration string.
-    fn duration(&mut self, f: &Field<'_>) -> Option<Duration> {
-        let s = self.string(f)?;
-        match parse_duration(&s) {
-            Ok(d) if d.is_zero() => {
-                self.report(
-                    f.at.clone(),
-                    format!("`{}` must be longer than 0s", f.name),
-                    None,
-                );
-                None
-            }
-            Ok(d) => Some(d),
-            Err(why) => {
-                self.report(
-                    f.at.clone(),
-                    format!("bad duration for `{}`: {why}", f.name),
-                    None,
-                );
-                None
-            }
-        }
-    }
-
-    /// An optional duration with a default.
-    fn duration_or(&mut self, t: &Tbl<'_>, name: &str, default: Duration) -> Option<Duration> {
-        match self.field(t, name, None) {
-            Some(f) => self.duration(&f),
-            None => Some(default),
-        }
-    }
-
-    /// An array of non-empty strings.
-    fn string_array(&mut self, f: &Field<'_>) -> Option<Vec<String>> {
-        let Some(array) = f.item.as_array() else {
-            let found = type_name(f.item);
-            self.report(
-                f.at.clone(),
-                format!("`{}` must be an array of strings, not {found}", f.name),
-                Some(format!("write e.g. `{} = [\"sandboxer01\"]`", f.name)),
-            );
-            return None;
-        };
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (i, v) in array.iter().enumerate() {
-            match v.as_str() {
-                Some(s) if !s.trim().is_empty() => out.push(s.to_string()),
-                Some(_) => {
-                    ok = false;
-                    self.report(
-                        v.span(),
-                        format!("`{}` item {} is an empty string", f.name, i + 1),
-                        None,
-                    );
-                }
-                None => {
-                    ok = false;
-                    self.report(
-                        v.span(),
-                        format!(
-                            "`{}` must be an array of strings; item {} is {}",
-                            f.name,
-                            i + 1,
-                            value_type_name(v)
-                        ),
-                        None,
-                    );
-                }
-            }
-        }
-        ok.then_some(out)
-    }
-
-    fn table<'t>(&mut self, f: &Field<'t>, what: String) -> Option<Tbl<'t>> {
-        match f.item.as_table_like() {
-            Some(table) => Some(Tbl {
-                table,
-                at: f.at.clone(),
-                what,
-            }),
-            None => {
-                self.wrong_type(f, "a table");
-                None
-            }
-        }
-    }
-
-    /// `[[name]]` tables (or an array of inline tables).
-    fn tables<'t>(&mut self, f: &Field<'t>, noun: &str) -> Option<Vec<Tbl<'t>>> {
-        let what = |i: usize| format!("`[[{}]]` #{}", f.name, i + 1);
-        match f.item {
-            Item::ArrayOfTables(a) => Some(
-                a.iter()
-                    .enumerate()
-                    .map(|(i, t)| Tbl {
-                        table: t,
-                        at: t.span(),
-                        what: what(i),
-                    })
-                    .collect(),
-            ),
-            Item::Value(Value::Array(a)) => {
-                let mut out = Vec::new();
-                for (i, v) in a.iter().enumerate() {
-                    match v.as_inline_table() {
-                        Some(t) => out.push(Tbl {
-                            table: t,
-                            at: t.span(),
-                            what: what(i),
-                        }),
-                        None => self.report(
-                            v.span(),
-                            format!(
-                                "each {noun} in `{}` must be a table, not {}",
-                                f.name,
-                                value_type_name(v)
-                            ),
-                            Some(format!("write each {noun} as a `[[{}]]` table", f.name)),
-                        ),
-                    }
-                }
-                Some(out)
-            }
-            _ => {
-                let found = type_name(f.item);
-                self.report(
-                    f.at.clone(),
-                    format!("`{}` must be an array of tables, not {found}", f.name),
-                    Some(format!("write each {noun} as a `[[{}]]` table", f.name)),
-                );
-                None
-            }
-        }
-    }
-
-    /// A TOML item as JSON, for `[routes.config]`.
-    fn json(&mut self, item: &Item) -> Option<serde_json::Value> {
-        match item {
-            Item::None => None,
-            Item::Value(v) => self.json_value(v),
-            Item::Table(t) => self.json_object(t).map(serde_json::Value::Object),
-            Item::ArrayOfTables(a) => {
-                let mut out = Vec::new();
-                for t in a.iter() {
-                    out.push(serde_json::Value::Object(self.json_object(t)?));
-                }
-                Some(serde_json::Value::Array(out))
-            }
-        }
-    }
-
-    fn json_object(
-        &mut self,
-        t: &dyn TableLike,
-    ) -> Option<serde_json::Map<String, serde_json::Value>> {
-        let mut out = serde_json::Map::new();
-        let mut ok = true;
-        for (k, item) in t.iter() {
-            match self.json(item) {
-                Some(v) => {
-                    out.insert(k.to_string(), v);
-                }
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
-    }
-
-    fn json_value(&mut self, v: &Value) -> Option<serde_json::Value> {
-        use serde_json::Value as J;
-        Some(match v {
-            Value::String(s) => J::String(s.value().clone()),
-            Value::Integer(i) => J::from(*i.value()),
-            Value::Float(x) => match serde_json::Number::from_f64(*x.value()) {
-                Some(n) => J::Number(n),
-                None => {
-                    self.report(
-                        v.span(),
-                        "`nan` and `inf` cannot be passed to an extension",
-                        Some("use a finite number or a string".to_string()),
-                    );
-                    return None;
-                }
-            },
-            Value::Boolean(b) => J::Bool(*b.value()),
-            Value::Datetime(d) => J::String(d.value().to_string()),
-            Value::Array(a) => {
-                let mut out = Vec::new();
-                let mut ok = true;
-                for v in a.iter() {
-                    match self.json_value(v) {
-                        Some(j) => out.push(j),
-                        None => ok = false,
-                    }
-                }
-                if !ok {
-                    return None;
-                }
-                J::Array(out)
-            }
-            Value::InlineTable(t) => J::Object(self.json_object(t)?),
-        })
-    }
-}
-
-fn type_name(item: &Item) -> &'static str {
-    match item {
-        Item::None => "nothing",
-        Item::Value(v) => value_type_name(v),
-        Item::Table(_) => "a table",
-        Item::ArrayOfTables(_) => "an array of tables",
-    }
-}
-
-fn value_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::String(_) => "a string",
-        Value::Integer(_) => "an integer",
-        Value::Float(_) => "a float",
-        Value::Boolean(_) => "a boolean",
-        Value::Datetime(_) => "a date-time",
-        Value::Array(_) => "an array",
-        Value::InlineTable(_) => "a table",
-    }
-}
-
-/// The candidate nearest to `word`, when near enough to be a likely typo
-/// (or when `word` is a prefix of exactly one candidate).
-pub(crate) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
-    let limit = (word.chars().count() / 3).max(1);
-    let best = candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .min_by_key(|(d, _)| *d);
-    if let Some((d, c)) = best {
-        if d <= limit {
-            return Some(c);
-        }
-    }
-    let prefixed: Vec<&str> = candidates
-        .iter()
-        .copied()
-        .filter(|c| word.len() >= 3 && c.starts_with(word))
-        .collect();
-    match prefixed.as_slice() {
-        [one] => Some(one),
-        _ => None,
-    }
-}
-
-/// Optimal string alignment distance: insertions, deletions, substitutions
-/// and swaps of two neighbours each count 1.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[a.len()][b.len()]
-}
-
 /// `[a-z0-9.-_]` (the characters of profile ids and host names).
-fn name_char(c: char) -> bool {
+pub(crate) fn name_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')
 }
 
-fn walk_profile(
+pub(crate) fn walk_profile(
     w: &mut Walker<'_>,
     root: &toml_edit::Table,
     source: ProfileSource,
@@ -785,7 +215,7 @@ fn walk_profile(
     Some((profile, id_at))
 }
 
-fn check_profile_id(w: &mut Walker<'_>, f: &Field<'_>, id: &str) -> bool {
+pub(crate) fn check_profile_id(w: &mut Walker<'_>, f: &Field<'_>, id: &str) -> bool {
     let Some(rest) = id.strip_prefix("profile.") else {
         let suggestion: String = id
             .to_ascii_lowercase()
@@ -824,7 +254,10 @@ fn check_profile_id(w: &mut Walker<'_>, f: &Field<'_>, id: &str) -> bool {
     true
 }
 
-fn walk_inputs(w: &mut Walker<'_>, inputs: &Tbl<'_>) -> Option<BTreeMap<String, InputSpec>> {
+pub(crate) fn walk_inputs(
+    w: &mut Walker<'_>,
+    inputs: &Tbl<'_>,
+) -> Option<BTreeMap<String, InputSpec>> {
     let mut out = BTreeMap::new();
     let mut ok = true;
     for (name, item) in inputs.table.iter() {
@@ -891,7 +324,7 @@ fn walk_inputs(w: &mut Walker<'_>, inputs: &Tbl<'_>) -> Option<BTreeMap<String, 
     ok.then_some(out)
 }
 
-fn walk_routes(w: &mut Walker<'_>, root: &Tbl<'_>) -> Option<Vec<Route>> {
+pub(crate) fn walk_routes(w: &mut Walker<'_>, root: &Tbl<'_>) -> Option<Vec<Route>> {
     let no_routes_hint =
         Some("add a `[[routes]]` table with at least `extension = \"ext.NAME\"`".to_string());
     let Some(f) = w.field(root, "routes", None) else {
@@ -922,7 +355,7 @@ fn walk_routes(w: &mut Walker<'_>, root: &Tbl<'_>) -> Option<Vec<Route>> {
     ok.then_some(routes)
 }
 
-fn walk_route(w: &mut Walker<'_>, t: &Tbl<'_>) -> Option<Route> {
+pub(crate) fn walk_route(w: &mut Walker<'_>, t: &Tbl<'_>) -> Option<Route> {
     w.unknown_keys(t, ROUTE_KEYS);
     let extension = w
         .field(t, "extension", Some("extension = \"ext.compose-ssh\""))
@@ -966,7 +399,7 @@ fn walk_route(w: &mut Walker<'_>, t: &Tbl<'_>) -> Option<Route> {
     })
 }
 
-fn price(w: &mut Walker<'_>, f: &Field<'_>) -> Option<Micros> {
+pub(crate) fn price(w: &mut Walker<'_>, f: &Field<'_>) -> Option<Micros> {
     let text = match f.item.as_value() {
         Some(Value::String(s)) => s.value().clone(),
         Some(Value::Integer(n)) if *n.value() >= 0 => n.value().to_string(),
@@ -1005,283 +438,10 @@ fn price(w: &mut Walker<'_>, f: &Field<'_>) -> Option<Micros> {
     }
 }
 
-/// `~` and `~/rest` from the home dir; other paths as written.
-fn expand_home(s: &str) -> PathBuf {
-    if s == "~" {
-        return crate::paths::home_dir();
-    }
-    match s.strip_prefix("~/") {
-        Some(rest) => crate::paths::home_dir().join(rest),
-        None => PathBuf::from(s),
-    }
-}
-
-fn walk_hosts(w: &mut Walker<'_>, root: &toml_edit::Table) -> Option<Hosts> {
-    let root = Tbl {
-        table: root,
-        at: None,
-        what: "the hosts file".to_string(),
-    };
-    w.unknown_keys(&root, HOSTS_KEYS);
-    let tables = match w.field(&root, "hosts", None) {
-        Some(f) => w.tables(&f, "host"),
-        None => Some(Vec::new()),
-    };
-    let mut hosts = Vec::new();
-    let mut ok = tables.is_some();
-    // name -> line of its first definition
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for t in tables.iter().flatten() {
-        match walk_host(w, t, &mut seen) {
-            Some(h) => hosts.push(h),
-            None => ok = false,
-        }
-    }
-    let default = match w.field(&root, "default", None) {
-        None => Some(
-            hosts
-                .first()
-                .map(|h| h.name.clone())
-                .unwrap_or_else(|| LOCAL.to_string()),
-        ),
-        Some(f) => w.string(&f).and_then(|name| {
-            if name == LOCAL || seen.contains_key(&name) {
-                return Some(name);
-            }
-            let mut known: Vec<&str> = vec![LOCAL];
-            known.extend(seen.keys().map(String::as_str));
-            let hint = match closest(&name, &known) {
-                Some(near) => format!("did you mean `{near}`? known hosts: {}", known.join(", ")),
-                None => format!("known hosts: {}", known.join(", ")),
-            };
-            w.report(
-                f.at.clone(),
-                format!("default host `{name}` is not listed in `[[hosts]]`"),
-                Some(hint),
-            );
-            None
-        }),
-    };
-    if !ok {
-        return None;
-    }
-    Some(Hosts {
-        path: Some(w.path.to_path_buf()),
-        default: default?,
-        hosts,
-        unreadable: None,
-    })
-}
-
-fn walk_host(
-    w: &mut Walker<'_>,
-    t: &Tbl<'_>,
-    seen: &mut BTreeMap<String, usize>,
-) -> Option<HostSpec> {
-    w.unknown_keys(t, HOST_KEYS);
-    let name = w
-        .field(t, "name", Some("name = \"sandboxer01\""))
-        .and_then(|f| {
-            let name = w.string(&f)?;
-            let line = w.position(&f.at).0;
-            let mut chars = name.chars();
-            let first_ok = chars
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-            if !first_ok || !chars.all(name_char) {
-                w.report(
-                    f.at.clone(),
-                    format!("host name `{name}` must match [a-z0-9][a-z0-9.-_]*"),
-                    Some("use lowercase letters, digits, `.`, `-` and `_`, starting with a letter or digit".to_string()),
-                );
-                return None;
-            }
-            if name == LOCAL {
-                w.report(
-                    f.at.clone(),
-                    "host name `local` is reserved for the built-in host (this machine, no SSH)",
-                    Some("pick another name for this SSH host".to_string()),
-                );
-                return None;
-            }
-            if let Some(first) = seen.get(&name) {
-                w.report(
-                    f.at.clone(),
-                    format!("host `{name}` is listed twice: at line {first} and line {line}"),
-                    Some("host names must be unique; rename or remove one".to_string()),
-                );
-                return None;
-            }
-            seen.insert(name.clone(), line);
-            Some(name)
-        });
-    let address = w
-        .field(t, "address", Some("address = \"192.0.2.10\""))
-        .and_then(|f| w.non_empty_string(&f));
-    let port = match w.field(t, "port", None) {
-        None => Some(22),
-        Some(f) => match f.item.as_integer() {
-            Some(n) => match u16::try_from(n) {
-                Ok(p) if p > 0 => Some(p),
-                _ => {
-                    w.report(
-                        f.at.clone(),
-                        format!("`port` must be between 1 and 65535, not {n}"),
-                        None,
-                    );
-                    None
-                }
-            },
-            None => {
-                w.wrong_type(&f, "an integer");
-                None
-            }
-        },
-    };
-    let user = match w.field(t, "user", None) {
-        None => Some("root".to_string()),
-        Some(f) => w.non_empty_string(&f),
-    };
-    let identity_file = w
-        .field(
-            t,
-            "identity_file",
-            Some("identity_file = \"~/.ssh/id_ed25519\""),
-        )
-        .and_then(|f| w.non_empty_string(&f))
-        .map(|s| expand_home(&s));
-    let known_hosts = match w.field(t, "known_hosts", None) {
-        None => Some(None),
-        Some(f) => w.non_empty_string(&f).map(|s| Some(expand_home(&s))),
-    };
-    let capacity = match w.field(t, "capacity", None) {
-        None => Some(None),
-        Some(f) => w
-            .positive_u32(&f, Some("remove `capacity` for no limit".to_string()))
-            .map(Some),
-    };
-    let labels = match w.field(t, "labels", None) {
-        None => Some(BTreeMap::new()),
-        Some(f) => w.table(&f, "`labels`".to_string()).and_then(|labels| {
-            let mut out = BTreeMap::new();
-            let mut ok = true;
-            for (k, item) in labels.table.iter() {
-                let lf = Field {
-                    name: format!("labels.{k}"),
-                    item,
-                    at: item
-                        .span()
-                        .or_else(|| labels.table.key(k).and_then(Key::span)),
-                };
-                match w.string(&lf) {
-                    Some(v) => {
-                        out.insert(k.to_string(), v);
-                    }
-                    None => ok = false,
-                }
-            }
-            ok.then_some(out)
-        }),
-    };
-    let data_dir = match w.field(t, "data_dir", None) {
-        None => Some(None),
-        Some(f) => w.non_empty_string(&f).map(Some),
-    };
-    let connect_timeout = w.duration_or(t, "connect_timeout", Duration::from_secs(5));
-    let command_timeout = w.duration_or(t, "command_timeout", Duration::from_secs(600));
-    Some(HostSpec {
-        name: name?,
-        address: address?,
-        kind: HostKind::Ssh {
-            port: port?,
-            user: user?,
-            identity_file: identity_file?,
-            known_hosts: known_hosts?,
-        },
-        capacity: capacity?,
-        labels: labels?,
-        data_dir: data_dir?,
-        connect_timeout: connect_timeout?,
-        command_timeout: command_timeout?,
-    })
-}
-
-/// Write a profile as TOML that [`parse_profile`] reads back to the same
-/// profile (given the same source). Useful as a starting point for a user
-/// file that overrides a built-in. JSON `null`s in route configs have no
-/// TOML form and are left out.
-pub fn render_profile(p: &Profile) -> String {
-    use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Table};
-
-    let mut doc = DocumentMut::new();
-    doc["id"] = value(p.id.as_str());
-    doc["version"] = value(i64::from(p.version));
-    doc["description"] = value(p.description.as_str());
-    doc["default_ttl"] = value(format_duration(p.default_ttl));
-    doc["max_ttl"] = value(format_duration(p.max_ttl));
-    doc["ready_timeout"] = value(format_duration(p.ready_timeout));
-    doc["policy"] = value(p.policy.as_str());
-    if !p.inputs.is_empty() {
-        let mut inputs = Table::new();
-        inputs.set_implicit(true);
-        for (name, spec) in &p.inputs {
-            let mut t = Table::new();
-            t["required"] = value(spec.required);
-            t["help"] = value(spec.help.as_str());
-            if let Some(d) = &spec.default {
-                t["default"] = value(d.as_str());
-            }
-            inputs.insert(name, Item::Table(t));
-        }
-        doc["inputs"] = Item::Table(inputs);
-    }
-    let mut routes = ArrayOfTables::new();
-    for r in &p.routes {
-        let mut t = Table::new();
-        t["extension"] = value(r.extension.as_str());
-        t["placement"] = value(r.placement.iter().map(String::as_str).collect::<Array>());
-        t["price_per_hour"] = value(r.price_per_hour.to_string());
-        if !r.config.is_empty() {
-            let mut config = Table::new();
-            for (k, v) in &r.config {
-                if let Some(v) = json_to_toml(v) {
-                    config.insert(k, Item::Value(v));
-                }
-            }
-            t["config"] = Item::Table(config);
-        }
-        routes.push(t);
-    }
-    doc["routes"] = Item::ArrayOfTables(routes);
-    doc.to_string()
-}
-
-fn json_to_toml(v: &serde_json::Value) -> Option<Value> {
-    use serde_json::Value as J;
-    Some(match v {
-        J::Null => return None,
-        J::Bool(b) => Value::from(*b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => Value::from(i),
-            None => Value::from(n.as_f64()?),
-        },
-        J::String(s) => Value::from(s.as_str()),
-        J::Array(a) => Value::Array(a.iter().filter_map(json_to_toml).collect()),
-        J::Object(o) => {
-            let mut t = toml_edit::InlineTable::new();
-            for (k, v) in o {
-                if let Some(v) = json_to_toml(v) {
-                    t.insert(k, v);
-                }
-            }
-            Value::InlineTable(t)
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hosts::{HostKind, LOCAL};
     use proptest::prelude::*;
 
     fn diags(text: &str) -> Vec<Diagnostic> {
