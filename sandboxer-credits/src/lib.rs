@@ -52,6 +52,7 @@
 //! ```
 
 pub mod billing;
+pub mod check;
 pub mod file;
 pub mod layer;
 pub mod state;
