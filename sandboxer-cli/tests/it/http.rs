@@ -1002,6 +1002,31 @@ fn case_strategy(op: &Value, path: &str, doc: &Value, ids: &[String]) -> BoxedSt
         .boxed()
 }
 
+/// For every operation and documented status, a validator of its JSON body
+/// (the schema the document names, its `$ref`s resolved in the document).
+fn response_validators(doc: &Value) -> BTreeMap<(String, u16), jsonschema::Validator> {
+    let mut out = BTreeMap::new();
+    for (id, method, path) in operations(doc) {
+        let op = &doc["paths"][&path][&method];
+        for (status, resp) in op["responses"].as_object().unwrap() {
+            // A shared response (`#/components/responses/...`) or inline.
+            let resp = match resp.get("$ref").and_then(Value::as_str) {
+                Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap(),
+                None => resp,
+            };
+            let Some(schema) = resp.pointer("/content/application~1json/schema") else {
+                continue;
+            };
+            let mut root = schema.clone();
+            root["components"] = doc["components"].clone();
+            let v = jsonschema::draft202012::new(&root)
+                .unwrap_or_else(|e| panic!("{id} {status}: the document's schema: {e}"));
+            out.insert((id.clone(), status.parse().unwrap()), v);
+        }
+    }
+    out
+}
+
 /// At most this many rounds of `SANDBOXER_FUZZ_CASES` cases per operation.
 const FUZZ_ROUNDS: u32 = 8;
 
@@ -1016,6 +1041,13 @@ fn a_fuzz_of_every_operation_in_the_openapi_document_never_gets_a_5xx() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
     let seen: std::cell::RefCell<BTreeMap<String, BTreeSet<u16>>> = Default::default();
+    let validators = response_validators(&doc);
+    // The validators hold the document's schemas: a record without its
+    // fields and an error without its code are refused.
+    assert!(!validators[&("getSandbox".to_string(), 200)].is_valid(&json!({"id": 1})));
+    assert!(!validators[&("getSandbox".to_string(), 404)].is_valid(&json!({"message": "x"})));
+    let live = s.post("/v1/sandboxes", &adm, json!({})).expect(201);
+    assert!(validators[&("getSandbox".to_string(), 200)].is_valid(&live));
     for (id, method, path) in operations(&doc) {
         let op = doc["paths"][&path][&method].clone();
         let documented: BTreeSet<u16> = op["responses"]
@@ -1080,6 +1112,15 @@ fn a_fuzz_of_every_operation_in_the_openapi_document_never_gets_a_5xx() {
                 let body = resp.text().unwrap_or_default();
                 let v: Value = serde_json::from_str(&body)
                     .map_err(|_| TestCaseError::fail(format!("{status} not JSON: {body}")))?;
+                // The body is what the document says this status carries.
+                if let Some(check) = validators.get(&(id.clone(), status)) {
+                    let errors: Vec<String> =
+                        check.iter_errors(&v).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+                    prop_assert!(
+                        errors.is_empty(),
+                        "{method} {url}: the {status} body does not match the document: {errors:?}\n{body}"
+                    );
+                }
                 let code = v["code"].as_str().unwrap_or("");
                 prop_assert!(
                     status < 500
