@@ -23,6 +23,7 @@
 //! [`Tx`]: sandboxer_core::store::db::Tx
 
 mod pg;
+mod rows;
 pub mod schema;
 mod sqlite;
 

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use sandboxer_core::model::{Actor, Sandbox};
@@ -27,6 +27,7 @@ use sandboxer_core::store::IdempotencyEntry;
 use sandboxer_core::uploads::UploadRecord;
 use sandboxer_core::{Error, ErrorKind, Result};
 
+use crate::rows::*;
 use crate::schema::{self, LATEST, META_TABLE};
 
 /// The advisory lock every write transaction holds (an arbitrary key
@@ -167,7 +168,8 @@ impl PgDb {
                 ))
                 .with_hint("use the sandboxer release that wrote it (or a newer one)"));
         }
-        for (v, sql) in schema::POSTGRES.iter().filter(|(v, _)| *v > version) {
+        for (v, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > version) {
+            let sql = schema::sql_for(sql, schema::Backend::Postgres);
             let mut tx = c.transaction().map_err(|e| self.err("migrating", e))?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
                 .map_err(|e| self.err("migrating", e))?;
@@ -186,7 +188,7 @@ impl PgDb {
             if now.and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) >= *v {
                 continue;
             }
-            tx.batch_execute(sql)
+            tx.batch_execute(&sql)
                 .map_err(|e| self.err(&format!("migrating to schema {v}"), e))?;
             tx.execute(
                 &format!(
@@ -285,43 +287,9 @@ struct PgTx<'a> {
     url: &'a str,
 }
 
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| Error::new(ErrorKind::StoreCorrupt, format!("a stored time `{s}`: {e}")))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::internal(format!("serializing a row: {e}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| {
-        Error::new(
-            ErrorKind::StoreCorrupt,
-            format!("a stored {what} does not parse: {e}"),
-        )
-    })
-}
-
-fn actor(s: &str) -> Result<Actor> {
-    s.parse().map_err(|e: Error| {
-        Error::new(
-            ErrorKind::StoreCorrupt,
-            format!("a stored actor: {}", e.message()),
-        )
-    })
-}
-
 fn unique(e: &postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
-
-const STATE_ENDED: &str = "('destroyed', 'failed')";
 
 impl PgTx<'_> {
     fn err(&self, what: &str, e: postgres::Error) -> Error {

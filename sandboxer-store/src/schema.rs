@@ -7,11 +7,42 @@
 /// The schema version this build writes.
 pub const LATEST: u32 = 1;
 
-/// The SQLite migrations: (version, SQL), in order.
-pub const SQLITE: &[(u32, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+/// The migrations: (version, SQL for both backends), in order. Each is
+/// written once; [`sql_for`] fills in the one thing the dialects spell
+/// differently.
+pub const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
 
-/// The PostgreSQL migrations, the same versions as [`SQLITE`].
-pub const POSTGRES: &[(u32, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+/// The database a migration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A migration's SQL for `backend`.
+pub fn sql_for(sql: &str, backend: Backend) -> String {
+    let serial = match backend {
+        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+    };
+    sql.replace("@SERIAL@", serial)
+}
 
 /// The table that marks a sandboxer database and holds its version.
 pub const META_TABLE: &str = "sandboxer_meta";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_dialect_gets_its_sequence_and_nothing_is_left_unfilled() {
+        for (_, sql) in MIGRATIONS {
+            let lite = sql_for(sql, Backend::Sqlite);
+            let pg = sql_for(sql, Backend::Postgres);
+            assert!(!lite.contains('@') && !pg.contains('@'));
+            assert!(lite.contains("AUTOINCREMENT") && !pg.contains("AUTOINCREMENT"));
+            assert!(pg.contains("BIGSERIAL"));
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use sandboxer_core::model::{Actor, Sandbox};
 use sandboxer_core::store::db::{
@@ -17,6 +17,7 @@ use sandboxer_core::store::IdempotencyEntry;
 use sandboxer_core::uploads::UploadRecord;
 use sandboxer_core::{Error, ErrorKind, Result};
 
+use crate::rows::*;
 use crate::schema::{self, LATEST, META_TABLE};
 
 /// How long a writer waits for another process's transaction.
@@ -112,7 +113,8 @@ impl SqliteDb {
             .map_err(|e| self.error("opening", e))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.error("opening", e))?;
-        for (v, sql) in schema::SQLITE.iter().filter(|(v, _)| *v > version) {
+        for (v, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > version) {
+            let sql = schema::sql_for(sql, schema::Backend::Sqlite);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| self.error("migrating", e))?;
@@ -286,39 +288,6 @@ struct SqliteTx<'a> {
     path: &'a Path,
 }
 
-/// A time as stored: RFC 3339, UTC, milliseconds (sorts as it reads).
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| Error::new(ErrorKind::StoreCorrupt, format!("a stored time `{s}`: {e}")))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::internal(format!("serializing a row: {e}")))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| {
-        Error::new(
-            ErrorKind::StoreCorrupt,
-            format!("a stored {what} does not parse: {e}"),
-        )
-    })
-}
-
-fn actor(s: &str) -> Result<Actor> {
-    s.parse().map_err(|e: Error| {
-        Error::new(
-            ErrorKind::StoreCorrupt,
-            format!("a stored actor: {}", e.message()),
-        )
-    })
-}
-
 impl SqliteTx<'_> {
     fn err(&self, what: &str, e: rusqlite::Error) -> Error {
         map_error(self.path, what, e)
@@ -328,8 +297,6 @@ impl SqliteTx<'_> {
         e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
     }
 }
-
-const STATE_ENDED: &str = "('destroyed', 'failed')";
 
 impl Tx for SqliteTx<'_> {
     fn sandbox(&mut self, id: &str) -> Result<Option<Sandbox>> {

@@ -1,9 +1,11 @@
--- sandboxer's state, schema version 1.
+-- sandboxer's state, schema version 1, for both backends: the one word
+-- the dialects spell differently, an ever-growing integer key, is filled in
+-- by schema::sql_for.
 -- Times are RFC 3339 UTC text with milliseconds (`2026-12-05T04:33:22.123Z`),
 -- which sorts as the time it names.
 
 CREATE TABLE sandboxes (
-    seq         BIGSERIAL PRIMARY KEY,
+    seq         @SERIAL@,
     id          TEXT NOT NULL UNIQUE,
     state       TEXT NOT NULL,
     actor       TEXT NOT NULL,
@@ -32,7 +34,7 @@ CREATE TABLE idempotency (
 );
 
 CREATE TABLE outbox (
-    seq           BIGSERIAL PRIMARY KEY,
+    seq           @SERIAL@,
     sandbox_id    TEXT NOT NULL,
     event         TEXT NOT NULL,
     leased_until  TEXT,
@@ -54,7 +56,7 @@ CREATE TABLE tokens (
 );
 
 CREATE TABLE ledger_entries (
-    seq         BIGSERIAL PRIMARY KEY,
+    seq         @SERIAL@,
     id          TEXT NOT NULL UNIQUE,
     kind        TEXT NOT NULL,
     actor       TEXT,
