@@ -15,7 +15,8 @@
 //! - [`deliver_inline`] is the one short pass a CLI command makes after its
 //!   own commits: it delays the command by at most its budget, and by
 //!   nothing while the hub backs off.
-//! - [`status`] says what waits; [`stub_hub::StubHub`] is a stand-in hub.
+//! - [`status`] says what waits; `stub_hub::StubHub` (crate feature `stub`,
+//!   with the `sandboxer-hub-stub` binary) is a stand-in hub.
 //!
 //! The contract with the hub is `docs/integrations/state-hub.md`.
 //!
@@ -55,6 +56,7 @@ use sandboxer_core::{Error, Result};
 pub mod outbox;
 mod relay;
 mod status;
+#[cfg(feature = "stub")]
 pub mod stub_hub;
 
 pub use relay::{FlushReport, Relay, RelayOptions, RelayWaker};

@@ -18,6 +18,40 @@
 //! [`StubState::spawn_reaper`] removes it at that moment, and every request
 //! also drops expired sandboxes first, so answers are exact even between
 //! two runs of the task.
+//!
+//! The stub and the extension in one program:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sandboxer_core::extension::Extension;
+//! use sandboxer_ext_saas_stub::server::{Server, StubConfig};
+//! use sandboxer_ext_saas_stub::{ApiKey, SaasConfig, SaasStubExtension};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let server = Server::bind("127.0.0.1:0".parse().unwrap(), StubConfig::new(ApiKey::new("dev")))
+//!     .await
+//!     .unwrap();
+//! let addr = server.local_addr().unwrap();
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let running = tokio::spawn(server.run(async move { stopped.await.ok(); }));
+//!
+//! let ext = SaasStubExtension::new(SaasConfig {
+//!     base_url: format!("http://{addr}"),
+//!     api_key: Some(ApiKey::new("dev")),
+//!     ..SaasConfig::default()
+//! })
+//! .unwrap();
+//! assert_eq!(ext.id(), "ext.saas-stub");
+//! assert!(format!("{ext:?}").contains("[redacted]"));
+//!
+//! // list_resources ignores the transport: the provider is not a host.
+//! let transport = Arc::new(sandboxer_transport::LocalTransport::new(std::env::temp_dir()));
+//! assert!(ext.list_resources(transport).await.unwrap().is_empty());
+//!
+//! stop.send(()).unwrap();
+//! running.await.unwrap().unwrap();
+//! # });
+//! ```
 
 use std::collections::BTreeMap;
 use std::future::Future;
