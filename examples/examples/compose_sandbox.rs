@@ -28,16 +28,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use sandboxer_core::extension::Registry;
 use sandboxer_core::hosts::Hosts;
 use sandboxer_core::lifecycle::EndReason;
-use sandboxer_core::manager::{CreateRequest, Manager};
+use sandboxer_core::manager::CreateRequest;
 use sandboxer_core::model::{Actor, ActorKind};
-use sandboxer_core::profile::Catalog;
 use sandboxer_core::routing::Constraints;
-use sandboxer_core::store::JsonFileStore;
 use sandboxer_ext_compose_ssh::ComposeSshExtension;
-use sandboxer_transport::DefaultConnector;
+use sandboxer_stack::StackBuilder;
 
 struct Args {
     host: Option<String>,
@@ -116,18 +113,10 @@ async fn main() -> anyhow::Result<()> {
         profile(&host, &spec.address),
     )?;
 
-    let mut registry = Registry::new();
-    registry.register(Arc::new(ComposeSshExtension::new()));
-    let manager = Manager::new(
-        Arc::new(JsonFileStore::in_data_dir(&data)),
-        Catalog::load(&config)?,
-        hosts,
-        registry,
-        Arc::new(DefaultConnector::with_config_dir(
-            data.clone(),
-            config.clone(),
-        )),
-    );
+    let manager = StackBuilder::new(&data, &config)
+        .with_extension(Arc::new(ComposeSshExtension::new()))
+        .build()?
+        .manager;
 
     println!(
         "creating profile.compose-e2e on {host} ({}) from {}",

@@ -17,16 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use sandboxer_core::extension::Registry;
-use sandboxer_core::hosts::Hosts;
 use sandboxer_core::lifecycle::EndReason;
-use sandboxer_core::manager::{CreateRequest, Manager};
-use sandboxer_core::profile::Catalog;
-use sandboxer_core::store::{JsonFileStore, Store};
-use sandboxer_core::transport::Connector;
+use sandboxer_core::manager::CreateRequest;
 use sandboxer_ext_vm_packer::ssh::{login_attempt, SshAuth, SshLogin};
 use sandboxer_ext_vm_packer::VmPackerExtension;
-use sandboxer_transport::DefaultConnector;
+use sandboxer_stack::StackBuilder;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -82,20 +77,10 @@ ssh_key = "{key}"
         ),
     )?;
 
-    let mut registry = Registry::new();
-    registry.register(Arc::new(VmPackerExtension::new()));
-    let store: Arc<dyn Store> = Arc::new(JsonFileStore::in_data_dir(&data));
-    let connector: Arc<dyn Connector> = Arc::new(DefaultConnector::with_config_dir(
-        data.clone(),
-        config.clone(),
-    ));
-    let manager = Manager::new(
-        store,
-        Catalog::load(&config)?,
-        Hosts::local_only(),
-        registry,
-        connector,
-    );
+    let manager = StackBuilder::new(&data, &config)
+        .with_extension(Arc::new(VmPackerExtension::new()))
+        .build()?
+        .manager;
 
     let started = Instant::now();
     let sbx = manager

@@ -12,16 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use sandboxer_core::extension::{Extension, Registry};
-use sandboxer_core::hosts::Hosts;
 use sandboxer_core::lifecycle::EndReason;
 use sandboxer_core::manager::{CreateRequest, ListFilter, Manager};
 use sandboxer_core::model::{Actor, ActorKind};
-use sandboxer_core::profile::Catalog;
 use sandboxer_core::routing::Constraints;
-use sandboxer_core::store::{JsonFileStore, Store};
+use sandboxer_core::store::Store;
 use sandboxer_core::{Error, Result};
-use sandboxer_credits::{EntryFilter, FileLedger, Metered};
+use sandboxer_credits::{EntryFilter, FileLedger};
 
 pub mod args;
 pub mod events_cmd;
@@ -127,82 +124,31 @@ impl Env {
         }
     }
 
-    pub fn store(&self) -> Arc<dyn Store> {
-        Arc::new(JsonFileStore::in_data_dir(&self.data_dir))
+    /// The stack of this environment (`lenient`: a broken user profile or
+    /// hosts file is a warning, for commands that only read or end
+    /// sandboxes).
+    fn stack(&self, lenient: bool) -> sandboxer_stack::StackBuilder {
+        let exe = std::env::current_exe().ok();
+        sandboxer_stack::StackBuilder::new(&self.data_dir, &self.config_dir)
+            .with_builtin_extensions(exe)
+            .lenient(lenient)
+            .with_events(std::env::var_os("SANDBOXER_STATE_HUB_URL").is_some_and(|v| !v.is_empty()))
     }
 
-    /// The catalog; `strict` fails on a broken user profile, otherwise the
-    /// built-ins stand in with a warning (so list/get/destroy keep working).
-    fn catalog(&self, strict: bool) -> Result<Catalog> {
-        match Catalog::load(&self.config_dir) {
-            Ok(c) => Ok(c),
-            Err(e) if !strict => {
-                tracing::warn!("user profiles ignored: {e}");
-                Ok(Catalog::builtin())
-            }
-            Err(e) => Err(e),
-        }
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.stack(true).store()
     }
 
     pub fn ledger(&self) -> Result<Arc<FileLedger>> {
         Ok(Arc::new(FileLedger::open(&self.data_dir)?))
     }
 
-    /// Every extension of this build, each wrapped in the metering layer.
-    fn registry(&self, ledger: &Arc<FileLedger>) -> Result<Registry> {
-        let exe = std::env::current_exe()
-            .map_err(|e| Error::io("finding the sandboxer binary to deploy", e))?;
-        let backends: Vec<Arc<dyn Extension>> = vec![
-            Arc::new(sandboxer_telemetry::CanaryExtension::new(exe)),
-            Arc::new(sandboxer_ext_compose_ssh::ComposeSshExtension::new()),
-            Arc::new(sandboxer_ext_saas_stub::SaasStubExtension::from_env()?),
-            Arc::new(sandboxer_ext_vm_packer::VmPackerExtension::new()),
-        ];
-        let mut r = Registry::new();
-        for ext in backends {
-            r.register(Arc::new(Metered::new(ext, ledger.clone())));
-        }
-        Ok(r)
-    }
-
     /// The manager for this environment (`strict_catalog`: fail on a broken
-    /// user profile instead of falling back to the built-ins).
+    /// user profile or hosts file instead of falling back to the built-ins
+    /// and `local`: the commands that place sandboxes).
     pub fn manager(&self, strict_catalog: bool) -> Result<Manager> {
-        // A hosts file that does not parse stops the commands that place
-        // sandboxes (strict); the others warn and know `local` only, so a
-        // typo in one host entry does not lock the user out of `list`.
-        let hosts = if strict_catalog {
-            Hosts::load(&self.config_dir)?
-        } else {
-            let (hosts, err) = Hosts::load_lenient(&self.config_dir);
-            if let Some(e) = err {
-                tracing::warn!("only the local host is usable: {e}");
-            }
-            hosts
-        };
-        let ledger = self.ledger()?;
-        let m = Manager::new(
-            self.store(),
-            self.catalog(strict_catalog)?,
-            hosts,
-            self.registry(&ledger)?,
-            Arc::new(sandboxer_transport::DefaultConnector::with_config_dir(
-                self.data_dir.clone(),
-                self.config_dir.clone(),
-            )),
-        )
-        .with_billing(ledger.clone())
-        .with_uploads_dir(self.data_dir.join(sandboxer_core::uploads::UPLOADS_DIR))
-        .with_events(std::env::var_os("SANDBOXER_STATE_HUB_URL").is_some_and(|v| !v.is_empty()));
-        reconcile(&m, &ledger)?;
-        Ok(m)
+        Ok(self.stack(!strict_catalog).build()?.manager)
     }
-}
-
-/// After a crash between the ledger and the store, resolve the holds whose
-/// sandboxes ended (or were never recorded).
-fn reconcile(m: &Manager, ledger: &FileLedger) -> Result<()> {
-    ledger.reconcile_with_store(m.store().as_ref()).map(|_| ())
 }
 
 pub(crate) fn parse_actor(given: Option<&str>) -> Result<Actor> {
