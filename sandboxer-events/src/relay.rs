@@ -141,10 +141,7 @@ impl FlushReport {
         self.failed += pass.failed;
         self.remaining = pass.remaining;
         self.backing_off_until = pass.backing_off_until;
-        // Running out of time is not news when an earlier pass said why
-        // the hub did not take the events (a refused connection, a 503).
-        let only_out_of_time = pass.last_error.as_deref() == Some(NO_TIME_LEFT);
-        if pass.last_error.is_some() && !(only_out_of_time && self.last_error.is_some()) {
+        if pass.last_error.is_some() {
             self.last_error = pass.last_error;
         }
     }
@@ -386,7 +383,12 @@ impl Relay {
             } else {
                 self.options.probe_timeout
             };
-            let sent = post(&http, &self.endpoint, &probe, timeout, deadline).await;
+            // No time left for the probe: nothing is sent, and the claimed
+            // events go back as they were.
+            let Some(timeout) = time_left(timeout, deadline) else {
+                return self.commit(outcomes, claimed, report).await;
+            };
+            let sent = post(&http, &self.endpoint, &probe, timeout).await;
             let ok = matches!(sent, Sent::Delivered);
             outcomes.push(Outcome {
                 event_id: probe.event_id,
@@ -484,10 +486,15 @@ impl Relay {
                 let _slot = slots.acquire_owned().await;
                 let mut out = Vec::new();
                 for ev in chain {
-                    if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                    if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let sent = post(&http, &endpoint, &ev, timeout, deadline).await;
+                    // Out of time: this event and the rest of its chain wait
+                    // for the next pass, untried (not counted as attempts).
+                    let Some(timeout) = time_left(timeout, deadline) else {
+                        break;
+                    };
+                    let sent = post(&http, &endpoint, &ev, timeout).await;
                     let failed = match &sent {
                         Sent::Delivered => false,
                         Sent::Failed { kind, .. } => {
@@ -535,17 +542,13 @@ impl Relay {
             .filter(|o| matches!(o.sent, Sent::Delivered))
             .count();
         report.failed = report.attempted - report.delivered;
-        // The latest failure that says why; "no time left" only when no
-        // attempt said more.
-        let failures = || {
-            outcomes.iter().rev().filter_map(|o| match &o.sent {
+        report.last_error = outcomes
+            .iter()
+            .rev()
+            .find_map(|o| match &o.sent {
                 Sent::Failed { error, .. } => Some(error.clone()),
                 Sent::Delivered => None,
             })
-        };
-        report.last_error = failures()
-            .find(|e| e != NO_TIME_LEFT)
-            .or_else(|| failures().next())
             .or(report.last_error);
         if outcomes.is_empty() && claimed.is_empty() {
             return Ok(report);
@@ -661,26 +664,25 @@ fn apply_outcomes(doc: &mut StoreDoc, outcomes: &[Outcome], claimed: &[String], 
     }
 }
 
-/// The failure of an attempt the budget left no time for.
-const NO_TIME_LEFT: &str = "no time left to send it";
+/// What a request may take: `timeout`, cut to what is left before
+/// `deadline`; `None` when nothing is (then nothing is sent, and nothing
+/// is recorded as an attempt).
+fn time_left(timeout: Duration, deadline: Instant) -> Option<Duration> {
+    Some(timeout.min(deadline.saturating_duration_since(Instant::now()))).filter(|t| !t.is_zero())
+}
 
-/// One POST of one event, bounded by `timeout` and `deadline`.
+/// One POST of one event, bounded by `timeout` (not zero).
 async fn post(
     http: &reqwest::Client,
     endpoint: &reqwest::Url,
     ev: &LifecycleEvent,
     timeout: Duration,
-    deadline: Instant,
 ) -> Sent {
-    let timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
     let unavailable = |error: String| Sent::Failed {
         kind: FailureKind::Unavailable,
         error,
         retry_after: None,
     };
-    if timeout.is_zero() {
-        return unavailable(NO_TIME_LEFT.into());
-    }
     let request = http
         .post(endpoint.clone())
         .header("Idempotency-Key", &ev.event_id)
@@ -772,23 +774,14 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 mod tests {
 
     #[test]
-    fn running_out_of_time_does_not_hide_why_the_hub_refused() {
-        let pass = |e: &str| FlushReport {
-            last_error: Some(e.to_string()),
-            ..FlushReport::default()
-        };
-        let mut total = FlushReport::default();
-        total.add(pass("cannot connect to the hub: Connection refused"));
-        total.add(pass(NO_TIME_LEFT));
-        assert_eq!(
-            total.last_error.as_deref(),
-            Some("cannot connect to the hub: Connection refused")
-        );
-        let mut only = FlushReport::default();
-        only.add(pass(NO_TIME_LEFT));
-        assert_eq!(only.last_error.as_deref(), Some(NO_TIME_LEFT));
-        total.add(pass("the hub answered 503"));
-        assert_eq!(total.last_error.as_deref(), Some("the hub answered 503"));
+    fn a_request_gets_the_time_left_and_none_when_there_is_none() {
+        let now = Instant::now();
+        let ten = Duration::from_secs(10);
+        assert_eq!(time_left(ten, now + Duration::from_secs(60)), Some(ten));
+        let cut = time_left(ten, now + Duration::from_secs(3)).unwrap();
+        assert!(cut <= Duration::from_secs(3) && cut > Duration::from_secs(2));
+        assert_eq!(time_left(ten, now), None);
+        assert_eq!(time_left(Duration::ZERO, now + ten), None);
     }
 
     use super::*;
