@@ -27,7 +27,7 @@
 //! let data = std::path::Path::new("/var/lib/sandboxer");
 //! let state = sandboxer_api::ApiState::new(
 //!     manager(),
-//!     Arc::new(sandboxer_credits::FileLedger::open(data)?),
+//!     Arc::new(sandboxer_credits::DbLedger::open(data)?),
 //!     sandboxer_api::tokens::TokenStore::in_config_dir(std::path::Path::new("/etc/sandboxer")),
 //! );
 //! // Embed the routes in another axum app ...
@@ -56,7 +56,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use sandboxer_core::manager::Manager;
-use sandboxer_credits::FileLedger;
+use sandboxer_credits::DbLedger;
 
 pub mod conn;
 pub mod error;
@@ -83,7 +83,7 @@ pub use tokens::TokenStore;
 pub struct ApiState {
     pub manager: Manager,
     /// The credits ledger (the same file the manager's metering layer uses).
-    pub ledger: Arc<FileLedger>,
+    pub ledger: Arc<DbLedger>,
     pub tokens: TokenStore,
     /// A placement host forced for every create and explain that names none
     /// (the server's `SANDBOXER_HOST`, as the CLI's `--host` default).
@@ -103,7 +103,7 @@ struct Detached {
 impl fmt::Debug for ApiState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiState")
-            .field("ledger", &self.ledger.path())
+            .field("ledger", &self.ledger)
             .field("tokens", &self.tokens.path())
             .field("default_host", &self.default_host)
             .field("repos", &self.repos)
@@ -112,7 +112,7 @@ impl fmt::Debug for ApiState {
 }
 
 impl ApiState {
-    pub fn new(manager: Manager, ledger: Arc<FileLedger>, tokens: TokenStore) -> Self {
+    pub fn new(manager: Manager, ledger: Arc<DbLedger>, tokens: TokenStore) -> Self {
         ApiState {
             manager,
             ledger,

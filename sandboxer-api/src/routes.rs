@@ -13,11 +13,11 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Json;
 use sandboxer_core::credits::Micros;
 use sandboxer_core::lifecycle::{EndReason, State as LifeState};
-use sandboxer_core::manager::{CreateRequest, ListFilter, Manager, Started};
+use sandboxer_core::manager::{CreateRequest, ListFilter, Started};
 use sandboxer_core::model::{Actor, Sandbox};
 use sandboxer_core::routing::Constraints;
 use sandboxer_core::{Error, ErrorKind};
-use sandboxer_credits::{EntryFilter, FileLedger};
+use sandboxer_credits::EntryFilter;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -94,12 +94,6 @@ where
     T: Send + 'static,
 {
     run_blocking(f).await.map_err(ApiError::from)
-}
-
-/// After a crash between the ledger and the store, resolve the holds whose
-/// sandboxes ended (or were never recorded).
-pub(crate) fn reconcile(m: &Manager, ledger: &FileLedger) -> sandboxer_core::Result<()> {
-    ledger.reconcile_with_store(m.store().as_ref()).map(|_| ())
 }
 
 fn record_response(status: StatusCode, s: &Sandbox) -> Response {
@@ -479,13 +473,9 @@ async fn credits_balance(
 ) -> Result<Response, ApiError> {
     let p = Params::parse("creditsBalance", q.as_deref())?;
     let actor = credits_actor(&caller, p.one("actor")?)?;
-    let (m, ledger) = (st.manager.clone(), st.ledger.clone());
+    let ledger = st.ledger.clone();
     let who = actor.clone();
-    let acct = offload(move || async move {
-        reconcile(&m, &ledger)?;
-        ledger.balance(&who)
-    })
-    .await?;
+    let acct = offload(move || async move { ledger.balance(&who) }).await?;
     Ok(Json(json!({"actor": actor.to_string(), "account": acct})).into_response())
 }
 
@@ -584,12 +574,8 @@ async fn credits_ledger(
         actor,
         sandbox_id: p.one("sandbox")?,
     };
-    let (m, ledger) = (st.manager.clone(), st.ledger.clone());
-    let entries = offload(move || async move {
-        reconcile(&m, &ledger)?;
-        ledger.entries(&filter)
-    })
-    .await?;
+    let ledger = st.ledger.clone();
+    let entries = offload(move || async move { ledger.entries(&filter) }).await?;
     Ok(Json(serde_json::to_value(entries).expect("json")).into_response())
 }
 
@@ -600,23 +586,15 @@ async fn credits_usage(
 ) -> Result<Response, ApiError> {
     let p = Params::parse("creditsUsage", q.as_deref())?;
     let actor = credits_actor(&caller, p.one("actor")?)?;
-    let (m, ledger) = (st.manager.clone(), st.ledger.clone());
+    let ledger = st.ledger.clone();
     let who = actor.clone();
-    let rows = offload(move || async move {
-        reconcile(&m, &ledger)?;
-        ledger.usage(&who)
-    })
-    .await?;
+    let rows = offload(move || async move { ledger.usage(&who) }).await?;
     Ok(Json(json!({"actor": actor.to_string(), "usage": rows})).into_response())
 }
 
 async fn credits_check(State(st): State<ApiState>, _admin: Admin) -> Result<Response, ApiError> {
-    let (m, ledger) = (st.manager.clone(), st.ledger.clone());
-    let report = offload(move || async move {
-        reconcile(&m, &ledger)?;
-        ledger.check()
-    })
-    .await?;
+    let ledger = st.ledger.clone();
+    let report = offload(move || async move { ledger.check() }).await?;
     let mut v = serde_json::to_value(&report).expect("json");
     v["ok"] = json!(report.is_ok());
     Ok(Json(v).into_response())

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::routes::{reconcile, run_blocking};
+use crate::routes::run_blocking;
 use crate::{router, ApiState};
 
 /// Tells background tasks that the server is stopping.
@@ -285,14 +285,9 @@ pub fn reaper_task(state: ApiState, cfg: ReaperConfig) -> BackgroundTask {
                 _ = shutdown.wait() => break,
                 _ = tick.tick() => {}
             }
-            let (m, ledger) = (state.manager.clone(), state.ledger.clone());
+            let m = state.manager.clone();
             let grace = cfg.grace;
-            let r = run_blocking(move || async move {
-                let report = m.reap_stale(grace, false).await?;
-                reconcile(&m, &ledger)?;
-                Ok(report)
-            })
-            .await;
+            let r = run_blocking(move || async move { m.reap_stale(grace, false).await }).await;
             match r {
                 Ok(report) => {
                     for r in &report.reaped {

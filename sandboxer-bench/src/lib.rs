@@ -29,7 +29,6 @@
 
 pub mod foundation;
 pub mod machine;
-pub mod probe;
 pub mod records;
 pub mod report;
 pub mod run;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sandboxer_bench::{foundation, probe, report, Outcome};
+use sandboxer_bench::{foundation, report, Outcome};
 
 #[derive(Parser)]
 #[command(
@@ -19,8 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Canary create/destroy on local against `docker run --rm`; `list
-    /// --json` and a create's store commit at 1,000 to 10,000 records.
+    /// Canary create/destroy on local against `docker run --rm`; create,
+    /// get and list with 0 to 1,000,000 stored records.
     Foundation {
         /// Write the section into this file (replacing only that section);
         /// without it the section is printed.
@@ -31,10 +31,10 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         runs: usize,
         /// Samples of each store measure per record count.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 20)]
         store_samples: usize,
         /// Record counts of the store part.
-        #[arg(long, value_delimiter = ',', default_value = "1000,3000,10000")]
+        #[arg(long, value_delimiter = ',', default_value = "0,100000,1000000")]
         sizes: Vec<u64>,
         /// The `sandboxer` binary (default: beside this one).
         #[arg(long)]
@@ -49,24 +49,15 @@ enum Cmd {
         #[arg(long)]
         skip_store: bool,
     },
-    /// Probe: one create's store commit in this new process.
-    #[command(hide = true)]
-    StoreCommit { data_dir: PathBuf },
-    /// Probe: the same commit with plain serde_json on FILE.
-    #[command(hide = true)]
-    NaiveCommit { file: PathBuf },
-    /// Probe: a fresh load, then what `list --json` does with the records.
-    #[command(hide = true)]
-    StoreLoad { data_dir: PathBuf },
-    /// Probe: one create's store commit that checkpoints.
-    #[command(hide = true)]
-    StoreCheckpoint { data_dir: PathBuf },
-    /// Fill the journal of the store in DATA_DIR to FRACTION of its room.
-    #[command(hide = true)]
-    FillJournal { data_dir: PathBuf, fraction: f64 },
     /// Write a store of N realistic records into DATA_DIR.
     #[command(hide = true)]
-    MakeStore { data_dir: PathBuf, records: u64 },
+    MakeStore {
+        data_dir: PathBuf,
+        records: u64,
+        /// Ready records among them.
+        #[arg(long, default_value_t = 0)]
+        live: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,23 +70,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_json(v: serde_json::Value) -> ExitCode {
-    println!("{v}");
-    ExitCode::SUCCESS
-}
-
 fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::StoreCommit { data_dir } => Ok(print_json(probe::store_commit(&data_dir)?)),
-        Cmd::NaiveCommit { file } => Ok(print_json(probe::naive_commit(&file)?)),
-        Cmd::StoreLoad { data_dir } => Ok(print_json(probe::store_load(&data_dir)?)),
-        Cmd::StoreCheckpoint { data_dir } => Ok(print_json(probe::store_checkpoint(&data_dir)?)),
-        Cmd::FillJournal { data_dir, fraction } => {
-            Ok(print_json(probe::fill_journal(&data_dir, fraction)?))
-        }
-        Cmd::MakeStore { data_dir, records } => {
-            sandboxer_bench::records::write_store(&data_dir, records)?;
+        Cmd::MakeStore {
+            data_dir,
+            records,
+            live,
+        } => {
+            sandboxer_bench::records::write_store(&data_dir, records, live)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Foundation {
@@ -124,7 +107,6 @@ fn run() -> Result<ExitCode> {
                 store_samples,
                 sizes,
                 sandboxer,
-                bench,
                 image,
                 ci: std::env::var_os("CI").is_some_and(|v| !v.is_empty()),
                 skip_canary,

@@ -11,7 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 use sandboxer_core::credits::Micros;
 use sandboxer_core::lifecycle::{EndReason, Event};
 use sandboxer_core::model::{Actor, Candidate, NewSandbox, Reachability, RouteTrace, Sandbox};
-use sandboxer_core::store::{IdempotencyEntry, JsonFileStore, Store, StoreDoc};
+use sandboxer_core::store::db::{transact, Db};
+use sandboxer_core::store::IdempotencyEntry;
 
 const ACTORS: [&str; 4] = [
     "adm:operator",
@@ -135,43 +136,71 @@ pub fn canary_record(i: u64, data_dir: &str, created_at: DateTime<Utc>) -> Resul
     Ok(s)
 }
 
-/// A store document of `n` records, oldest first, the newest created about
-/// now, with the idempotency entries of the records that carried a key.
-pub fn store_doc(n: u64, data_dir: &str) -> Result<StoreDoc> {
-    let now = sandboxer_core::model::now();
-    let mut doc = StoreDoc::default();
-    for i in 0..n {
-        let created = now - Duration::minutes(((n - i) * 7) as i64);
-        let s = canary_record(i, data_dir, created)?;
-        if let Some(key) = &s.idempotency_key {
-            doc.idempotency.insert(
-                key.clone(),
-                IdempotencyEntry {
-                    request_hash: format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-                    sandbox_id: s.id.clone(),
-                },
-            );
-        }
-        doc.sandboxes.push(s)?;
-    }
-    Ok(doc)
+/// Record `i` of `n`, created `(n - i) * 7` minutes before `now`, and its
+/// idempotency key's entry when it carried one.
+pub fn history_record(
+    i: u64,
+    n: u64,
+    data_dir: &str,
+    now: DateTime<Utc>,
+) -> Result<(Sandbox, Option<IdempotencyEntry>)> {
+    let created = now - Duration::minutes(((n - i) * 7) as i64);
+    let s = canary_record(i, data_dir, created)?;
+    let key = s.idempotency_key.as_ref().map(|_| IdempotencyEntry {
+        request_hash: format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        sandbox_id: s.id.clone(),
+    });
+    Ok((s, key))
 }
 
 /// The data dir the records name in their venue paths: a user's default,
 /// so record sizes do not depend on where a benchmark keeps its stores.
 pub const RECORDED_DATA_DIR: &str = "/home/operator/.local/share/sandboxer";
 
-/// Write a store of `n` records into `data_dir` through the store itself
-/// (one `update` that replaces the whole document).
-pub fn write_store(data_dir: &Path, n: u64) -> Result<()> {
-    let doc = store_doc(n, RECORDED_DATA_DIR)?;
-    let store = JsonFileStore::in_data_dir(data_dir);
-    store
-        .update(&mut |d| {
-            *d = doc.clone();
+/// Write a history of `n` ended records into the embedded database of
+/// `data_dir`, then `live` ready ones (their agents are not running: they
+/// stand for sandboxes on other hosts), through the store's own inserts,
+/// in transactions of 10,000.
+pub fn write_store(data_dir: &Path, n: u64, live: u64) -> Result<()> {
+    let db = sandboxer_store::open(None, data_dir)
+        .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+    write_records(db.as_ref(), n, live)
+}
+
+/// [`write_store`] into any database.
+pub fn write_records(db: &dyn Db, n: u64, live: u64) -> Result<()> {
+    let now = sandboxer_core::model::now();
+    let mut i = 0;
+    while i < n {
+        let end = (i + 10_000).min(n);
+        let batch: Vec<(Sandbox, Option<IdempotencyEntry>)> = (i..end)
+            .map(|k| history_record(k, n, RECORDED_DATA_DIR, now))
+            .collect::<Result<_>>()?;
+        transact(db, |tx| {
+            for (s, key) in &batch {
+                tx.insert_sandbox(s)?;
+                if let (Some(k), Some(e)) = (&s.idempotency_key, key) {
+                    tx.put_idempotency(&s.actor, k, e)?;
+                }
+            }
             Ok(())
+        })?;
+        i = end;
+    }
+    let ready: Vec<Sandbox> = (0..live)
+        .map(|k| {
+            let mut s = new_canary(record_id(n + k));
+            s.apply(&Event::Ready, now)?;
+            Ok(s)
         })
-        .with_context(|| format!("writing a store of {n} records in {}", data_dir.display()))
+        .collect::<Result<_>>()?;
+    transact(db, |tx| {
+        for s in &ready {
+            tx.insert_sandbox(s)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -187,13 +216,35 @@ mod tests {
 
     #[test]
     fn records_are_about_a_kilobyte_and_ended() {
-        let doc = store_doc(100, "/home/u/.local/share/sandboxer").unwrap();
-        assert_eq!(doc.sandboxes.len(), 100);
-        assert_eq!(doc.idempotency.len(), 25);
-        for s in doc.sandboxes.all().unwrap() {
+        let now = sandboxer_core::model::now();
+        let mut keys = 0;
+        for i in 0..100 {
+            let (s, key) = history_record(i, 100, "/home/u/.local/share/sandboxer", now).unwrap();
             assert!(!s.is_live(), "{}", s.id);
-            let len = serde_json::to_vec(s).unwrap().len();
+            keys += usize::from(key.is_some());
+            let len = serde_json::to_vec(&s).unwrap().len();
             assert!((900..1500).contains(&len), "{} bytes", len);
         }
+        assert_eq!(keys, 25);
+    }
+
+    #[test]
+    fn a_written_store_lists_its_live_records() {
+        let dir = tempfile::tempdir().unwrap();
+        write_store(dir.path(), 50, 3).unwrap();
+        let db = sandboxer_store::open(None, dir.path()).unwrap();
+        let q = sandboxer_core::store::db::ListQuery {
+            filter: sandboxer_core::manager::ListFilter {
+                live_only: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let page = sandboxer_core::store::db::read(db.as_ref(), |tx| tx.list(&q)).unwrap();
+        assert_eq!(page.records.len(), 3);
+        assert_eq!(
+            sandboxer_core::store::db::read(db.as_ref(), |tx| tx.count()).unwrap(),
+            53
+        );
     }
 }

@@ -10,12 +10,13 @@ const AFTER_HELP: &str = concat!(
     "  sandboxer destroy sbx-abc123\n",
     "\n",
     "Environment:\n",
-    "  SANDBOXER_DATA_DIR     where sandboxes.json lives (default ~/.local/share/sandboxer)\n",
+    "  SANDBOXER_DATA_DIR     where sandboxer.db (the embedded database) lives\n",
+    "                         (default ~/.local/share/sandboxer)\n",
+    "  SANDBOXER_DATABASE_URL a shared PostgreSQL database (postgres://USER@HOST:PORT/DB)\n",
+    "                         instead of the embedded one; the same as --database\n",
     "  SANDBOXER_CONFIG_DIR   hosts.toml, profiles/*.toml (default ~/.config/sandboxer)\n",
     "  SANDBOXER_HOST         force the placement host\n",
     "  SANDBOXER_ACTOR        who is asking (adm:NAME, agt:NAME, atm:NAME; default adm:$USER)\n",
-    "  SANDBOXER_STORE_JOURNAL_FROM  bytes of sandboxes.json from which changes are journaled\n",
-    "                         (default 1048576; see docs/store.md)\n",
     "  NO_COLOR               no colours\n",
     "\n",
 );
@@ -34,6 +35,18 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Keep all state in this PostgreSQL database (postgres://USER@HOST:PORT/DB)
+    /// instead of the embedded SQLite one in the data dir; several `serve`
+    /// replicas can share it.
+    #[arg(
+        long,
+        global = true,
+        env = "SANDBOXER_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -131,6 +144,16 @@ pub enum Command {
     /// State Hub lifecycle events: the outbox and its delivery.
     #[command(subcommand)]
     Events(EventsCmd),
+
+    /// The database that holds all state: check its invariants, copy it to a shared one.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+        sandboxer db check\n  \
+        sandboxer db info --json\n  \
+        sandboxer db copy --to postgres://sandboxer@db.internal:5432/sandboxer"
+    )]
+    Db(DbCmd),
 
     /// Print the shell completion script for bash, zsh, fish, elvish or
     /// powershell (generated from this build's commands and options).
@@ -473,5 +496,24 @@ pub enum EventsCmd {
         /// Give up after this long.
         #[arg(long, default_value = "30s", value_name = "DURATION")]
         timeout: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Check every invariant of the stored state: the credits ledger (balances
+    /// recomputed from the entries, each hold resolved once) and the records
+    /// against it (no ended sandbox with an open hold). Exit 8 when any is broken.
+    Check,
+    /// Where the database is, its schema version and how many rows it holds.
+    Info,
+    /// Copy this database into another one (a shared PostgreSQL), which must
+    /// hold no records yet: every record, key, event, upload, token and ledger
+    /// entry, in one transaction.
+    Copy {
+        /// The database to copy into (postgres://USER@HOST:PORT/DB, or the path
+        /// of a new SQLite file).
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }

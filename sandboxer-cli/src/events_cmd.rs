@@ -1,6 +1,7 @@
 //! `sandboxer events status` and `sandboxer events flush`: the State Hub
 //! outbox and its delivery (the relay is `sandboxer_events`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,12 +15,15 @@ use crate::{exit, out, print_json, Env};
 const MAX_ROWS: usize = 20;
 
 pub async fn run(env: &Env, cmd: EventsCmd, json: bool) -> Result<i32> {
-    let store = env.store();
+    let db = env.db()?;
+    let outbox = |db: &Arc<dyn sandboxer_core::store::db::Db>| {
+        sandboxer_core::store::db::read(db.as_ref(), sandboxer_events::load_outbox)
+    };
     let hub = sandboxer_events::hub_url_from_env();
     match cmd {
         EventsCmd::Status => {
-            let doc = store.load()?;
-            let st = sandboxer_events::status(&doc, hub.as_deref(), Utc::now());
+            let doc = outbox(&db)?;
+            let st = sandboxer_events::status(&doc.outbox, hub.as_deref(), Utc::now());
             if json {
                 print_json(&serde_json::to_value(&st).expect("json"));
             } else {
@@ -31,7 +35,7 @@ pub async fn run(env: &Env, cmd: EventsCmd, json: bool) -> Result<i32> {
             let timeout = sandboxer_core::duration::parse_duration(&timeout)
                 .map_err(|e| Error::invalid_input(format!("--timeout: {e}")))?;
             let Some(url) = hub else {
-                let waiting = store.load()?.outbox.len();
+                let waiting = outbox(&db)?.outbox.len();
                 if waiting > 0 {
                     return Err(Error::invalid_config(format!(
                         "{waiting} event(s) wait in the outbox, but {} is not set",
@@ -41,7 +45,7 @@ pub async fn run(env: &Env, cmd: EventsCmd, json: bool) -> Result<i32> {
                 }
                 return Ok(flushed(None, &FlushReport::default(), timeout, json));
             };
-            let relay = Relay::new(store, &url, RelayOptions::background())?;
+            let relay = Relay::new(db, &url, RelayOptions::background())?;
             let report = relay.flush(timeout).await?;
             Ok(flushed(Some(relay.hub()), &report, timeout, json))
         }

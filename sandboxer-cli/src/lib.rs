@@ -16,11 +16,12 @@ use sandboxer_core::lifecycle::EndReason;
 use sandboxer_core::manager::{CreateRequest, ListFilter, Manager};
 use sandboxer_core::model::{Actor, ActorKind};
 use sandboxer_core::routing::Constraints;
-use sandboxer_core::store::Store;
+use sandboxer_core::store::db::Db;
 use sandboxer_core::{Error, Result};
-use sandboxer_credits::{EntryFilter, FileLedger};
+use sandboxer_credits::{DbLedger, EntryFilter};
 
 pub mod args;
+pub mod db_cmd;
 pub mod events_cmd;
 pub mod exit;
 pub mod render;
@@ -114,14 +115,25 @@ fn color_enabled_stderr() -> bool {
 pub struct Env {
     pub data_dir: PathBuf,
     pub config_dir: PathBuf,
+    /// `--database` / `SANDBOXER_DATABASE_URL`; the embedded one when `None`.
+    pub database: Option<String>,
+    db: std::sync::OnceLock<Arc<dyn Db>>,
 }
 
 impl Env {
-    pub fn from_process() -> Self {
+    /// The folders the environment names, and the database `database`
+    /// names (`--database`, else `SANDBOXER_DATABASE_URL`).
+    pub fn new(database: Option<String>) -> Self {
         Env {
             data_dir: sandboxer_core::paths::data_dir(),
             config_dir: sandboxer_core::paths::config_dir(),
+            database: database.filter(|u| !u.trim().is_empty()),
+            db: std::sync::OnceLock::new(),
         }
+    }
+
+    pub fn from_process() -> Self {
+        Env::new(std::env::var(sandboxer_stack::DATABASE_ENV).ok())
     }
 
     /// The stack of this environment (`lenient`: a broken user profile or
@@ -133,21 +145,32 @@ impl Env {
             .with_builtin_extensions(exe)
             .lenient(lenient)
             .with_events(std::env::var_os("SANDBOXER_STATE_HUB_URL").is_some_and(|v| !v.is_empty()))
+            .with_database(self.database.clone())
     }
 
-    pub fn store(&self) -> Arc<dyn Store> {
-        self.stack(true).store()
+    /// The database, opened once per process (the first open imports the
+    /// files of an older release; see `sandboxer_stack::import`).
+    pub fn db(&self) -> Result<Arc<dyn Db>> {
+        if let Some(db) = self.db.get() {
+            return Ok(db.clone());
+        }
+        let db = self.stack(true).open_db()?;
+        Ok(self.db.get_or_init(|| db).clone())
     }
 
-    pub fn ledger(&self) -> Result<Arc<FileLedger>> {
-        Ok(Arc::new(FileLedger::open(&self.data_dir)?))
+    pub fn ledger(&self) -> Result<Arc<DbLedger>> {
+        Ok(Arc::new(DbLedger::new(self.db()?)))
     }
 
     /// The manager for this environment (`strict_catalog`: fail on a broken
     /// user profile or hosts file instead of falling back to the built-ins
     /// and `local`: the commands that place sandboxes).
     pub fn manager(&self, strict_catalog: bool) -> Result<Manager> {
-        Ok(self.stack(!strict_catalog).build()?.manager)
+        Ok(self
+            .stack(!strict_catalog)
+            .with_database_handle(self.db()?)
+            .build()?
+            .manager)
     }
 }
 
@@ -263,19 +286,17 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         cli.command,
         Command::Events(_) | Command::Serve(_) | Command::Completions { .. } | Command::Man { .. }
     );
-    let r = dispatch_inner(cli).await;
-    if inline {
-        sandboxer_events::deliver_inline(
-            Env::from_process().store(),
-            sandboxer_events::INLINE_BUDGET,
-        )
-        .await;
+    let env = Env::new(cli.database.clone());
+    let r = dispatch_inner(&env, cli).await;
+    if inline && sandboxer_events::hub_url_from_env().is_some() {
+        if let Ok(db) = env.db() {
+            sandboxer_events::deliver_inline(db, sandboxer_events::INLINE_BUDGET).await;
+        }
     }
     r
 }
 
-async fn dispatch_inner(cli: Cli) -> Result<i32> {
-    let env = Env::from_process();
+async fn dispatch_inner(env: &Env, cli: Cli) -> Result<i32> {
     let json = cli.json;
     let color = color_enabled();
     match cli.command {
@@ -482,10 +503,11 @@ async fn dispatch_inner(cli: Cli) -> Result<i32> {
             }
             Ok(exit::code::OK)
         }
-        Command::Credits(cmd) => credits(&env, cmd, json).await,
-        Command::Serve(a) => serve::run(&env, a, json).await,
-        Command::Tokens(cmd) => serve::tokens(&env, cmd, json),
-        Command::Events(cmd) => events_cmd::run(&env, cmd, json).await,
+        Command::Credits(cmd) => credits(env, cmd, json).await,
+        Command::Serve(a) => serve::run(env, a, json).await,
+        Command::Tokens(cmd) => serve::tokens(env, cmd, json),
+        Command::Events(cmd) => events_cmd::run(env, cmd, json).await,
+        Command::Db(cmd) => db_cmd::run(env, cmd, json).await,
         Command::Completions { shell } => {
             let mut cmd = <args::Cli as clap::CommandFactory>::command();
             // Into memory first: the generator panics on a closed pipe.
@@ -588,7 +610,6 @@ fn spawn_finisher(id: &str) -> Result<()> {
 
 async fn credits(env: &Env, cmd: args::CreditsCmd, json: bool) -> Result<i32> {
     use sandboxer_core::credits::Micros;
-    // Building the manager reconciles the ledger with the store first.
     let m = env.manager(false)?;
     let ledger = env.ledger()?;
     match cmd {

@@ -41,10 +41,9 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
     // Tasks that run beside the server until it stops: the State
     // Hub relay, when a hub is configured.
     let mut background: Vec<BackgroundTask> = Vec::new();
-    if let Some(relay) = sandboxer_events::Relay::from_env(
-        env.store(),
-        sandboxer_events::RelayOptions::background(),
-    )? {
+    if let Some(relay) =
+        sandboxer_events::Relay::from_env(env.db()?, sandboxer_events::RelayOptions::background())?
+    {
         background.push(BackgroundTask::new(
             "state-hub relay",
             move |mut s| async move { relay.run(async move { s.wait().await }).await },

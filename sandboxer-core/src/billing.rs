@@ -15,8 +15,9 @@ pub trait Billing: Send + Sync + 'static {
     /// The actor's available balance.
     fn available(&self, actor: &Actor) -> Result<Micros>;
 
-    /// The cost of a metered sandbox so far (`None` for free ones).
-    fn cost_of(&self, sandbox_id: &str) -> Result<Option<Cost>>;
+    /// The cost of a metered sandbox so far (`None` for free ones), read in
+    /// the caller's transaction.
+    fn cost_in(&self, tx: &mut dyn crate::store::db::Tx, sandbox_id: &str) -> Result<Option<Cost>>;
 
     /// Release the sandbox's hold entirely (failed provisioning). No hold is
     /// fine.
@@ -26,4 +27,10 @@ pub trait Billing: Send + Sync + 'static {
     /// `InsufficientCredits` when the balance does not cover it. No hold
     /// (a free sandbox) is fine.
     fn extend(&self, sandbox_id: &str, expires_at: DateTime<Utc>) -> Result<()>;
+
+    /// Resolve the open holds whose sandboxes are no longer live (ended:
+    /// settle; failed or never recorded: void), after a process died
+    /// between a hold and its record. The reaper runs it on every pass.
+    /// Returns how many holds it resolved.
+    fn reconcile(&self) -> Result<usize>;
 }

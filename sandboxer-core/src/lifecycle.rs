@@ -26,6 +26,11 @@ pub enum State {
 }
 
 impl State {
+    /// Destroyed or failed: nothing more happens to it.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Destroyed | State::Failed)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Provisioning => "provisioning",

@@ -3,8 +3,9 @@
 //! transition in the store (through the pure state machine), and calls the
 //! extension through the host transport.
 //!
-//! Every store change is one `Store::update`, so concurrent CLI processes and
-//! the HTTP server can share one store.
+//! Every change is one database transaction (a record's transition with its
+//! outbox event), so concurrent CLI processes, `serve` replicas and the
+//! reaper share one store.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -21,7 +22,8 @@ use crate::lifecycle::{EndReason, Event, State};
 use crate::model::{self, Actor, Candidate, NewSandbox, RouteTrace, Sandbox, Skipped};
 use crate::profile::{Catalog, Profile};
 use crate::routing::{self, Constraints, Decision, ExtensionInfo};
-use crate::store::{update_with, IdempotencyEntry, Store, StoreDoc};
+use crate::store::db::{read, transact, Db, ListQuery, Page, Tx};
+use crate::store::{emit, require, transition, IdempotencyEntry};
 use crate::transport::Connector;
 use crate::{Error, ErrorKind, Result};
 
@@ -69,14 +71,13 @@ pub struct ListFilter {
 }
 
 impl ListFilter {
-    /// Whether a record passes, from its head (no need to parse it; a
-    /// record at hand: [`crate::store::HeadRef::of`]).
-    pub fn matches_head(&self, h: &crate::store::HeadRef<'_>) -> bool {
-        (self.states.is_empty() || self.states.contains(&h.state()))
-            && self.actor.as_ref().is_none_or(|a| h.actor_is(a))
-            && self.profile.as_ref().is_none_or(|p| h.profile() == p)
-            && self.host.as_ref().is_none_or(|x| h.host() == x)
-            && (!self.live_only || !h.is_terminal())
+    /// Whether `s` passes (the database filters the same way in SQL).
+    pub fn matches(&self, s: &Sandbox) -> bool {
+        (self.states.is_empty() || self.states.contains(&s.state()))
+            && self.actor.as_ref().is_none_or(|a| &s.actor == a)
+            && self.profile.as_ref().is_none_or(|p| &s.profile == p)
+            && self.host.as_ref().is_none_or(|x| &s.host == x)
+            && (!self.live_only || !s.state().is_terminal())
     }
 }
 
@@ -86,7 +87,7 @@ pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 /// The driver. Cheap to clone.
 #[derive(Clone)]
 pub struct Manager {
-    store: Arc<dyn Store>,
+    db: Arc<dyn Db>,
     catalog: Arc<Catalog>,
     hosts: Arc<Hosts>,
     registry: Registry,
@@ -103,14 +104,14 @@ pub struct Manager {
 
 impl Manager {
     pub fn new(
-        store: Arc<dyn Store>,
+        db: Arc<dyn Db>,
         catalog: Catalog,
         hosts: Hosts,
         registry: Registry,
         connector: Arc<dyn Connector>,
     ) -> Self {
         Manager {
-            store,
+            db,
             catalog: Arc::new(catalog),
             hosts: Arc::new(hosts),
             registry,
@@ -155,9 +156,9 @@ impl Manager {
         self.billing.as_ref()
     }
 
-    fn cost_of(&self, id: &str) -> Result<Option<crate::model::Cost>> {
+    fn cost_in(&self, tx: &mut dyn Tx, id: &str) -> Result<Option<crate::model::Cost>> {
         match &self.billing {
-            Some(b) => b.cost_of(id),
+            Some(b) => b.cost_in(tx, id),
             None => Ok(None),
         }
     }
@@ -175,8 +176,9 @@ impl Manager {
         self
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// The database all state lives in.
+    pub fn db(&self) -> &Arc<dyn Db> {
+        &self.db
     }
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
@@ -200,34 +202,72 @@ impl Manager {
 
     /// One sandbox.
     pub fn get(&self, id: &str) -> Result<Sandbox> {
-        self.store.load()?.require(id).cloned()
+        read(self.db.as_ref(), |tx| require(tx, id))
+    }
+
+    /// The record `id`, if there is one.
+    pub fn find(&self, id: &str) -> Result<Option<Sandbox>> {
+        read(self.db.as_ref(), |tx| tx.sandbox(id))
     }
 
     /// Sandboxes matching `filter`, oldest first.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Sandbox>> {
-        let doc = self.store.load()?;
-        doc.sandboxes
-            .into_matching(|h| filter.matches_head(h), crate::store::store_threads())
+        let mut out = Vec::new();
+        self.for_each_page(filter, LIST_PAGE, &mut |page| {
+            out.extend(page);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// One page of the sandboxes matching `q.filter`, oldest first.
+    pub fn list_page(&self, q: &ListQuery) -> Result<Page> {
+        read(self.db.as_ref(), |tx| tx.list(q))
+    }
+
+    /// Every record matching `filter`, `page` at a time (each page one read
+    /// transaction), so a large history is never held in memory at once.
+    pub fn for_each_page(
+        &self,
+        filter: &ListFilter,
+        page: usize,
+        f: &mut dyn FnMut(Vec<Sandbox>) -> Result<()>,
+    ) -> Result<()> {
+        let mut q = ListQuery {
+            filter: filter.clone(),
+            after: None,
+            limit: Some(page.max(1)),
+        };
+        loop {
+            let got = self.list_page(&q)?;
+            f(got.records)?;
+            match got.next {
+                Some(c) => q.after = Some(c),
+                None => return Ok(()),
+            }
+        }
     }
 
     /// The sandboxes matching `filter`, oldest first, in their public form
     /// as a JSON array with one record per line (compact JSON each), written
-    /// to `w`. Records are copied from the store's lines without being
-    /// parsed into values, which makes this the fast way to list a large
-    /// store (`list --json` when the output is not a terminal).
+    /// to `w` as they are read, a page at a time (`list --json`).
     pub fn write_list_json(&self, filter: &ListFilter, w: &mut dyn std::io::Write) -> Result<()> {
-        let doc = self.store.load()?;
-        let lines = doc
-            .sandboxes
-            .public_json(|h| filter.matches_head(h), crate::store::store_threads())?;
         let io = |e| Error::io("writing the list", e);
+        let mut n = 0usize;
         w.write_all(b"[").map_err(io)?;
-        for (i, line) in lines.iter().enumerate() {
-            w.write_all(if i == 0 { b"\n" } else { b",\n" })
-                .map_err(io)?;
-            w.write_all(line).map_err(io)?;
-        }
-        w.write_all(if lines.is_empty() { b"]\n" } else { b"\n]\n" })
+        self.for_each_page(filter, LIST_PAGE, &mut |page| {
+            for s in page {
+                let line = crate::model::public_view(|| {
+                    serde_json::to_string(&s).expect("a record always serializes")
+                });
+                w.write_all(if n == 0 { b"\n" } else { b",\n" })
+                    .map_err(io)?;
+                w.write_all(line.as_bytes()).map_err(io)?;
+                n += 1;
+            }
+            Ok(())
+        })?;
+        w.write_all(if n == 0 { b"]\n" } else { b"\n]\n" })
             .map_err(io)?;
         w.flush().map_err(io)
     }
@@ -247,14 +287,16 @@ impl Manager {
     }
 
     /// Live sandboxes per host, leaving out `except`.
-    fn live_per_host(doc: &StoreDoc, except: Option<&str>) -> BTreeMap<String, u32> {
-        let mut m = BTreeMap::new();
-        for h in doc.sandboxes.heads() {
-            if !h.is_terminal() && Some(h.id()) != except {
-                *m.entry(h.host().to_string()).or_insert(0) += 1;
+    fn live_per_host(tx: &mut dyn Tx, except: Option<&str>) -> Result<BTreeMap<String, u32>> {
+        let mut m = tx.live_per_host()?;
+        if let Some(rec) = except.map(|id| tx.sandbox(id)).transpose()?.flatten() {
+            if !rec.state().is_terminal() {
+                if let Some(n) = m.get_mut(&rec.host) {
+                    *n = n.saturating_sub(1);
+                }
             }
         }
-        m
+        Ok(m)
     }
 
     /// The validated request: profile, inputs with defaults, TTL, actor.
@@ -288,7 +330,7 @@ impl Manager {
     /// unreachable hosts show as rejected with the reason.
     pub async fn explain(&self, req: &CreateRequest) -> Result<Decision> {
         let (profile, _inputs, ttl, actor) = self.validate_for_explain(req)?;
-        let doc = self.store.load()?;
+        let live = read(self.db.as_ref(), |tx| Self::live_per_host(tx, None))?;
         let balance = self.balance(&actor)?;
         let mut names = BTreeSet::new();
         for r in &profile.routes {
@@ -326,8 +368,7 @@ impl Manager {
             &profile,
             ttl,
             &req.constraints,
-            &doc,
-            None,
+            &live,
             &BTreeSet::new(),
             balance,
             &unreachable,
@@ -353,19 +394,17 @@ impl Manager {
         profile: &Profile,
         ttl: Duration,
         constraints: &Constraints,
-        doc: &StoreDoc,
-        replacing: Option<&str>,
+        live: &BTreeMap<String, u32>,
         tried: &BTreeSet<(usize, String)>,
         balance: Option<crate::credits::Micros>,
         unreachable: &BTreeMap<String, String>,
     ) -> Decision {
         let extensions = self.extension_infos();
-        let live = Self::live_per_host(doc, replacing);
         routing::resolve(&routing::Input {
             profile,
             hosts: &self.hosts,
             extensions: &extensions,
-            live_per_host: &live,
+            live_per_host: live,
             unreachable,
             tried,
             balance,
@@ -417,9 +456,9 @@ impl Manager {
         let request_hash = request_hash(req, &inputs, ttl, &actor);
         let replacing = req.recreated_from.as_deref();
         let balance = self.balance(&actor)?;
-        update_with(self.store.as_ref(), |doc| {
+        transact(self.db.as_ref(), |tx| {
             if let Some(key) = &req.idempotency_key {
-                if let Some(entry) = idempotency_entry(doc, &actor, key)? {
+                if let Some(entry) = tx.idempotency(&actor, key)? {
                     if entry.request_hash != request_hash {
                         return Err(Error::conflict(format!(
                             "idempotency key `{key}` was already used for a different request (sandbox {})",
@@ -427,17 +466,17 @@ impl Manager {
                         ))
                         .with_hint("use a new key for a new request, or repeat the original request exactly"));
                     }
-                    let existing = doc.require(&entry.sandbox_id)?.clone();
+                    let existing = require(tx, &entry.sandbox_id)?;
                     return Ok(Started::Existing(existing));
                 }
             }
-            let uses = crate::uploads::claim(doc, &inputs, &actor)?;
+            let uses = crate::uploads::claim(tx, &inputs, &actor)?;
+            let live = Self::live_per_host(tx, replacing)?;
             let decision = self.decide(
                 &profile,
                 ttl,
                 &req.constraints,
-                doc,
-                replacing,
+                &live,
                 &BTreeSet::new(),
                 balance,
                 &BTreeMap::new(),
@@ -446,7 +485,7 @@ impl Manager {
                 return Err(no_placement(&profile, &decision));
             };
             let mut id = model::new_sandbox_id();
-            while doc.sandboxes.contains(&id) {
+            while tx.sandbox(&id)?.is_some() {
                 id = model::new_sandbox_id();
             }
             let route = RouteTrace {
@@ -472,25 +511,26 @@ impl Manager {
             });
             // This process provisions it: the reaper can tell when it died.
             sbx.worker = Some(crate::process::current());
+            if self.emit_events {
+                emit(tx, &mut sbx, None)?;
+            }
+            tx.insert_sandbox(&sbx)?;
             if let Some(key) = &req.idempotency_key {
-                doc.idempotency.insert(
-                    idempotency_slot(&actor, key),
-                    IdempotencyEntry {
+                tx.put_idempotency(
+                    &actor,
+                    key,
+                    &IdempotencyEntry {
                         request_hash: request_hash.clone(),
                         sandbox_id: id.clone(),
                     },
-                );
+                )?;
             }
-            doc.sandboxes.push(sbx.clone())?;
             for upload in uses {
-                if let Some(u) = doc.uploads.get_mut(&upload) {
+                if let Some(mut u) = tx.upload(&upload)? {
                     u.used_by.push(id.clone());
+                    tx.put_upload(&u)?;
                 }
             }
-            if self.emit_events {
-                doc.emit(&id, None)?;
-            }
-            let sbx = doc.require(&id)?.clone();
             Ok(Started::New(sbx))
         })
     }
@@ -501,12 +541,13 @@ impl Manager {
     /// sandbox `failed`.
     pub async fn finish_create(&self, id: &str) -> Result<Sandbox> {
         // Claim the record: this process now provisions it.
-        let sbx = update_with(self.store.as_ref(), |doc| {
-            let rec = doc.require_mut(id)?;
+        let sbx = transact(self.db.as_ref(), |tx| {
+            let mut rec = require(tx, id)?;
             if rec.state() == State::Provisioning {
                 rec.worker = Some(crate::process::current());
+                tx.update_sandbox(&rec)?;
             }
-            Ok(rec.clone())
+            Ok(rec)
         })?;
         self.provision_recorded(sbx).await
     }
@@ -679,17 +720,14 @@ impl Manager {
                 });
             }
         };
-        let committed = update_with(self.store.as_ref(), |doc| {
-            let rec = doc.require_mut(&sbx.id)?;
+        let committed = transact(self.db.as_ref(), |tx| {
+            let mut rec = require(tx, &sbx.id)?;
             if rec.state() != State::Provisioning {
-                return Ok(Err(rec.clone()));
+                return Ok(Err(rec));
             }
-            rec.cost = self.cost_of(&rec.id)?;
-            doc.transition(&sbx.id, &Event::Ready, model::now(), self.emit_events)?;
-            let rec = doc.require_mut(&sbx.id)?;
+            rec.cost = self.cost_in(tx, &sbx.id)?;
             // Provisioning is over: the fallbacks and the worker only
-            // mattered while it ran (every commit rewrites every record, so
-            // records stay lean).
+            // mattered while it ran.
             rec.route.remaining.clear();
             rec.worker = None;
             rec.reachability = Some(ready.reachability.clone());
@@ -697,7 +735,8 @@ impl Manager {
             if let Some(h) = &ready.handle {
                 rec.backend = h.clone();
             }
-            Ok(Ok(rec.clone()))
+            transition(tx, &mut rec, &Event::Ready, model::now(), self.emit_events)?;
+            Ok(Ok(rec))
         });
         match committed {
             Ok(Ok(rec)) => Ok(rec),
@@ -721,9 +760,9 @@ impl Manager {
     /// Move a provisioning record to its next remaining candidate, recording
     /// why the current one was skipped. `None` when none is left.
     fn next_candidate(&self, id: &str, profile: &Profile, why: &str) -> Result<Option<Sandbox>> {
-        update_with(self.store.as_ref(), |doc| {
-            let live = Self::live_per_host(doc, Some(id));
-            let rec = doc.require_mut(id)?;
+        transact(self.db.as_ref(), |tx| {
+            let live = Self::live_per_host(tx, Some(id))?;
+            let mut rec = require(tx, id)?;
             if rec.state() != State::Provisioning {
                 return Ok(None);
             }
@@ -760,21 +799,23 @@ impl Manager {
                 rec.backend = serde_json::Value::Null;
                 rec.route.chosen = Some(next);
                 rec.updated_at = model::now();
-                return Ok(Some(rec.clone()));
+                tx.update_sandbox(&rec)?;
+                return Ok(Some(rec));
             }
+            tx.update_sandbox(&rec)?;
             Ok(None)
         })
     }
 
     fn mark_failed(&self, id: &str, why: &str) -> Result<Sandbox> {
-        update_with(self.store.as_ref(), |doc| {
-            let rec = doc.require_mut(id)?;
+        transact(self.db.as_ref(), |tx| {
+            let mut rec = require(tx, id)?;
             if rec.state() == State::Provisioning {
-                rec.cost = self.cost_of(id)?;
+                rec.cost = self.cost_in(tx, id)?;
                 let ev = Event::ProvisionFailed(why.to_string());
-                doc.transition(id, &ev, model::now(), self.emit_events)?;
+                transition(tx, &mut rec, &ev, model::now(), self.emit_events)?;
             }
-            doc.require(id).cloned()
+            Ok(rec)
         })
     }
 
@@ -813,17 +854,17 @@ impl Manager {
         reason: EndReason,
         recreated_as: Option<&str>,
     ) -> Result<Sandbox> {
-        let sbx = update_with(self.store.as_ref(), |doc| {
-            let rec = doc.require_mut(id)?;
+        let sbx = transact(self.db.as_ref(), |tx| {
+            let mut rec = require(tx, id)?;
             if rec.state() == State::Destroyed {
-                return Ok(rec.clone());
+                return Ok(rec);
             }
-            doc.transition(id, &Event::Destroy(reason), model::now(), self.emit_events)?;
-            let rec = doc.require_mut(id)?;
             if let Some(n) = recreated_as {
                 rec.recreated_as = Some(n.to_string());
             }
-            Ok(rec.clone())
+            let ev = Event::Destroy(reason);
+            transition(tx, &mut rec, &ev, model::now(), self.emit_events)?;
+            Ok(rec)
         })?;
         if sbx.state() == State::Destroyed {
             return Ok(sbx);
@@ -847,13 +888,19 @@ impl Manager {
                     "it stays `destroying`; run `sandboxer destroy {id}` again"
                 ))
         })?;
-        let ended = update_with(self.store.as_ref(), |doc| {
-            let rec = doc.require_mut(id)?;
+        let ended = transact(self.db.as_ref(), |tx| {
+            let mut rec = require(tx, id)?;
             if rec.state() == State::Destroying {
-                rec.cost = self.cost_of(id)?;
-                doc.transition(id, &Event::TornDown, model::now(), self.emit_events)?;
+                rec.cost = self.cost_in(tx, id)?;
+                transition(
+                    tx,
+                    &mut rec,
+                    &Event::TornDown,
+                    model::now(),
+                    self.emit_events,
+                )?;
             }
-            doc.require(id).cloned()
+            Ok(rec)
         })?;
         // The uploads it used go once nothing else needs them; the reaper
         // retries any that could not be removed now.
@@ -948,19 +995,23 @@ impl Manager {
                 ext.extend(&ctx, &sbx.backend, new_expiry).await?;
             }
         }
-        update_with(self.store.as_ref(), |doc| {
-            let rec = doc.require_mut(id)?;
+        transact(self.db.as_ref(), |tx| {
+            let mut rec = require(tx, id)?;
             if !matches!(rec.state(), State::Ready | State::Provisioning) {
                 return Err(Error::conflict(format!("sandbox {id} is {}", rec.state())));
             }
             rec.ttl_seconds = new_ttl.as_secs();
             rec.expires_at = Some(new_expiry);
             rec.updated_at = model::now();
-            rec.cost = self.cost_of(id)?;
-            Ok(rec.clone())
+            rec.cost = self.cost_in(tx, id)?;
+            tx.update_sandbox(&rec)?;
+            Ok(rec)
         })
     }
 }
+
+/// How many records `list` reads in one transaction.
+const LIST_PAGE: usize = 1000;
 
 /// The outcome of step one of create.
 #[derive(Debug, Clone)]
@@ -1099,22 +1150,6 @@ fn no_placement(profile: &Profile, d: &Decision) -> Error {
 /// is written without spaces, so `"{actor} {key}"` is unambiguous.
 pub fn idempotency_slot(actor: &Actor, key: &str) -> String {
     format!("{actor} {key}")
-}
-
-/// The entry `actor` made with `key`, if any. Stores written before keys
-/// were scoped hold the bare key; such an entry counts only when its
-/// sandbox is the same actor's, so another actor's key is never seen (nor
-/// its sandbox named).
-fn idempotency_entry(doc: &StoreDoc, actor: &Actor, key: &str) -> Result<Option<IdempotencyEntry>> {
-    for slot in [idempotency_slot(actor, key), key.to_string()] {
-        if let Some(entry) = doc.idempotency.get(&slot) {
-            let owner = doc.get(&entry.sandbox_id)?.map(|s| &s.actor);
-            if owner == Some(actor) {
-                return Ok(Some(entry.clone()));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// A stable hash of the normalized request, for idempotency keys.

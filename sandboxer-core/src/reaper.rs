@@ -213,7 +213,6 @@ pub fn classify_records<'a>(
 impl Manager {
     /// Every stale sandbox and resource, without changing anything.
     pub async fn inspect_stale(&self, grace: Duration) -> Result<StaleReport> {
-        let doc = self.store().load()?;
         let now = model::now();
         let timeouts: BTreeMap<String, Duration> = self
             .catalog()
@@ -223,8 +222,11 @@ impl Manager {
             .collect();
         // Only records that have not ended can be expired, stuck or
         // ghosts; ended ones are read only for the resources found below.
-        let live = doc.sandboxes.matching(|h| !h.is_terminal())?;
-        let mut items = classify_records(live.iter().copied(), &timeouts, now, grace, &|w| {
+        let live = self.list(&crate::manager::ListFilter {
+            live_only: true,
+            ..Default::default()
+        })?;
+        let mut items = classify_records(live.iter(), &timeouts, now, grace, &|w| {
             crate::process::is_alive(w)
         });
         let flagged: BTreeSet<String> = items.iter().map(|i| i.sandbox_id.clone()).collect();
@@ -313,7 +315,8 @@ impl Manager {
                 if !seen.insert(r.sandbox_id.clone()) {
                     continue;
                 }
-                let rec = doc.get(&r.sandbox_id)?;
+                let rec = self.find(&r.sandbox_id)?;
+                let rec = rec.as_ref();
                 let orphan = match rec {
                     None => true,
                     Some(s) => {
@@ -339,7 +342,7 @@ impl Manager {
                 }
             }
             // Ghosts: ready records here whose resources are gone.
-            for s in live.iter().copied() {
+            for s in live.iter() {
                 if s.state() != State::Ready
                     || s.host != place
                     || s.extension != ext.id()
@@ -388,14 +391,23 @@ impl Manager {
             .iter()
             .any(|i| i.kind == StaleKind::Orphan && i.resource.is_some())
         {
-            let fresh = self.store().load()?;
+            let mut fresh = BTreeMap::new();
+            for i in &items {
+                if i.kind == StaleKind::Orphan && i.resource.is_some() {
+                    fresh.insert(i.sandbox_id.clone(), self.find(&i.sandbox_id));
+                }
+            }
             items.retain(|i| {
                 if i.kind != StaleKind::Orphan || i.resource.is_none() {
                     return true;
                 }
                 // A record that no longer parses is not an orphan's: keep
                 // the item, the next pass reports the store.
-                match fresh.get(&i.sandbox_id).ok().flatten() {
+                match fresh
+                    .get(&i.sandbox_id)
+                    .and_then(|r| r.as_ref().ok())
+                    .and_then(|r| r.as_ref())
+                {
                     None => true,
                     Some(s) => {
                         matches!(s.state(), State::Destroyed | State::Failed)
@@ -450,6 +462,14 @@ impl Manager {
         } else {
             self.sweep_uploads(None, self.upload_retention, grace, false)?
         };
+        if !dry_run {
+            if let Some(b) = self.billing() {
+                let n = b.reconcile()?;
+                if n > 0 {
+                    tracing::info!("resolved {n} hold(s) whose sandboxes had ended");
+                }
+            }
+        }
         Ok(ReapReport {
             dry_run,
             reaped,

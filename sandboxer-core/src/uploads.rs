@@ -5,8 +5,8 @@
 //!
 //! - An upload belongs to the actor that made it; another actor's upload is
 //!   the same "no upload" as one that does not exist.
-//! - [`UploadRecord`]s live in the store (`StoreDoc::uploads`), changed in the
-//!   same commits as the sandboxes that use them: a create that names an
+//! - [`UploadRecord`]s live in the database (`uploads`), changed in the
+//!   same transactions as the sandboxes that use them: a create that names an
 //!   upload adds its id to `used_by` in the commit that records it.
 //! - An upload is removed when every sandbox that used it has ended, or,
 //!   never used, once it is older than the unused retention
@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manager::Manager;
 use crate::model::{self, Actor};
-use crate::store::{update_with, StoreDoc};
+use crate::store::db::{read, transact, Tx};
 use crate::{Error, Result};
 
 /// How an input value names an upload: `upload:upl-...`.
@@ -101,14 +101,14 @@ pub fn no_such_upload(value: &str) -> crate::Error {
 /// `actor`'s (else [`no_such_upload`]). Called inside the commit that
 /// records the sandbox, which then adds itself to their `used_by`.
 pub(crate) fn claim(
-    doc: &StoreDoc,
+    tx: &mut dyn Tx,
     inputs: &BTreeMap<String, String>,
     actor: &Actor,
 ) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     for value in inputs.values().filter(|v| looks_like_upload_ref(v)) {
         let id = upload_ref(value).ok_or_else(|| no_such_upload(value))?;
-        match doc.uploads.get(id) {
+        match tx.upload(id)? {
             Some(u) if &u.actor == actor => ids.push(id.to_string()),
             _ => return Err(no_such_upload(value)),
         }
@@ -138,7 +138,7 @@ fn ended(s: &crate::model::Sandbox) -> bool {
 /// Whether the upload `u` is still needed: a sandbox that used it has not
 /// ended, or nothing used it yet and it is younger than `unused_for`.
 fn still_needed(
-    doc: &StoreDoc,
+    tx: &mut dyn Tx,
     u: &UploadRecord,
     now: DateTime<Utc>,
     unused_for: Duration,
@@ -153,8 +153,8 @@ fn still_needed(
         }));
     }
     for id in &u.used_by {
-        if let Some(s) = doc.get(id)? {
-            if !ended(s) {
+        if let Some(s) = tx.sandbox(id)? {
+            if !ended(&s) {
                 return Ok(None);
             }
         }
@@ -194,23 +194,18 @@ impl Manager {
 
     /// Record an upload unpacked to `uploads_dir()/ID`.
     pub fn record_upload(&self, rec: UploadRecord) -> Result<UploadRecord> {
-        update_with(self.store().as_ref(), |doc| {
-            if doc.uploads.contains_key(&rec.id) {
+        transact(self.db().as_ref(), |tx| {
+            if tx.upload(&rec.id)?.is_some() {
                 return Err(Error::conflict(format!("upload {} exists", rec.id)));
             }
-            doc.uploads.insert(rec.id.clone(), rec.clone());
+            tx.put_upload(&rec)?;
             Ok(rec)
         })
     }
 
     /// Uploads, oldest first; only `actor`'s when given.
     pub fn uploads(&self, actor: Option<&Actor>) -> Result<Vec<UploadRecord>> {
-        let doc = self.store().load()?;
-        let mut list: Vec<UploadRecord> = doc
-            .uploads
-            .into_values()
-            .filter(|u| actor.is_none_or(|a| &u.actor == a))
-            .collect();
+        let mut list = read(self.db().as_ref(), |tx| tx.uploads(actor))?;
         list.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(list)
     }
@@ -223,20 +218,20 @@ impl Manager {
             Error::not_found(format!("no upload `{id}`"))
                 .with_hint("`GET /v1/uploads` lists your uploads")
         };
-        let rec = update_with(self.store().as_ref(), |doc| {
-            let u = match doc.uploads.get(id) {
-                Some(u) if actor.is_none_or(|a| &u.actor == a) => u.clone(),
+        let rec = transact(self.db().as_ref(), |tx| {
+            let u = match tx.upload(id)? {
+                Some(u) if actor.is_none_or(|a| &u.actor == a) => u,
                 _ => return Err(not_found()),
             };
             for sid in &u.used_by {
-                if doc.get(sid)?.is_some_and(|s| !ended(s)) {
+                if tx.sandbox(sid)?.is_some_and(|s| !ended(&s)) {
                     return Err(
                         Error::conflict(format!("upload {id} is in use by sandbox {sid}"))
                             .with_hint("it is removed by itself once its sandboxes end"),
                     );
                 }
             }
-            doc.uploads.remove(id);
+            tx.remove_upload(id)?;
             Ok(u)
         })?;
         self.remove_upload_dir(id)?;
@@ -273,13 +268,13 @@ impl Manager {
             return Ok(Vec::new());
         }
         let now = model::now();
-        let pick = |doc: &StoreDoc| -> Result<Vec<SweptUpload>> {
+        let pick = |tx: &mut dyn Tx| -> Result<Vec<SweptUpload>> {
             let mut out = Vec::new();
-            for u in doc.uploads.values() {
+            for u in tx.uploads(None)? {
                 if only.is_some_and(|o| !o.contains(&u.id)) {
                     continue;
                 }
-                if let Some(detail) = still_needed(doc, u, now, unused_for)? {
+                if let Some(detail) = still_needed(tx, &u, now, unused_for)? {
                     out.push(SweptUpload {
                         id: u.id.clone(),
                         actor: Some(u.actor.clone()),
@@ -290,12 +285,12 @@ impl Manager {
             Ok(out)
         };
         let mut swept = if dry_run {
-            pick(&self.store().load()?)?
+            read(self.db().as_ref(), pick)?
         } else {
-            update_with(self.store().as_ref(), |doc| {
-                let out = pick(doc)?;
+            transact(self.db().as_ref(), |tx| {
+                let out = pick(tx)?;
                 for s in &out {
-                    doc.uploads.remove(&s.id);
+                    tx.remove_upload(&s.id)?;
                 }
                 Ok(out)
             })?
@@ -319,12 +314,16 @@ impl Manager {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
         };
-        let doc = self.store().load()?;
+        let known: std::collections::BTreeSet<String> =
+            read(self.db().as_ref(), |tx| tx.uploads(None))?
+                .into_iter()
+                .map(|u| u.id)
+                .collect();
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let partial = name.starts_with(PARTIAL_PREFIX);
-            if !(is_upload_id(&name) || partial) || doc.uploads.contains_key(&name) {
+            if !(is_upload_id(&name) || partial) || known.contains(&name) {
                 continue;
             }
             let age = entry

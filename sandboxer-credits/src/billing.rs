@@ -1,21 +1,23 @@
-//! [`FileLedger`] as the manager's [`Billing`].
+//! [`DbLedger`] as the manager's [`Billing`].
 
 use chrono::{DateTime, Utc};
 use sandboxer_core::billing::Billing;
 use sandboxer_core::credits::Micros;
 use sandboxer_core::model::{Actor, Cost};
+use sandboxer_core::store::db::Tx;
 use sandboxer_core::Result;
 
+use crate::db::hold_in;
 use crate::state::HoldState;
-use crate::FileLedger;
+use crate::DbLedger;
 
-impl Billing for FileLedger {
+impl Billing for DbLedger {
     fn available(&self, actor: &Actor) -> Result<Micros> {
         Ok(self.balance(actor)?.available)
     }
 
-    fn cost_of(&self, sandbox_id: &str) -> Result<Option<Cost>> {
-        Ok(self.hold_of(sandbox_id)?.map(|h| Cost {
+    fn cost_in(&self, tx: &mut dyn Tx, sandbox_id: &str) -> Result<Option<Cost>> {
+        Ok(hold_in(tx, sandbox_id)?.map(|h| Cost {
             price_per_hour: h.price_per_hour,
             held: h.amount,
             settled: match h.state {
@@ -31,7 +33,7 @@ impl Billing for FileLedger {
             .hold_of(sandbox_id)?
             .is_some_and(|h| h.state == HoldState::Open)
         {
-            FileLedger::void(self, sandbox_id)?;
+            DbLedger::void(self, sandbox_id)?;
         }
         Ok(())
     }
@@ -39,9 +41,13 @@ impl Billing for FileLedger {
     fn extend(&self, sandbox_id: &str, expires_at: DateTime<Utc>) -> Result<()> {
         match self.hold_of(sandbox_id)? {
             Some(h) if h.state == HoldState::Open && expires_at > h.expires_at => {
-                FileLedger::extend(self, sandbox_id, expires_at).map(|_| ())
+                DbLedger::extend(self, sandbox_id, expires_at).map(|_| ())
             }
             _ => Ok(()),
         }
+    }
+
+    fn reconcile(&self) -> Result<usize> {
+        DbLedger::reconcile(self).map(|done| done.len())
     }
 }

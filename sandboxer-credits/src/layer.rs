@@ -11,8 +11,8 @@
 //!   `created_at` to now (never more than held; the rest is released).
 //! - `extend` holds the extra time (or is refused) before the inner extend.
 //!
-//! Free routes pass straight through. Every ledger call is a short blocking
-//! file append with one `fdatasync`, done inline, as the sandbox store does.
+//! Free routes pass straight through. Every ledger call is one short
+//! database transaction, done inline, as the manager's are.
 
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ use sandboxer_core::transport::Transport;
 use sandboxer_core::{ErrorKind, Result};
 
 use crate::state::{seconds_between, Applied, HoldRequest, HoldState};
-use crate::FileLedger;
+use crate::DbLedger;
 
 /// An extension with metering around it. It has the inner extension's id
 /// and capabilities.
@@ -36,25 +36,26 @@ use crate::FileLedger;
 /// # fn wrap(ext: std::sync::Arc<dyn sandboxer_core::extension::Extension>) -> sandboxer_core::Result<()> {
 /// use std::sync::Arc;
 /// use sandboxer_core::extension::Registry;
-/// use sandboxer_credits::{FileLedger, Metered};
+/// use sandboxer_credits::{DbLedger, Metered};
 ///
-/// let ledger = Arc::new(FileLedger::open(&sandboxer_core::paths::data_dir())?);
+/// # let db: Arc<dyn sandboxer_core::store::db::Db> = todo!();
+/// let ledger = Arc::new(DbLedger::new(db));
 /// let mut registry = Registry::new();
 /// registry.register(Arc::new(Metered::new(ext, ledger)));
 /// # Ok(()) }
 /// ```
 pub struct Metered {
     inner: Arc<dyn Extension>,
-    ledger: Arc<FileLedger>,
+    ledger: Arc<DbLedger>,
 }
 
 impl Metered {
-    pub fn new(inner: Arc<dyn Extension>, ledger: Arc<FileLedger>) -> Metered {
+    pub fn new(inner: Arc<dyn Extension>, ledger: Arc<DbLedger>) -> Metered {
         Metered { inner, ledger }
     }
 
     /// The ledger it pays from.
-    pub fn ledger(&self) -> &Arc<FileLedger> {
+    pub fn ledger(&self) -> &Arc<DbLedger> {
         &self.ledger
     }
 
@@ -66,7 +67,7 @@ impl Metered {
     }
 }
 
-fn void_open(ledger: &FileLedger, sandbox_id: &str) -> Result<Option<Applied>> {
+fn void_open(ledger: &DbLedger, sandbox_id: &str) -> Result<Option<Applied>> {
     match ledger.hold_of(sandbox_id)? {
         Some(h) if h.state == HoldState::Open => match ledger.void(sandbox_id) {
             Ok(a) => Ok(Some(a)),
@@ -85,7 +86,7 @@ fn metered(ctx: &SandboxCtx) -> bool {
 /// Voids the hold when dropped armed: the inner provision failed, or the
 /// provision future was dropped before it finished.
 struct VoidOnDrop<'a> {
-    ledger: &'a FileLedger,
+    ledger: &'a DbLedger,
     sandbox_id: &'a str,
     armed: bool,
 }

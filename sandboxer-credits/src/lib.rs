@@ -5,9 +5,11 @@
 //!   void), [`LedgerState::apply`] enforcing every rule, and [`check`], which
 //!   recomputes the balances from the entries and lists every broken
 //!   invariant. No I/O.
-//! - [`FileLedger`] makes it durable: `ledger.jsonl` in the data dir,
-//!   append-only, each entry `fdatasync`ed before the operation it pays for
-//!   proceeds, shared by threads and processes under `ledger.lock`.
+//! - [`DbLedger`] makes it durable in sandboxer's database, beside the
+//!   sandbox records: each entry is applied in a transaction with the
+//!   account and hold it moves ([`db::apply_in`]), so concurrent creates on
+//!   any process or replica never overdraw an account.
+//! - [`legacy`] reads `ledger.jsonl` of release 0.1 for the one-time import.
 //! - [`Metered`] is the metering layer: it wraps an extension, holds before
 //!   provisioning (refusing with `InsufficientCredits` before anything is
 //!   made), voids on failure or cancellation, settles after teardown.
@@ -19,10 +21,11 @@
 //! ```
 //! use chrono::{Duration, Utc};
 //! use sandboxer_core::credits::Micros;
-//! use sandboxer_credits::{FileLedger, HoldRequest, HoldState};
+//! use sandboxer_credits::{DbLedger, HoldRequest, HoldState};
 //!
 //! let dir = tempfile::tempdir().unwrap();
-//! let ledger = FileLedger::open(dir.path()).unwrap();
+//! let db = sandboxer_store::SqliteDb::open(&dir.path().join("sandboxer.db")).unwrap();
+//! let ledger = DbLedger::new(std::sync::Arc::new(db));
 //! let ops = "adm:ops".parse().unwrap();
 //! let bob = "agt:bob".parse().unwrap();
 //! ledger.grant(&ops, &bob, Micros::parse_amount("5").unwrap(), None).unwrap();
@@ -53,11 +56,12 @@
 
 pub mod billing;
 pub mod check;
-pub mod file;
+pub mod db;
 pub mod layer;
+pub mod legacy;
 pub mod state;
 
-pub use file::FileLedger;
+pub use db::DbLedger;
 pub use layer::Metered;
 pub use state::{
     check, Account, Applied, CheckReport, Entry, EntryFilter, EntryKind, Fate, Hold, HoldRequest,

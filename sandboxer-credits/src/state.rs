@@ -252,7 +252,7 @@ impl Entry {
 }
 
 /// One actor's balance. `granted = available + held + spent` always.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// Every credit ever granted.
     pub granted: Micros,
@@ -284,7 +284,7 @@ impl fmt::Display for HoldState {
 }
 
 /// A sandbox's hold, with its extensions and resolution folded in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
     pub sandbox_id: String,
     pub actor: Actor,
@@ -706,6 +706,35 @@ impl LedgerState {
         h.cost = Some(Micros::ZERO);
         h.resolved_by = Some(id.to_string());
         Ok(())
+    }
+
+    /// The state one entry's rules read, and no more: the entry already
+    /// written under its id (`prior`, for a retry), the accounts and the
+    /// holds it touches. The database ledger applies each entry to such a
+    /// state in the transaction that writes it.
+    pub fn partial(
+        prior: Option<Entry>,
+        accounts: impl IntoIterator<Item = (Actor, Account)>,
+        holds: impl IntoIterator<Item = Hold>,
+    ) -> LedgerState {
+        let mut s = LedgerState::new();
+        if let Some(e) = prior {
+            s.index.insert(e.id.clone(), 0);
+            s.entries.push(e);
+        }
+        s.accounts = accounts.into_iter().collect();
+        s.holds = holds
+            .into_iter()
+            .map(|h| (h.sandbox_id.clone(), h))
+            .collect();
+        s
+    }
+
+    /// Put the accounts as they were stored in place of the ones the
+    /// entries gave, so that [`check`] compares the two.
+    pub fn with_recorded_accounts(mut self, accounts: BTreeMap<Actor, Account>) -> LedgerState {
+        self.accounts = accounts;
+        self
     }
 
     /// Record a line that the rules refused when read back.

@@ -16,7 +16,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use sandboxer_core::store::{JsonFileStore, Store};
 use sandboxer_events::stub_hub::{HubMode, StubHub};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -138,9 +137,8 @@ fn main() -> Result<()> {
         let mut c = b.creates.clone();
         c.sort();
         let pct = |p: f64| c[((c.len() as f64 * p).ceil() as usize).clamp(1, c.len()) - 1];
-        let left = JsonFileStore::in_data_dir(&b.home.path().join("data"))
-            .load()
-            .map(|d| d.outbox.len())
+        let left = sandboxer_store::open(None, &b.home.path().join("data"))
+            .and_then(|db| sandboxer_core::store::db::read(db.as_ref(), |tx| tx.outbox_depth()))
             .unwrap_or(0);
         let delivered = match b.mode {
             Mode::Up => up.received_ids().len().to_string(),
@@ -177,7 +175,7 @@ fn main() -> Result<()> {
          contact it (it only reads the store); one command per backoff period (2 s \
          doubling to 60 s, jittered) probes it with a 300 ms timeout, and the first \
          failure (in the warm-up here) costs at most the 1 s inline budget. The outbox \
-         of the down rows grows by 4 events per cycle, which every later store commit \
+         of the down rows grows by 4 events per cycle, which every later commit \
          carries."
     );
     Ok(())

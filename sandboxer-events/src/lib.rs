@@ -23,21 +23,22 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use sandboxer_core::store::{JsonFileStore, Store};
+//! use sandboxer_core::store::db::Db;
 //! use sandboxer_events::stub_hub::StubHub;
 //! use sandboxer_events::{Relay, RelayOptions};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let dir = tempfile::tempdir().unwrap();
-//! let store: Arc<dyn Store> = Arc::new(JsonFileStore::in_data_dir(dir.path()));
+//! let db: Arc<dyn Db> =
+//!     Arc::new(sandboxer_store::SqliteDb::open(&dir.path().join("sandboxer.db")).unwrap());
 //! // ... transitions made with `Manager::with_events(true)` fill the outbox ...
 //! let hub = StubHub::start().await.unwrap();
-//! let relay = Relay::new(store.clone(), &hub.url(), RelayOptions::background()).unwrap();
+//! let relay = Relay::new(db.clone(), &hub.url(), RelayOptions::background()).unwrap();
 //! let report = relay.flush(Duration::from_secs(30)).await.unwrap();
 //! assert_eq!(report.remaining, 0);
 //!
 //! // Beside a server: deliver until shutdown.
-//! let relay = Relay::new(store, &hub.url(), RelayOptions::background()).unwrap();
+//! let relay = Relay::new(db, &hub.url(), RelayOptions::background()).unwrap();
 //! let waker = relay.waker(); // call waker.wake() after commits that queue events
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! let task = tokio::spawn(relay.run(async { let _ = stopped.await; }));
@@ -50,7 +51,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandboxer_core::store::Store;
+use sandboxer_core::store::db::Db;
 use sandboxer_core::{Error, Result};
 
 pub mod outbox;
@@ -59,7 +60,7 @@ mod status;
 #[cfg(feature = "stub")]
 pub mod stub_hub;
 
-pub use relay::{FlushReport, Relay, RelayOptions, RelayWaker};
+pub use relay::{load as load_outbox, FlushReport, Outbox, Relay, RelayOptions, RelayWaker};
 pub use status::{status, EntryStatus, LastError, OutboxStatus};
 
 /// The environment variable with the hub's base URL.
@@ -83,18 +84,18 @@ pub fn hub_url_from_env() -> Option<String> {
 /// (`-v`) and stay visible in `sandboxer events status`; what is not
 /// delivered stays for the next command, `sandboxer events flush` or a
 /// server's relay.
-pub async fn deliver_inline(store: Arc<dyn Store>, budget: Duration) -> Option<FlushReport> {
+pub async fn deliver_inline(db: Arc<dyn Db>, budget: Duration) -> Option<FlushReport> {
     let url = hub_url_from_env()?;
-    deliver_inline_to(store, &url, budget).await
+    deliver_inline_to(db, &url, budget).await
 }
 
 /// [`deliver_inline`] to the hub at `hub_url`.
 pub async fn deliver_inline_to(
-    store: Arc<dyn Store>,
+    db: Arc<dyn Db>,
     hub_url: &str,
     budget: Duration,
 ) -> Option<FlushReport> {
-    let relay = match Relay::new(store, hub_url, RelayOptions::inline()) {
+    let relay = match Relay::new(db, hub_url, RelayOptions::inline()) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("State Hub: {e}");

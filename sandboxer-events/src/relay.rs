@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sandboxer_core::events::LifecycleEvent;
-use sandboxer_core::store::{update_with, Store, StoreDoc};
+use sandboxer_core::store::db::{read, transact, Db, Tx};
 use sandboxer_core::{Error, ErrorKind, Result};
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
@@ -161,7 +161,7 @@ impl RelayWaker {
 /// Delivers the store's outbox to one State Hub. Cheap to make: the HTTP
 /// client is built on the first request.
 pub struct Relay {
-    store: Arc<dyn Store>,
+    db: Arc<dyn Db>,
     endpoint: reqwest::Url,
     shown: String,
     options: RelayOptions,
@@ -173,7 +173,7 @@ impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay")
             .field("hub", &self.shown)
-            .field("store", &self.store.location())
+            .field("db", &self.db.location())
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -215,9 +215,9 @@ impl Relay {
     /// A relay from `store` to the hub at `hub_url` (the base URL: events
     /// go to `POST {hub_url}/events`). Fails with `InvalidConfig` when the
     /// URL is not an http(s) URL.
-    pub fn new(store: Arc<dyn Store>, hub_url: &str, options: RelayOptions) -> Result<Self> {
+    pub fn new(db: Arc<dyn Db>, hub_url: &str, options: RelayOptions) -> Result<Self> {
         Ok(Relay {
-            store,
+            db,
             endpoint: crate::events_endpoint(hub_url)?,
             shown: crate::redact_url(hub_url),
             options,
@@ -228,9 +228,9 @@ impl Relay {
 
     /// A relay to `SANDBOXER_STATE_HUB_URL`, or `None` when it is unset or
     /// empty.
-    pub fn from_env(store: Arc<dyn Store>, options: RelayOptions) -> Result<Option<Self>> {
+    pub fn from_env(db: Arc<dyn Db>, options: RelayOptions) -> Result<Option<Self>> {
         crate::hub_url_from_env()
-            .map(|u| Relay::new(store, &u, options))
+            .map(|u| Relay::new(db, &u, options))
             .transpose()
     }
 
@@ -331,7 +331,7 @@ impl Relay {
         let deadline = Instant::now() + budget;
         // Step 1, without the store lock: most passes end here (nothing
         // waits, or the hub backs off).
-        let doc = self.blocking(|s| s.load()).await?;
+        let doc = self.blocking(|db| read(db, load)).await?;
         let mut report = FlushReport {
             remaining: doc.outbox.len(),
             ..FlushReport::default()
@@ -417,8 +417,9 @@ impl Relay {
         let backoff = self.options.backoff;
         // Past the pass's last possible request, with room for its commit.
         let lease_for = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
-        self.blocking(move |store| {
-            update_with(store, |doc: &mut StoreDoc| {
+        self.blocking(move |db| {
+            transact(db, |tx| {
+                let mut doc = load(tx)?;
                 let now = Utc::now();
                 let entries: Vec<Entry> = doc.outbox.iter().filter_map(Entry::parse).collect();
                 let hub = outbox::hub_backoff(&entries);
@@ -431,6 +432,7 @@ impl Relay {
                 let Some(first) = plan.chains.first().and_then(|c| c.first()) else {
                     return Ok(Claim::Nothing);
                 };
+                let before = doc.clone();
                 if hub.is_some() {
                     // The hub failed last time: count the probe now and push
                     // the hub's retry time past it, so that other relays keep
@@ -444,6 +446,7 @@ impl Relay {
                         let retry_at = now + chrono_duration(probe_budget + pause);
                         outbox::mark_attempt(v, now, retry_at);
                     }
+                    save(tx, &before, &doc)?;
                     return Ok(Claim::Probe(plan));
                 }
                 let ids: HashSet<&str> = plan
@@ -458,6 +461,7 @@ impl Relay {
                         outbox::lease(v, until);
                     }
                 }
+                save(tx, &before, &doc)?;
                 Ok(Claim::Leased(plan))
             })
         })
@@ -555,9 +559,12 @@ impl Relay {
         }
         let backoff = self.options.backoff;
         let (remaining, hub) = self
-            .blocking(move |store| {
-                update_with(store, |doc: &mut StoreDoc| {
-                    apply_outcomes(doc, &outcomes, &claimed, backoff);
+            .blocking(move |db| {
+                transact(db, |tx| {
+                    let before = load(tx)?;
+                    let mut doc = before.clone();
+                    apply_outcomes(&mut doc, &outcomes, &claimed, backoff);
+                    save(tx, &before, &doc)?;
                     let entries: Vec<Entry> = doc.outbox.iter().filter_map(Entry::parse).collect();
                     Ok((doc.outbox.len(), outbox::hub_backoff(&entries)))
                 })
@@ -589,23 +596,63 @@ impl Relay {
         Ok(self.http.get_or_init(|| c).clone())
     }
 
-    /// Run a store operation off the async threads (store calls block on
-    /// the lock and fsync).
+    /// Run a database operation off the async threads (it blocks on the
+    /// database's locks and syncs).
     async fn blocking<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn Store) -> Result<R> + Send + 'static,
+        f: impl FnOnce(&dyn Db) -> Result<R> + Send + 'static,
     ) -> Result<R> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(db.as_ref()))
             .await
             .map_err(|e| Error::internal(format!("store task failed: {e}")))?
     }
 }
 
+/// The outbox as the relay works on it: every waiting event, in order, with
+/// its place in the database.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outbox {
+    pub outbox: Vec<serde_json::Value>,
+    seqs: Vec<i64>,
+}
+
+/// How many waiting events one pass reads at most.
+const OUTBOX_WINDOW: usize = 10_000;
+
+/// The outbox, in the caller's transaction.
+pub fn load(tx: &mut dyn Tx) -> Result<Outbox> {
+    let items = tx.outbox(OUTBOX_WINDOW)?;
+    Ok(Outbox {
+        seqs: items.iter().map(|i| i.seq).collect(),
+        outbox: items.into_iter().map(|i| i.event).collect(),
+    })
+}
+
+/// Write back what changed from `before` to `after` (events found by their
+/// id): removed ones are acknowledged, changed ones replaced.
+fn save(tx: &mut dyn Tx, before: &Outbox, after: &Outbox) -> Result<()> {
+    let now: std::collections::HashMap<&str, &serde_json::Value> = after
+        .outbox
+        .iter()
+        .filter_map(|v| outbox::event_id(v).map(|id| (id, v)))
+        .collect();
+    let mut gone = Vec::new();
+    for (seq, old) in before.seqs.iter().zip(&before.outbox) {
+        match outbox::event_id(old).and_then(|id| now.get(id)) {
+            None if outbox::event_id(old).is_some() => gone.push(*seq),
+            None => {}
+            Some(new) if *new != old => tx.replace_event(*seq, new)?,
+            Some(_) => {}
+        }
+    }
+    tx.ack_events(&gone)
+}
+
 /// Remove the delivered ids, record the failures, give back the leases of
 /// the `claimed` events not sent, and clear the older unavailable failures
 /// when the hub answered.
-fn apply_outcomes(doc: &mut StoreDoc, outcomes: &[Outcome], claimed: &[String], backoff: Backoff) {
+fn apply_outcomes(doc: &mut Outbox, outcomes: &[Outcome], claimed: &[String], backoff: Backoff) {
     let claimed: HashSet<&str> = claimed.iter().map(String::as_str).collect();
     let delivered: HashSet<&str> = outcomes
         .iter()
@@ -807,9 +854,9 @@ mod tests {
     #[test]
     fn a_commit_removes_exactly_the_delivered_ids_and_keeps_what_arrived_meanwhile() {
         // Loaded with a:1, b:1; c:1 was added by another process before the commit.
-        let mut doc = StoreDoc {
+        let mut doc = Outbox {
             outbox: vec![entry("sbx-a:1"), entry("sbx-b:1"), entry("sbx-c:1")],
-            ..StoreDoc::default()
+            ..Outbox::default()
         };
         let outcomes = [
             outcome("sbx-a:1", Sent::Delivered),

@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 use sandboxer_core::lifecycle::State;
-use sandboxer_core::store::StoreDoc;
 use serde::Serialize;
 
 use crate::outbox::{self, Entry, FailureKind};
@@ -58,8 +57,12 @@ pub struct EntryStatus {
 }
 
 /// The status of `doc`'s outbox at `now`; `hub_url` as configured.
-pub fn status(doc: &StoreDoc, hub_url: Option<&str>, now: DateTime<Utc>) -> OutboxStatus {
-    let entries: Vec<Entry> = doc.outbox.iter().filter_map(Entry::parse).collect();
+pub fn status(
+    outbox: &[serde_json::Value],
+    hub_url: Option<&str>,
+    now: DateTime<Utc>,
+) -> OutboxStatus {
+    let entries: Vec<Entry> = outbox.iter().filter_map(Entry::parse).collect();
     let oldest_at = entries.iter().map(|e| e.event.at).min();
     let last_error = entries
         .iter()
@@ -73,14 +76,14 @@ pub fn status(doc: &StoreDoc, hub_url: Option<&str>, now: DateTime<Utc>) -> Outb
         .max_by_key(|l| l.at);
     OutboxStatus {
         hub_url: hub_url.map(crate::redact_url),
-        events: doc.outbox.len(),
+        events: outbox.len(),
         oldest_at,
         oldest_age_secs: oldest_at.map(|t| (now - t).num_seconds().max(0)),
         backing_off_until: outbox::hub_backoff(&entries)
             .map(|b| b.retry_at)
             .filter(|t| *t > now),
         last_error,
-        unreadable: doc.outbox.len() - entries.len(),
+        unreadable: outbox.len() - entries.len(),
         entries: entries
             .into_iter()
             .map(|e| EntryStatus {

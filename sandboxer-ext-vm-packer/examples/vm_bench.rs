@@ -37,7 +37,7 @@ use sandboxer_core::hosts::Hosts;
 use sandboxer_core::lifecycle::{EndReason, State};
 use sandboxer_core::manager::{CreateRequest, Manager};
 use sandboxer_core::profile::Catalog;
-use sandboxer_core::store::{JsonFileStore, Store};
+use sandboxer_core::store::db::Db;
 use sandboxer_core::transport::Connector;
 use sandboxer_ext_vm_packer::ssh::{self, SshAuth, SshLogin};
 use sandboxer_ext_vm_packer::VmPackerExtension;
@@ -264,7 +264,7 @@ ssh_key = "{key}"
             key = image.file("id_ed25519"),
         ),
     )?;
-    let store: Arc<dyn Store> = Arc::new(JsonFileStore::in_data_dir(&data));
+    let store: Arc<dyn Db> = sandboxer_store::open(None, &data)?;
     let mut registry = Registry::new();
     registry.register(Arc::new(VmPackerExtension::new()));
     let connector: Arc<dyn Connector> = Arc::new(DefaultConnector::with_config_dir(

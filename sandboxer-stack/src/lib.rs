@@ -1,5 +1,6 @@
-//! sandboxer assembled in a few lines: [`StackBuilder`] wires the store, the
-//! credits ledger, the extensions (each wrapped in the metering layer
+//! sandboxer assembled in a few lines: [`StackBuilder`] wires the database
+//! (SQLite in the data dir, or the PostgreSQL one a URL names), the credits
+//! ledger in it, the extensions (each wrapped in the metering layer
 //! [`Metered`], so no backend touches the ledger), the host connector and
 //! the [`Manager`], from a data dir and a config dir. The CLI, the HTTP
 //! server and the examples are built with it; so can any program that
@@ -27,17 +28,19 @@ use sandboxer_core::extension::{Extension, Registry};
 use sandboxer_core::hosts::Hosts;
 use sandboxer_core::manager::Manager;
 use sandboxer_core::profile::Catalog;
-use sandboxer_core::store::{JsonFileStore, Store};
+use sandboxer_core::store::db::Db;
 use sandboxer_core::Result;
-pub use sandboxer_credits::{FileLedger, Metered};
+pub use sandboxer_credits::{DbLedger, Metered};
+
+pub mod import;
 
 /// What [`StackBuilder::build`] assembles.
 pub struct Stack {
     pub manager: Manager,
     /// The credits ledger the manager bills through (the same one every
     /// extension's metering layer holds and settles on).
-    pub ledger: Arc<FileLedger>,
-    pub store: Arc<dyn Store>,
+    pub ledger: Arc<DbLedger>,
+    pub db: Arc<dyn Db>,
 }
 
 /// Builds a [`Stack`]; see the crate docs.
@@ -48,6 +51,8 @@ pub struct StackBuilder {
     builtins: Option<Option<PathBuf>>,
     lenient: bool,
     events: bool,
+    database: Option<String>,
+    db: Option<Arc<dyn Db>>,
 }
 
 impl StackBuilder {
@@ -61,18 +66,36 @@ impl StackBuilder {
             builtins: None,
             lenient: false,
             events: false,
+            database: None,
+            db: None,
         }
+    }
+
+    /// Use this database, already open (a process that opened it once).
+    pub fn with_database_handle(mut self, db: Arc<dyn Db>) -> Self {
+        self.db = Some(db);
+        self
+    }
+
+    /// Keep the state in the PostgreSQL database `url` names
+    /// (`postgres://...`) instead of the embedded SQLite one in the data
+    /// dir (`None`, or an empty URL).
+    pub fn with_database(mut self, url: Option<String>) -> Self {
+        self.database = url.filter(|u| !u.trim().is_empty());
+        self
     }
 
     /// The folders the environment names (`SANDBOXER_DATA_DIR`,
     /// `SANDBOXER_CONFIG_DIR`, then the XDG folders), with the State Hub's
-    /// events on when `SANDBOXER_STATE_HUB_URL` is set.
+    /// events on when `SANDBOXER_STATE_HUB_URL` is set, and the database
+    /// `SANDBOXER_DATABASE_URL` names (the embedded one when unset).
     pub fn from_env() -> Self {
         StackBuilder::new(
             sandboxer_core::paths::data_dir(),
             sandboxer_core::paths::config_dir(),
         )
         .with_events(std::env::var_os("SANDBOXER_STATE_HUB_URL").is_some_and(|v| !v.is_empty()))
+        .with_database(std::env::var(DATABASE_ENV).ok())
     }
 
     /// Every extension of this build: `ext.compose-ssh`, `ext.saas-stub`
@@ -104,13 +127,16 @@ impl StackBuilder {
         self
     }
 
-    /// The store of this data dir.
-    pub fn store(&self) -> Arc<dyn Store> {
-        Arc::new(JsonFileStore::in_data_dir(&self.data_dir))
+    /// The database: opened (created and migrated when new), with the
+    /// files of release 0.1 in the data dir imported into it the first time
+    /// (see [`import`]).
+    pub fn open_db(&self) -> Result<Arc<dyn Db>> {
+        let db = sandboxer_store::open(self.database.as_deref(), &self.data_dir)?;
+        import::import_legacy(db.as_ref(), &self.data_dir)?;
+        Ok(db)
     }
 
-    /// Assemble it, and resolve the ledger's holds whose sandboxes ended
-    /// (after a crash between the ledger and the store).
+    /// Assemble it.
     pub fn build(self) -> Result<Stack> {
         let hosts = if self.lenient {
             let (hosts, err) = Hosts::load_lenient(&self.config_dir);
@@ -129,7 +155,11 @@ impl StackBuilder {
             }
             Err(e) => return Err(e),
         };
-        let ledger = Arc::new(FileLedger::open(&self.data_dir)?);
+        let db = match &self.db {
+            Some(db) => db.clone(),
+            None => self.open_db()?,
+        };
+        let ledger = Arc::new(DbLedger::new(db.clone()));
         let mut backends: Vec<Arc<dyn Extension>> = Vec::new();
         if let Some(agent) = &self.builtins {
             if let Some(exe) = agent {
@@ -150,9 +180,8 @@ impl StackBuilder {
         for ext in backends {
             registry.register(Arc::new(Metered::new(ext, ledger.clone())));
         }
-        let store = self.store();
         let manager = Manager::new(
-            store.clone(),
+            db.clone(),
             catalog,
             hosts,
             registry,
@@ -164,11 +193,13 @@ impl StackBuilder {
         .with_billing(ledger.clone())
         .with_uploads_dir(self.data_dir.join(sandboxer_core::uploads::UPLOADS_DIR))
         .with_events(self.events);
-        ledger.reconcile_with_store(manager.store().as_ref())?;
         Ok(Stack {
             manager,
             ledger,
-            store,
+            db,
         })
     }
 }
+
+/// The environment variable naming a shared database (`postgres://...`).
+pub const DATABASE_ENV: &str = "SANDBOXER_DATABASE_URL";

@@ -36,9 +36,7 @@ CREATE TABLE idempotency (
 CREATE TABLE outbox (
     seq           @SERIAL@,
     sandbox_id    TEXT NOT NULL,
-    event         TEXT NOT NULL,
-    leased_until  TEXT,
-    attempts      INTEGER NOT NULL DEFAULT 0
+    event         TEXT NOT NULL
 );
 
 CREATE TABLE uploads (

@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use sandboxer_core::model::{Actor, Sandbox};
@@ -467,6 +466,28 @@ impl Tx for PgTx<'_> {
         }))
     }
 
+    fn idempotency_keys(&mut self) -> Result<Vec<(Actor, String, IdempotencyEntry)>> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT actor, key, request_hash, sandbox_id FROM idempotency ORDER BY actor, key",
+                &[],
+            )
+            .map_err(|e| self.err("reading", e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push((
+                actor(r.get::<_, &str>(0))?,
+                r.get::<_, String>(1),
+                IdempotencyEntry {
+                    request_hash: r.get(2),
+                    sandbox_id: r.get(3),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     fn put_idempotency(
         &mut self,
         actor: &Actor,
@@ -498,48 +519,38 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
-    fn lease_events(
-        &mut self,
-        max: usize,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<Vec<OutboxItem>> {
+    fn outbox(&mut self, limit: usize) -> Result<Vec<OutboxItem>> {
         let rows = self
             .tx
             .query(
-                "UPDATE outbox SET leased_until = $1
-                 WHERE seq IN (SELECT seq FROM outbox WHERE leased_until IS NULL OR leased_until < $2
-                               ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 RETURNING seq, sandbox_id, event, attempts",
-                &[&ts(until), &ts(now), &(max as i64)],
+                "SELECT seq, sandbox_id, event FROM outbox ORDER BY seq LIMIT $1",
+                &[&(limit.min(i64::MAX as usize) as i64)],
             )
-            .map_err(|e| self.err("writing", e))?;
+            .map_err(|e| self.err("reading", e))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             out.push(OutboxItem {
                 seq: r.get(0),
                 sandbox_id: r.get(1),
                 event: from_json("outbox event", r.get::<_, &str>(2))?,
-                attempts: r.get::<_, i32>(3) as u32,
             });
         }
-        out.sort_by_key(|i| i.seq);
         Ok(out)
+    }
+
+    fn replace_event(&mut self, seq: i64, event: &serde_json::Value) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE outbox SET event = $1 WHERE seq = $2",
+                &[&to_json(event)?, &seq],
+            )
+            .map_err(|e| self.err("writing", e))?;
+        Ok(())
     }
 
     fn ack_events(&mut self, seqs: &[i64]) -> Result<()> {
         self.tx
             .execute("DELETE FROM outbox WHERE seq = ANY($1)", &[&seqs])
-            .map_err(|e| self.err("writing", e))?;
-        Ok(())
-    }
-
-    fn release_events(&mut self, seqs: &[i64]) -> Result<()> {
-        self.tx
-            .execute(
-                "UPDATE outbox SET leased_until = NULL, attempts = attempts + 1 WHERE seq = ANY($1)",
-                &[&seqs],
-            )
             .map_err(|e| self.err("writing", e))?;
         Ok(())
     }

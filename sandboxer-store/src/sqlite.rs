@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use sandboxer_core::model::{Actor, Sandbox};
 use sandboxer_core::store::db::{
@@ -460,6 +459,33 @@ impl Tx for SqliteTx<'_> {
             .map_err(|e| self.err("reading", e))
     }
 
+    fn idempotency_keys(&mut self) -> Result<Vec<(Actor, String, IdempotencyEntry)>> {
+        let mut st = self
+            .tx
+            .prepare_cached(
+                "SELECT actor, key, request_hash, sandbox_id FROM idempotency ORDER BY actor, key",
+            )
+            .map_err(|e| map_error(self.path, "reading", e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    IdempotencyEntry {
+                        request_hash: r.get(2)?,
+                        sandbox_id: r.get(3)?,
+                    },
+                ))
+            })
+            .map_err(|e| map_error(self.path, "reading", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (who, key, entry) = row.map_err(|e| map_error(self.path, "reading", e))?;
+            out.push((actor(&who)?, key, entry));
+        }
+        Ok(out)
+    }
+
     fn put_idempotency(
         &mut self,
         actor: &Actor,
@@ -491,64 +517,46 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn lease_events(
-        &mut self,
-        max: usize,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<Vec<OutboxItem>> {
+    fn outbox(&mut self, limit: usize) -> Result<Vec<OutboxItem>> {
         let mut st = self
             .tx
-            .prepare_cached(
-                "UPDATE outbox SET leased_until = ?1
-                 WHERE seq IN (SELECT seq FROM outbox WHERE leased_until IS NULL OR leased_until < ?2
-                               ORDER BY seq LIMIT ?3)
-                 RETURNING seq, sandbox_id, event, attempts",
-            )
-            .map_err(|e| map_error(self.path, "writing", e))?;
+            .prepare_cached("SELECT seq, sandbox_id, event FROM outbox ORDER BY seq LIMIT ?1")
+            .map_err(|e| map_error(self.path, "reading", e))?;
         let rows = st
-            .query_map(params![ts(until), ts(now), max as i64], |r| {
+            .query_map([limit.min(i64::MAX as usize) as i64], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
-                    r.get::<_, u32>(3)?,
                 ))
             })
-            .map_err(|e| map_error(self.path, "writing", e))?;
+            .map_err(|e| map_error(self.path, "reading", e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, sandbox_id, event, attempts) =
-                row.map_err(|e| map_error(self.path, "writing", e))?;
+            let (seq, sandbox_id, event) = row.map_err(|e| map_error(self.path, "reading", e))?;
             out.push(OutboxItem {
                 seq,
                 sandbox_id,
                 event: from_json("outbox event", &event)?,
-                attempts,
             });
         }
-        out.sort_by_key(|i| i.seq);
         Ok(out)
+    }
+
+    fn replace_event(&mut self, seq: i64, event: &serde_json::Value) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE outbox SET event = ?1 WHERE seq = ?2",
+                params![to_json(event)?, seq],
+            )
+            .map_err(|e| self.err("writing", e))?;
+        Ok(())
     }
 
     fn ack_events(&mut self, seqs: &[i64]) -> Result<()> {
         let mut st = self
             .tx
             .prepare_cached("DELETE FROM outbox WHERE seq = ?1")
-            .map_err(|e| map_error(self.path, "writing", e))?;
-        for s in seqs {
-            st.execute([s])
-                .map_err(|e| map_error(self.path, "writing", e))?;
-        }
-        Ok(())
-    }
-
-    fn release_events(&mut self, seqs: &[i64]) -> Result<()> {
-        let mut st = self
-            .tx
-            .prepare_cached(
-                "UPDATE outbox SET leased_until = NULL, attempts = attempts + 1 WHERE seq = ?1",
-            )
             .map_err(|e| map_error(self.path, "writing", e))?;
         for s in seqs {
             st.execute([s])

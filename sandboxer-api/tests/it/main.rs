@@ -14,7 +14,6 @@ use sandboxer_core::extension::Registry;
 use sandboxer_core::hosts::Hosts;
 use sandboxer_core::manager::Manager;
 use sandboxer_core::profile::Catalog;
-use sandboxer_core::store::JsonFileStore;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -35,9 +34,10 @@ fn state(home: &std::path::Path) -> ApiState {
     let data = home.join("data");
     let config = home.join("config");
     std::fs::create_dir_all(&config).unwrap();
-    let ledger = Arc::new(sandboxer_credits::FileLedger::open(&data).unwrap());
+    let db = sandboxer_store::open(None, &data).unwrap();
+    let ledger = Arc::new(sandboxer_credits::DbLedger::new(db.clone()));
     let manager = Manager::new(
-        Arc::new(JsonFileStore::in_data_dir(&data)),
+        db,
         Catalog::builtin(),
         Hosts::local_only(),
         Registry::new(),

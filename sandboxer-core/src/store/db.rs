@@ -58,15 +58,15 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
-/// An event in the outbox, leased to one relay.
+/// An event in the outbox. Its delivery state (attempts, lease, last
+/// error) travels in the event's own JSON, which the relay changes with
+/// [`Tx::replace_event`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxItem {
     /// Its place in the outbox (delivery order).
     pub seq: i64,
     pub sandbox_id: String,
     pub event: serde_json::Value,
-    /// Deliveries tried before this lease.
-    pub attempts: u32,
 }
 
 /// An API token as stored: its hash only, never the secret.
@@ -118,24 +118,22 @@ pub trait Tx {
 
     /// The request `actor` first made with `key`.
     fn idempotency(&mut self, actor: &Actor, key: &str) -> Result<Option<IdempotencyEntry>>;
+    /// Every idempotency key, by actor and key (for `db copy`).
+    fn idempotency_keys(&mut self) -> Result<Vec<(Actor, String, IdempotencyEntry)>>;
     /// Remember that `actor`'s `key` made `entry` (a key is never reused).
     fn put_idempotency(&mut self, actor: &Actor, key: &str, entry: &IdempotencyEntry)
         -> Result<()>;
 
     /// Queue a lifecycle event for the State Hub.
     fn push_event(&mut self, sandbox_id: &str, event: &serde_json::Value) -> Result<()>;
-    /// Lease up to `max` events no other relay holds (none, or a lease past
-    /// `now`), oldest first, until `until`.
-    fn lease_events(
-        &mut self,
-        max: usize,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<Vec<OutboxItem>>;
+    /// The first `limit` events waiting, oldest first. A relay reads them
+    /// in a write transaction, so two relays (on any replicas) claim in
+    /// turn and each sees the other's leases.
+    fn outbox(&mut self, limit: usize) -> Result<Vec<OutboxItem>>;
+    /// Replace event `seq`'s JSON (its delivery state changed).
+    fn replace_event(&mut self, seq: i64, event: &serde_json::Value) -> Result<()>;
     /// Remove delivered events.
     fn ack_events(&mut self, seqs: &[i64]) -> Result<()>;
-    /// Give leased events back (delivery failed), counting the attempt.
-    fn release_events(&mut self, seqs: &[i64]) -> Result<()>;
     /// Events waiting, leased or not.
     fn outbox_depth(&mut self) -> Result<u64>;
 

@@ -17,7 +17,7 @@ use sandboxer_core::extension::{
 use sandboxer_core::model::{is_sandbox_id, Actor, Reachability};
 use sandboxer_core::transport::{shell_quote, Transport};
 use sandboxer_core::{Error, ErrorKind, Result};
-use sandboxer_credits::{FileLedger, HoldState, Metered};
+use sandboxer_credits::{DbLedger, HoldState, Metered};
 use sandboxer_transport::LocalTransport;
 
 struct FolderExt {
@@ -151,7 +151,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     host_dir: std::path::PathBuf,
     transport: Arc<dyn Transport>,
-    ledger: Arc<FileLedger>,
+    ledger: Arc<DbLedger>,
     inner: Arc<FolderExt>,
     metered: Arc<Metered>,
     bob: Actor,
@@ -162,7 +162,9 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let host_dir = dir.path().join("host");
         let transport: Arc<dyn Transport> = Arc::new(LocalTransport::new(host_dir.clone()));
-        let ledger = Arc::new(FileLedger::open(&dir.path().join("data")).unwrap());
+        let ledger = Arc::new(DbLedger::new(
+            sandboxer_store::open(None, &dir.path().join("data")).unwrap(),
+        ));
         let bob: Actor = "agt:bob".parse().unwrap();
         if balance != "0" {
             ledger

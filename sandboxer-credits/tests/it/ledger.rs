@@ -1,4 +1,4 @@
-//! FileLedger against the real filesystem: durability across handles,
+//! DbLedger on the real embedded database: durability across handles,
 //! concurrent threads and processes, torn tails, versions, reconciliation.
 
 use std::fs;
@@ -9,9 +9,9 @@ use chrono::{Duration, Utc};
 use sandboxer_core::credits::Micros;
 use sandboxer_core::lifecycle::{EndReason, Event};
 use sandboxer_core::model::{Actor, NewSandbox, Sandbox};
-use sandboxer_core::store::{JsonFileStore, Store};
+use sandboxer_core::store::db::{transact, Db};
 use sandboxer_core::ErrorKind;
-use sandboxer_credits::{EntryFilter, Fate, FileLedger, HoldRequest, HoldState};
+use sandboxer_credits::{legacy, DbLedger, EntryFilter, HoldRequest, HoldState};
 
 fn actor(s: &str) -> Actor {
     s.parse().unwrap()
@@ -35,12 +35,23 @@ fn hold_req(sbx: &str, who: &Actor, price: &str, ttl_secs: i64) -> HoldRequest {
     }
 }
 
-fn ledger_lines(dir: &Path) -> Vec<String> {
-    fs::read_to_string(dir.join("ledger.jsonl"))
+/// A ledger on the embedded database in `dir` (a new handle each call, as
+/// a new process would open it).
+fn open(dir: &Path) -> sandboxer_core::Result<DbLedger> {
+    Ok(DbLedger::new(sandboxer_store::open(None, dir)?))
+}
+
+fn db(dir: &Path) -> Arc<dyn Db> {
+    sandboxer_store::open(None, dir).unwrap()
+}
+
+/// How many entries the ledger holds.
+fn entry_count(dir: &Path) -> usize {
+    open(dir)
         .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+        .entries(&EntryFilter::default())
+        .unwrap()
+        .len()
 }
 
 #[test]
@@ -48,7 +59,7 @@ fn durable_round_trip_across_handles() {
     let dir = tempfile::tempdir().unwrap();
     let (ops, bob) = (actor("adm:ops"), actor("agt:bob"));
     {
-        let l = FileLedger::open(dir.path()).unwrap();
+        let l = open(dir.path()).unwrap();
         l.grant(&ops, &bob, credits("10"), Some("welcome")).unwrap();
         l.hold(&hold_req("sbx-rt1", &bob, "2", 3600)).unwrap();
         l.extend("sbx-rt1", Utc::now() + Duration::hours(2))
@@ -57,12 +68,12 @@ fn durable_round_trip_across_handles() {
         l.settle("sbx-rt1", 1800, Utc::now()).unwrap();
         l.void("sbx-rt2").unwrap();
     }
-    let first = FileLedger::open(dir.path()).unwrap().snapshot().unwrap();
-    let again = FileLedger::open(dir.path()).unwrap();
+    let first = open(dir.path()).unwrap().snapshot().unwrap();
+    let again = open(dir.path()).unwrap();
     assert_eq!(
         again.snapshot().unwrap(),
         first,
-        "the file rebuilds the same state"
+        "another handle reads the same state"
     );
     let acc = again.balance(&bob).unwrap();
     // 2/h for 30 minutes: 1 spent; everything else back.
@@ -80,9 +91,7 @@ fn durable_round_trip_across_handles() {
         (usage[1].state, usage[1].cost),
         (HoldState::Voided, Some(Micros::ZERO))
     );
-    let lines = ledger_lines(dir.path());
-    assert!(lines[0].starts_with(r#"{"version":1,"#), "{}", lines[0]);
-    assert_eq!(lines.len(), 1 + 6);
+    assert_eq!(entry_count(dir.path()), 6);
     assert!(again.check().unwrap().is_ok());
     let only = again
         .entries(&EntryFilter {
@@ -100,7 +109,7 @@ fn durable_round_trip_across_handles() {
 fn retried_operations_are_written_once() {
     let dir = tempfile::tempdir().unwrap();
     let (ops, bob) = (actor("adm:ops"), actor("agt:bob"));
-    let l = FileLedger::open(dir.path()).unwrap();
+    let l = open(dir.path()).unwrap();
     l.grant(&ops, &bob, credits("5"), Some("k")).unwrap();
     assert!(
         l.grant(&ops, &bob, credits("5"), Some("k"))
@@ -117,14 +126,14 @@ fn retried_operations_are_written_once() {
         ErrorKind::Conflict,
         "a hold once settled"
     );
-    assert_eq!(ledger_lines(dir.path()).len(), 1 + 3);
+    assert_eq!(entry_count(dir.path()), 3);
     let err = l.grant(&bob, &bob, credits("1"), None).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Forbidden);
 }
 
 /// Each worker: `n` grants with its own keys, and `n` hold+settle pairs on
 /// its own sandboxes, all to one shared actor.
-fn work(l: &FileLedger, tag: &str, n: usize) {
+fn work(l: &DbLedger, tag: &str, n: usize) {
     let (ops, shared) = (actor("adm:ops"), actor("agt:shared"));
     for i in 0..n {
         l.grant(&ops, &shared, credits("1"), Some(&format!("{tag}-{i}")))
@@ -136,18 +145,14 @@ fn work(l: &FileLedger, tag: &str, n: usize) {
 }
 
 fn assert_all_there(dir: &Path, tags: &[&str], n: usize) {
-    let l = FileLedger::open(dir).unwrap();
+    let l = open(dir).unwrap();
     let acc = l.balance(&actor("agt:shared")).unwrap();
     let workers = tags.len() as i64;
     // 0.36/h for 10 s = 0.001 per pair.
     assert_eq!(acc.granted, Micros(workers * n as i64 * 1_000_000));
     assert_eq!(acc.spent, Micros(workers * n as i64 * 1_000));
     assert_eq!(acc.held, Micros::ZERO);
-    assert_eq!(
-        ledger_lines(dir).len(),
-        1 + tags.len() * n * 3,
-        "no entry lost"
-    );
+    assert_eq!(entry_count(dir), tags.len() * n * 3, "no entry lost");
     for tag in tags {
         for i in 0..n {
             let sbx = format!("sbx-{tag}{i}");
@@ -166,8 +171,8 @@ fn assert_all_there(dir: &Path, tags: &[&str], n: usize) {
 fn two_threads_append_without_loss() {
     let dir = tempfile::tempdir().unwrap();
     // One handle shared by two threads, and a second handle of its own.
-    let shared = Arc::new(FileLedger::open(dir.path()).unwrap());
-    let own = FileLedger::open(dir.path()).unwrap();
+    let shared = Arc::new(open(dir.path()).unwrap());
+    let own = open(dir.path()).unwrap();
     std::thread::scope(|s| {
         let a = shared.clone();
         let b = shared.clone();
@@ -190,7 +195,7 @@ fn child_appender() {
     let dir = std::env::var(CHILD_DIR)
         .expect("run by two_processes_append_without_loss, which sets the folder");
     let tag = std::env::var(CHILD_TAG).expect("run by two_processes_append_without_loss");
-    let l = FileLedger::open(Path::new(&dir)).unwrap();
+    let l = open(Path::new(&dir)).unwrap();
     work(&l, &tag, 60);
 }
 
@@ -217,75 +222,85 @@ fn two_processes_append_without_loss() {
         })
         .collect();
     // And this process appends at the same time.
-    work(&FileLedger::open(dir.path()).unwrap(), "pc", 60);
+    work(&open(dir.path()).unwrap(), "pc", 60);
     for mut c in children {
         assert!(c.wait().unwrap().success(), "a child appender failed");
     }
     assert_all_there(dir.path(), &["pa", "pb", "pc"], 60);
 }
 
-#[test]
-fn a_torn_tail_is_ignored_then_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ops, bob) = (actor("adm:ops"), actor("agt:bob"));
-    FileLedger::open(dir.path())
-        .unwrap()
-        .grant(&ops, &bob, credits("3"), Some("a"))
-        .unwrap();
-    let path = dir.path().join("ledger.jsonl");
-    let good = fs::read(&path).unwrap();
-    for torn in [
-        &br#"{"id":"grant:b","at":"2026-01-01T00:00:00Z","kind":"gra"#[..],
-        &b"\0\0\0\0\0\0\0\0\n"[..],
-    ] {
-        let mut bytes = good.clone();
-        bytes.extend_from_slice(torn);
-        fs::write(&path, &bytes).unwrap();
-        // Readers skip it.
-        let l = FileLedger::open(dir.path()).unwrap();
-        assert_eq!(l.balance(&bob).unwrap().available, credits("3"));
-        assert!(l.check().unwrap().is_ok());
-        assert_eq!(fs::read(&path).unwrap(), bytes, "reading never writes");
-        // The next append cuts it off and lands on a clean line.
-        l.grant(&ops, &bob, credits("1"), Some("b")).unwrap();
-        let after = fs::read_to_string(&path).unwrap();
-        assert!(after.starts_with(std::str::from_utf8(&good).unwrap()));
-        assert_eq!(after.lines().count(), 3, "{after}");
-        let again = FileLedger::open(dir.path()).unwrap();
-        assert_eq!(again.balance(&bob).unwrap().available, credits("4"));
-        fs::write(&path, &good).unwrap();
+/// `ledger.jsonl` of release 0.1, with the header that release wrote.
+fn old_ledger(dir: &Path, lines: &[&str]) -> std::path::PathBuf {
+    let path = dir.join(legacy::FILE_NAME);
+    let mut text = String::from(
+        "{\"version\":1,\"format\":\"sandboxer credits ledger\",\"created_at\":\"2026-12-01T00:00:00.000Z\"}\n",
+    );
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
     }
+    fs::write(&path, text).unwrap();
+    path
+}
+
+const GRANT_A: &str = r#"{"id":"grant:a","at":"2026-12-01T00:00:01Z","kind":"grant","actor":"agt:bob","amount":"3","by":"adm:ops"}"#;
+const GRANT_B: &str = r#"{"id":"grant:b","at":"2026-12-01T00:00:02Z","kind":"grant","actor":"agt:bob","amount":"1","by":"adm:ops"}"#;
+
+#[test]
+fn an_old_ledger_is_imported_entry_for_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    old_ledger(dir.path(), &[GRANT_A, GRANT_B]);
+    let entries = legacy::read(dir.path()).unwrap().unwrap();
+    assert_eq!(entries.len(), 2);
+    let db = db(dir.path());
+    transact(db.as_ref(), |tx| legacy::import(tx, &entries)).unwrap();
+    let l = DbLedger::new(db);
+    assert_eq!(
+        l.balance(&actor("agt:bob")).unwrap().available,
+        credits("4")
+    );
+    assert_eq!(l.entries(&EntryFilter::default()).unwrap(), entries);
+    assert!(l.check().unwrap().is_ok());
 }
 
 #[test]
-fn a_bad_line_in_the_middle_is_corrupt_and_named() {
+fn a_torn_tail_is_dropped_as_release_0_1_dropped_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (ops, bob) = (actor("adm:ops"), actor("agt:bob"));
-    let l = FileLedger::open(dir.path()).unwrap();
-    l.grant(&ops, &bob, credits("3"), Some("a")).unwrap();
-    l.grant(&ops, &bob, credits("3"), Some("b")).unwrap();
-    drop(l);
-    let path = dir.path().join("ledger.jsonl");
-    let mut lines = ledger_lines(dir.path());
-    lines[1] = "not json".into();
-    let text = lines.join("\n") + "\n";
-    fs::write(&path, &text).unwrap();
-    let err = FileLedger::open(dir.path()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::StoreCorrupt);
-    assert!(err.message().contains("line 2"), "{}", err.message());
-    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    let path = old_ledger(dir.path(), &[GRANT_A]);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(br#"{"id":"grant:b","at":"2026-01-01T00:00:00Z","kind":"gra"#);
+    fs::write(&path, &bytes).unwrap();
+    let entries = legacy::read(dir.path()).unwrap().unwrap();
+    assert_eq!(entries.len(), 1, "the last line had no line break");
+    assert_eq!(fs::read(&path).unwrap(), bytes, "reading never writes");
+}
+
+#[test]
+fn a_complete_line_that_does_not_parse_is_corrupt_and_nothing_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, line) in [
+        (&["not json", GRANT_B][..], "line 2"),
+        (&[GRANT_A, "\0\0\0\0"][..], "line 3"),
+    ] {
+        let path = old_ledger(dir.path(), bad);
+        let before = fs::read(&path).unwrap();
+        let err = legacy::read(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::StoreCorrupt);
+        assert!(err.message().contains(line), "{}", err.message());
+        assert_eq!(fs::read(&path).unwrap(), before, "left as it was");
+    }
 }
 
 #[test]
 fn an_unknown_version_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.jsonl");
+    let path = dir.path().join(legacy::FILE_NAME);
     for text in [
         "{\"version\":2,\"format\":\"from the future\"}\n{\"id\":\"x\"}\n",
-        "{\"version\":2}",
+        "{\"version\":2}\n",
     ] {
         fs::write(&path, text).unwrap();
-        let err = FileLedger::open(dir.path()).unwrap_err();
+        let err = legacy::read(dir.path()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::StoreCorrupt, "{err:?}");
         assert!(err.message().contains("version 2"), "{}", err.message());
         assert_eq!(
@@ -294,19 +309,6 @@ fn an_unknown_version_is_refused_and_left_untouched() {
             "never overwritten"
         );
     }
-}
-
-#[test]
-fn a_torn_header_is_rewritten() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.jsonl");
-    fs::write(&path, "{\"vers").unwrap();
-    let l = FileLedger::open(dir.path()).unwrap();
-    l.grant(&actor("adm:ops"), &actor("agt:a"), credits("1"), None)
-        .unwrap();
-    let lines = ledger_lines(dir.path());
-    assert_eq!(lines.len(), 2);
-    assert!(lines[0].contains("\"version\":1"));
 }
 
 #[test]
@@ -337,16 +339,17 @@ fn record(id: &str, actor: &Actor, created_at: chrono::DateTime<Utc>) -> Sandbox
     })
 }
 
-/// A crash between the ledger and the sandbox store: holds written, the
-/// store moved on (or never heard of one), no settle or void. The next
-/// command reconciles from the real store, and the check passes.
+/// A process that died between a hold and its record: holds written, the
+/// records moved on (or never heard of one), no settle or void. The
+/// reaper's reconciliation resolves them from the records in the same
+/// database, and the check passes.
 #[test]
 fn reconcile_after_a_crash_passes_check() {
     let dir = tempfile::tempdir().unwrap();
     let (ops, bob) = (actor("adm:ops"), actor("agt:bob"));
     let created = Utc::now() - Duration::minutes(30);
     {
-        let l = FileLedger::open(dir.path()).unwrap();
+        let l = open(dir.path()).unwrap();
         l.grant(&ops, &bob, credits("10"), None).unwrap();
         for sbx in ["sbx-ended", "sbx-failed", "sbx-missing", "sbx-live"] {
             let mut req = hold_req(sbx, &bob, "1", 3600);
@@ -356,62 +359,55 @@ fn reconcile_after_a_crash_passes_check() {
         }
         // The process dies here.
     }
-    let store = JsonFileStore::in_data_dir(dir.path());
-    store
-        .update(&mut |doc| {
-            let mut ended = record("sbx-ended", &bob, created);
-            ended.apply(&Event::Ready, created).unwrap();
-            ended
-                .apply(
-                    &Event::Destroy(EndReason::Destroyed),
-                    created + Duration::minutes(15),
-                )
-                .unwrap();
-            ended
-                .apply(&Event::TornDown, created + Duration::minutes(15))
-                .unwrap();
-            let mut failed = record("sbx-failed", &bob, created);
-            failed
-                .apply(&Event::ProvisionFailed("boom".into()), created)
-                .unwrap();
-            let mut live = record("sbx-live", &bob, created);
-            live.apply(&Event::Ready, created).unwrap();
-            for s in [ended, failed, live] {
-                doc.sandboxes.push(s)?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    let db = db(dir.path());
+    transact(db.as_ref(), |tx| {
+        let mut ended = record("sbx-ended", &bob, created);
+        ended.apply(&Event::Ready, created).unwrap();
+        ended
+            .apply(
+                &Event::Destroy(EndReason::Destroyed),
+                created + Duration::minutes(15),
+            )
+            .unwrap();
+        ended
+            .apply(&Event::TornDown, created + Duration::minutes(15))
+            .unwrap();
+        let mut failed = record("sbx-failed", &bob, created);
+        failed
+            .apply(&Event::ProvisionFailed("boom".into()), created)
+            .unwrap();
+        let mut live = record("sbx-live", &bob, created);
+        live.apply(&Event::Ready, created).unwrap();
+        for s in [ended, failed, live] {
+            tx.insert_sandbox(&s)?;
+        }
+        Ok(())
+    })
+    .unwrap();
 
-    let l = FileLedger::open(dir.path()).unwrap();
+    let l = open(dir.path()).unwrap();
     assert_eq!(l.open_holds().unwrap().len(), 4);
-    let doc = store.load().unwrap();
-    let written = l.reconcile(&|id| Fate::of(doc.get(id).unwrap())).unwrap();
+    let written = l.reconcile().unwrap();
     let ids: Vec<&str> = written.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(
         ids,
         ["settle:sbx-ended", "void:sbx-failed", "void:sbx-missing"]
     );
-    assert!(
-        l.reconcile(&|id| Fate::of(doc.get(id).unwrap()))
-            .unwrap()
-            .is_empty(),
-        "once"
-    );
-    let open: Vec<String> = l
+    assert!(l.reconcile().unwrap().is_empty(), "once");
+    let still_open: Vec<String> = l
         .open_holds()
         .unwrap()
         .into_iter()
         .map(|h| h.sandbox_id)
         .collect();
-    assert_eq!(open, ["sbx-live"]);
+    assert_eq!(still_open, ["sbx-live"]);
     let acc = l.balance(&bob).unwrap();
     // 15 minutes at 1/h: 0.25 spent; the live one still holds 1.
     assert_eq!(
         (acc.available, acc.held, acc.spent),
         (credits("8.75"), credits("1"), credits("0.25"))
     );
-    let report = FileLedger::open(dir.path()).unwrap().check().unwrap();
+    let report = open(dir.path()).unwrap().check().unwrap();
     assert!(report.is_ok(), "{:?}", report.violations);
     assert_eq!(report.open_holds, 1);
 }

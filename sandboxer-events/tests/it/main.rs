@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sandboxer_core::events::LifecycleEvent;
 use sandboxer_core::lifecycle::State;
-use sandboxer_core::store::{JsonFileStore, Store, StoreDoc};
+use sandboxer_core::store::db::{read, transact, Db, Tx};
 use sandboxer_core::Result;
 use sandboxer_events::outbox::{Backoff, FailureKind};
 use sandboxer_events::stub_hub::{HubMode, StubHub};
@@ -52,28 +52,35 @@ fn lifecycles(n: usize) -> Vec<serde_json::Value> {
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Db>,
+}
+
+/// The embedded database in `dir`.
+fn db_in(dir: &std::path::Path) -> Arc<dyn Db> {
+    sandboxer_store::open(None, dir).unwrap()
 }
 
 fn store_with(events: Vec<serde_json::Value>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(JsonFileStore::in_data_dir(dir.path()));
+    let store = db_in(dir.path());
     push(&store, events);
     Fixture { _dir: dir, store }
 }
 
-fn push(store: &Arc<dyn Store>, events: Vec<serde_json::Value>) {
-    let mut events = Some(events);
-    store
-        .update(&mut |doc| {
-            doc.outbox.extend(events.take().unwrap_or_default());
-            Ok(())
-        })
-        .unwrap();
+fn push(store: &Arc<dyn Db>, events: Vec<serde_json::Value>) {
+    transact(store.as_ref(), |tx| {
+        for e in &events {
+            tx.push_event(e["sandbox_id"].as_str().unwrap_or(""), e)?;
+        }
+        Ok(())
+    })
+    .unwrap();
 }
 
-fn outbox(store: &Arc<dyn Store>) -> Vec<serde_json::Value> {
-    store.load().unwrap().outbox
+fn outbox(store: &Arc<dyn Db>) -> Vec<serde_json::Value> {
+    read(store.as_ref(), sandboxer_events::load_outbox)
+        .unwrap()
+        .outbox
 }
 
 fn ids_of(vs: &[serde_json::Value]) -> Vec<String> {
@@ -178,7 +185,7 @@ async fn a_down_hub_keeps_every_event_records_the_attempt_and_is_left_alone_duri
         "nothing lost or reordered"
     );
 
-    let st = sandboxer_events::status(&f.store.load().unwrap(), Some("http://x"), Utc::now());
+    let st = sandboxer_events::status(&outbox(&f.store), Some("http://x"), Utc::now());
     assert_eq!(st.events, 12);
     assert!(st.backing_off_until.is_some());
     assert!(st.last_error.is_some());
@@ -253,7 +260,7 @@ async fn after_the_backoff_one_relay_at_a_time_probes_with_one_event() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(hub.requests() - before, 1);
     // The probe is the oldest event, and its attempts add up.
-    let st = sandboxer_events::status(&f.store.load().unwrap(), None, Utc::now());
+    let st = sandboxer_events::status(&outbox(&f.store), None, Utc::now());
     let first = &st.entries[0];
     assert_eq!(first.event_id, "sbx-0:1");
     assert_eq!(first.attempts, 2);
@@ -302,7 +309,7 @@ async fn a_rejected_event_backs_off_alone_and_holds_back_only_its_own_sandbox() 
         r.backing_off_until, None,
         "a refusal says nothing about the hub"
     );
-    let st = sandboxer_events::status(&f.store.load().unwrap(), None, Utc::now());
+    let st = sandboxer_events::status(&outbox(&f.store), None, Utc::now());
     let failing: Vec<_> = st.entries.iter().filter(|e| e.failure.is_some()).collect();
     assert_eq!(failing.len(), 2);
     assert!(failing
@@ -344,29 +351,32 @@ async fn flush_gives_up_at_its_timeout_and_keeps_everything() {
     assert_eq!(outbox(&f.store).len(), 8);
 }
 
-/// The real store, whose commits can be made to fail after a number of
-/// them: a crash after the hub answered and before the events left the
-/// outbox.
+/// The real database, whose write transactions can be made to fail after a
+/// number of them: a crash after the hub answered and before the events
+/// left the outbox.
 struct CommitsFail {
-    inner: JsonFileStore,
+    inner: Arc<dyn Db>,
     /// Commits that still succeed.
     allowed: AtomicUsize,
 }
 
-impl Store for CommitsFail {
-    fn load(&self) -> Result<StoreDoc> {
-        self.inner.load()
-    }
-    fn update(&self, f: &mut dyn FnMut(&mut StoreDoc) -> Result<()>) -> Result<()> {
+impl Db for CommitsFail {
+    fn transaction(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()> {
         let allowed = self.allowed.load(Ordering::SeqCst);
         if allowed == 0 {
             return Err(sandboxer_core::Error::internal("crashed before the commit"));
         }
         self.allowed.store(allowed - 1, Ordering::SeqCst);
-        self.inner.update(f)
+        self.inner.transaction(f)
+    }
+    fn read(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()> {
+        self.inner.read(f)
     }
     fn location(&self) -> String {
         self.inner.location()
+    }
+    fn schema_version(&self) -> Result<u32> {
+        self.inner.schema_version()
     }
 }
 
@@ -374,10 +384,10 @@ impl Store for CommitsFail {
 async fn a_crash_between_the_answer_and_the_removal_sends_again_and_the_hub_dedups() {
     let dir = tempfile::tempdir().unwrap();
     let crashing = Arc::new(CommitsFail {
-        inner: JsonFileStore::in_data_dir(dir.path()),
+        inner: db_in(dir.path()),
         allowed: AtomicUsize::new(usize::MAX),
     });
-    let store: Arc<dyn Store> = crashing.clone();
+    let store: Arc<dyn Db> = crashing.clone();
     push(&store, lifecycles(2));
     let hub = StubHub::start().await.unwrap();
     let relay = Relay::new(store.clone(), &hub.url(), RelayOptions::background()).unwrap();

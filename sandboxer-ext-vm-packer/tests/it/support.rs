@@ -12,7 +12,7 @@ use sandboxer_core::extension::{Registry, SandboxCtx};
 use sandboxer_core::hosts::Hosts;
 use sandboxer_core::manager::Manager;
 use sandboxer_core::profile::Catalog;
-use sandboxer_core::store::{JsonFileStore, Store};
+use sandboxer_core::store::db::Db;
 use sandboxer_core::transport::{Connector, Transport};
 use sandboxer_ext_vm_packer::VmPackerExtension;
 use sandboxer_testkit::testbed::testbed;
@@ -251,7 +251,7 @@ impl World {
         )
         .unwrap();
         let catalog = Catalog::load(&config).unwrap();
-        let store: Arc<dyn Store> = Arc::new(JsonFileStore::in_data_dir(&data));
+        let store: Arc<dyn Db> = sandboxer_store::open(None, &data).unwrap();
         let mut registry = Registry::new();
         registry.register(Arc::new(VmPackerExtension::new()));
         let connector: Arc<dyn Connector> = Arc::new(DefaultConnector::with_config_dir(

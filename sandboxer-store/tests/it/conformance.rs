@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
 use sandboxer_core::lifecycle::{EndReason, Event, State};
 use sandboxer_core::manager::ListFilter;
 use sandboxer_core::model;
@@ -185,33 +184,18 @@ fn outbox(db: &dyn Db) {
         transact(db, |tx| tx.push_event("sbx-evt0000001", &json!({"n": i}))).unwrap();
     }
     assert_eq!(transact(db, |tx| tx.outbox_depth()).unwrap(), depth0 + 5);
-    let now = Utc::now();
-    let later = now + Duration::seconds(30);
-    let first = transact(db, |tx| tx.lease_events(3, now, later)).unwrap();
-    let second = transact(db, |tx| tx.lease_events(100, now, later)).unwrap();
-    let mine: Vec<i64> = first.iter().map(|e| e.seq).collect();
-    assert!(first.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
-    assert!(
-        second.iter().all(|e| !mine.contains(&e.seq)),
-        "two relays never share an event"
-    );
-    // Release one (delivery failed): it comes back with its attempt counted.
-    transact(db, |tx| tx.release_events(&mine[..1])).unwrap();
-    let again = transact(db, |tx| tx.lease_events(100, now, later)).unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!((again[0].seq, again[0].attempts), (mine[0], 1));
-    // A lease that ran out is taken again.
-    let expired = transact(db, |tx| {
-        tx.lease_events(
-            100,
-            later + Duration::seconds(1),
-            later + Duration::seconds(60),
-        )
-    })
-    .unwrap();
-    assert_eq!(expired.len() as u64, depth0 + 5);
-    let all: Vec<i64> = expired.iter().map(|e| e.seq).collect();
-    transact(db, |tx| tx.ack_events(&all)).unwrap();
+    let all = transact(db, |tx| tx.outbox(100)).unwrap();
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+    assert_eq!(all.len() as u64, depth0 + 5);
+    let first = transact(db, |tx| tx.outbox(3)).unwrap();
+    assert_eq!(first, all[..3].to_vec(), "a limit takes the oldest");
+    // A delivery state written back is what the next reader sees.
+    let mut changed = all[0].event.clone();
+    changed["delivery"] = json!({"attempts": 1});
+    transact(db, |tx| tx.replace_event(all[0].seq, &changed)).unwrap();
+    assert_eq!(transact(db, |tx| tx.outbox(1)).unwrap()[0].event, changed);
+    let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
+    transact(db, |tx| tx.ack_events(&seqs)).unwrap();
     assert_eq!(transact(db, |tx| tx.outbox_depth()).unwrap(), 0);
 }
 
