@@ -8,8 +8,58 @@
 use chrono::{DateTime, Utc};
 
 use crate::credits::Micros;
-use crate::model::{Actor, Cost};
+use crate::model::{Actor, Cost, Sandbox};
+use crate::store::db::Tx;
 use crate::Result;
+
+/// Whole seconds from `from` to `to`, a started second counted, never
+/// negative.
+pub fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+    let ms = (to - from).num_milliseconds();
+    if ms <= 0 {
+        0
+    } else {
+        (ms as u64).div_ceil(1000)
+    }
+}
+
+/// What a hold is for: everything but the amount, which is derived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRequest {
+    pub sandbox_id: String,
+    pub actor: Actor,
+    pub price_per_hour: Micros,
+    pub extension: String,
+    pub host: String,
+    pub profile: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl HoldRequest {
+    /// `price_per_hour x TTL`, rounded up to the micro-credit.
+    pub fn amount(&self) -> Micros {
+        self.price_per_hour
+            .per_hour_times_secs(seconds_between(self.created_at, self.expires_at))
+    }
+}
+
+impl HoldRequest {
+    /// The hold a metered create takes for `sbx` on its chosen route:
+    /// `price_per_hour` for its whole TTL, from its creation.
+    pub fn for_sandbox(sbx: &Sandbox, price_per_hour: Micros) -> HoldRequest {
+        HoldRequest {
+            sandbox_id: sbx.id.clone(),
+            actor: sbx.actor.clone(),
+            price_per_hour,
+            extension: sbx.extension.clone(),
+            host: sbx.host.clone(),
+            profile: sbx.profile.clone(),
+            created_at: sbx.created_at,
+            expires_at: sbx.expires_at.unwrap_or(sbx.created_at),
+        }
+    }
+}
 
 pub trait Billing: Send + Sync + 'static {
     /// The actor's available balance.
@@ -19,9 +69,15 @@ pub trait Billing: Send + Sync + 'static {
     /// the caller's transaction.
     fn cost_in(&self, tx: &mut dyn crate::store::db::Tx, sandbox_id: &str) -> Result<Option<Cost>>;
 
-    /// Release the sandbox's hold entirely (failed provisioning). No hold is
-    /// fine.
-    fn void(&self, sandbox_id: &str) -> Result<()>;
+    /// Take the hold of a metered create in the caller's transaction (the
+    /// one that records the sandbox): refused with `InsufficientCredits`
+    /// when the balance does not cover it, and then nothing is recorded.
+    fn hold_in(&self, tx: &mut dyn Tx, req: &HoldRequest) -> Result<()>;
+
+    /// Release the sandbox's hold entirely, in the caller's transaction
+    /// (provisioning failed, or a create that never became ready is ended).
+    /// No open hold is fine.
+    fn void_in(&self, tx: &mut dyn Tx, sandbox_id: &str) -> Result<()>;
 
     /// Hold the extra time up to `expires_at`; refused with
     /// `InsufficientCredits` when the balance does not cover it. No hold

@@ -515,6 +515,17 @@ impl Manager {
                 emit(tx, &mut sbx, None)?;
             }
             tx.insert_sandbox(&sbx)?;
+            // A metered route holds its price for the whole TTL in this same
+            // transaction: a create the actor cannot pay for (another
+            // create took the credits first) records nothing at all.
+            if let Some(b) = &self.billing {
+                if chosen.price_per_hour > crate::credits::Micros::ZERO {
+                    b.hold_in(
+                        tx,
+                        &crate::billing::HoldRequest::for_sandbox(&sbx, chosen.price_per_hour),
+                    )?;
+                }
+            }
             if let Some(key) = &req.idempotency_key {
                 tx.put_idempotency(
                     &actor,
@@ -707,7 +718,7 @@ impl Manager {
                 // Failed provisioning pays nothing: release the hold before the
                 // rollback teardown (which would otherwise settle).
                 if let Some(b) = &self.billing {
-                    if let Err(ve) = b.void(&sbx.id) {
+                    if let Err(ve) = transact(self.db.as_ref(), |tx| b.void_in(tx, &sbx.id)) {
                         tracing::warn!("voiding the hold of {} failed: {ve}", sbx.id);
                     }
                 }
@@ -861,6 +872,14 @@ impl Manager {
             }
             if let Some(n) = recreated_as {
                 rec.recreated_as = Some(n.to_string());
+            }
+            // A create that never became ready (its process died, or it is
+            // destroyed while provisioning) pays nothing: its hold is voided
+            // with this transition, so the teardown has nothing to settle.
+            if rec.state() == State::Provisioning {
+                if let Some(b) = &self.billing {
+                    b.void_in(tx, id)?;
+                }
             }
             let ev = Event::Destroy(reason);
             transition(tx, &mut rec, &ev, model::now(), self.emit_events)?;

@@ -160,6 +160,20 @@ pub fn classify_records<'a>(
                 continue;
             }
         }
+        // A create whose provisioning process is certainly gone (it was
+        // killed, or its machine rebooted) will never finish: end it now,
+        // without waiting out the grace window.
+        if s.state() == State::Provisioning {
+            if let Some(w) = &s.worker {
+                if worker_alive(w) == Some(false) {
+                    out.push(item(
+                        StaleKind::Orphan,
+                        format!("its provisioning process {} is gone", w.pid),
+                    ));
+                    continue;
+                }
+            }
+        }
         if !older_than(s.created_at, now, grace) {
             continue;
         }
@@ -173,15 +187,6 @@ pub fn classify_records<'a>(
                     continue;
                 }
                 if s.state() == State::Provisioning {
-                    if let Some(w) = &s.worker {
-                        if worker_alive(w) == Some(false) {
-                            out.push(item(
-                                StaleKind::Orphan,
-                                format!("its provisioning process {} is gone", w.pid),
-                            ));
-                            continue;
-                        }
-                    }
                     let rt = ready_timeouts
                         .get(&s.profile)
                         .copied()

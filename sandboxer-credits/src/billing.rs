@@ -1,14 +1,14 @@
 //! [`DbLedger`] as the manager's [`Billing`].
 
 use chrono::{DateTime, Utc};
-use sandboxer_core::billing::Billing;
+use sandboxer_core::billing::{Billing, HoldRequest};
 use sandboxer_core::credits::Micros;
-use sandboxer_core::model::{Actor, Cost};
+use sandboxer_core::model::{now, Actor, Cost};
 use sandboxer_core::store::db::Tx;
 use sandboxer_core::Result;
 
-use crate::db::hold_in;
-use crate::state::HoldState;
+use crate::db::{apply_in, hold_in};
+use crate::state::{Entry, HoldState};
 use crate::DbLedger;
 
 impl Billing for DbLedger {
@@ -28,12 +28,13 @@ impl Billing for DbLedger {
         }))
     }
 
-    fn void(&self, sandbox_id: &str) -> Result<()> {
-        if self
-            .hold_of(sandbox_id)?
-            .is_some_and(|h| h.state == HoldState::Open)
-        {
-            DbLedger::void(self, sandbox_id)?;
+    fn hold_in(&self, tx: &mut dyn Tx, req: &HoldRequest) -> Result<()> {
+        apply_in(tx, &Entry::hold(req, now())).map(|_| ())
+    }
+
+    fn void_in(&self, tx: &mut dyn Tx, sandbox_id: &str) -> Result<()> {
+        if hold_in(tx, sandbox_id)?.is_some_and(|h| h.state == HoldState::Open) {
+            apply_in(tx, &Entry::void(sandbox_id, now()))?;
         }
         Ok(())
     }

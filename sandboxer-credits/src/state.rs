@@ -97,37 +97,7 @@ pub fn void_id(sandbox_id: &str) -> String {
     format!("void:{sandbox_id}")
 }
 
-/// Whole seconds from `from` to `to`, a started second counted, never
-/// negative.
-pub fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
-    let ms = (to - from).num_milliseconds();
-    if ms <= 0 {
-        0
-    } else {
-        (ms as u64).div_ceil(1000)
-    }
-}
-
-/// What a hold is for: everything but the amount, which is derived.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HoldRequest {
-    pub sandbox_id: String,
-    pub actor: Actor,
-    pub price_per_hour: Micros,
-    pub extension: String,
-    pub host: String,
-    pub profile: String,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
-impl HoldRequest {
-    /// `price_per_hour x TTL`, rounded up to the micro-credit.
-    pub fn amount(&self) -> Micros {
-        self.price_per_hour
-            .per_hour_times_secs(seconds_between(self.created_at, self.expires_at))
-    }
-}
+pub use sandboxer_core::billing::{seconds_between, HoldRequest};
 
 impl Entry {
     /// A grant of `amount` to `to` by `by`, with id `grant:<key>`.

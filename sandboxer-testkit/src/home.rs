@@ -87,7 +87,7 @@ impl Home {
             .env_remove("SANDBOXER_HOST")
             .env_remove("SANDBOXER_ACTOR")
             .env_remove("SANDBOXER_STATE_HUB_URL")
-            .env_remove("SANDBOXER_STORE_JOURNAL_FROM")
+            .env_remove("SANDBOXER_DATABASE_URL")
             .env("NO_COLOR", "1")
             .env("USER", "tester")
             .stdin(Stdio::null());
@@ -105,29 +105,54 @@ impl Home {
             .into()
     }
 
-    /// The store file.
-    pub fn store_path(&self) -> PathBuf {
-        self.data.join("sandboxes.json")
+    /// The embedded database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data.join("sandboxer.db")
     }
 
-    /// The store's bytes (empty when it does not exist yet).
-    pub fn store_bytes(&self) -> Vec<u8> {
-        std::fs::read(self.store_path()).unwrap_or_default()
-    }
-
-    /// The store's journal (`sandboxes.json.journal`), empty when there is
-    /// none.
-    pub fn journal_bytes(&self) -> Vec<u8> {
-        std::fs::read(self.data.join("sandboxes.json.journal")).unwrap_or_default()
-    }
-
-    /// Journal every change of the store, however small (the store
-    /// journals only from 1 MiB on otherwise): the tests that run both ways
-    /// cover the journal and checkpoints with a handful of records.
-    pub fn journal_every_commit(mut self) -> Self {
-        self.env
-            .push(("SANDBOXER_STORE_JOURNAL_FROM".into(), "0".into()));
-        self
+    /// Everything the embedded database holds, table by table and row by
+    /// row, as text (empty when there is no database yet): what "every
+    /// stored byte is intact" compares. The file's own bytes are not
+    /// stable across processes that only read (SQLite folds its write-ahead
+    /// log into the file when the last connection closes), its contents
+    /// are.
+    pub fn store_dump(&self) -> String {
+        let path = self.db_path();
+        if !path.exists() {
+            return String::new();
+        }
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .expect("opening the database");
+        let mut tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .expect("listing the tables");
+        tables.retain(|t| !t.starts_with("sqlite_"));
+        let mut out = String::new();
+        for t in tables {
+            out.push_str(&format!("== {t}\n"));
+            let mut st = conn
+                .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
+                .expect("reading a table");
+            let cols = st.column_count();
+            let rows = st
+                .query_map([], |r| {
+                    (0..cols)
+                        .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .expect("reading rows");
+            for row in rows {
+                out.push_str(&format!("{:?}\n", row.expect("a row")));
+            }
+        }
+        out
     }
 
     /// Write a user profile file `profiles/NAME`.

@@ -17,7 +17,7 @@ fn check(
     kind: &str,
     needle: &str,
 ) -> String {
-    let before = h.store_bytes();
+    let before = h.store_dump();
     let human = h.run(args).expect_code(code);
     assert!(
         human.stderr.contains(needle),
@@ -30,7 +30,7 @@ fn check(
     let j = h.run(&json_args).expect_code(code).json();
     assert_eq!(j["error"]["kind"], kind, "{j:#}");
     assert_eq!(
-        h.store_bytes(),
+        h.store_dump(),
         before,
         "`{}` changed the store",
         args.join(" ")
@@ -126,7 +126,7 @@ fn a_malformed_user_profile_is_reported_with_file_line_and_column() {
         "broken.toml",
         "id = \"profile.broken\"\nversion = \"one\"\ndescription = \"x\"\ndefault_ttl = \"2 fortnights\"\nmax_ttl = \"4h\"\nsurprise = true\n[[routes]]\nextension = \"ext.canary\"\n",
     );
-    let before = h.store_bytes();
+    let before = h.store_dump();
     let r = h
         .run(&["create", "--profile", "profile.broken"])
         .expect_code(4);
@@ -135,7 +135,7 @@ fn a_malformed_user_profile_is_reported_with_file_line_and_column() {
     assert!(r.stderr.contains(&format!("{shown}:2:")), "{}", r.stderr);
     assert!(r.stderr.contains(&format!("{shown}:4:")), "{}", r.stderr);
     assert!(r.stderr.contains(&format!("{shown}:6:")), "{}", r.stderr);
-    assert_eq!(h.store_bytes(), before);
+    assert_eq!(h.store_dump(), before);
     insta::assert_snapshot!(
         "malformed_profile",
         redact(&r.stderr.replace(&shown, "[PROFILE]"))
@@ -146,31 +146,68 @@ fn a_malformed_user_profile_is_reported_with_file_line_and_column() {
 }
 
 #[test]
-fn a_corrupt_store_is_refused_and_never_overwritten() {
+fn a_corrupt_old_store_is_refused_and_nothing_is_imported() {
     let h = home();
     std::fs::create_dir_all(&h.data).unwrap();
+    let old = h.data.join("sandboxes.json");
     for garbage in [
         &b"{ this is not json"[..],
         b"",
         b"{\"version\": 99, \"sandboxes\": []}",
     ] {
-        std::fs::write(h.store_path(), garbage).unwrap();
+        std::fs::write(&old, garbage).unwrap();
         for args in [&["list"][..], &["create"], &["get", "sbx-aaaaaaaaaa"]] {
             let r = h.run(args).expect_code(8);
             assert!(
-                r.stderr.contains("sandboxes.json"),
+                r.stderr.contains("sandboxes.json") && r.stderr.contains("nothing was imported"),
                 "the message names the file: {}",
                 r.stderr
             );
+            assert_eq!(std::fs::read(&old).unwrap(), garbage, "never overwritten");
             assert_eq!(
-                std::fs::read(h.store_path()).unwrap(),
-                garbage,
-                "never overwritten"
+                h.store_dump().matches("sbx-").count(),
+                0,
+                "nothing imported"
             );
         }
     }
     let r = h.run(&["list", "--json"]).expect_code(8);
     assert_eq!(r.json()["error"]["kind"], "store_corrupt");
+}
+
+#[test]
+fn a_file_that_is_not_our_database_or_is_newer_is_refused_untouched() {
+    let h = home();
+    std::fs::create_dir_all(&h.data).unwrap();
+    // Not a database at all.
+    std::fs::write(h.db_path(), b"this is not a database, just text\n").unwrap();
+    let before = std::fs::read(h.db_path()).unwrap();
+    for args in [&["list"][..], &["create"], &["db", "check"]] {
+        let r = h.run(args).expect_code(8);
+        assert!(r.stderr.contains("sandboxer.db"), "{}", r.stderr);
+        assert_eq!(std::fs::read(h.db_path()).unwrap(), before, "untouched");
+    }
+    // A database of a newer schema: made with this build, then stamped
+    // with a version from the future.
+    std::fs::remove_file(h.db_path()).unwrap();
+    h.run(&["list"]).ok();
+    let conn = rusqlite::Connection::open(h.db_path()).unwrap();
+    conn.execute(
+        "UPDATE sandboxer_meta SET value = '99' WHERE key = 'version'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let dump = h.store_dump();
+    for args in [&["list", "--json"][..], &["create", "--json"]] {
+        let r = h.run(args).expect_code(8);
+        assert_eq!(r.json()["error"]["kind"], "store_corrupt");
+        assert!(r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("99"));
+        assert_eq!(h.store_dump(), dump, "left as it was");
+    }
 }
 
 #[test]
@@ -199,7 +236,7 @@ fn usage_errors_with_json_are_the_json_error_object() {
         &["--json", "frobnicate"],
         &["get", "--json"],
     ] {
-        let before = h.store_bytes();
+        let before = h.store_dump();
         let r = h.run(args).expect_code(2);
         let j = r.json();
         assert_eq!(j["error"]["kind"], "usage", "{args:?}: {j:#}");
@@ -209,7 +246,7 @@ fn usage_errors_with_json_are_the_json_error_object() {
             j["error"]["hint"].as_str().unwrap().contains("--help"),
             "{j:#}"
         );
-        assert_eq!(h.store_bytes(), before);
+        assert_eq!(h.store_dump(), before);
     }
     let j = h
         .run(&["--json", "create", "--bogus"])

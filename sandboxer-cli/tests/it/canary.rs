@@ -184,12 +184,12 @@ fn idempotency_key_returns_the_same_sandbox() {
     let list = h.run(&["list", "--json"]).ok().json();
     assert_eq!(list.as_array().unwrap().len(), 1, "no second sandbox");
     // Same key, different request: a conflict, exit 7, nothing written.
-    let before = h.store_bytes();
+    let before = h.store_dump();
     let r = h
         .run(&["create", "--idempotency-key", "k1", "--ttl", "5m", "--json"])
         .expect_code(7);
     assert_eq!(r.json()["error"]["kind"], "conflict");
-    assert_eq!(h.store_bytes(), before);
+    assert_eq!(h.store_dump(), before);
     h.run(&["destroy", a["id"].as_str().unwrap()]).ok();
 }
 
@@ -286,13 +286,13 @@ extension = "ext.not-built"
         .expect("listed");
     assert_eq!(p["available"], false);
     assert_eq!(p["missing_extensions"][0], "ext.not-built");
-    let before = h.store_bytes();
+    let before = h.store_dump();
     let r = h
         .run(&["create", "--profile", "profile.future", "--json"])
         .expect_code(10);
     let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(msg.contains("ext.not-built"), "{msg}");
-    assert_eq!(h.store_bytes(), before);
+    assert_eq!(h.store_dump(), before);
 }
 
 pub fn venues(data: &Path) -> Vec<String> {

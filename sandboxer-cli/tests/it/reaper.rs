@@ -59,11 +59,11 @@ fn expired_sandboxes_are_found_and_reaped_dry_run_changes_nothing() {
     assert_eq!(r["items"][0]["kind"], "expired", "{r:#}");
     assert_eq!(r["items"][0]["sandbox_id"], id.as_str(), "{r:#}");
 
-    let before = h.store_bytes();
+    let before = h.store_dump();
     let dry = h.run(&["reap-stale", "--dry-run", "--json"]).ok().json();
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["reaped"][0]["outcome"], "would reap");
-    assert_eq!(h.store_bytes(), before, "a dry run changes nothing");
+    assert_eq!(h.store_dump(), before, "a dry run changes nothing");
 
     let r = h.run(&["reap-stale", "--json"]).ok().json();
     assert_eq!(r["reaped"][0]["kind"], "expired");
