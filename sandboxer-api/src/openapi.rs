@@ -58,6 +58,10 @@ pub enum Kind {
     Extensions,
     /// An upload id (`upl-...`).
     UploadId,
+    /// A page size: 1 to [`crate::routes::LIST_MAX`].
+    Limit,
+    /// An opaque cursor a previous page answered.
+    Cursor,
 }
 
 /// One path or query parameter.
@@ -250,9 +254,12 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/sandboxes",
         tag: "sandboxes",
-        summary: "List sandboxes, oldest first",
+        summary: "List sandboxes, oldest first, a page at a time",
         description:
-            "Every sandbox matching the filters. `agt` and `atm` tokens see their own only.",
+            "The sandboxes matching the filters, oldest first, at most `limit` of them (default \
+            100). When more match, the `X-Next-Token` response header holds a cursor: pass it \
+            as `next_token` for the next page; the last page has no such header. `agt` and \
+            `atm` tokens see their own only.",
         access: Access::Actor,
         cli: "sandboxer list",
         params: &[
@@ -269,6 +276,12 @@ pub const OPERATIONS: &[Operation] = &[
             query("actor", Kind::Actor, "Only this actor's sandboxes"),
             query("profile", Kind::ProfileId, "Only this profile"),
             query("host", Kind::String, "Only this host"),
+            query("limit", Kind::Limit, "At most this many records (1 to 1000, default 100)"),
+            query(
+                "next_token",
+                Kind::Cursor,
+                "Where to continue: the `X-Next-Token` header of the previous page",
+            ),
         ],
         body: None,
         body_required: false,
@@ -726,6 +739,13 @@ fn kind_schema(k: Kind) -> Value {
         Kind::UploadId => {
             json!({"type": "string", "pattern": "^upl-[a-z0-9]+$", "example": "upl-q3v7k2m4xa"})
         }
+        Kind::Limit => json!({
+            "type": "integer",
+            "minimum": 1,
+            "maximum": crate::routes::LIST_MAX,
+            "default": crate::routes::LIST_DEFAULT,
+        }),
+        Kind::Cursor => json!({"type": "string", "example": "c4711"}),
     }
 }
 

@@ -16,6 +16,7 @@ use sandboxer_core::lifecycle::{EndReason, State as LifeState};
 use sandboxer_core::manager::{CreateRequest, ListFilter, Started};
 use sandboxer_core::model::{Actor, Sandbox};
 use sandboxer_core::routing::Constraints;
+use sandboxer_core::store::db::{Cursor, ListQuery};
 use sandboxer_core::{Error, ErrorKind};
 use sandboxer_credits::EntryFilter;
 use serde::Deserialize;
@@ -267,6 +268,13 @@ async fn create_sandbox(
     Ok(record_response(status, &sbx))
 }
 
+/// Records per page of `GET /v1/sandboxes` when the caller names no limit.
+pub const LIST_DEFAULT: usize = 100;
+/// The most records one page holds.
+pub const LIST_MAX: usize = 1000;
+/// The response header with the next page's cursor.
+pub const NEXT_TOKEN_HEADER: &str = "x-next-token";
+
 async fn list_sandboxes(
     State(st): State<ApiState>,
     caller: Caller,
@@ -277,21 +285,65 @@ async fn list_sandboxes(
     for s in p.list("state") {
         states.push(parse_state(&s)?);
     }
-    let filter = ListFilter {
-        states,
-        actor: p
-            .one("actor")?
-            .map(|a| a.parse::<Actor>())
-            .transpose()
-            .map_err(ApiError::from)?,
-        profile: p.one("profile")?,
-        host: p.one("host")?,
-        live_only: p.flag("live")?,
+    let asked = p
+        .one("actor")?
+        .map(|a| a.parse::<Actor>())
+        .transpose()
+        .map_err(ApiError::from)?;
+    // Only an operator sees other actors' records; the filter goes to the
+    // database, so every page is full.
+    let actor = match asked {
+        Some(a) if !caller.is_admin() && a != caller.actor => {
+            return Ok(Json(Vec::<Public<'_>>::new()).into_response())
+        }
+        Some(a) => Some(a),
+        None if caller.is_admin() => None,
+        None => Some(caller.actor.clone()),
+    };
+    let limit = match p.one("limit")? {
+        None => LIST_DEFAULT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=LIST_MAX).contains(&n) => n,
+            _ => {
+                return Err(ApiError::from(sandboxer_core::Error::invalid_input(
+                    format!("limit `{l}` is not a number from 1 to {LIST_MAX}"),
+                )))
+            }
+        },
+    };
+    let after = match p.one("next_token")? {
+        None => None,
+        Some(t) => Some(Cursor::decode(&t).ok_or_else(|| {
+            ApiError::from(
+                sandboxer_core::Error::invalid_input(format!(
+                    "next_token `{t}` is not a cursor this server gave"
+                ))
+                .with_hint("pass the X-Next-Token header of the previous page as it was"),
+            )
+        })?),
+    };
+    let q = ListQuery {
+        filter: ListFilter {
+            states,
+            actor,
+            profile: p.one("profile")?,
+            host: p.one("host")?,
+            live_only: p.flag("live")?,
+        },
+        after,
+        limit: Some(limit),
     };
     let m = st.manager.clone();
-    let list = offload(move || async move { m.list(&filter) }).await?;
-    let records: Vec<Public<'_>> = list.iter().filter(|s| caller.sees(s)).map(Public).collect();
-    Ok(Json(records).into_response())
+    let page = offload(move || async move { m.list_page(&q) }).await?;
+    let records: Vec<Public<'_>> = page.records.iter().map(Public).collect();
+    let mut resp = Json(records).into_response();
+    if let Some(next) = page.next {
+        resp.headers_mut().insert(
+            NEXT_TOKEN_HEADER,
+            axum::http::HeaderValue::from_str(&next.encode()).expect("a cursor is ASCII"),
+        );
+    }
+    Ok(resp)
 }
 
 async fn get_sandbox(

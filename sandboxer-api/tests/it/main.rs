@@ -18,11 +18,12 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 mod conn;
+mod list;
 
 /// A server with a real store, ledger and tokens file in a temp home, and no
 /// extension (nothing is provisioned here).
 struct Running {
-    _home: tempfile::TempDir,
+    home: tempfile::TempDir,
     base: String,
     tokens: TokenStore,
     stop: Option<oneshot::Sender<()>>,
@@ -72,7 +73,7 @@ async fn start_with(background: Vec<BackgroundTask>, limits: sandboxer_api::Conn
         let _ = rx.await;
     }));
     Running {
-        _home: home,
+        home,
         base,
         tokens,
         stop: Some(tx),
@@ -82,6 +83,11 @@ async fn start_with(background: Vec<BackgroundTask>, limits: sandboxer_api::Conn
 }
 
 impl Running {
+    /// The server's data dir (its embedded database).
+    fn data_dir(&self) -> PathBuf {
+        self.home.path().join("data")
+    }
+
     fn token(&self, actor: &str) -> String {
         let (_, secret) = self.tokens.add(&actor.parse().unwrap(), None).unwrap();
         secret.expose().to_string()
