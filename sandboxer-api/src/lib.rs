@@ -25,10 +25,11 @@
 //! # fn manager() -> sandboxer_core::manager::Manager { unimplemented!() }
 //! # async fn example() -> sandboxer_core::Result<()> {
 //! let data = std::path::Path::new("/var/lib/sandboxer");
+//! let db = sandboxer_store::open(None, data)?;
 //! let state = sandboxer_api::ApiState::new(
 //!     manager(),
-//!     Arc::new(sandboxer_credits::DbLedger::open(data)?),
-//!     sandboxer_api::tokens::TokenStore::in_config_dir(std::path::Path::new("/etc/sandboxer")),
+//!     Arc::new(sandboxer_credits::DbLedger::new(db.clone())),
+//!     sandboxer_api::tokens::TokenStore::new(db),
 //! );
 //! // Embed the routes in another axum app ...
 //! let _app: axum::Router = sandboxer_api::router(state.clone());
@@ -104,7 +105,7 @@ impl fmt::Debug for ApiState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiState")
             .field("ledger", &self.ledger)
-            .field("tokens", &self.tokens.path())
+            .field("tokens", &self.tokens)
             .field("default_host", &self.default_host)
             .field("repos", &self.repos)
             .finish_non_exhaustive()

@@ -135,8 +135,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind. A non-loopback address is refused while no token exists, and a
-    /// tokens file that does not parse is refused whatever the address.
+    /// Bind. A non-loopback address is refused while no token exists.
     pub async fn bind(config: ServeConfig) -> Result<Server> {
         let no_tokens = config.state.tokens.is_empty()?;
         if no_tokens && !config.bind.ip().is_loopback() {
@@ -151,7 +150,7 @@ impl Server {
         if no_tokens {
             tracing::warn!(
                 "no token in {}: every /v1 request will be refused (401) until `sandboxer tokens add`",
-                config.state.tokens.path().display()
+                config.state.tokens.location()
             );
         }
         let listener = TcpListener::bind(config.bind).await.map_err(|e| {

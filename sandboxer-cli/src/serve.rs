@@ -34,7 +34,7 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
     let state = ApiState::new(
         env.manager(true)?.with_upload_retention(retention),
         env.ledger()?,
-        TokenStore::in_config_dir(&env.config_dir),
+        TokenStore::new(env.db()?),
     )
     .with_default_host(std::env::var("SANDBOXER_HOST").ok())
     .with_repos(repos);
@@ -108,7 +108,7 @@ fn parse_bind(raw: &str) -> Result<SocketAddr> {
 
 /// `sandboxer tokens add | list | revoke`.
 pub fn tokens(env: &Env, cmd: TokensCmd, json: bool) -> Result<i32> {
-    let store = TokenStore::in_config_dir(&env.config_dir);
+    let store = TokenStore::new(env.db()?);
     match cmd {
         TokensCmd::Add { actor, name } => {
             let actor: Actor = actor.parse()?;
@@ -127,7 +127,7 @@ pub fn tokens(env: &Env, cmd: TokensCmd, json: bool) -> Result<i32> {
                     secret.expose(),
                     info.name,
                     info.actor,
-                    store.path().display()
+                    store.location()
                 ));
             }
         }
@@ -138,7 +138,7 @@ pub fn tokens(env: &Env, cmd: TokensCmd, json: bool) -> Result<i32> {
             } else if list.is_empty() {
                 out(&format!(
                     "no tokens ({}); `sandboxer tokens add --actor ACTOR` makes one",
-                    store.path().display()
+                    store.location()
                 ));
             } else {
                 let rows: Vec<Vec<String>> = list

@@ -132,7 +132,7 @@ impl StackBuilder {
     /// (see [`import`]).
     pub fn open_db(&self) -> Result<Arc<dyn Db>> {
         let db = sandboxer_store::open(self.database.as_deref(), &self.data_dir)?;
-        import::import_legacy(db.as_ref(), &self.data_dir)?;
+        import::import_legacy(db.as_ref(), &self.data_dir, &self.config_dir)?;
         Ok(db)
     }
 

@@ -43,9 +43,28 @@ impl SqliteDb {
     /// is not sandboxer's, or one of a newer schema is `StoreCorrupt`, and
     /// nothing is written to it.
     pub fn open(path: &Path) -> Result<SqliteDb> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        // Only its owner reads it (token hashes, every record): a new file
+        // is made 0600 before SQLite opens it, and SQLite gives its
+        // write-ahead log and index the same mode.
+        if !path.exists() {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
+            }
         }
         let db = SqliteDb {
             path: path.to_path_buf(),

@@ -9,6 +9,7 @@ mod concurrency;
 mod credits;
 mod events;
 mod http;
+mod import;
 mod reaper;
 mod security;
 mod ssh_canary;
