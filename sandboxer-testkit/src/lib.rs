@@ -5,5 +5,6 @@
 pub mod conformance;
 pub mod home;
 pub mod net;
+pub mod pg;
 pub mod stats;
 pub mod testbed;

@@ -12,7 +12,7 @@ use sandboxer_testkit::home::Home;
 use crate::home;
 
 /// 3.6 credits per hour = 1000 micro-credits per second.
-const PAID: &str = r#"
+pub(crate) const PAID: &str = r#"
 id = "profile.paid-canary"
 version = 1
 description = "canary on a metered route"

@@ -27,9 +27,14 @@ pub(crate) struct Served {
 
 impl Served {
     pub fn start(h: &Home, extra: &[&str]) -> Served {
+        Served::start_logged(h, extra, "serve.log")
+    }
+
+    /// [`Served::start`] with its log in `log` (several servers on one home).
+    pub fn start_logged(h: &Home, extra: &[&str], log_name: &str) -> Served {
         let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let log = std::fs::File::create(h.dir.path().join("serve.log")).unwrap();
+        let log = std::fs::File::create(h.dir.path().join(log_name)).unwrap();
         let mut child = h
             .command(&args)
             .env("SANDBOXER_LOG", "info")
@@ -48,7 +53,7 @@ impl Served {
                 let _ = child.kill();
                 panic!(
                     "serve did not start: {line:?}\n{}",
-                    std::fs::read_to_string(h.dir.path().join("serve.log")).unwrap_or_default()
+                    std::fs::read_to_string(h.dir.path().join(log_name)).unwrap_or_default()
                 )
             })
             .to_string();
@@ -123,6 +128,14 @@ impl Served {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl Served {
+    /// SIGKILL, as a crash or an OOM kill does.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -11,6 +11,7 @@ mod events;
 mod http;
 mod import;
 mod reaper;
+mod replicas;
 mod security;
 mod ssh_canary;
 

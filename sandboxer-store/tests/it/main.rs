@@ -159,47 +159,7 @@ fn rusqlite_open(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap()
 }
 
-/// A fresh database on the testbed's PostgreSQL, dropped at the end.
-struct PgScratch {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl PgScratch {
-    fn new() -> PgScratch {
-        let admin = std::env::var("SANDBOXER_TEST_DATABASE_URL").expect(
-            "SANDBOXER_TEST_DATABASE_URL is not set although the testbed is: run `scripts/testbed up` and `source .testbed/env`",
-        );
-        let name = format!("sbx_test_{}", &model::new_sandbox_id()[4..]);
-        let sql = format!("CREATE DATABASE {name}");
-        pg_admin(&admin, &sql);
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
-        PgScratch { admin, name, url }
-    }
-}
-
-impl Drop for PgScratch {
-    fn drop(&mut self) {
-        pg_admin(
-            &self.admin,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
-/// Run one statement as the admin, off any runtime.
-fn pg_admin(url: &str, sql: &str) {
-    let (url, sql) = (url.to_string(), sql.to_string());
-    std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&url, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("the testbed's PostgreSQL at {url}: {e}"));
-        c.batch_execute(&sql).unwrap();
-    })
-    .join()
-    .unwrap();
-}
+use sandboxer_testkit::pg::{admin_sql as pg_admin, PgScratch};
 
 #[test]
 #[cfg_attr(
