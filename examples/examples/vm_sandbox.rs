@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let image = std::fs::canonicalize(image)?;
     let file = |name: &str| image.join(name).display().to_string();
 
-    // A throwaway sandboxer home: data dir (sandboxes.json, vms/) and a
+    // A throwaway sandboxer home: data dir (sandboxer.db, vms/) and a
     // config dir whose profile overrides the built-in one to boot the
     // test image instead of haskell-build.qcow2.
     let home = tempfile::tempdir()?;

@@ -1,6 +1,6 @@
 //! One handler per operation of [`crate::openapi::OPERATIONS`]. Each does
 //! what the CLI command of the same name does, through the same `Manager`
-//! and `FileLedger` calls, and scopes it to the caller's actor.
+//! and `DbLedger` calls, and scopes it to the caller's actor.
 
 use std::collections::BTreeMap;
 use std::future::Future;

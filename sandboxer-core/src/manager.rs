@@ -856,7 +856,21 @@ impl Manager {
     /// Tear a sandbox down and mark it destroyed with `reason`. Destroying a
     /// destroyed sandbox returns it unchanged.
     pub async fn destroy(&self, id: &str, reason: EndReason) -> Result<Sandbox> {
-        self.destroy_linked(id, reason, None).await
+        Ok(self.destroy_linked(id, reason, None, None).await?.0)
+    }
+
+    /// [`Manager::destroy`], only if the record is still `seen` (what the
+    /// reaper found): when another reaper (another replica) has moved it on
+    /// meanwhile, nothing is done and `None` is returned, so no sandbox is
+    /// torn down twice.
+    pub async fn destroy_if(
+        &self,
+        id: &str,
+        reason: EndReason,
+        seen: State,
+    ) -> Result<Option<Sandbox>> {
+        let (ended, acted) = self.destroy_linked(id, reason, None, Some(seen)).await?;
+        Ok(acted.then_some(ended))
     }
 
     async fn destroy_linked(
@@ -864,11 +878,15 @@ impl Manager {
         id: &str,
         reason: EndReason,
         recreated_as: Option<&str>,
-    ) -> Result<Sandbox> {
-        let sbx = transact(self.db.as_ref(), |tx| {
+        only_from: Option<State>,
+    ) -> Result<(Sandbox, bool)> {
+        let (sbx, go) = transact(self.db.as_ref(), |tx| {
             let mut rec = require(tx, id)?;
             if rec.state() == State::Destroyed {
-                return Ok(rec);
+                return Ok((rec, false));
+            }
+            if only_from.is_some_and(|s| s != rec.state()) {
+                return Ok((rec, false));
             }
             if let Some(n) = recreated_as {
                 rec.recreated_as = Some(n.to_string());
@@ -883,10 +901,10 @@ impl Manager {
             }
             let ev = Event::Destroy(reason);
             transition(tx, &mut rec, &ev, model::now(), self.emit_events)?;
-            Ok(rec)
+            Ok((rec, true))
         })?;
-        if sbx.state() == State::Destroyed {
-            return Ok(sbx);
+        if !go {
+            return Ok((sbx, false));
         }
         self.say(&format!("tearing down {id} on {}", sbx.host));
         let ext = self.registry.get(&sbx.extension).ok_or_else(|| {
@@ -926,7 +944,7 @@ impl Manager {
         if let Err(e) = self.release_uploads(&ended) {
             tracing::warn!("{id} ended; its uploads stay until the next reaper pass: {e}");
         }
-        Ok(ended)
+        Ok((ended, true))
     }
 
     /// A new sandbox with the same profile, inputs, host and actor; the old
@@ -961,7 +979,7 @@ impl Manager {
             recreated_from: Some(old.id.clone()),
         };
         let new = self.create(req, wait).await?;
-        self.destroy_linked(id, EndReason::Recreated, Some(&new.id))
+        self.destroy_linked(id, EndReason::Recreated, Some(&new.id), None)
             .await?;
         self.get(&new.id)
     }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 /// The data dir: `$SANDBOXER_DATA_DIR`, else `$XDG_DATA_HOME/sandboxer`, else
-/// `~/.local/share/sandboxer`. Holds `sandboxes.json`, the ledger, venues.
+/// `~/.local/share/sandboxer`. Holds `sandboxer.db` (all state, unless a shared database is named), venues, uploads.
 pub fn data_dir() -> PathBuf {
     dir_from_env("SANDBOXER_DATA_DIR", "XDG_DATA_HOME", ".local/share")
 }

@@ -446,14 +446,8 @@ impl Manager {
                 continue;
             }
             let result = match item.kind {
-                StaleKind::Expired => self
-                    .destroy(&item.sandbox_id, EndReason::Expired)
-                    .await
-                    .map(|s| format!("destroyed ({})", s.reason().unwrap_or_default())),
-                StaleKind::Stuck | StaleKind::Ghost => self
-                    .destroy(&item.sandbox_id, EndReason::Reaped)
-                    .await
-                    .map(|s| format!("destroyed ({})", s.reason().unwrap_or_default())),
+                StaleKind::Expired => self.end(&item, EndReason::Expired).await,
+                StaleKind::Stuck | StaleKind::Ghost => self.end(&item, EndReason::Reaped).await,
                 StaleKind::Orphan => self.reap_orphan(&item).await,
             };
             let (outcome, ok) = match result {
@@ -483,14 +477,33 @@ impl Manager {
         })
     }
 
+    /// Destroy the record of `item` with `reason`, if it is still in the
+    /// state this pass found it in: a reaper on another replica that got
+    /// there first is left to finish.
+    async fn end(&self, item: &StaleItem, reason: EndReason) -> Result<String> {
+        let Some(seen) = item.state else {
+            return self
+                .destroy(&item.sandbox_id, reason)
+                .await
+                .map(|s| format!("destroyed ({})", s.reason().unwrap_or_default()));
+        };
+        Ok(match self.destroy_if(&item.sandbox_id, reason, seen).await? {
+            Some(s) => format!("destroyed ({})", s.reason().unwrap_or_default()),
+            None => "already being ended by another process".to_string(),
+        })
+    }
+
     async fn reap_orphan(&self, item: &StaleItem) -> Result<String> {
         // A record with leftovers (a failed one, or one whose create died):
         // destroy it properly.
         if matches!(item.state, Some(State::Failed | State::Provisioning)) {
             return self
-                .destroy(&item.sandbox_id, EndReason::Reaped)
+                .end(item, EndReason::Reaped)
                 .await
-                .map(|_| "torn down; record destroyed (reaped)".to_string());
+                .map(|o| match o.starts_with("destroyed") {
+                    true => "torn down; record destroyed (reaped)".to_string(),
+                    false => o,
+                });
         }
         let ext = self.registry().get(&item.extension).ok_or_else(|| {
             crate::Error::unsupported(format!("{} is not in this build", item.extension))

@@ -1,6 +1,6 @@
 //! The ledger's pure core: entries, accounts and the rules
 //! ([`LedgerState::apply`]); the invariant check is [`crate::check`]. No I/O;
-//! [`crate::FileLedger`] makes it durable.
+//! [`crate::DbLedger`] makes it durable.
 //!
 //! Money is [`Micros`] (integer micro-credits) everywhere. The amounts of
 //! `hold`, `extend` and `settle` entries are derived by `apply` from the
