@@ -183,7 +183,10 @@ fn copy(env: &Env, to: &str, json: bool) -> Result<i32> {
             };
             loop {
                 let page = tx.list(&q)?;
-                records.extend(page.records);
+                // Whole records: a list leaves each extension's state out.
+                for s in page.records {
+                    records.push(sandboxer_core::store::require(tx, &s.id)?);
+                }
                 match page.next {
                     Some(c) => q.after = Some(c),
                     None => break,

@@ -250,23 +250,30 @@ impl Manager {
 
     /// The sandboxes matching `filter`, oldest first, in their public form
     /// as a JSON array with one record per line (compact JSON each), written
-    /// to `w` as they are read, a page at a time (`list --json`).
+    /// to `w` a page at a time as they are read: each record's stored
+    /// public JSON is copied without being parsed (`list --json`).
     pub fn write_list_json(&self, filter: &ListFilter, w: &mut dyn std::io::Write) -> Result<()> {
         let io = |e| Error::io("writing the list", e);
+        let mut q = ListQuery {
+            filter: filter.clone(),
+            after: None,
+            limit: Some(LIST_PAGE),
+        };
         let mut n = 0usize;
         w.write_all(b"[").map_err(io)?;
-        self.for_each_page(filter, LIST_PAGE, &mut |page| {
-            for s in page {
-                let line = crate::model::public_view(|| {
-                    serde_json::to_string(&s).expect("a record always serializes")
-                });
+        loop {
+            let (raw, next) = read(self.db.as_ref(), |tx| tx.list_json(&q))?;
+            for line in &raw {
                 w.write_all(if n == 0 { b"\n" } else { b",\n" })
                     .map_err(io)?;
                 w.write_all(line.as_bytes()).map_err(io)?;
                 n += 1;
             }
-            Ok(())
-        })?;
+            match next {
+                Some(c) => q.after = Some(c),
+                None => break,
+            }
+        }
         w.write_all(if n == 0 { b"]\n" } else { b"\n]\n" })
             .map_err(io)?;
         w.flush().map_err(io)

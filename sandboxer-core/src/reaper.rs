@@ -487,23 +487,24 @@ impl Manager {
                 .await
                 .map(|s| format!("destroyed ({})", s.reason().unwrap_or_default()));
         };
-        Ok(match self.destroy_if(&item.sandbox_id, reason, seen).await? {
-            Some(s) => format!("destroyed ({})", s.reason().unwrap_or_default()),
-            None => "already being ended by another process".to_string(),
-        })
+        Ok(
+            match self.destroy_if(&item.sandbox_id, reason, seen).await? {
+                Some(s) => format!("destroyed ({})", s.reason().unwrap_or_default()),
+                None => "already being ended by another process".to_string(),
+            },
+        )
     }
 
     async fn reap_orphan(&self, item: &StaleItem) -> Result<String> {
         // A record with leftovers (a failed one, or one whose create died):
         // destroy it properly.
         if matches!(item.state, Some(State::Failed | State::Provisioning)) {
-            return self
-                .end(item, EndReason::Reaped)
-                .await
-                .map(|o| match o.starts_with("destroyed") {
+            return self.end(item, EndReason::Reaped).await.map(|o| {
+                match o.starts_with("destroyed") {
                     true => "torn down; record destroyed (reaped)".to_string(),
                     false => o,
-                });
+                }
+            });
         }
         let ext = self.registry().get(&item.extension).ok_or_else(|| {
             crate::Error::unsupported(format!("{} is not in this build", item.extension))

@@ -15,7 +15,11 @@ CREATE TABLE sandboxes (
     created_at  TEXT NOT NULL,
     expires_at  TEXT,
     ended_at    TEXT,
-    record      TEXT NOT NULL
+    -- The record as consumers read it (`get --json`, `list --json`, the
+    -- API): its JSON without `backend`, so a list copies it as it is...
+    record      TEXT NOT NULL,
+    -- ...and the extension's private state apart (NULL when none).
+    backend     TEXT
 );
 -- The filters of `list` and the reaper's scans.
 CREATE INDEX sandboxes_by_state ON sandboxes (state, seq);

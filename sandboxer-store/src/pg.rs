@@ -20,7 +20,7 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use sandboxer_core::model::{Actor, Sandbox};
 use sandboxer_core::store::db::{
-    Cursor, Db, Derived, LedgerRow, ListQuery, OutboxItem, Page, TokenRow, Tx,
+    Cursor, Db, Derived, LedgerRow, ListQuery, OutboxItem, TokenRow, Tx,
 };
 use sandboxer_core::store::IdempotencyEntry;
 use sandboxer_core::uploads::UploadRecord;
@@ -300,18 +300,21 @@ impl Tx for PgTx<'_> {
     fn sandbox(&mut self, id: &str) -> Result<Option<Sandbox>> {
         let row = self
             .tx
-            .query_opt("SELECT record FROM sandboxes WHERE id = $1", &[&id])
+            .query_opt(
+                "SELECT record, backend FROM sandboxes WHERE id = $1",
+                &[&id],
+            )
             .map_err(|e| self.err("reading", e))?;
-        row.map(|r| from_json("sandbox record", r.get::<_, &str>(0)))
+        row.map(|r| record_from(r.get::<_, &str>(0), r.get::<_, Option<&str>>(1)))
             .transpose()
     }
 
     fn insert_sandbox(&mut self, s: &Sandbox) -> Result<()> {
-        let rec = to_json(s)?;
+        let (rec, backend) = record_columns(s)?;
         self.tx
             .execute(
-                "INSERT INTO sandboxes (id, state, actor, profile, host, extension, created_at, expires_at, ended_at, record)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "INSERT INTO sandboxes (id, state, actor, profile, host, extension, created_at, expires_at, ended_at, record, backend)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
                     &s.id,
                     &s.state().as_str(),
@@ -323,6 +326,7 @@ impl Tx for PgTx<'_> {
                     &s.expires_at.map(ts),
                     &s.ended_at.map(ts),
                     &rec,
+                    &backend,
                 ],
             )
             .map_err(|e| {
@@ -336,12 +340,12 @@ impl Tx for PgTx<'_> {
     }
 
     fn update_sandbox(&mut self, s: &Sandbox) -> Result<()> {
-        let rec = to_json(s)?;
+        let (rec, backend) = record_columns(s)?;
         let n = self
             .tx
             .execute(
                 "UPDATE sandboxes SET state = $2, actor = $3, profile = $4, host = $5, extension = $6,
-                 created_at = $7, expires_at = $8, ended_at = $9, record = $10 WHERE id = $1",
+                 created_at = $7, expires_at = $8, ended_at = $9, record = $10, backend = $11 WHERE id = $1",
                 &[
                     &s.id,
                     &s.state().as_str(),
@@ -353,6 +357,7 @@ impl Tx for PgTx<'_> {
                     &s.expires_at.map(ts),
                     &s.ended_at.map(ts),
                     &rec,
+                    &backend,
                 ],
             )
             .map_err(|e| self.err("writing", e))?;
@@ -362,7 +367,7 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
-    fn list(&mut self, q: &ListQuery) -> Result<Page> {
+    fn list_json(&mut self, q: &ListQuery) -> Result<(Vec<String>, Option<Cursor>)> {
         let mut sql = String::from("SELECT seq, record FROM sandboxes WHERE seq > $1");
         let after = q.after.map_or(0, |c| c.0);
         let mut texts: Vec<String> = Vec::new();
@@ -417,7 +422,7 @@ impl Tx for PgTx<'_> {
         let mut seqs = Vec::with_capacity(rows.len());
         for r in &rows {
             seqs.push(r.get::<_, i64>(0));
-            records.push(from_json::<Sandbox>("sandbox record", r.get::<_, &str>(1))?);
+            records.push(r.get::<_, String>(1));
         }
         let next = match q.limit {
             Some(n) if records.len() > n => {
@@ -426,7 +431,7 @@ impl Tx for PgTx<'_> {
             }
             _ => None,
         };
-        Ok(Page { records, next })
+        Ok((records, next))
     }
 
     fn live_per_host(&mut self) -> Result<BTreeMap<String, u32>> {

@@ -3,7 +3,7 @@
 //! as `kind:name`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sandboxer_core::model::Actor;
+use sandboxer_core::model::{Actor, Sandbox};
 use sandboxer_core::{Error, ErrorKind, Result};
 
 /// The states a record ends in, as SQL.
@@ -44,4 +44,24 @@ pub(crate) fn actor(s: &str) -> Result<Actor> {
             format!("a stored actor: {}", e.message()),
         )
     })
+}
+
+/// A record as stored: its public JSON (what consumers read, copied as it
+/// is by a list) and its extension's private `backend` state apart.
+pub(crate) fn record_columns(s: &Sandbox) -> Result<(String, Option<String>)> {
+    let public = sandboxer_core::model::public_view(|| to_json(s))?;
+    let backend = match s.backend.is_null() {
+        true => None,
+        false => Some(to_json(&s.backend)?),
+    };
+    Ok((public, backend))
+}
+
+/// A stored record, whole again.
+pub(crate) fn record_from(public: &str, backend: Option<&str>) -> Result<Sandbox> {
+    let mut s: Sandbox = from_json("sandbox record", public)?;
+    if let Some(b) = backend {
+        s.backend = from_json("sandbox backend state", b)?;
+    }
+    Ok(s)
 }

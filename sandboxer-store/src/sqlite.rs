@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use sandboxer_core::model::{Actor, Sandbox};
 use sandboxer_core::store::db::{
-    Cursor, Db, Derived, LedgerRow, ListQuery, OutboxItem, Page, TokenRow, Tx,
+    Cursor, Db, Derived, LedgerRow, ListQuery, OutboxItem, TokenRow, Tx,
 };
 use sandboxer_core::store::IdempotencyEntry;
 use sandboxer_core::uploads::UploadRecord;
@@ -85,6 +85,7 @@ impl SqliteDb {
         .map_err(|e| self.error("opening", e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| self.error("opening", e))?;
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
 
@@ -307,6 +308,22 @@ struct SqliteTx<'a> {
 }
 
 impl SqliteTx<'_> {
+    /// Run a statement, prepared once per connection (statements are
+    /// cached: a ledger entry's transaction runs six).
+    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.tx.prepare_cached(sql)?.execute(p)
+    }
+
+    /// The one row of a query, prepared once per connection.
+    fn row<T>(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.tx.prepare_cached(sql)?.query_row(p, f)
+    }
+
     fn err(&self, what: &str, e: rusqlite::Error) -> Error {
         map_error(self.path, what, e)
     }
@@ -318,22 +335,22 @@ impl SqliteTx<'_> {
 
 impl Tx for SqliteTx<'_> {
     fn sandbox(&mut self, id: &str) -> Result<Option<Sandbox>> {
-        let rec: Option<String> = self
-            .tx
-            .query_row("SELECT record FROM sandboxes WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+        let rec: Option<(String, Option<String>)> = self
+            .row(
+                "SELECT record, backend FROM sandboxes WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(|e| self.err("reading", e))?;
-        rec.map(|r| from_json("sandbox record", &r)).transpose()
+        rec.map(|(r, b)| record_from(&r, b.as_deref())).transpose()
     }
 
     fn insert_sandbox(&mut self, s: &Sandbox) -> Result<()> {
-        let rec = to_json(s)?;
-        self.tx
-            .execute(
-                "INSERT INTO sandboxes (id, state, actor, profile, host, extension, created_at, expires_at, ended_at, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        let (rec, backend) = record_columns(s)?;
+        self.exec(
+                "INSERT INTO sandboxes (id, state, actor, profile, host, extension, created_at, expires_at, ended_at, record, backend)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     s.id,
                     s.state().as_str(),
@@ -344,7 +361,8 @@ impl Tx for SqliteTx<'_> {
                     ts(s.created_at),
                     s.expires_at.map(ts),
                     s.ended_at.map(ts),
-                    rec
+                    rec,
+                    backend
                 ],
             )
             .map_err(|e| {
@@ -358,12 +376,12 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn update_sandbox(&mut self, s: &Sandbox) -> Result<()> {
-        let rec = to_json(s)?;
+        let (rec, backend) = record_columns(s)?;
         let n = self
             .tx
             .execute(
                 "UPDATE sandboxes SET state = ?2, actor = ?3, profile = ?4, host = ?5, extension = ?6,
-                 created_at = ?7, expires_at = ?8, ended_at = ?9, record = ?10 WHERE id = ?1",
+                 created_at = ?7, expires_at = ?8, ended_at = ?9, record = ?10, backend = ?11 WHERE id = ?1",
                 params![
                     s.id,
                     s.state().as_str(),
@@ -374,7 +392,8 @@ impl Tx for SqliteTx<'_> {
                     ts(s.created_at),
                     s.expires_at.map(ts),
                     s.ended_at.map(ts),
-                    rec
+                    rec,
+                    backend
                 ],
             )
             .map_err(|e| self.err("writing", e))?;
@@ -384,7 +403,7 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn list(&mut self, q: &ListQuery) -> Result<Page> {
+    fn list_json(&mut self, q: &ListQuery) -> Result<(Vec<String>, Option<Cursor>)> {
         let mut sql = String::from("SELECT seq, record FROM sandboxes WHERE seq > ?");
         let mut args: Vec<rusqlite::types::Value> = vec![q.after.map_or(0, |c| c.0).into()];
         let f = &q.filter;
@@ -429,7 +448,7 @@ impl Tx for SqliteTx<'_> {
         let mut seqs = Vec::new();
         for row in rows {
             let (seq, rec) = row.map_err(|e| map_error(self.path, "reading", e))?;
-            records.push(from_json::<Sandbox>("sandbox record", &rec)?);
+            records.push(rec);
             seqs.push(seq);
         }
         let next = match q.limit {
@@ -439,7 +458,7 @@ impl Tx for SqliteTx<'_> {
             }
             _ => None,
         };
-        Ok(Page { records, next })
+        Ok((records, next))
     }
 
     fn live_per_host(&mut self) -> Result<BTreeMap<String, u32>> {
@@ -457,25 +476,23 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn count(&mut self) -> Result<u64> {
-        self.tx
-            .query_row("SELECT COUNT(*) FROM sandboxes", [], |r| r.get(0))
+        self.row("SELECT COUNT(*) FROM sandboxes", [], |r| r.get(0))
             .map_err(|e| self.err("reading", e))
     }
 
     fn idempotency(&mut self, actor: &Actor, key: &str) -> Result<Option<IdempotencyEntry>> {
-        self.tx
-            .query_row(
-                "SELECT request_hash, sandbox_id FROM idempotency WHERE actor = ?1 AND key = ?2",
-                params![actor.to_string(), key],
-                |r| {
-                    Ok(IdempotencyEntry {
-                        request_hash: r.get(0)?,
-                        sandbox_id: r.get(1)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.err("reading", e))
+        self.row(
+            "SELECT request_hash, sandbox_id FROM idempotency WHERE actor = ?1 AND key = ?2",
+            params![actor.to_string(), key],
+            |r| {
+                Ok(IdempotencyEntry {
+                    request_hash: r.get(0)?,
+                    sandbox_id: r.get(1)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(|e| self.err("reading", e))
     }
 
     fn idempotency_keys(&mut self) -> Result<Vec<(Actor, String, IdempotencyEntry)>> {
@@ -511,8 +528,7 @@ impl Tx for SqliteTx<'_> {
         key: &str,
         entry: &IdempotencyEntry,
     ) -> Result<()> {
-        self.tx
-            .execute(
+        self.exec(
                 "INSERT INTO idempotency (actor, key, request_hash, sandbox_id) VALUES (?1, ?2, ?3, ?4)",
                 params![actor.to_string(), key, entry.request_hash, entry.sandbox_id],
             )
@@ -527,12 +543,11 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn push_event(&mut self, sandbox_id: &str, event: &serde_json::Value) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO outbox (sandbox_id, event) VALUES (?1, ?2)",
-                params![sandbox_id, to_json(event)?],
-            )
-            .map_err(|e| self.err("writing", e))?;
+        self.exec(
+            "INSERT INTO outbox (sandbox_id, event) VALUES (?1, ?2)",
+            params![sandbox_id, to_json(event)?],
+        )
+        .map_err(|e| self.err("writing", e))?;
         Ok(())
     }
 
@@ -563,12 +578,11 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn replace_event(&mut self, seq: i64, event: &serde_json::Value) -> Result<()> {
-        self.tx
-            .execute(
-                "UPDATE outbox SET event = ?1 WHERE seq = ?2",
-                params![to_json(event)?, seq],
-            )
-            .map_err(|e| self.err("writing", e))?;
+        self.exec(
+            "UPDATE outbox SET event = ?1 WHERE seq = ?2",
+            params![to_json(event)?, seq],
+        )
+        .map_err(|e| self.err("writing", e))?;
         Ok(())
     }
 
@@ -585,8 +599,7 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn outbox_depth(&mut self) -> Result<u64> {
-        self.tx
-            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        self.row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
             .map_err(|e| self.err("reading", e))
     }
 
@@ -602,19 +615,17 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn put_upload(&mut self, u: &UploadRecord) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO uploads (id, actor, created_at, record) VALUES (?1, ?2, ?3, ?4)
+        self.exec(
+            "INSERT INTO uploads (id, actor, created_at, record) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (id) DO UPDATE SET record = excluded.record",
-                params![u.id, u.actor.to_string(), ts(u.created_at), to_json(u)?],
-            )
-            .map_err(|e| self.err("writing", e))?;
+            params![u.id, u.actor.to_string(), ts(u.created_at), to_json(u)?],
+        )
+        .map_err(|e| self.err("writing", e))?;
         Ok(())
     }
 
     fn remove_upload(&mut self, id: &str) -> Result<()> {
-        self.tx
-            .execute("DELETE FROM uploads WHERE id = ?1", [id])
+        self.exec("DELETE FROM uploads WHERE id = ?1", [id])
             .map_err(|e| self.err("writing", e))?;
         Ok(())
     }
@@ -641,18 +652,17 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn put_token(&mut self, t: &TokenRow) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO tokens (name, actor, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![t.name, t.actor.to_string(), t.hash, ts(t.created_at)],
-            )
-            .map_err(|e| {
-                if Self::is_unique_violation(&e) {
-                    Error::conflict(format!("a token named `{}` exists", t.name))
-                } else {
-                    self.err("writing", e)
-                }
-            })?;
+        self.exec(
+            "INSERT INTO tokens (name, actor, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![t.name, t.actor.to_string(), t.hash, ts(t.created_at)],
+        )
+        .map_err(|e| {
+            if Self::is_unique_violation(&e) {
+                Error::conflict(format!("a token named `{}` exists", t.name))
+            } else {
+                self.err("writing", e)
+            }
+        })?;
         Ok(())
     }
 
@@ -697,8 +707,7 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn append_ledger(&mut self, row: &LedgerRow) -> Result<i64> {
-        self.tx
-            .execute(
+        self.exec(
                 "INSERT INTO ledger_entries (id, kind, actor, sandbox_id, at, entry) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     row.id,
@@ -766,16 +775,15 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn put_derived(&mut self, table: Derived, key: &str, value: &serde_json::Value) -> Result<()> {
-        self.tx
-            .execute(
-                &format!(
-                    "INSERT INTO {} (key, value) VALUES (?1, ?2)
+        self.exec(
+            &format!(
+                "INSERT INTO {} (key, value) VALUES (?1, ?2)
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    table.table()
-                ),
-                params![key, to_json(value)?],
-            )
-            .map_err(|e| self.err("writing", e))?;
+                table.table()
+            ),
+            params![key, to_json(value)?],
+        )
+        .map_err(|e| self.err("writing", e))?;
         Ok(())
     }
 

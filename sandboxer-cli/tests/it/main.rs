@@ -7,6 +7,7 @@ mod completions;
 mod compose;
 mod concurrency;
 mod credits;
+mod disk;
 mod events;
 mod http;
 mod import;

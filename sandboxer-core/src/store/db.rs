@@ -109,8 +109,27 @@ pub trait Tx {
     fn insert_sandbox(&mut self, s: &Sandbox) -> Result<()>;
     /// Replace the record `s.id` (its state, times, cost, ...).
     fn update_sandbox(&mut self, s: &Sandbox) -> Result<()>;
-    /// Records matching `q`, oldest first, one page.
-    fn list(&mut self, q: &ListQuery) -> Result<Page>;
+    /// Records matching `q`, oldest first, one page, in their public form:
+    /// each extension's private `backend` state is left out (read a record
+    /// with [`Tx::sandbox`] to have it).
+    fn list(&mut self, q: &ListQuery) -> Result<Page> {
+        let (raw, next) = self.list_json(q)?;
+        let records = raw
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<Sandbox>(r).map_err(|e| {
+                    crate::Error::new(
+                        crate::ErrorKind::StoreCorrupt,
+                        format!("a stored sandbox record does not parse: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Page { records, next })
+    }
+    /// [`Tx::list`] as each record's public JSON, as stored (what `get
+    /// --json` prints), for listing without parsing every record.
+    fn list_json(&mut self, q: &ListQuery) -> Result<(Vec<String>, Option<Cursor>)>;
     /// Sandboxes that have not ended, per host (placement's capacity).
     fn live_per_host(&mut self) -> Result<BTreeMap<String, u32>>;
     /// How many records there are.
