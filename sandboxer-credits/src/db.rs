@@ -272,21 +272,7 @@ impl DbLedger {
             .filter(|h| &h.actor == actor)
             .collect();
         holds.sort_by(|a, b| (a.opened_at, &a.sandbox_id).cmp(&(b.opened_at, &b.sandbox_id)));
-        Ok(holds
-            .into_iter()
-            .map(|h| UsageRow {
-                sandbox_id: h.sandbox_id,
-                extension: h.extension,
-                host: h.host,
-                profile: h.profile,
-                price_per_hour: h.price_per_hour,
-                held: h.amount,
-                seconds: h.seconds,
-                cost: h.cost,
-                state: h.state,
-                opened_at: h.opened_at,
-            })
-            .collect())
+        Ok(holds.iter().map(UsageRow::of).collect())
     }
 
     /// Check every invariant (see [`crate::state::check`]): the balances

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use sandboxer_core::store::db::Tx;
+use sandboxer_core::store::legacy::refused;
 use sandboxer_core::{Error, ErrorKind, Result};
 use serde::Deserialize;
 
@@ -27,14 +28,6 @@ const VERSION: u32 = 1;
 #[derive(Deserialize)]
 struct Header {
     version: u32,
-}
-
-fn corrupt(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::StoreCorrupt,
-        format!("{}: {what}; nothing was imported", path.display()),
-    )
-    .with_hint("the file is left as it is: repair or move it aside, then run the command again")
 }
 
 /// The entries of `data_dir/ledger.jsonl`, or `None` when there is none.
@@ -59,7 +52,7 @@ pub fn read(data_dir: &Path) -> Result<Option<Vec<Entry>>> {
             match serde_json::from_slice::<Header>(line) {
                 Ok(h) if h.version == VERSION => continue,
                 Ok(h) => {
-                    return Err(corrupt(
+                    return Err(refused(
                         &path,
                         format!(
                             "version {}, which this build cannot import (it knows {VERSION})",
@@ -68,7 +61,7 @@ pub fn read(data_dir: &Path) -> Result<Option<Vec<Entry>>> {
                     ))
                 }
                 Err(e) => {
-                    return Err(corrupt(
+                    return Err(refused(
                         &path,
                         format!("line 1 is not a ledger header: {e}"),
                     ))
@@ -76,7 +69,7 @@ pub fn read(data_dir: &Path) -> Result<Option<Vec<Entry>>> {
             }
         }
         let entry: Entry = serde_json::from_slice(line)
-            .map_err(|e| corrupt(&path, format!("line {} does not parse: {e}", i + 1)))?;
+            .map_err(|e| refused(&path, format!("line {} does not parse: {e}", i + 1)))?;
         entries.push(entry);
     }
     Ok(Some(entries))

@@ -296,6 +296,24 @@ pub struct UsageRow {
     pub opened_at: DateTime<Utc>,
 }
 
+impl UsageRow {
+    /// The usage row of hold `h`.
+    pub fn of(h: &Hold) -> UsageRow {
+        UsageRow {
+            sandbox_id: h.sandbox_id.clone(),
+            extension: h.extension.clone(),
+            host: h.host.clone(),
+            profile: h.profile.clone(),
+            price_per_hour: h.price_per_hour,
+            held: h.amount,
+            seconds: h.seconds,
+            cost: h.cost,
+            state: h.state,
+            opened_at: h.opened_at,
+        }
+    }
+}
+
 /// Which entries to list; an empty filter lists all.
 #[derive(Debug, Clone, Default)]
 pub struct EntryFilter {
@@ -792,18 +810,7 @@ impl LedgerState {
             .holds
             .values()
             .filter(|h| &h.actor == actor)
-            .map(|h| UsageRow {
-                sandbox_id: h.sandbox_id.clone(),
-                extension: h.extension.clone(),
-                host: h.host.clone(),
-                profile: h.profile.clone(),
-                price_per_hour: h.price_per_hour,
-                held: h.amount,
-                seconds: h.seconds,
-                cost: h.cost,
-                state: h.state,
-                opened_at: h.opened_at,
-            })
+            .map(UsageRow::of)
             .collect();
         rows.sort_by_key(|r| self.index.get(&hold_id(&r.sandbox_id)).copied());
         rows

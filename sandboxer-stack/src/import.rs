@@ -48,14 +48,6 @@ struct TokenLine {
     created_at: String,
 }
 
-fn tokens_corrupt(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::new(
-        ErrorKind::StoreCorrupt,
-        format!("{}: {what}; nothing was imported", path.display()),
-    )
-    .with_hint("the file is left as it is: repair or move it aside, then run the command again")
-}
-
 /// The tokens of `config_dir/tokens.toml`, each checked, or `None` when
 /// there is no such file.
 fn read_tokens(config_dir: &Path) -> Result<Option<Vec<TokenRow>>> {
@@ -65,22 +57,22 @@ fn read_tokens(config_dir: &Path) -> Result<Option<Vec<TokenRow>>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
-    let file: TokensFile = toml::from_str(&text).map_err(|e| tokens_corrupt(&path, e))?;
+    let file: TokensFile = toml::from_str(&text).map_err(|e| legacy::refused(&path, e))?;
     let mut rows = Vec::new();
     for (i, t) in file.tokens.into_iter().enumerate() {
         let which = format!("token {} (`{}`)", i + 1, t.name);
         let actor = t
             .actor
             .parse()
-            .map_err(|e: Error| tokens_corrupt(&path, format!("{which}: {}", e.message())))?;
+            .map_err(|e: Error| legacy::refused(&path, format!("{which}: {}", e.message())))?;
         if t.hash.len() != 64 || !t.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(tokens_corrupt(
+            return Err(legacy::refused(
                 &path,
                 format!("{which}: the hash is not 64 hex digits"),
             ));
         }
         let created_at = chrono::DateTime::parse_from_rfc3339(&t.created_at)
-            .map_err(|e| tokens_corrupt(&path, format!("{which}: created_at: {e}")))?
+            .map_err(|e| legacy::refused(&path, format!("{which}: created_at: {e}")))?
             .with_timezone(&chrono::Utc);
         rows.push(TokenRow {
             name: t.name,

@@ -76,7 +76,9 @@ struct Versioned {
     version: u32,
 }
 
-fn corrupt(file: &Path, what: impl std::fmt::Display) -> Error {
+/// The error of an import refused for a file of release 0.1 (`StoreCorrupt`,
+/// exit 8): the file named, what is wrong, nothing imported.
+pub fn refused(file: &Path, what: impl std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::StoreCorrupt,
         format!("{}: {what}; nothing was imported", file.display()),
@@ -97,13 +99,13 @@ fn parse<'a, T: Deserialize<'a>>(
         Ok(v) => Err(newer(file, version(&v))),
         Err(e) => Err(match serde_json::from_slice::<Versioned>(bytes) {
             Ok(v) if v.version != VERSION => newer(file, v.version),
-            _ => corrupt(file, format!("{where_}does not parse: {e}")),
+            _ => refused(file, format!("{where_}does not parse: {e}")),
         }),
     }
 }
 
 fn newer(file: &Path, version: u32) -> Error {
-    corrupt(
+    refused(
         file,
         format!("schema version {version}, which this build cannot import (it knows {VERSION})"),
     )
