@@ -244,7 +244,10 @@ pub(crate) async fn serve(
         let body_limit = limits.body_timeout;
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let mut app = app.clone();
-            let req = req.map(|b| Body::new(DeadlineBody::new(b, body_limit)));
+            let mut req = req.map(|b| Body::new(DeadlineBody::new(b, body_limit)));
+            // Who is asking (`/metrics` answers loopback without a token).
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             async move { app.call(req).await }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc);

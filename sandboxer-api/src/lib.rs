@@ -60,8 +60,10 @@ use sandboxer_core::manager::Manager;
 use sandboxer_credits::DbLedger;
 
 pub mod conn;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 mod routes;
 mod server;
@@ -92,6 +94,9 @@ pub struct ApiState {
     /// What a `repo` input may name over HTTP (uploads, and folders under
     /// the operator's repo roots).
     pub repos: uploads::RepoPolicy,
+    /// The server's Prometheus metrics (`/metrics`); the manager reports
+    /// its lifecycle steps to them.
+    pub metrics: Arc<metrics::Metrics>,
     detached: Arc<Detached>,
 }
 
@@ -114,8 +119,10 @@ impl fmt::Debug for ApiState {
 
 impl ApiState {
     pub fn new(manager: Manager, ledger: Arc<DbLedger>, tokens: TokenStore) -> Self {
+        let metrics = Arc::new(metrics::Metrics::new());
         ApiState {
-            manager,
+            manager: manager.with_observer(metrics.clone()),
+            metrics,
             ledger,
             tokens,
             default_host: None,
@@ -167,17 +174,24 @@ impl ApiState {
     }
 }
 
-/// The API's routes (every operation of [`openapi::OPERATIONS`]), with JSON
-/// errors for unknown routes and methods, the body limit and an access log
+/// The API's routes (every operation of [`openapi::OPERATIONS`]), the
+/// dashboard's page at `/` and `/metrics`, with JSON errors for unknown
+/// routes and methods, the body limit, request metrics and an access log
 /// (method, path, status, time; never headers or query strings).
 pub fn router(state: ApiState) -> Router {
     let mut r = Router::new();
     for op in openapi::OPERATIONS {
         r = r.route(op.path, routes::handler(op));
     }
-    r.fallback(routes::not_found)
+    r.route("/metrics", axum::routing::get(metrics::handler))
+        .merge(dashboard::routes())
+        .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
 }

@@ -288,6 +288,33 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The records", "SandboxList"), BAD_REQUEST],
     },
     Operation {
+        id: "dashboard",
+        method: "get",
+        path: "/v1/dashboard",
+        tag: "dashboard",
+        summary: "What the dashboard shows, in one request",
+        description:
+            "The sandboxes matching the filters (live ones when no `state` is given; at most \
+            500, newest first), the credits accounts and, for `adm` tokens, the counts of every \
+            state and the State Hub outbox. `agt` and `atm` tokens see their own sandboxes and \
+            account only. The dashboard at `/` polls this.",
+        access: Access::Actor,
+        cli: "sandboxer list",
+        params: &[
+            query(
+                "state",
+                Kind::States,
+                "Only these states (repeatable, or comma-separated); default the live ones",
+            ),
+            query("actor", Kind::Actor, "Only this actor's sandboxes"),
+            query("profile", Kind::ProfileId, "Only this profile"),
+            query("host", Kind::String, "Only this host"),
+        ],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The dashboard's data", "DashboardData"), BAD_REQUEST],
+    },
+    Operation {
         id: "getSandbox",
         method: "get",
         path: "/v1/sandboxes/{id}",
@@ -1052,6 +1079,38 @@ fn schemas() -> Value {
             },
         },
         "SandboxList": {"type": "array", "items": {"$ref": "#/components/schemas/Sandbox"}},
+        "DashboardData": {
+            "type": "object",
+            "required": ["actor", "admin", "now", "sandboxes", "truncated", "accounts", "profiles", "hosts"],
+            "properties": {
+                "actor": {"$ref": "#/components/schemas/Actor"},
+                "admin": {"type": "boolean", "description": "Whether the token is an `adm` token"},
+                "now": {"type": "string", "format": "date-time", "description": "The server's clock (time left counts from here)"},
+                "sandboxes": {"type": "array", "items": {"$ref": "#/components/schemas/Sandbox"}, "description": "Newest first"},
+                "truncated": {"type": "boolean", "description": "More sandboxes match than the 500 listed"},
+                "counts": {"type": ["object", "null"], "additionalProperties": {"type": "integer"}, "description": "Records per state (adm only)"},
+                "accounts": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["actor", "granted", "available", "held", "spent"],
+                    "properties": {
+                        "actor": {"$ref": "#/components/schemas/Actor"},
+                        "granted": {"$ref": "#/components/schemas/Amount"},
+                        "available": {"$ref": "#/components/schemas/Amount"},
+                        "held": {"$ref": "#/components/schemas/Amount"},
+                        "spent": {"$ref": "#/components/schemas/Amount"},
+                    },
+                }},
+                "profiles": {"type": "array", "items": string, "description": "Profile ids, for the filter"},
+                "hosts": {"type": "array", "items": string, "description": "Host names, for the filter"},
+                "events": {"type": ["object", "null"], "description": "The State Hub outbox (adm only)", "properties": {
+                    "depth": {"type": "integer"},
+                    "oldest_age_secs": {"type": ["integer", "null"]},
+                    "backing_off_until": {"type": ["string", "null"], "format": "date-time"},
+                    "last_error": {"type": ["object", "null"]},
+                    "relay": {"type": "object", "description": "What this server's relay last did"},
+                }},
+            },
+        },
         "Reachability": {
             "type": "object",
             "required": ["address"],
@@ -1366,6 +1425,7 @@ fn build() -> Value {
         "tags": [
             {"name": "meta"},
             {"name": "sandboxes"},
+            {"name": "dashboard"},
             {"name": "profiles"},
             {"name": "hosts"},
             {"name": "reaper"},

@@ -48,6 +48,7 @@ pub(crate) fn handler(op: &Operation) -> MethodRouter<ApiState> {
         "whoami" => on(filter, whoami),
         "createSandbox" => on(filter, create_sandbox),
         "listSandboxes" => on(filter, list_sandboxes),
+        "dashboard" => on(filter, crate::dashboard::data),
         "getSandbox" => on(filter, get_sandbox),
         "destroySandbox" => on(filter, destroy_sandbox),
         "recreateSandbox" => on(filter, recreate_sandbox),
@@ -125,7 +126,7 @@ fn parse_price(raw: Option<&str>) -> Result<Option<Micros>, ApiError> {
         .transpose()
 }
 
-fn parse_state(s: &str) -> Result<LifeState, ApiError> {
+pub(crate) fn parse_state(s: &str) -> Result<LifeState, ApiError> {
     Ok(match s {
         "provisioning" => LifeState::Provisioning,
         "ready" => LifeState::Ready,

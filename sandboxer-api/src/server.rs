@@ -287,6 +287,7 @@ pub fn reaper_task(state: ApiState, cfg: ReaperConfig) -> BackgroundTask {
             let m = state.manager.clone();
             let grace = cfg.grace;
             let r = run_blocking(move || async move { m.reap_stale(grace, false).await }).await;
+            state.metrics.reaper_pass(r.as_ref().map_err(|_| ()));
             match r {
                 Ok(report) => {
                     for r in &report.reaped {

@@ -44,6 +44,11 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
     if let Some(relay) =
         sandboxer_events::Relay::from_env(env.db()?, sandboxer_events::RelayOptions::background())?
     {
+        let metrics = state.metrics.clone();
+        metrics.relay_running();
+        let relay = relay.with_pass_observer(std::sync::Arc::new(move |r| {
+            metrics.relay_pass(r.delivered, r.failed, r.last_error.as_deref())
+        }));
         background.push(BackgroundTask::new(
             "state-hub relay",
             move |mut s| async move { relay.run(async move { s.wait().await }).await },

@@ -84,6 +84,19 @@ impl ListFilter {
 /// Progress messages for people (a spinner's text). Never carries secrets.
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Told about lifecycle steps once they have committed (the HTTP server's
+/// Prometheus metrics). Called on the thread that made the step; it must
+/// be quick and must not fail.
+pub trait Observer: Send + Sync {
+    /// `rec` just became `ready`.
+    fn ready(&self, rec: &Sandbox);
+    /// `rec`'s provisioning failed for good (every candidate tried), with
+    /// the last attempt's error kind.
+    fn failed(&self, rec: &Sandbox, kind: ErrorKind);
+    /// `rec` was torn down and is `destroyed`; the teardown took `took`.
+    fn destroyed(&self, rec: &Sandbox, took: Duration);
+}
+
 /// The driver. Cheap to clone.
 #[derive(Clone)]
 pub struct Manager {
@@ -100,6 +113,7 @@ pub struct Manager {
     pub(crate) uploads_dir: Option<std::path::PathBuf>,
     /// How long an upload nothing used is kept.
     pub(crate) upload_retention: Duration,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl Manager {
@@ -121,6 +135,7 @@ impl Manager {
             progress: None,
             uploads_dir: None,
             upload_retention: crate::uploads::DEFAULT_UNUSED_RETENTION,
+            observer: None,
         }
     }
 
@@ -149,6 +164,13 @@ impl Manager {
     /// hub is configured).
     pub fn with_events(mut self, on: bool) -> Self {
         self.emit_events = on;
+        self
+    }
+
+    /// Tell `observer` about every lifecycle step this manager (and its
+    /// clones) makes.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -625,6 +647,11 @@ impl Manager {
                         }
                         None => {
                             let failed = self.mark_failed(id, &why)?;
+                            if let Some(o) = &self.observer {
+                                if failed.state() == State::Failed {
+                                    o.failed(&failed, error.kind());
+                                }
+                            }
                             return Err(final_error(&failed, &attempts, &error, &why));
                         }
                     }
@@ -757,7 +784,12 @@ impl Manager {
             Ok(Ok(rec))
         });
         match committed {
-            Ok(Ok(rec)) => Ok(rec),
+            Ok(Ok(rec)) => {
+                if let Some(o) = &self.observer {
+                    o.ready(&rec);
+                }
+                Ok(rec)
+            }
             Ok(Err(now)) => {
                 // Destroyed while we provisioned: what we made must go.
                 let _ = ext
@@ -887,6 +919,7 @@ impl Manager {
         recreated_as: Option<&str>,
         only_from: Option<State>,
     ) -> Result<(Sandbox, bool)> {
+        let started = std::time::Instant::now();
         let (sbx, go) = transact(self.db.as_ref(), |tx| {
             let mut rec = require(tx, id)?;
             if rec.state() == State::Destroyed {
@@ -946,6 +979,11 @@ impl Manager {
             }
             Ok(rec)
         })?;
+        if let Some(o) = &self.observer {
+            if ended.state() == State::Destroyed {
+                o.destroyed(&ended, started.elapsed());
+            }
+        }
         // The uploads it used go once nothing else needs them; the reaper
         // retries any that could not be removed now.
         if let Err(e) = self.release_uploads(&ended) {

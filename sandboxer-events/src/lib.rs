@@ -60,7 +60,9 @@ mod status;
 #[cfg(feature = "stub")]
 pub mod stub_hub;
 
-pub use relay::{load as load_outbox, FlushReport, Outbox, Relay, RelayOptions, RelayWaker};
+pub use relay::{
+    load as load_outbox, FlushReport, Outbox, PassObserver, Relay, RelayOptions, RelayWaker,
+};
 pub use status::{status, EntryStatus, LastError, OutboxStatus};
 
 /// The environment variable with the hub's base URL.

@@ -167,7 +167,11 @@ pub struct Relay {
     options: RelayOptions,
     http: OnceLock<reqwest::Client>,
     wake: Arc<Notify>,
+    on_pass: Option<PassObserver>,
 }
+
+/// Told what each pass of [`Relay::run`] did (the server's metrics).
+pub type PassObserver = Arc<dyn Fn(&FlushReport) + Send + Sync>;
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -223,7 +227,14 @@ impl Relay {
             options,
             http: OnceLock::new(),
             wake: Arc::new(Notify::new()),
+            on_pass: None,
         })
+    }
+
+    /// Tell `f` what each pass of [`Relay::run`] did.
+    pub fn with_pass_observer(mut self, f: PassObserver) -> Self {
+        self.on_pass = Some(f);
+        self
     }
 
     /// A relay to `SANDBOXER_STATE_HUB_URL`, or `None` when it is unset or
@@ -305,6 +316,9 @@ impl Relay {
                 r = self.flush_once(self.options.pass_budget) => r,
                 _ = &mut shutdown => return,
             };
+            if let (Ok(r), Some(f)) = (&pass, &self.on_pass) {
+                f(r);
+            }
             let wait = match &pass {
                 Ok(r) if r.delivered > 0 && r.remaining > 0 => Duration::ZERO,
                 Ok(r) => match r.backing_off_until {

@@ -20,7 +20,7 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use sandboxer_core::model::{Actor, Sandbox};
 use sandboxer_core::store::db::{
-    Cursor, Db, Derived, LedgerRow, ListQuery, OutboxItem, TokenRow, Tx,
+    CensusRow, Cursor, Db, Derived, LedgerRow, ListQuery, OutboxItem, TokenRow, Tx,
 };
 use sandboxer_core::store::IdempotencyEntry;
 use sandboxer_core::uploads::UploadRecord;
@@ -455,6 +455,24 @@ impl Tx for PgTx<'_> {
             .map_err(|e| self.err("reading", e))?
             .get(0);
         Ok(n as u64)
+    }
+
+    fn census(&mut self) -> Result<Vec<CensusRow>> {
+        let mut out = Vec::new();
+        for sql in [CENSUS_LIVE, CENSUS_ENDED] {
+            let rows = self
+                .tx
+                .query(sql, &[])
+                .map_err(|e| self.err("reading", e))?;
+            out.extend(rows.iter().map(|r| CensusRow {
+                state: r.get(0),
+                profile: r.get(1),
+                extension: r.get(2),
+                host: r.get(3),
+                count: r.get::<_, i64>(4) as u64,
+            }));
+        }
+        Ok(out)
     }
 
     fn idempotency(&mut self, actor: &Actor, key: &str) -> Result<Option<IdempotencyEntry>> {

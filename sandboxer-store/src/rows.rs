@@ -9,6 +9,14 @@ use sandboxer_core::{Error, ErrorKind, Result};
 /// The states a record ends in, as SQL.
 pub(crate) const STATE_ENDED: &str = "('destroyed', 'failed')";
 
+/// [`sandboxer_core::store::db::Tx::census`]: live records by their four
+/// labels, ended ones by state (an index-only count).
+pub(crate) const CENSUS_LIVE: &str =
+    "SELECT state, profile, extension, host, COUNT(*) FROM sandboxes \
+     WHERE state NOT IN ('destroyed', 'failed') GROUP BY state, profile, extension, host";
+pub(crate) const CENSUS_ENDED: &str = "SELECT state, '', '', '', COUNT(*) FROM sandboxes \
+     WHERE state IN ('destroyed', 'failed') GROUP BY state";
+
 /// A time as stored.
 pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use sandboxer_core::model::{Actor, Sandbox};
 use sandboxer_core::store::db::{
-    Cursor, Db, Derived, LedgerRow, ListQuery, OutboxItem, TokenRow, Tx,
+    CensusRow, Cursor, Db, Derived, LedgerRow, ListQuery, OutboxItem, TokenRow, Tx,
 };
 use sandboxer_core::store::IdempotencyEntry;
 use sandboxer_core::uploads::UploadRecord;
@@ -478,6 +478,31 @@ impl Tx for SqliteTx<'_> {
     fn count(&mut self) -> Result<u64> {
         self.row("SELECT COUNT(*) FROM sandboxes", [], |r| r.get(0))
             .map_err(|e| self.err("reading", e))
+    }
+
+    fn census(&mut self) -> Result<Vec<CensusRow>> {
+        let mut out = Vec::new();
+        for sql in [CENSUS_LIVE, CENSUS_ENDED] {
+            let mut st = self
+                .tx
+                .prepare_cached(sql)
+                .map_err(|e| map_error(self.path, "reading", e))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(CensusRow {
+                        state: r.get(0)?,
+                        profile: r.get(1)?,
+                        extension: r.get(2)?,
+                        host: r.get(3)?,
+                        count: r.get(4)?,
+                    })
+                })
+                .map_err(|e| map_error(self.path, "reading", e))?;
+            for r in rows {
+                out.push(r.map_err(|e| map_error(self.path, "reading", e))?);
+            }
+        }
+        Ok(out)
     }
 
     fn idempotency(&mut self, actor: &Actor, key: &str) -> Result<Option<IdempotencyEntry>> {

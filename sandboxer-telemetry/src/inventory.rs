@@ -30,6 +30,9 @@ pub struct HostInventory {
     /// Space available to unprivileged users on the filesystem of
     /// `disk_path`, in bytes.
     pub disk_free_bytes: Option<u64>,
+    /// The size of that filesystem, in bytes.
+    #[serde(default)]
+    pub disk_total_bytes: Option<u64>,
     /// The folder whose filesystem `disk_free_bytes` measures: sandboxer's
     /// data dir (or its nearest existing parent), or the canary's venue.
     pub disk_path: Option<String>,
@@ -148,7 +151,8 @@ fn parse_inventory_at(host: &str, stdout: &str, now: DateTime<Utc>) -> Result<Ho
             format!("host {host}: the inventory script printed no inventory (output: `{head}`)"),
         ));
     }
-    inv.disk_free_bytes = df_line.as_deref().and_then(df_available_bytes);
+    inv.disk_free_bytes = df_line.as_deref().and_then(|l| df_column(l, 1));
+    inv.disk_total_bytes = df_line.as_deref().and_then(|l| df_column(l, 3));
     inv.disk_path = disk_path;
     Ok(inv)
 }
@@ -183,6 +187,7 @@ impl HostInventory {
             mem_total_bytes: None,
             mem_available_bytes: None,
             disk_free_bytes: None,
+            disk_total_bytes: None,
             disk_path: None,
             kernel: None,
             docker: DockerInfo::default(),
@@ -220,7 +225,10 @@ impl HostInventory {
                 }
             }
         }
-        inv.disk_free_bytes = statvfs_available(disk_path);
+        if let Some((free, total)) = statvfs_space(disk_path) {
+            inv.disk_free_bytes = Some(free);
+            inv.disk_total_bytes = Some(total);
+        }
         inv.disk_path = Some(disk_path.to_string_lossy().into_owned());
         inv.kernel = uts.map(|u| u.1);
         inv.docker.present = on_path("docker");
@@ -247,15 +255,15 @@ fn parse_loadavg(s: &str) -> Option<(f64, f64, f64)> {
         .then_some((a, b, c))
 }
 
-/// A `df -Pk` data line -> the `Available` column in bytes. Found as the
-/// number before the `Capacity` column (`NN%`), so a filesystem or mount
-/// name with spaces does not shift it.
-fn df_available_bytes(line: &str) -> Option<u64> {
+/// A `df -Pk` data line -> a column in bytes, counted back from the
+/// `Capacity` column (`NN%`): 1 is `Available`, 3 the size. Counting from
+/// there, a filesystem or mount name with spaces does not shift it.
+fn df_column(line: &str, back: usize) -> Option<u64> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let cap = words.iter().position(|w| {
         w.len() > 1 && w.ends_with('%') && w[..w.len() - 1].bytes().all(|b| b.is_ascii_digit())
     })?;
-    kib(words.get(cap.checked_sub(1)?)?)
+    kib(words.get(cap.checked_sub(back)?)?)
 }
 
 /// The daemon's version, when the output looks like one (`20.10.24`,
@@ -287,7 +295,8 @@ fn uname() -> Option<(String, String)> {
     }
 }
 
-fn statvfs_available(path: &Path) -> Option<u64> {
+/// (available to unprivileged users, size) of `path`'s filesystem, in bytes.
+fn statvfs_space(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt as _;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: `c` is a valid NUL-terminated path; statvfs only writes `st`.
@@ -296,7 +305,11 @@ fn statvfs_available(path: &Path) -> Option<u64> {
         if libc::statvfs(c.as_ptr(), &mut st) != 0 {
             return None;
         }
-        (st.f_bavail as u64).checked_mul(st.f_frsize as u64)
+        let unit = st.f_frsize as u64;
+        Some((
+            (st.f_bavail as u64).checked_mul(unit)?,
+            (st.f_blocks as u64).checked_mul(unit)?,
+        ))
     }
 }
 
@@ -364,6 +377,7 @@ inv.end=1
                 mem_total_bytes: Some(4026524 * 1024),
                 mem_available_bytes: Some(3100000 * 1024),
                 disk_free_bytes: Some(82717268 * 1024),
+                disk_total_bytes: Some(264212084 * 1024),
                 disk_path: Some("/root/.local/share/sandboxer".into()),
                 kernel: Some("6.1.0-18-amd64".into()),
                 docker: DockerInfo {
@@ -464,15 +478,20 @@ inv.kernel=  6.1.0
     #[test]
     fn df_lines_with_spaces_in_names() {
         assert_eq!(
-            df_available_bytes("map auto_home 0 0 100 0% /Volumes/My Disk"),
+            df_column("map auto_home 0 0 100 0% /Volumes/My Disk", 1),
             Some(102400)
         );
         assert_eq!(
-            df_available_bytes("/dev/vda 264212084 12568620 82717268 14% /"),
+            df_column("/dev/vda 264212084 12568620 82717268 14% /", 1),
             Some(82717268 * 1024)
         );
-        assert_eq!(df_available_bytes("garbage"), None);
-        assert_eq!(df_available_bytes("100% /"), None);
+        assert_eq!(
+            df_column("/dev/vda 264212084 12568620 82717268 14% /", 3),
+            Some(264212084 * 1024)
+        );
+        assert_eq!(df_column("garbage", 1), None);
+        assert_eq!(df_column("100% /", 1), None);
+        assert_eq!(df_column("12 100% /", 3), None);
     }
 
     #[test]

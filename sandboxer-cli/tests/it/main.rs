@@ -7,6 +7,7 @@ mod completions;
 mod compose;
 mod concurrency;
 mod credits;
+mod dashboard;
 mod disk;
 mod events;
 mod http;

@@ -93,6 +93,17 @@ pub struct LedgerRow {
     pub entry: serde_json::Value,
 }
 
+/// One row of [`Tx::census`]. For ended states, `profile`, `extension`
+/// and `host` are empty.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CensusRow {
+    pub state: String,
+    pub profile: String,
+    pub extension: String,
+    pub host: String,
+    pub count: u64,
+}
+
 /// The operations of one transaction.
 ///
 /// Contract (checked by `sandboxer-store`'s conformance suite, for every
@@ -134,6 +145,11 @@ pub trait Tx {
     fn live_per_host(&mut self) -> Result<BTreeMap<String, u32>>;
     /// How many records there are.
     fn count(&mut self) -> Result<u64>;
+    /// Live sandboxes (not `destroyed` or `failed`) counted per state,
+    /// profile, extension and host, and ended ones per state only (their
+    /// history grows without bound; the counts come from the state index):
+    /// what the `/metrics` gauges show.
+    fn census(&mut self) -> Result<Vec<CensusRow>>;
 
     /// The request `actor` first made with `key`.
     fn idempotency(&mut self, actor: &Actor, key: &str) -> Result<Option<IdempotencyEntry>>;
