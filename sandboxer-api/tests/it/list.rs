@@ -9,7 +9,7 @@ use sandboxer_core::store::db::transact;
 
 use crate::start;
 
-fn record(i: usize, actor: &str) -> Sandbox {
+pub(crate) fn record(i: usize, actor: &str) -> Sandbox {
     Sandbox::new(NewSandbox {
         id: format!("sbx-page{i:06}"),
         profile: "profile.sandbox-canary".into(),

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 mod conn;
 mod list;
+mod operator;
 
 /// A server with a real store, ledger and tokens file in a temp home, and no
 /// extension (nothing is provisioned here).

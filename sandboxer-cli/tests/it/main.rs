@@ -12,6 +12,7 @@ mod disk;
 mod events;
 mod http;
 mod import;
+mod metrics;
 mod reaper;
 mod replicas;
 mod security;

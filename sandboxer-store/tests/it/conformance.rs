@@ -147,6 +147,43 @@ fn listing(db: &dyn Db) {
         assert_eq!(live.get(h).copied(), Some(count(h)), "{h}: {live:?}");
     }
     assert_eq!(live.get("la"), None, "every record on la ended");
+    // The census (the /metrics gauges): live records by their labels,
+    // ended ones by state only, agreeing with the counts above.
+    let census = transact(db, |tx| tx.census()).unwrap();
+    for h in ["lb", "lc"] {
+        let n: u64 = census.iter().filter(|r| r.host == h).map(|r| r.count).sum();
+        assert_eq!(n, u64::from(count(h)), "{h}: {census:?}");
+    }
+    assert!(census.iter().all(|r| r.host != "la"), "{census:?}");
+    let ended: Vec<_> = census
+        .iter()
+        .filter(|r| r.state == "destroyed" || r.state == "failed")
+        .collect();
+    assert!(
+        ended
+            .iter()
+            .all(|r| r.profile.is_empty() && r.host.is_empty()),
+        "{ended:?}"
+    );
+    let destroyed: u64 = ended
+        .iter()
+        .filter(|r| r.state == "destroyed")
+        .map(|r| r.count)
+        .sum();
+    let all_destroyed = transact(db, |tx| {
+        tx.list(&ListQuery {
+            filter: ListFilter {
+                states: vec![State::Destroyed],
+                ..Default::default()
+            },
+            after: None,
+            limit: None,
+        })
+    })
+    .unwrap()
+    .records
+    .len() as u64;
+    assert_eq!(destroyed, all_destroyed);
 }
 
 fn idempotency(db: &dyn Db) {
