@@ -9,7 +9,9 @@
 //! --out docs/benchmarks.md`.
 //!
 //! Sections: `foundation` (canary create and destroy against `docker run`,
-//! `list --json` and a create's store commit at 1,000 to 10,000 records).
+//! `list --json` and a create's store commit at 0 to 1,000,000 records) and
+//! `operator` (the dashboard's data request and `/metrics` of a real
+//! `sandboxer serve` on 100,000 records).
 //! A new section is a module with a `run` that returns an [`Outcome`], a
 //! subcommand in `main.rs`, and a name in `scripts/bench`; the report
 //! writer keeps every other section as it is:
@@ -29,6 +31,7 @@
 
 pub mod foundation;
 pub mod machine;
+pub mod operator;
 pub mod records;
 pub mod report;
 pub mod run;

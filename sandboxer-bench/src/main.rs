@@ -49,6 +49,26 @@ enum Cmd {
         #[arg(long)]
         skip_store: bool,
     },
+    /// The dashboard's data request and `/metrics` of `sandboxer serve` on
+    /// an empty store and on one of 100,000 records.
+    Operator {
+        /// Write the section into this file (replacing only that section);
+        /// without it the section is printed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Timed requests per measure.
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        /// Stored records of the large store.
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        /// Ready records in each store.
+        #[arg(long, default_value_t = 20)]
+        live: u64,
+        /// The `sandboxer` binary (default: beside this one).
+        #[arg(long)]
+        sandboxer: Option<PathBuf>,
+    },
     /// Write a store of N realistic records into DATA_DIR.
     #[command(hide = true)]
     MakeStore {
@@ -81,6 +101,22 @@ fn run() -> Result<ExitCode> {
             sandboxer_bench::records::write_store(&data_dir, records, live)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Operator {
+            out,
+            runs,
+            records,
+            live,
+            sandboxer,
+        } => {
+            let sandboxer = sandboxer_beside(sandboxer)?;
+            let outcome = sandboxer_bench::operator::run(&sandboxer_bench::operator::Options {
+                sandboxer,
+                records,
+                live,
+                samples: runs,
+            })?;
+            finish("operator", outcome, out)
+        }
         Cmd::Foundation {
             out,
             runs,
@@ -91,17 +127,7 @@ fn run() -> Result<ExitCode> {
             skip_canary,
             skip_store,
         } => {
-            let bench = std::env::current_exe().context("finding this program")?;
-            let sandboxer = match sandboxer {
-                Some(p) => p,
-                None => bench.with_file_name("sandboxer"),
-            };
-            if !sandboxer.is_file() {
-                anyhow::bail!(
-                    "no sandboxer binary at {} (build it: cargo build --release -p sandboxer-cli)",
-                    sandboxer.display()
-                );
-            }
+            let sandboxer = sandboxer_beside(sandboxer)?;
             let opts = foundation::Options {
                 runs,
                 store_samples,
@@ -116,6 +142,23 @@ fn run() -> Result<ExitCode> {
             finish("foundation", outcome, out)
         }
     }
+}
+
+/// `given`, else the `sandboxer` binary beside this one; it must exist.
+fn sandboxer_beside(given: Option<PathBuf>) -> Result<PathBuf> {
+    let sandboxer = match given {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("finding this program")?
+            .with_file_name("sandboxer"),
+    };
+    if !sandboxer.is_file() {
+        anyhow::bail!(
+            "no sandboxer binary at {} (build it: cargo build --release -p sandboxer-cli)",
+            sandboxer.display()
+        );
+    }
+    Ok(sandboxer)
 }
 
 /// Write (or print) the section, and say whether it met its targets.

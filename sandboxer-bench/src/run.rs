@@ -75,6 +75,19 @@ impl Program {
         c
     }
 
+    /// Start it with its stdout piped and stderr discarded (a server).
+    pub fn spawn<I, S>(&self, args: I) -> Result<std::process::Child>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.path.display()))
+    }
+
     /// Run to the end, keeping its stdout. A failed run is an error, with
     /// what it printed.
     pub fn run<I, S>(&self, args: I) -> Result<Timed>

@@ -8,6 +8,8 @@ use sandboxer_core::{Error, ErrorKind, Result};
 
 /// The states a record ends in, as SQL.
 pub(crate) const STATE_ENDED: &str = "('destroyed', 'failed')";
+/// Every other state: a live record is in one of these.
+pub(crate) const STATE_LIVE: &str = "('provisioning', 'ready', 'destroying')";
 
 /// [`sandboxer_core::store::db::Tx::census`]: live records by their four
 /// labels, ended ones by state (an index-only count).
@@ -72,4 +74,30 @@ pub(crate) fn record_from(public: &str, backend: Option<&str>) -> Result<Sandbox
         s.backend = from_json("sandbox backend state", b)?;
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use sandboxer_core::lifecycle::State;
+
+    use super::{STATE_ENDED, STATE_LIVE};
+
+    #[test]
+    fn every_state_is_live_or_ended_never_both() {
+        for s in [
+            State::Provisioning,
+            State::Ready,
+            State::Destroying,
+            State::Destroyed,
+            State::Failed,
+        ] {
+            let quoted = format!("'{s}'");
+            assert_ne!(
+                STATE_LIVE.contains(&quoted),
+                STATE_ENDED.contains(&quoted),
+                "{s}"
+            );
+            assert_eq!(STATE_ENDED.contains(&quoted), s.is_terminal(), "{s}");
+        }
+    }
 }

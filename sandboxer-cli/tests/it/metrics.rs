@@ -113,10 +113,8 @@ fn metrics_follow_the_lifecycle_and_pass_promtool() {
     assert!(sum > 0.0, "create-to-ready took {sum}s");
     // The observation is in the buckets at and above its value, and in none
     // below it.
-    let inf = format!(
-        r#"sandboxer_create_to_ready_seconds_bucket{{extension="ext.canary",profile="profile.sandbox-canary",le="+Inf"}}"#
-    );
-    assert_eq!(value(&after, &inf), 1.0);
+    let inf = r#"sandboxer_create_to_ready_seconds_bucket{extension="ext.canary",profile="profile.sandbox-canary",le="+Inf"}"#;
+    assert_eq!(value(&after, inf), 1.0);
     assert_eq!(value(&after, gauge), 1.0);
     assert_eq!(
         value(
