@@ -74,6 +74,9 @@ pub struct Metrics {
     available: GaugeVec,
     http: IntCounterVec,
     http_seconds: HistogramVec,
+    host_up: IntGaugeVec,
+    host_live: IntGaugeVec,
+    host_capacity: IntGaugeVec,
     /// One scrape at a time (each clears and refills the database gauges).
     scrape: Mutex<()>,
     relay: Mutex<RelayView>,
@@ -264,6 +267,24 @@ impl Metrics {
             )
             .expect("metric"),
         );
+        let per_host = |name: &str, help: &str| {
+            reg(
+                &r,
+                IntGaugeVec::new(Opts::new(name, help), &["host"]).expect("metric"),
+            )
+        };
+        let host_up = per_host(
+            "sandboxer_host_up",
+            "1 when the last probe reached the host (every --probe-interval), 0 when it did not",
+        );
+        let host_live = per_host(
+            "sandboxer_host_live",
+            "Live sandboxes on the host at the last probe",
+        );
+        let host_capacity = per_host(
+            "sandboxer_host_capacity",
+            "The host's capacity in hosts.toml (hosts without one are left out)",
+        );
         let info = reg(
             &r,
             IntGaugeVec::new(
@@ -291,6 +312,9 @@ impl Metrics {
             available,
             http,
             http_seconds,
+            host_up,
+            host_live,
+            host_capacity,
             scrape: Mutex::new(()),
             relay: Mutex::new(RelayView::default()),
         }
@@ -326,6 +350,23 @@ impl Metrics {
         if failed > 0 {
             v.last_error = last_error.map(str::to_string);
             v.last_error_at = Some(now);
+        }
+    }
+
+    /// What a probe of every host found.
+    pub fn hosts(&self, rows: &[crate::views::HostRow]) {
+        self.host_up.reset();
+        self.host_live.reset();
+        self.host_capacity.reset();
+        for h in rows {
+            let l = [h.name.as_str()];
+            self.host_up
+                .with_label_values(&l)
+                .set(i64::from(h.reachable));
+            self.host_live.with_label_values(&l).set(i64::from(h.live));
+            if let Some(c) = h.capacity {
+                self.host_capacity.with_label_values(&l).set(i64::from(c));
+            }
         }
     }
 

@@ -98,6 +98,9 @@ pub struct ServeConfig {
     pub state: ApiState,
     /// `None` turns the built-in reaper off.
     pub reaper: Option<ReaperConfig>,
+    /// How often every host is probed for `/metrics` (`sandboxer_host_up`);
+    /// `None`: never.
+    pub host_probe: Option<Duration>,
     /// More tasks to run until shutdown. The State Hub relay goes here.
     pub background: Vec<BackgroundTask>,
     /// How long shutdown waits for requests in flight, background tasks
@@ -109,7 +112,8 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     /// `bind` and `state`, the reaper every minute with a 2m grace window,
-    /// no other task, 30s to shut down, the default [`crate::ConnLimits`].
+    /// the hosts probed every 30s, no other task, 30s to shut down, the
+    /// default [`crate::ConnLimits`].
     pub fn new(bind: SocketAddr, state: ApiState) -> Self {
         ServeConfig {
             bind,
@@ -118,6 +122,7 @@ impl ServeConfig {
                 interval: Duration::from_secs(60),
                 grace: sandboxer_core::reaper::DEFAULT_GRACE,
             }),
+            host_probe: Some(Duration::from_secs(30)),
             background: Vec::new(),
             shutdown_grace: Duration::from_secs(30),
             limits: crate::ConnLimits::default(),
@@ -188,6 +193,7 @@ impl Server {
         let ServeConfig {
             state,
             reaper,
+            host_probe,
             mut background,
             shutdown_grace,
             limits,
@@ -196,6 +202,9 @@ impl Server {
         let (tx, rx) = watch::channel(false);
         if let Some(r) = reaper {
             background.insert(0, reaper_task(state.clone(), r));
+        }
+        if let Some(every) = host_probe {
+            background.push(host_probe_task(state.clone(), every));
         }
         let mut tasks = JoinSet::new();
         for t in background {
@@ -271,6 +280,32 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
             _ = wait(int) => {},
         }
     }
+}
+
+/// Every `every`, connect to each host of the inventory (as `sandboxer
+/// hosts list` does) and keep what was found for `/metrics`.
+pub fn host_probe_task(state: ApiState, every: Duration) -> BackgroundTask {
+    BackgroundTask::new("host probe", move |mut shutdown| async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tick.tick() => {}
+            }
+            let m = state.manager.clone();
+            let probe =
+                run_blocking(move || async move { Ok(crate::views::probe_hosts(&m).await) });
+            let rows = tokio::select! {
+                _ = shutdown.wait() => break,
+                r = probe => r,
+            };
+            match rows {
+                Ok(rows) => state.metrics.hosts(&rows),
+                Err(e) => tracing::warn!("host probe: {e}"),
+            }
+        }
+    })
 }
 
 /// The reaper as a background task: `reap_stale` every interval (the same

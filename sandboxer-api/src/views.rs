@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use sandboxer_core::extension::Registry;
 use sandboxer_core::hosts::HostKind;
-use sandboxer_core::manager::{ListFilter, Manager};
+use sandboxer_core::manager::Manager;
 use sandboxer_core::model::Sandbox;
 use sandboxer_core::profile::Profile;
 use serde::Serialize;
@@ -82,11 +82,7 @@ pub struct HostRow {
 
 /// Every host with a connection attempt (in parallel).
 pub async fn probe_hosts(m: &Manager) -> Vec<HostRow> {
-    let live = m
-        .list(&ListFilter {
-            live_only: true,
-            ..Default::default()
-        })
+    let live = sandboxer_core::store::db::read(m.db().as_ref(), |tx| tx.live_per_host())
         .unwrap_or_default();
     let hosts = m.hosts().all();
     let mut set = tokio::task::JoinSet::new();
@@ -122,7 +118,7 @@ pub async fn probe_hosts(m: &Manager) -> Vec<HostRow> {
                 ),
             };
             HostRow {
-                live: live.iter().filter(|s| s.host == h.name).count() as u32,
+                live: live.get(&h.name).copied().unwrap_or(0),
                 default: h.name == m.hosts().default,
                 kind: if h.is_local() { "local" } else { "ssh" },
                 name: h.name,

@@ -427,6 +427,11 @@ pub struct ServeArgs {
     /// whatever its age, so `--reap-interval` is the only lateness of TTLs.
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     pub reap_grace: String,
+    /// How often the server connects to every host of hosts.toml for
+    /// `/metrics` (`sandboxer_host_up`, live and capacity per host); `0s`
+    /// turns it off.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub probe_interval: String,
     /// A folder under which a `repo` input over HTTP may name a server-side
     /// path (repeatable). None by default: remote callers upload their repo
     /// (`POST /v1/uploads`). Symlinks are resolved before the check, and a

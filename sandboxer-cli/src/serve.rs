@@ -17,6 +17,7 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
     let bind = parse_bind(&args.bind)?;
     let interval = parse_duration(&args.reap_interval, "--reap-interval")?;
     let grace = parse_duration(&args.reap_grace, "--reap-grace")?;
+    let probe = parse_duration(&args.probe_interval, "--probe-interval")?;
     let retention = parse_duration(&args.upload_retention, "--upload-retention")?;
     let limits = sandboxer_api::ConnLimits {
         head_timeout: positive(&args.head_timeout, "--head-timeout")?,
@@ -56,6 +57,7 @@ pub async fn run(env: &Env, args: ServeArgs, json: bool) -> Result<i32> {
     }
     let config = ServeConfig {
         reaper: (!interval.is_zero()).then_some(ReaperConfig { interval, grace }),
+        host_probe: (!probe.is_zero()).then_some(probe),
         background,
         limits,
         ..ServeConfig::new(bind, state)

@@ -72,11 +72,12 @@ fn metrics_follow_the_lifecycle_and_pass_promtool() {
     std::fs::create_dir_all(&h.config).unwrap();
     std::fs::write(
         h.config.join("hosts.toml"),
-        "[[hosts]]\nname = \"gone01\"\naddress = \"127.0.0.1\"\nport = 9\nuser = \"nobody\"\nidentity_file = \"/nonexistent/id_ed25519\"\nconnect_timeout = \"2s\"\n",
+        "[[hosts]]\nname = \"gone01\"\naddress = \"127.0.0.1\"\nport = 9\ncapacity = 2\nuser = \"nobody\"\nidentity_file = \"/nonexistent/id_ed25519\"\nconnect_timeout = \"2s\"\n",
     )
     .unwrap();
     let adm = token(&h, "adm:ops");
-    let srv = Served::start(&h, &["--reap-interval", "0s"]);
+    // The reaper runs once at start (then hourly): its counter has a series.
+    let srv = Served::start(&h, &["--reap-interval", "1h"]);
     let ready = r#"{extension="ext.canary",profile="profile.sandbox-canary"}"#;
     let gauge = r#"sandboxer_sandboxes{extension="ext.canary",host="local",profile="profile.sandbox-canary",state="ready"}"#;
 
@@ -162,4 +163,80 @@ fn metrics_follow_the_lifecycle_and_pass_promtool() {
         value(&last, r#"sandboxer_sandboxes_ended{state="failed"}"#),
         1.0
     );
+
+    // The host probe (at start, then every --probe-interval): local is up,
+    // the host that is down is not.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let probed = loop {
+        let t = scrape(&srv);
+        if t.contains(r#"sandboxer_host_up{host="gone01"}"#) {
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no host probe within 30s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    promtool_check(test, &probed);
+    assert_eq!(value(&probed, r#"sandboxer_host_up{host="gone01"}"#), 0.0);
+    assert_eq!(value(&probed, r#"sandboxer_host_up{host="local"}"#), 1.0);
+
+    // Every sandboxer metric the example alert rules use is one the server
+    // exports (a renamed metric would leave an alert that never fires).
+    let rules = std::fs::read_to_string(docs_prometheus().join("sandboxer-alerts.yml")).unwrap();
+    let used: std::collections::BTreeSet<&str> = regex_lite::Regex::new(r"sandboxer_[a-z_]+")
+        .unwrap()
+        .find_iter(&rules)
+        .map(|m| m.as_str())
+        .collect();
+    assert!(used.len() >= 5, "{used:?}");
+    for name in used {
+        assert!(
+            probed.contains(&format!("\n{name}{{")) || probed.contains(&format!("\n{name} ")),
+            "the alert rules use {name}, which /metrics does not export"
+        );
+    }
+}
+
+fn docs_prometheus() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/prometheus")
+}
+
+/// `promtool` on the example configuration and alert rules of
+/// docs/operations.md: the configuration parses, the rules check, and their
+/// unit tests (each alert fires on what should fire it, not on the rest)
+/// pass.
+#[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
+fn the_example_prometheus_config_and_alert_rules_pass_promtool() {
+    let dir = docs_prometheus();
+    for args in [
+        &["check", "config", "--syntax-only", "prometheus.yml"][..],
+        &["check", "rules", "sandboxer-alerts.yml"][..],
+        &["test", "rules", "sandboxer-alerts.test.yml"][..],
+    ] {
+        let out = match Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+        {
+            Ok(o) => o,
+            Err(e) => sandboxer_testkit::testbed::missing(
+                "the_example_prometheus_config_and_alert_rules_pass_promtool",
+                &format!("no promtool ({e})"),
+                "run `scripts/testbed up` (it installs Debian's prometheus package)",
+            ),
+        };
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
