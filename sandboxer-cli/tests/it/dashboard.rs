@@ -300,11 +300,12 @@ fn dashboard_in_a_real_browser() {
             "document.querySelectorAll('#sandboxes tbody tr').length === 1 && document.querySelector('#sandboxes tbody tr').dataset.id === '{alices}'"
         )).await;
 
-        // Open alice's sandbox, extend it, destroy it.
+        // Open alice's sandbox (from the keyboard: Enter on its link),
+        // extend it, destroy it.
         c.find(Locator::Css(&format!("tr[data-id=\"{alices}\"] a.open")))
             .await
             .unwrap()
-            .click()
+            .send_keys(&Key::Enter)
             .await
             .unwrap();
         until(&c, "the sandbox page", &format!(

@@ -488,6 +488,13 @@ fn the_access_matrix_holds_for_every_route() {
             [200, 200, 200],
         ),
         (
+            "dashboard",
+            "GET",
+            "/v1/dashboard".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
             "getSandbox",
             "GET",
             format!("/v1/sandboxes/{a}"),
