@@ -56,6 +56,16 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let hint =
         "send `Authorization: Bearer TOKEN`; `sandboxer tokens add --actor ACTOR` makes a token";
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        // The E2B SDKs send their API key as `X-API-Key`; a sandboxer token
+        // there is the same token.
+        if let Some(key) = parts.headers.get("x-api-key") {
+            let key = key.to_str().map_err(|_| {
+                ApiError::unauthorized("the X-API-Key header is not text").with_hint(hint)
+            })?;
+            if !key.trim().is_empty() {
+                return Ok(key.trim());
+            }
+        }
         return Err(ApiError::unauthorized("no bearer token").with_hint(hint));
     };
     let value = value.to_str().map_err(|_| {

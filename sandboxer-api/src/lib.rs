@@ -61,6 +61,7 @@ use sandboxer_credits::DbLedger;
 
 pub mod conn;
 pub mod dashboard;
+pub mod e2b;
 pub mod error;
 pub mod extract;
 pub mod metrics;

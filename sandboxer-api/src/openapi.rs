@@ -165,6 +165,44 @@ const PROVISION: [Resp; 5] = [
 ];
 
 /// Every operation, in the order of the document.
+const E2B_ID: Param = path(
+    "sandboxID",
+    Kind::SandboxId,
+    "The sandbox id (`sbx-...`). A sandbox that ended, or another actor's, is 404.",
+);
+const E2B_NOT_FOUND: Resp = ok(
+    404,
+    "No running sandbox of that id for this caller",
+    "E2bError",
+);
+const E2B_NO_CONTENT: Resp = ok(204, "Done", "Empty");
+const E2B_CREATED: [Resp; 4] = [
+    ok(
+        201,
+        "Created and running (or the one the Idempotency-Key made)",
+        "E2bSandbox",
+    ),
+    ok(404, "No template of that name", "E2bError"),
+    ok(402, "The actor's credits do not cover the hold", "E2bError"),
+    ok(503, "No route can place it now", "E2bError"),
+];
+const E2B_NOT_YET_RESP: Resp = ok(
+    409,
+    "sandboxer does not pause, resume or snapshot sandboxes yet",
+    "E2bError",
+);
+const E2B_CREATE: &str =
+    "E2B's create: `templateID` names a profile (its id, an alias it declares, \
+    its id without `profile.`, or `base` for the default profile), `timeout` is the TTL in \
+    seconds (default: the profile's), `metadata` is kept on the record, `envVars` are the \
+    profile's inputs (refused where it declares none of that name). The `Idempotency-Key` \
+    header is the idempotency key: a retried create answers the first one's sandbox. Answers \
+    once the sandbox is ready. `autoPause` and `volumeMounts` are refused.";
+const E2B_CONNECT: &str = "A running sandbox answers as at create; with `timeout`, it then \
+    ends that many seconds from now. A sandbox that ended, or another actor's, is 404.";
+const E2B_NOT_YET: &str = "sandboxer does not pause, resume or snapshot sandboxes yet: a running \
+    sandbox of the caller gets 409 with E2B's error body, any other 404. Never a 5xx.";
+
 pub const OPERATIONS: &[Operation] = &[
     Operation {
         id: "health",
@@ -738,6 +776,235 @@ pub const OPERATIONS: &[Operation] = &[
             err(409, "A live sandbox uses it"),
         ],
     },
+    // ---- E2B's sandbox lifecycle API (the front door; docs/e2b-compatibility.md)
+    Operation {
+        id: "e2bCreateSandboxV2",
+        method: "post",
+        path: "/v2/sandboxes",
+        tag: "e2b",
+        summary: "E2B: create a sandbox (the SDKs' create)",
+        description: E2B_CREATE,
+        access: Access::Actor,
+        cli: "sandboxer create",
+        params: &[],
+        body: Some("E2bNewSandbox"),
+        body_required: true,
+        responses: &E2B_CREATED,
+    },
+    Operation {
+        id: "e2bCreateSandbox",
+        method: "post",
+        path: "/sandboxes",
+        tag: "e2b",
+        summary: "E2B: create a sandbox (the older route)",
+        description: E2B_CREATE,
+        access: Access::Actor,
+        cli: "sandboxer create",
+        params: &[],
+        body: Some("E2bNewSandbox"),
+        body_required: true,
+        responses: &E2B_CREATED,
+    },
+    Operation {
+        id: "e2bListSandboxesV2",
+        method: "get",
+        path: "/v2/sandboxes",
+        tag: "e2b",
+        summary: "E2B: list running sandboxes, a page at a time",
+        description: "The caller's running sandboxes (every actor's for `adm` tokens), newest first \
+            unless `order=asc`, filtered by `metadata` (`key=value&key2=value2`, each part \
+            URL-encoded), `template` and `startedAfter`. `X-Next-Token` holds the next page's \
+            `nextToken`; `X-Total-Running` the number that match. Nothing is ever `paused`.",
+        access: Access::Actor,
+        cli: "sandboxer list --live",
+        params: &[
+            query("metadata", Kind::String, "Metadata the sandboxes have: `key=value&key2=value2`"),
+            query("state", Kind::String, "`running` and/or `paused`, comma-separated"),
+            query("order", Kind::String, "`desc` (newest first, the default) or `asc`"),
+            query("startedAfter", Kind::String, "Only sandboxes started at or after this time (RFC 3339)"),
+            query("template", Kind::String, "Only sandboxes of this template (profile id or alias)"),
+            query("nextToken", Kind::String, "Where to continue: the `X-Next-Token` of the previous page"),
+            query("limit", Kind::Limit, "At most this many sandboxes (default 100)"),
+        ],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The sandboxes", "E2bListedSandboxes")],
+    },
+    Operation {
+        id: "e2bListSandboxes",
+        method: "get",
+        path: "/sandboxes",
+        tag: "e2b",
+        summary: "E2B: list running sandboxes (the older route, one page)",
+        description: "As `GET /v2/sandboxes`, every match in one answer.",
+        access: Access::Actor,
+        cli: "sandboxer list --live",
+        params: &[query("metadata", Kind::String, "Metadata the sandboxes have: `key=value&key2=value2`")],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The sandboxes", "E2bListedSandboxes")],
+    },
+    Operation {
+        id: "e2bGetSandbox",
+        method: "get",
+        path: "/sandboxes/{sandboxID}",
+        tag: "e2b",
+        summary: "E2B: a running sandbox",
+        description: "Its template (profile), times, resources (from the host telemetry it reported; \
+            0 where none) and metadata. A sandbox that ended, or another actor's, is 404.",
+        access: Access::Actor,
+        cli: "sandboxer get ID",
+        params: &[E2B_ID],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The sandbox", "E2bSandboxDetail"), E2B_NOT_FOUND],
+    },
+    Operation {
+        id: "e2bKillSandbox",
+        method: "delete",
+        path: "/sandboxes/{sandboxID}",
+        tag: "e2b",
+        summary: "E2B: kill a sandbox",
+        description: "Destroys it (as `sandboxer destroy`): 204 once it is torn down.",
+        access: Access::Actor,
+        cli: "sandboxer destroy ID",
+        params: &[E2B_ID],
+        body: None,
+        body_required: false,
+        responses: &[E2B_NO_CONTENT, E2B_NOT_FOUND],
+    },
+    Operation {
+        id: "e2bSetTimeout",
+        method: "post",
+        path: "/sandboxes/{sandboxID}/timeout",
+        tag: "e2b",
+        summary: "E2B: end the sandbox `timeout` seconds from now",
+        description: "Sooner or later than its deadline today, within its profile's maximum TTL \
+            counted from its creation (400 beyond). A metered sandbox holds the extra time first.",
+        access: Access::Actor,
+        cli: "sandboxer extend-ttl ID",
+        params: &[E2B_ID],
+        body: Some("E2bTimeout"),
+        body_required: true,
+        responses: &[E2B_NO_CONTENT, E2B_NOT_FOUND],
+    },
+    Operation {
+        id: "e2bRefreshSandbox",
+        method: "post",
+        path: "/sandboxes/{sandboxID}/refreshes",
+        tag: "e2b",
+        summary: "E2B: keep the sandbox alive `duration` seconds from now (default 60)",
+        description: "The same as a timeout of `duration` seconds.",
+        access: Access::Actor,
+        cli: "sandboxer extend-ttl ID",
+        params: &[E2B_ID],
+        body: Some("E2bRefresh"),
+        body_required: false,
+        responses: &[E2B_NO_CONTENT, E2B_NOT_FOUND],
+    },
+    Operation {
+        id: "e2bConnectSandbox",
+        method: "post",
+        path: "/sandboxes/{sandboxID}/connect",
+        tag: "e2b",
+        summary: "E2B: connect to a running sandbox",
+        description: E2B_CONNECT,
+        access: Access::Actor,
+        cli: "sandboxer get ID",
+        params: &[E2B_ID],
+        body: Some("E2bConnect"),
+        body_required: false,
+        responses: &[ok(200, "The sandbox", "E2bSandbox"), E2B_NOT_FOUND],
+    },
+    Operation {
+        id: "e2bConnectSandboxV2",
+        method: "post",
+        path: "/v2/sandboxes/{sandboxID}/connect",
+        tag: "e2b",
+        summary: "E2B: connect to a running sandbox (the SDKs' route)",
+        description: E2B_CONNECT,
+        access: Access::Actor,
+        cli: "sandboxer get ID",
+        params: &[E2B_ID],
+        body: Some("E2bConnect"),
+        body_required: false,
+        responses: &[ok(200, "The sandbox", "E2bSandbox"), E2B_NOT_FOUND],
+    },
+    Operation {
+        id: "e2bSandboxMetrics",
+        method: "get",
+        path: "/sandboxes/{sandboxID}/metrics",
+        tag: "e2b",
+        summary: "E2B: the sandbox's resource use",
+        description: "One sample: what its host reported when it became ready (the canary's \
+            telemetry: CPUs and load, memory, disk); none where nothing was reported.",
+        access: Access::Actor,
+        cli: "sandboxer get ID",
+        params: &[
+            E2B_ID,
+            query("start", Kind::String, "Accepted; the one sample is answered whatever the window"),
+            query("end", Kind::String, "Accepted; the one sample is answered whatever the window"),
+        ],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The samples", "E2bMetrics"), E2B_NOT_FOUND],
+    },
+    Operation {
+        id: "e2bPauseSandbox",
+        method: "post",
+        path: "/sandboxes/{sandboxID}/pause",
+        tag: "e2b",
+        summary: "E2B: pause (not offered yet: 409)",
+        description: E2B_NOT_YET,
+        access: Access::Actor,
+        cli: "",
+        params: &[E2B_ID],
+        body: None,
+        body_required: false,
+        responses: &[E2B_NOT_YET_RESP, E2B_NOT_FOUND],
+    },
+    Operation {
+        id: "e2bResumeSandbox",
+        method: "post",
+        path: "/sandboxes/{sandboxID}/resume",
+        tag: "e2b",
+        summary: "E2B: resume (not offered yet: 409)",
+        description: E2B_NOT_YET,
+        access: Access::Actor,
+        cli: "",
+        params: &[E2B_ID],
+        body: None,
+        body_required: false,
+        responses: &[E2B_NOT_YET_RESP, E2B_NOT_FOUND],
+    },
+    Operation {
+        id: "e2bSnapshotSandbox",
+        method: "post",
+        path: "/sandboxes/{sandboxID}/snapshots",
+        tag: "e2b",
+        summary: "E2B: snapshot (not offered yet: 409)",
+        description: E2B_NOT_YET,
+        access: Access::Actor,
+        cli: "",
+        params: &[E2B_ID],
+        body: None,
+        body_required: false,
+        responses: &[E2B_NOT_YET_RESP, E2B_NOT_FOUND],
+    },
+    Operation {
+        id: "e2bListSnapshots",
+        method: "get",
+        path: "/snapshots",
+        tag: "e2b",
+        summary: "E2B: list snapshots (none yet)",
+        description: "Always empty until sandboxer takes snapshots.",
+        access: Access::Actor,
+        cli: "",
+        params: &[],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "No snapshots", "E2bSnapshots")],
+    },
 ];
 
 /// The operation with this id (panics on an unknown id: a bug).
@@ -798,7 +1065,12 @@ fn operation_json(op: &Operation) -> Value {
         if responses.contains_key(&key) {
             return;
         }
+        let schema = match schema {
+            None if op.tag == "e2b" => Some("E2bError"),
+            other => other,
+        };
         let r = match schema {
+            Some("Empty") => json!({"description": description}),
             Some(s) => json!({
                 "description": description,
                 "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}}
@@ -844,7 +1116,10 @@ fn operation_json(op: &Operation) -> Value {
     if !op.params.is_empty() {
         v["parameters"] = Value::Array(op.params.iter().map(param_json).collect());
     }
-    if op.id == "createSandbox" {
+    if op.tag == "e2b" {
+        v["security"] = json!([{"apiKey": []}, {"bearer": []}]);
+    }
+    if op.id == "createSandbox" || op.id.starts_with("e2bCreateSandbox") {
         let params = v
             .as_object_mut()
             .expect("object")
@@ -1079,6 +1354,87 @@ fn schemas() -> Value {
             },
         },
         "SandboxList": {"type": "array", "items": {"$ref": "#/components/schemas/Sandbox"}},
+        "E2bError": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "integer", "description": "The HTTP status"},
+                "message": string,
+                "error_code": {"type": "string", "description": "sandboxer's error kind"},
+            },
+        },
+        "E2bNewSandbox": {
+            "type": "object",
+            "required": ["templateID"],
+            "properties": {
+                "templateID": {"type": "string", "example": "canary"},
+                "timeout": {"type": "integer", "minimum": 1, "description": "The TTL in seconds"},
+                "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                "envVars": {"type": "object", "additionalProperties": {"type": "string"}, "description": "The profile's inputs"},
+                "autoPause": {"type": "boolean", "description": "Only false"},
+                "volumeMounts": {"type": "array", "maxItems": 0},
+            },
+        },
+        "E2bSandbox": {
+            "type": "object",
+            "required": ["templateID", "sandboxID", "clientID", "envdVersion"],
+            "properties": {
+                "templateID": {"type": "string", "description": "The profile id"},
+                "sandboxID": string,
+                "alias": {"type": "string", "description": "The template name asked for, when not the profile id"},
+                "clientID": string,
+                "envdVersion": {"type": "string", "description": "What the SDKs need to accept the sandbox; no envd runs"},
+                "domain": {"type": ["string", "null"]},
+            },
+        },
+        "E2bSandboxDetail": {
+            "type": "object",
+            "required": ["templateID", "sandboxID", "clientID", "startedAt", "endAt", "envdVersion", "cpuCount", "memoryMB", "diskSizeMB", "state"],
+            "properties": {
+                "templateID": string,
+                "sandboxID": string,
+                "clientID": string,
+                "startedAt": {"type": "string", "format": "date-time"},
+                "endAt": {"type": "string", "format": "date-time"},
+                "envdVersion": string,
+                "cpuCount": {"type": "integer"},
+                "memoryMB": {"type": "integer"},
+                "diskSizeMB": {"type": "integer"},
+                "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                "state": {"type": "string", "enum": ["running", "paused"]},
+                "domain": {"type": ["string", "null"]},
+            },
+        },
+        "E2bListedSandboxes": {"type": "array", "items": {"$ref": "#/components/schemas/E2bSandboxDetail"}},
+        "E2bTimeout": {
+            "type": "object",
+            "required": ["timeout"],
+            "properties": {"timeout": {"type": "integer", "minimum": 1, "description": "Seconds from now"}},
+        },
+        "E2bRefresh": {
+            "type": "object",
+            "properties": {"duration": {"type": "integer", "minimum": 1, "description": "Seconds from now (default 60)"}},
+        },
+        "E2bConnect": {
+            "type": "object",
+            "properties": {"timeout": {"type": "integer", "minimum": 1, "description": "Seconds from now"}},
+        },
+        "E2bMetrics": {"type": "array", "items": {
+            "type": "object",
+            "required": ["timestamp", "timestampUnix", "cpuCount", "cpuUsedPct", "memUsed", "memTotal", "diskUsed", "diskTotal"],
+            "properties": {
+                "timestamp": {"type": "string", "format": "date-time"},
+                "timestampUnix": {"type": "integer"},
+                "cpuCount": {"type": "integer"},
+                "cpuUsedPct": {"type": "number"},
+                "memUsed": {"type": "integer"},
+                "memTotal": {"type": "integer"},
+                "memCache": {"type": "integer"},
+                "diskUsed": {"type": "integer"},
+                "diskTotal": {"type": "integer"},
+            },
+        }},
+        "E2bSnapshots": {"type": "array", "maxItems": 0},
         "DashboardData": {
             "type": "object",
             "required": ["actor", "admin", "now", "sandboxes", "truncated", "accounts", "profiles", "hosts"],
@@ -1431,12 +1787,14 @@ fn build() -> Value {
             {"name": "reaper"},
             {"name": "credits"},
             {"name": "uploads"},
+            {"name": "e2b", "description": "E2B's sandbox lifecycle API, for the E2B SDKs (docs/e2b-compatibility.md)"},
         ],
         "security": [{"bearer": []}],
         "paths": Value::Object(paths),
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "A token from `sandboxer tokens add` (`sbxt_...`)"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "A sandboxer token as E2B's API key (the E2B SDKs' E2B_API_KEY)"},
             },
             "responses": error_responses(),
             "schemas": schemas(),

@@ -66,6 +66,19 @@ pub(crate) fn handler(op: &Operation) -> MethodRouter<ApiState> {
         "creditsUsage" => on(filter, credits_usage),
         "creditsCheck" => on(filter, credits_check),
         "uploadRepo" => on(filter, crate::uploads::upload_repo),
+        "e2bCreateSandboxV2" | "e2bCreateSandbox" => on(filter, crate::e2b::create),
+        "e2bListSandboxesV2" => on(filter, crate::e2b::list_v2),
+        "e2bListSandboxes" => on(filter, crate::e2b::list_v1),
+        "e2bGetSandbox" => on(filter, crate::e2b::get),
+        "e2bKillSandbox" => on(filter, crate::e2b::kill),
+        "e2bSetTimeout" => on(filter, crate::e2b::set_timeout),
+        "e2bRefreshSandbox" => on(filter, crate::e2b::refresh),
+        "e2bConnectSandbox" | "e2bConnectSandboxV2" => on(filter, crate::e2b::connect),
+        "e2bSandboxMetrics" => on(filter, crate::e2b::metrics),
+        "e2bPauseSandbox" | "e2bResumeSandbox" | "e2bSnapshotSandbox" => {
+            on(filter, crate::e2b::not_yet)
+        }
+        "e2bListSnapshots" => on(filter, crate::e2b::snapshots),
         "listUploads" => on(filter, crate::uploads::list_uploads),
         "deleteUpload" => on(filter, crate::uploads::delete_upload),
         other => panic!("operation {other} has no handler"),
@@ -242,8 +255,24 @@ async fn create_sandbox(
         actor: Some(actor),
         idempotency_key: idempotency_key(&headers, b.idempotency_key)?,
         recreated_from: None,
+        metadata: Default::default(),
     };
     let wait = b.wait.unwrap_or(true);
+    let (new, sbx) = start(&st, req, wait).await?;
+    let status = if !new {
+        StatusCode::OK
+    } else if sbx.state() == LifeState::Provisioning {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(record_response(status, &sbx))
+}
+
+/// Create as `req` says: the record, then (when `wait`) provisioning to
+/// ready, else provisioning in the background. Whether it is new (not a
+/// replay of an idempotency key), and the record.
+async fn start(st: &ApiState, req: CreateRequest, wait: bool) -> Result<(bool, Sandbox), ApiError> {
     let m = st.manager.clone();
     let (new, sbx) = offload(move || async move {
         match m.start_create(&req)? {
@@ -259,14 +288,15 @@ async fn create_sandbox(
     if new && !wait {
         st.finish_detached(sbx.id.clone());
     }
-    let status = if !new {
-        StatusCode::OK
-    } else if sbx.state() == LifeState::Provisioning {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::CREATED
-    };
-    Ok(record_response(status, &sbx))
+    Ok((new, sbx))
+}
+
+/// [`start`] until ready (the E2B front door's create).
+pub(crate) async fn create_waiting(
+    st: &ApiState,
+    req: CreateRequest,
+) -> Result<(bool, Sandbox), ApiError> {
+    start(st, req, true).await
 }
 
 /// Records per page of `GET /v1/sandboxes` when the caller names no limit.
@@ -448,6 +478,7 @@ async fn explain_route(
         actor: Some(actor),
         idempotency_key: None,
         recreated_from: None,
+        metadata: Default::default(),
     };
     let m = st.manager.clone();
     let d = offload(move || async move { m.explain(&req).await }).await?;

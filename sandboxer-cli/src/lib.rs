@@ -309,6 +309,7 @@ async fn dispatch_inner(env: &Env, cli: Cli) -> Result<i32> {
                 actor: Some(parse_actor(a.actor.as_deref())?),
                 idempotency_key: a.idempotency_key.clone(),
                 recreated_from: None,
+                metadata: Default::default(),
             };
             let (m, pb) = with_spinner(env.manager(true)?);
             let result = if a.no_wait {
@@ -557,6 +558,7 @@ async fn dispatch_inner(env: &Env, cli: Cli) -> Result<i32> {
                 actor: Some(parse_actor(a.actor.as_deref())?),
                 idempotency_key: None,
                 recreated_from: None,
+                metadata: Default::default(),
             };
             let d = m.explain(&req).await?;
             if json {

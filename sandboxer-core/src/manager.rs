@@ -44,6 +44,9 @@ pub struct CreateRequest {
     /// does not count against capacity).
     #[serde(skip)]
     pub recreated_from: Option<String>,
+    /// Key-value labels kept on the record (E2B's `metadata`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 mod opt_secs {
@@ -538,6 +541,7 @@ impl Manager {
                 cost: None,
                 created_at: model::now(),
             });
+            sbx.metadata = req.metadata.clone();
             // This process provisions it: the reaper can tell when it died.
             sbx.worker = Some(crate::process::current());
             if self.emit_events {
@@ -1022,11 +1026,61 @@ impl Manager {
             actor: Some(old.actor.clone()),
             idempotency_key: None,
             recreated_from: Some(old.id.clone()),
+            metadata: old.metadata.clone(),
         };
         let new = self.create(req, wait).await?;
         self.destroy_linked(id, EndReason::Recreated, Some(&new.id), None)
             .await?;
         self.get(&new.id)
+    }
+
+    /// E2B's `set_timeout`: the sandbox ends `from_now` from now (whole
+    /// seconds, rounded up), within its profile's `max_ttl` counted from
+    /// its creation. Later than today's deadline is [`Manager::extend_ttl`]
+    /// (a metered sandbox holds the extra time first); earlier moves the
+    /// deadline in (the hold stays; a sandbox is charged for the time it
+    /// ran), and the reaper ends it then.
+    pub async fn set_timeout(&self, id: &str, from_now: Duration) -> Result<Sandbox> {
+        let sbx = self.get(id)?;
+        if !matches!(sbx.state(), State::Ready | State::Provisioning) {
+            return Err(Error::conflict(format!(
+                "sandbox {id} is {}; only live sandboxes have a timeout",
+                sbx.state()
+            )));
+        }
+        let ran = (model::now() - sbx.created_at).num_milliseconds().max(0) as u64;
+        let want = Duration::from_millis(ran) + from_now;
+        let want_secs = want.as_secs() + u64::from(want.subsec_nanos() > 0);
+        let profile = self.catalog.require(&sbx.profile)?;
+        if Duration::from_secs(want_secs) > profile.max_ttl {
+            let left = profile.max_ttl.saturating_sub(Duration::from_millis(ran));
+            return Err(Error::invalid_input(format!(
+                "a timeout of {} from now makes the TTL of {id} {}, above the maximum {} of {}",
+                crate::duration::format_duration(from_now),
+                crate::duration::format_duration(Duration::from_secs(want_secs)),
+                crate::duration::format_duration(profile.max_ttl),
+                profile.id
+            ))
+            .with_hint(format!("at most {}s from now", left.as_secs())));
+        }
+        match want_secs.cmp(&sbx.ttl_seconds) {
+            std::cmp::Ordering::Greater => {
+                self.extend_ttl(id, Duration::from_secs(want_secs - sbx.ttl_seconds))
+                    .await
+            }
+            std::cmp::Ordering::Equal => Ok(sbx),
+            std::cmp::Ordering::Less => transact(self.db.as_ref(), |tx| {
+                let mut rec = require(tx, id)?;
+                if !matches!(rec.state(), State::Ready | State::Provisioning) {
+                    return Err(Error::conflict(format!("sandbox {id} is {}", rec.state())));
+                }
+                rec.ttl_seconds = want_secs;
+                rec.expires_at = Some(rec.created_at + chrono::Duration::seconds(want_secs as i64));
+                rec.updated_at = model::now();
+                tx.update_sandbox(&rec)?;
+                Ok(rec)
+            }),
+        }
     }
 
     /// Move the expiry of a live sandbox `by` later, within the profile's
@@ -1241,13 +1295,18 @@ fn request_hash(
     ttl: Duration,
     actor: &Actor,
 ) -> String {
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         "profile": req.profile,
         "inputs": inputs,
         "ttl": ttl.as_secs(),
         "constraints": req.constraints,
         "actor": actor.to_string(),
     });
+    // Only when there is some, so the keys of creates without metadata
+    // hash as they always did.
+    if !req.metadata.is_empty() {
+        canonical["metadata"] = serde_json::json!(req.metadata);
+    }
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     hex::encode(&digest[..16])
 }

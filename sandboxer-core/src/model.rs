@@ -277,6 +277,10 @@ pub struct Sandbox {
     /// The idempotency key the create carried, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Key-value labels the creator attached (E2B's `metadata`); listed
+    /// and filtered on by the E2B front door.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
     /// Host telemetry reported by the sandbox (canary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<serde_json::Value>,
@@ -350,6 +354,7 @@ impl Sandbox {
             cost: n.cost,
             ttl_seconds: n.ttl_seconds,
             idempotency_key: n.idempotency_key,
+            metadata: BTreeMap::new(),
             telemetry: None,
             backend: serde_json::Value::Null,
             updated_at: n.created_at,

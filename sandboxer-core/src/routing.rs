@@ -262,6 +262,7 @@ mod tests {
             id: "profile.t".into(),
             version: 1,
             description: String::new(),
+            aliases: Vec::new(),
             inputs: Default::default(),
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(7200),

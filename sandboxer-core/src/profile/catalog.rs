@@ -159,6 +159,21 @@ impl Catalog {
         self.profiles.iter().find(|p| p.id == id)
     }
 
+    /// The profile an E2B `templateID` names: a profile id, an alias a
+    /// profile declares, the id without its `profile.` prefix, or `base`
+    /// (the E2B SDK's default template) for `default`. `None` when none
+    /// matches.
+    pub fn by_template(&self, name: &str, default: &str) -> Option<&Profile> {
+        let name = if name == "base" { default } else { name };
+        self.get(name)
+            .or_else(|| {
+                self.list()
+                    .into_iter()
+                    .find(|p| p.aliases.iter().any(|a| a == name))
+            })
+            .or_else(|| self.get(&format!("profile.{name}")))
+    }
+
     /// Every profile, sorted by id.
     pub fn list(&self) -> Vec<&Profile> {
         let mut v: Vec<&Profile> = self.profiles.iter().collect();
@@ -210,6 +225,24 @@ extension = "ext.compose-ssh"
         let profiles = dir.join("profiles");
         std::fs::create_dir_all(&profiles).unwrap();
         std::fs::write(profiles.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn templates_name_profiles_by_id_alias_short_id_or_base() {
+        let c = Catalog::builtin();
+        let canary = "profile.sandbox-canary";
+        for name in ["profile.sandbox-canary", "canary", "sandbox-canary", "base"] {
+            assert_eq!(
+                c.by_template(name, canary).map(|p| p.id.as_str()),
+                Some(canary),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            c.by_template("compose-e2e", canary).map(|p| p.id.as_str()),
+            Some("profile.compose-e2e")
+        );
+        assert!(c.by_template("nope", canary).is_none());
     }
 
     #[test]

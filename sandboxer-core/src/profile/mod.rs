@@ -101,6 +101,10 @@ pub struct Profile {
     pub id: String,
     pub version: u32,
     pub description: String,
+    /// Other names the profile answers to as an E2B template (`templateID`
+    /// of the E2B front door), e.g. `canary`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     pub inputs: BTreeMap<String, InputSpec>,
     #[serde(with = "secs")]
     pub default_ttl: Duration,
@@ -256,6 +260,7 @@ mod tests {
             id: "profile.t".into(),
             version: 1,
             description: String::new(),
+            aliases: Vec::new(),
             inputs,
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(7200),

@@ -12,6 +12,7 @@
 //! id = "profile.compose-e2e"        # required; `profile.` then [a-z0-9.-_]
 //! version = 1                       # required, positive integer
 //! description = "..."               # required
+//! aliases = ["stack"]               # optional: names for the E2B front door's templateID
 //! default_ttl = "2h"                # required, at most max_ttl
 //! max_ttl = "24h"                   # required
 //! ready_timeout = "5m"              # optional, default 5m
@@ -105,6 +106,7 @@ pub(crate) const PROFILE_KEYS: &[&str] = &[
     "id",
     "version",
     "description",
+    "aliases",
     "default_ttl",
     "max_ttl",
     "ready_timeout",
@@ -153,6 +155,28 @@ pub(crate) fn walk_profile(
             Some("description = \"what it gives\""),
         )
         .and_then(|f| w.string(&f));
+    let aliases = match w.field(&root, "aliases", None) {
+        None => Some(Vec::new()),
+        Some(f) => w.string_array(&f).and_then(|list| {
+            let bad: Vec<&String> = list
+                .iter()
+                .filter(|a| a.is_empty() || !a.chars().all(name_char) || a.starts_with("profile."))
+                .collect();
+            if bad.is_empty() {
+                Some(list)
+            } else {
+                w.report(
+                    f.at.clone(),
+                    format!(
+                        "alias `{}` is not a template name",
+                        bad[0]
+                    ),
+                    Some("write aliases in [a-z0-9.-_], not starting with `profile.`, e.g. `aliases = [\"canary\"]`".to_string()),
+                );
+                None
+            }
+        }),
+    };
     let default_ttl_field = w.field(&root, "default_ttl", Some("default_ttl = \"2h\""));
     let default_ttl = default_ttl_field.as_ref().and_then(|f| w.duration(f));
     let max_ttl = w
@@ -204,6 +228,7 @@ pub(crate) fn walk_profile(
         id: id?,
         version: version?,
         description: description?,
+        aliases: aliases?,
         inputs: inputs?,
         default_ttl: default_ttl?,
         max_ttl: max_ttl?,
@@ -604,6 +629,23 @@ extenssion = "ext.compose-ssh"
     }
 
     #[test]
+    fn aliases_are_template_names() {
+        let base = "id = \"profile.demo\"\nversion = 1\ndescription = \"demo\"\ndefault_ttl = \"1h\"\nmax_ttl = \"1d\"\n";
+        let routes = "\n[[routes]]\nextension = \"ext.canary\"\n";
+        let ok = format!("{base}aliases = [\"demo\", \"demo-2\"]\n{routes}");
+        let p = parse_profile(Path::new("a.toml"), &ok, ProfileSource::Builtin).unwrap();
+        assert_eq!(p.aliases, ["demo", "demo-2"]);
+        let bad = format!("{base}aliases = [\"Demo Stack\"]\n{routes}");
+        let e = parse_profile(Path::new("a.toml"), &bad, ProfileSource::Builtin).unwrap_err();
+        assert!(e.message().contains("a.toml:6:"), "{}", e.message());
+        assert!(
+            e.message().contains("alias `Demo Stack`"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[test]
     fn placement_must_be_strings_and_routes_must_exist() {
         let d = diags(&GOOD.replace("[\"a\", \"b\"]", "[\"a\", 2]"));
         assert_eq!(d.len(), 1);
@@ -824,6 +866,7 @@ identity_file = "~/.ssh/id_ed25519"
                     id: format!("profile.{id}"),
                     version,
                     description,
+                    aliases: Vec::new(),
                     inputs,
                     default_ttl: Duration::from_secs(ttl),
                     max_ttl: Duration::from_secs(ttl + extra),

@@ -16,6 +16,9 @@ pub fn render_profile(p: &Profile) -> String {
     doc["id"] = value(p.id.as_str());
     doc["version"] = value(i64::from(p.version));
     doc["description"] = value(p.description.as_str());
+    if !p.aliases.is_empty() {
+        doc["aliases"] = value(p.aliases.iter().map(String::as_str).collect::<Array>());
+    }
     doc["default_ttl"] = value(format_duration(p.default_ttl));
     doc["max_ttl"] = value(format_duration(p.max_ttl));
     doc["ready_timeout"] = value(format_duration(p.ready_timeout));

@@ -1,0 +1,660 @@
+//! The E2B front door: E2B's sandbox lifecycle REST API, answered by the
+//! same manager as `/v1`, so the official E2B SDKs work against `sandboxer
+//! serve` by configuration only (`E2B_API_URL=http://127.0.0.1:8787`,
+//! `E2B_API_KEY=<a sandboxer token>`). docs/e2b-compatibility.md has the
+//! table of routes and what each maps to.
+//!
+//! - A `templateID` names a profile: its id, an alias it declares, its id
+//!   without `profile.`, or `base` (the SDK's default) for the default
+//!   profile. `timeout` is the TTL in seconds, `metadata` is kept on the
+//!   record, `envVars` are the profile's inputs (refused where the profile
+//!   declares none of that name), the `Idempotency-Key` header is the
+//!   idempotency key.
+//! - Authentication is `X-API-Key` (or `Authorization: Bearer`) with a
+//!   sandboxer token, scoped as `/v1`: an agent's token sees its own
+//!   sandboxes; another actor's is not found.
+//! - Errors are E2B's `{"code": <status>, "message": ...}`, plus sandboxer's
+//!   kind as `error_code`.
+//! - What runs inside an E2B sandbox (`envd`: commands, files, PTY) is not
+//!   offered: sandboxer's job ends at "ready, and here is how to reach it".
+//!   Pause, resume and snapshots answer a clear 409 until sandboxer pauses
+//!   sandboxes; never a 5xx.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use sandboxer_core::lifecycle::{EndReason, State as LifeState};
+use sandboxer_core::manager::{CreateRequest, ListFilter};
+use sandboxer_core::model::Sandbox;
+use sandboxer_core::routing::Constraints;
+use sandboxer_core::store::db::ListQuery;
+use sandboxer_core::ErrorKind;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::extract::{Caller, JsonBody, Params, PathParam};
+use crate::routes::{run_blocking, DEFAULT_PROFILE};
+use crate::ApiState;
+
+/// The `envdVersion` answered: the lowest with which the E2B SDKs make
+/// every lifecycle call (2.x refuses a create below 0.1.0 and metrics below
+/// 0.1.5, and warns about disk metrics below 0.2.4). No envd runs; see the
+/// module docs.
+pub const ENVD_VERSION: &str = "0.2.4";
+
+/// The `clientID` answered (deprecated in E2B's API, still required).
+const CLIENT_ID: &str = "sandboxer";
+
+/// Sandboxes per page of `GET /v2/sandboxes` when the caller names no limit
+/// (E2B's default).
+const LIST_DEFAULT: usize = 100;
+
+/// An error in E2B's shape.
+#[derive(Debug)]
+pub struct E2bError(ApiError);
+
+impl From<ApiError> for E2bError {
+    fn from(e: ApiError) -> Self {
+        E2bError(e)
+    }
+}
+
+impl From<sandboxer_core::Error> for E2bError {
+    fn from(e: sandboxer_core::Error) -> Self {
+        E2bError(ApiError::from(e))
+    }
+}
+
+impl IntoResponse for E2bError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let message = match &e.hint {
+            Some(h) => format!("{} ({h})", e.message),
+            None => e.message.clone(),
+        };
+        (
+            e.status,
+            Json(json!({"code": e.status.as_u16(), "message": message, "error_code": e.code})),
+        )
+            .into_response()
+    }
+}
+
+type E2bResult = Result<Response, E2bError>;
+
+fn not_found(id: &str) -> E2bError {
+    E2bError(ApiError::new(
+        ErrorKind::NotFound,
+        format!("sandbox {id} not found"),
+    ))
+}
+
+/// E2B calls a sandbox that exists and has not ended `running`.
+fn running(s: &Sandbox) -> bool {
+    matches!(s.state(), LifeState::Provisioning | LifeState::Ready)
+}
+
+/// The sandbox `id` if the caller may see it and it is running; anything
+/// else is E2B's 404.
+async fn running_sandbox(st: &ApiState, caller: &Caller, id: &str) -> Result<Sandbox, E2bError> {
+    let m = st.manager.clone();
+    let owned = id.to_string();
+    let found = run_blocking(move || async move { Ok(m.get(&owned).ok()) }).await?;
+    match found {
+        Some(s) if caller.sees(&s) && running(&s) => Ok(s),
+        _ => Err(not_found(id)),
+    }
+}
+
+/// The telemetry a sandbox reported, as numbers.
+fn telemetry_u64(s: &Sandbox, field: &str) -> Option<u64> {
+    s.telemetry.as_ref()?.get(field)?.as_u64()
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// `Sandbox` (the create and connect answer).
+fn sandbox_view(s: &Sandbox, alias: Option<&str>) -> Value {
+    let mut v = json!({
+        "templateID": s.profile,
+        "sandboxID": s.id,
+        "clientID": CLIENT_ID,
+        "envdVersion": ENVD_VERSION,
+        "domain": Value::Null,
+    });
+    if let Some(a) = alias {
+        v["alias"] = json!(a);
+    }
+    v
+}
+
+/// `SandboxDetail` and `ListedSandbox`: resources from the host telemetry
+/// the sandbox reported (0 where it reported none).
+fn detail_view(s: &Sandbox) -> Value {
+    let end = s
+        .expires_at
+        .unwrap_or(s.created_at + chrono::Duration::seconds(s.ttl_seconds as i64));
+    let disk = telemetry_u64(s, "disk_total_bytes").or_else(|| telemetry_u64(s, "disk_free_bytes"));
+    json!({
+        "templateID": s.profile,
+        "sandboxID": s.id,
+        "clientID": CLIENT_ID,
+        "startedAt": s.created_at,
+        "endAt": end,
+        "envdVersion": ENVD_VERSION,
+        "cpuCount": telemetry_u64(s, "cpus").unwrap_or(0),
+        "memoryMB": telemetry_u64(s, "mem_total_bytes").map_or(0, |b| b / MIB),
+        "diskSizeMB": disk.map_or(0, |b| b / MIB),
+        "metadata": s.metadata,
+        "state": "running",
+        "domain": Value::Null,
+    })
+}
+
+/// `NewSandbox` and `NewSandboxV2`: the fields sandboxer reads. The rest
+/// of what the SDKs send (network, lifecycle defaults) is accepted and
+/// left alone; what sandboxer cannot honour is refused.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NewSandboxBody {
+    #[serde(rename = "templateID")]
+    template_id: String,
+    timeout: Option<i64>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    env_vars: Option<BTreeMap<String, String>>,
+    auto_pause: Option<bool>,
+    #[serde(default)]
+    volume_mounts: Option<Vec<Value>>,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, E2bError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let k = v.to_str().map_err(|_| {
+                E2bError(ApiError::invalid("the Idempotency-Key header is not text"))
+            })?;
+            Ok(Some(k.to_string()).filter(|k| !k.is_empty()))
+        }
+    }
+}
+
+/// `POST /v2/sandboxes` and `POST /sandboxes`.
+pub(crate) async fn create(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    headers: HeaderMap,
+    body: Result<JsonBody<NewSandboxBody>, ApiError>,
+) -> E2bResult {
+    let caller = caller?;
+    let JsonBody(b) = body?;
+    if b.auto_pause == Some(true) {
+        return Err(E2bError(
+            ApiError::invalid("autoPause: sandboxer does not pause sandboxes yet")
+                .with_hint("create without autoPause; the sandbox ends at its timeout"),
+        ));
+    }
+    if b.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(E2bError(ApiError::invalid(
+            "volumeMounts: sandboxer does not mount E2B volumes",
+        )));
+    }
+    let catalog = st.manager.catalog();
+    let profile = catalog
+        .by_template(&b.template_id, DEFAULT_PROFILE)
+        .ok_or_else(|| {
+            let known: Vec<String> = catalog
+                .list()
+                .iter()
+                .flat_map(|p| std::iter::once(p.id.clone()).chain(p.aliases.iter().cloned()))
+                .collect();
+            E2bError(
+                ApiError::new(
+                    ErrorKind::NotFound,
+                    format!("template `{}` not found", b.template_id),
+                )
+                .with_hint(format!(
+                    "a template is a profile id or alias, or `base`: {}",
+                    known.join(", ")
+                )),
+            )
+        })?;
+    let ttl = match b.timeout {
+        None => None,
+        Some(t) if t >= 1 => Some(Duration::from_secs(t as u64)),
+        Some(t) => {
+            return Err(E2bError(ApiError::invalid(format!(
+                "timeout {t}: give the sandbox's time to live in seconds, at least 1"
+            ))))
+        }
+    };
+    let inputs = b.env_vars.unwrap_or_default();
+    let unknown: Vec<&String> = inputs
+        .keys()
+        .filter(|k| !profile.inputs.contains_key(*k))
+        .collect();
+    if !unknown.is_empty() {
+        let takes = if profile.inputs.is_empty() {
+            "none".to_string()
+        } else {
+            profile
+                .inputs
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(E2bError(ApiError::invalid(format!(
+            "envVars {}: {} takes no such input (its inputs: {takes})",
+            unknown
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            profile.id
+        ))));
+    }
+    let mut inputs = inputs;
+    st.repos.check_inputs(&mut inputs)?;
+    let alias = (b.template_id != profile.id).then(|| b.template_id.clone());
+    let req = CreateRequest {
+        profile: profile.id.clone(),
+        inputs,
+        ttl,
+        constraints: Constraints {
+            host: st.default_host.clone(),
+            ..Constraints::default()
+        },
+        actor: Some(caller.actor.clone()),
+        idempotency_key: idempotency_key(&headers)?,
+        recreated_from: None,
+        metadata: b.metadata.unwrap_or_default(),
+    };
+    let (_, sbx) = crate::routes::create_waiting(&st, req).await?;
+    // The SDKs take 201 only, for a replayed create too.
+    Ok((
+        StatusCode::CREATED,
+        Json(sandbox_view(&sbx, alias.as_deref())),
+    )
+        .into_response())
+}
+
+/// The running sandboxes the caller may see, matching `metadata`
+/// (`k=v&k2=v2`, each part URL-encoded) and `template`, newest first unless
+/// `asc`.
+async fn running_for(
+    st: &ApiState,
+    caller: &Caller,
+    metadata: Option<&str>,
+    template: Option<&str>,
+    started_after: Option<DateTime<Utc>>,
+    asc: bool,
+) -> Result<Vec<Sandbox>, E2bError> {
+    let bad = |m: &str, why: String| {
+        E2bError(
+            ApiError::invalid(format!("metadata `{m}`: {why}"))
+                .with_hint("write `key=value&key2=value2`, each key and value URL-encoded"),
+        )
+    };
+    // As E2B reads it: the parameter is a query string whose keys and
+    // values are each URL-encoded once more (the SDKs quote them first).
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    if let Some(m) = metadata {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(m).map_err(|e| bad(m, e.to_string()))?;
+        for (k, v) in pairs {
+            let unquote = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .map_err(|e| bad(m, e.to_string()))
+            };
+            wanted.push((unquote(&k)?, unquote(&v)?));
+        }
+    }
+    let profile = match template {
+        None => None,
+        Some(t) => match st.manager.catalog().by_template(t, DEFAULT_PROFILE) {
+            Some(p) => Some(p.id.clone()),
+            // An unknown template matches nothing (as E2B answers).
+            None => return Ok(Vec::new()),
+        },
+    };
+    let q = ListQuery {
+        filter: ListFilter {
+            states: vec![LifeState::Provisioning, LifeState::Ready],
+            actor: (!caller.is_admin()).then(|| caller.actor.clone()),
+            profile,
+            ..ListFilter::default()
+        },
+        after: None,
+        limit: None,
+    };
+    let m = st.manager.clone();
+    let page = run_blocking(move || async move { m.list_page(&q) }).await?;
+    let mut out: Vec<Sandbox> = page
+        .records
+        .into_iter()
+        .filter(|s| {
+            wanted
+                .iter()
+                .all(|(k, v)| s.metadata.get(k).is_some_and(|x| x == v))
+        })
+        .filter(|s| started_after.is_none_or(|t| s.created_at >= t))
+        .collect();
+    if !asc {
+        out.reverse();
+    }
+    Ok(out)
+}
+
+/// `GET /v2/sandboxes`.
+pub(crate) async fn list_v2(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    RawQuery(q): RawQuery,
+) -> E2bResult {
+    let caller = caller?;
+    let p = Params::parse("e2bListSandboxesV2", q.as_deref())?;
+    let mut states: Vec<String> = Vec::new();
+    for s in p.list("state") {
+        match s.as_str() {
+            "running" | "paused" => states.push(s),
+            other => {
+                return Err(E2bError(ApiError::invalid(format!(
+                    "state `{other}`: E2B's states are running and paused"
+                ))))
+            }
+        }
+    }
+    let asc = match p.one("order")?.as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(o) => {
+            return Err(E2bError(ApiError::invalid(format!(
+                "order `{o}`: asc or desc"
+            ))))
+        }
+    };
+    let started_after = p
+        .one("startedAfter")?
+        .map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| E2bError(ApiError::invalid(format!("startedAfter `{t}`: {e}"))))
+        })
+        .transpose()?;
+    let limit = match p.one("limit")? {
+        None => LIST_DEFAULT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=crate::routes::LIST_MAX).contains(&n) => n,
+            _ => {
+                return Err(E2bError(ApiError::invalid(format!(
+                    "limit `{l}` is not a number from 1 to {}",
+                    crate::routes::LIST_MAX
+                ))))
+            }
+        },
+    };
+    let offset = match p.one("nextToken")? {
+        None => 0,
+        Some(t) => t
+            .strip_prefix("o")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                E2bError(
+                    ApiError::invalid(format!("nextToken `{t}` is not one this server gave"))
+                        .with_hint("pass the X-Next-Token header of the previous page as it was"),
+                )
+            })?,
+    };
+    // Nothing is paused (sandboxer does not pause yet): asking for paused
+    // sandboxes only finds none.
+    let all = if !states.is_empty() && !states.iter().any(|s| s == "running") {
+        Vec::new()
+    } else {
+        running_for(
+            &st,
+            &caller,
+            p.one("metadata")?.as_deref(),
+            p.one("template")?.as_deref(),
+            started_after,
+            asc,
+        )
+        .await?
+    };
+    let total = all.len();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(detail_view)
+        .collect();
+    let mut resp = Json(page).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        "x-total-running",
+        HeaderValue::from_str(&total.to_string()).expect("digits"),
+    );
+    if offset + limit < total {
+        h.insert(
+            "x-next-token",
+            HeaderValue::from_str(&format!("o{}", offset + limit)).expect("ascii"),
+        );
+    }
+    Ok(resp)
+}
+
+/// `GET /sandboxes` (E2B's older list: every running sandbox, no pages).
+pub(crate) async fn list_v1(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    RawQuery(q): RawQuery,
+) -> E2bResult {
+    let caller = caller?;
+    let p = Params::parse("e2bListSandboxes", q.as_deref())?;
+    let all = running_for(
+        &st,
+        &caller,
+        p.one("metadata")?.as_deref(),
+        None,
+        None,
+        false,
+    )
+    .await?;
+    Ok(Json(all.iter().map(detail_view).collect::<Vec<_>>()).into_response())
+}
+
+/// `GET /sandboxes/{sandboxID}`.
+pub(crate) async fn get(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    PathParam(id): PathParam,
+) -> E2bResult {
+    let caller = caller?;
+    let s = running_sandbox(&st, &caller, &id).await?;
+    Ok(Json(detail_view(&s)).into_response())
+}
+
+/// `DELETE /sandboxes/{sandboxID}`: 204, or 404 for one that is not
+/// running (or not the caller's).
+pub(crate) async fn kill(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    PathParam(id): PathParam,
+) -> E2bResult {
+    let caller = caller?;
+    running_sandbox(&st, &caller, &id).await?;
+    let m = st.manager.clone();
+    run_blocking(move || async move { m.destroy(&id, EndReason::Destroyed).await }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TimeoutBody {
+    timeout: i64,
+}
+
+fn positive_secs(t: i64, what: &str) -> Result<Duration, E2bError> {
+    if t < 1 {
+        return Err(E2bError(ApiError::invalid(format!(
+            "{what} {t}: seconds from now, at least 1"
+        ))));
+    }
+    Ok(Duration::from_secs(t as u64))
+}
+
+async fn set_timeout_of(
+    st: &ApiState,
+    caller: &Caller,
+    id: String,
+    from_now: Duration,
+) -> Result<Sandbox, E2bError> {
+    running_sandbox(st, caller, &id).await?;
+    let m = st.manager.clone();
+    Ok(run_blocking(move || async move { m.set_timeout(&id, from_now).await }).await?)
+}
+
+/// `POST /sandboxes/{sandboxID}/timeout`: the sandbox ends `timeout`
+/// seconds from now (within its profile's maximum TTL).
+pub(crate) async fn set_timeout(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    PathParam(id): PathParam,
+    body: Result<JsonBody<TimeoutBody>, ApiError>,
+) -> E2bResult {
+    let caller = caller?;
+    let JsonBody(b) = body?;
+    let from_now = positive_secs(b.timeout, "timeout")?;
+    set_timeout_of(&st, &caller, id, from_now).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RefreshBody {
+    duration: Option<i64>,
+}
+
+/// `POST /sandboxes/{sandboxID}/refreshes`: keep it alive `duration`
+/// seconds from now (E2B's default 60).
+pub(crate) async fn refresh(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    PathParam(id): PathParam,
+    body: Result<JsonBody<RefreshBody>, ApiError>,
+) -> E2bResult {
+    let caller = caller?;
+    let JsonBody(b) = body?;
+    let from_now = positive_secs(b.duration.unwrap_or(60), "duration")?;
+    set_timeout_of(&st, &caller, id, from_now).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ConnectBody {
+    timeout: Option<i64>,
+}
+
+/// `POST /sandboxes/{sandboxID}/connect` and `POST
+/// /v2/sandboxes/{sandboxID}/connect`: a running sandbox answers as at
+/// create, its timeout moved to `timeout` seconds from now when given.
+/// (Resuming a paused one waits for sandboxer to pause sandboxes.)
+pub(crate) async fn connect(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    PathParam(id): PathParam,
+    body: Result<JsonBody<ConnectBody>, ApiError>,
+) -> E2bResult {
+    let caller = caller?;
+    let JsonBody(b) = body?;
+    let s = match b.timeout {
+        Some(t) => set_timeout_of(&st, &caller, id, positive_secs(t, "timeout")?).await?,
+        None => running_sandbox(&st, &caller, &id).await?,
+    };
+    Ok((StatusCode::OK, Json(sandbox_view(&s, None))).into_response())
+}
+
+/// `GET /sandboxes/{sandboxID}/metrics`: what the sandbox's host reported
+/// at ready (the canary's telemetry), as one sample; none where nothing
+/// was reported.
+pub(crate) async fn metrics(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    PathParam(id): PathParam,
+    RawQuery(q): RawQuery,
+) -> E2bResult {
+    let caller = caller?;
+    Params::parse("e2bSandboxMetrics", q.as_deref())?;
+    let s = running_sandbox(&st, &caller, &id).await?;
+    let Some(t) = &s.telemetry else {
+        return Ok(Json(Vec::<Value>::new()).into_response());
+    };
+    let at = t
+        .get("collected_at")
+        .and_then(Value::as_str)
+        .and_then(|a| DateTime::parse_from_rfc3339(a).ok())
+        .map_or(s.created_at, |a| a.with_timezone(&Utc));
+    let cpus = telemetry_u64(&s, "cpus").unwrap_or(0);
+    let load = t.get("load_1").and_then(Value::as_f64).unwrap_or(0.0);
+    let used_pct = if cpus > 0 {
+        (load / cpus as f64 * 100.0).min(100.0)
+    } else {
+        0.0
+    };
+    let mem_total = telemetry_u64(&s, "mem_total_bytes").unwrap_or(0);
+    let mem_avail = telemetry_u64(&s, "mem_available_bytes").unwrap_or(mem_total);
+    let disk_total = telemetry_u64(&s, "disk_total_bytes").unwrap_or(0);
+    let disk_free = telemetry_u64(&s, "disk_free_bytes").unwrap_or(disk_total);
+    Ok(Json(json!([{
+        "timestamp": at,
+        "timestampUnix": at.timestamp(),
+        "cpuCount": cpus,
+        "cpuUsedPct": used_pct,
+        "memUsed": mem_total.saturating_sub(mem_avail),
+        "memTotal": mem_total,
+        "memCache": 0,
+        "diskUsed": disk_total.saturating_sub(disk_free),
+        "diskTotal": disk_total,
+    }]))
+    .into_response())
+}
+
+/// `POST /sandboxes/{sandboxID}/pause`, `/resume` and `/snapshots`: a 409
+/// that says why (sandboxer does not pause or snapshot sandboxes yet), or
+/// E2B's 404 for a sandbox the caller cannot see.
+pub(crate) async fn not_yet(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    PathParam(id): PathParam,
+    uri: axum::http::Uri,
+) -> E2bResult {
+    let caller = caller?;
+    running_sandbox(&st, &caller, &id).await?;
+    let what = uri.path().rsplit('/').next().unwrap_or("this");
+    let verb = match what {
+        "pause" => "pause sandboxes",
+        "resume" => "resume sandboxes (none is ever paused)",
+        _ => "take snapshots",
+    };
+    Err(E2bError(
+        ApiError::new(
+            ErrorKind::Conflict,
+            format!("sandbox {id} is running; sandboxer does not {verb} yet"),
+        )
+        .with_hint("keep it running (POST /sandboxes/{id}/timeout), or kill it"),
+    ))
+}
+
+/// `GET /snapshots`: none (sandboxer does not take snapshots yet).
+pub(crate) async fn snapshots(caller: Result<Caller, ApiError>) -> E2bResult {
+    caller?;
+    Ok(Json(Vec::<Value>::new()).into_response())
+}
