@@ -17,7 +17,7 @@
 //!   kind as `error_code`.
 //! - What runs inside an E2B sandbox (`envd`: commands, files, PTY) is not
 //!   offered: sandboxer's job ends at "ready, and here is how to reach it".
-//!   Pause, resume and snapshots answer a clear 409 until sandboxer pauses
+//!   Pause, resume and snapshots answer a clear 400 until sandboxer pauses
 //!   sandboxes; never a 5xx.
 
 use std::collections::BTreeMap;
@@ -627,9 +627,10 @@ pub(crate) async fn metrics(
     .into_response())
 }
 
-/// `POST /sandboxes/{sandboxID}/pause`, `/resume` and `/snapshots`: a 409
+/// `POST /sandboxes/{sandboxID}/pause`, `/resume` and `/snapshots`: a 400
 /// that says why (sandboxer does not pause or snapshot sandboxes yet), or
-/// E2B's 404 for a sandbox the caller cannot see.
+/// E2B's 404 for a sandbox the caller cannot see. Not 409: the SDKs read a
+/// 409 on pause as "already paused" and report success.
 pub(crate) async fn not_yet(
     State(st): State<ApiState>,
     caller: Result<Caller, ApiError>,
@@ -646,9 +647,10 @@ pub(crate) async fn not_yet(
     };
     Err(E2bError(
         ApiError::new(
-            ErrorKind::Conflict,
+            ErrorKind::Unsupported,
             format!("sandbox {id} is running; sandboxer does not {verb} yet"),
         )
+        .with_status(StatusCode::BAD_REQUEST)
         .with_hint("keep it running (POST /sandboxes/{id}/timeout), or kill it"),
     ))
 }

@@ -187,7 +187,7 @@ const E2B_CREATED: [Resp; 4] = [
     ok(503, "No route can place it now", "E2bError"),
 ];
 const E2B_NOT_YET_RESP: Resp = ok(
-    409,
+    400,
     "sandboxer does not pause, resume or snapshot sandboxes yet",
     "E2bError",
 );
@@ -201,7 +201,8 @@ const E2B_CREATE: &str =
 const E2B_CONNECT: &str = "A running sandbox answers as at create; with `timeout`, it then \
     ends that many seconds from now. A sandbox that ended, or another actor's, is 404.";
 const E2B_NOT_YET: &str = "sandboxer does not pause, resume or snapshot sandboxes yet: a running \
-    sandbox of the caller gets 409 with E2B's error body, any other 404. Never a 5xx.";
+    sandbox of the caller gets 400 with E2B's error body (not 409, which the SDKs read as \
+    \"already paused\"), any other 404. Never a 5xx.";
 
 pub const OPERATIONS: &[Operation] = &[
     Operation {
@@ -954,7 +955,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/sandboxes/{sandboxID}/pause",
         tag: "e2b",
-        summary: "E2B: pause (not offered yet: 409)",
+        summary: "E2B: pause (not offered yet: 400)",
         description: E2B_NOT_YET,
         access: Access::Actor,
         cli: "",
@@ -968,7 +969,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/sandboxes/{sandboxID}/resume",
         tag: "e2b",
-        summary: "E2B: resume (not offered yet: 409)",
+        summary: "E2B: resume (not offered yet: 400)",
         description: E2B_NOT_YET,
         access: Access::Actor,
         cli: "",
@@ -982,7 +983,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/sandboxes/{sandboxID}/snapshots",
         tag: "e2b",
-        summary: "E2B: snapshot (not offered yet: 409)",
+        summary: "E2B: snapshot (not offered yet: 400)",
         description: E2B_NOT_YET,
         access: Access::Actor,
         cli: "",

@@ -3,6 +3,7 @@
 //! the real components the testbed script started ([`testbed`]).
 
 pub mod conformance;
+pub mod e2b_sdk;
 pub mod home;
 pub mod net;
 pub mod pg;

@@ -9,6 +9,7 @@ mod concurrency;
 mod credits;
 mod dashboard;
 mod disk;
+mod e2b;
 mod events;
 mod http;
 mod import;
