@@ -298,28 +298,15 @@ async fn running_for(
     started_after: Option<DateTime<Utc>>,
     asc: bool,
 ) -> Result<Vec<Sandbox>, E2bError> {
-    let bad = |m: &str, why: String| {
-        E2bError(
-            ApiError::invalid(format!("metadata `{m}`: {why}"))
-                .with_hint("write `key=value&key2=value2`, each key and value URL-encoded"),
-        )
+    let wanted: Vec<(String, String)> = match metadata {
+        None => Vec::new(),
+        Some(m) => sandboxer_core::e2b::parse_metadata_query(m).map_err(|why| {
+            E2bError(
+                ApiError::invalid(format!("metadata `{m}`: {why}"))
+                    .with_hint("write `key=value&key2=value2`, each key and value URL-encoded"),
+            )
+        })?,
     };
-    // As E2B reads it: the parameter is a query string whose keys and
-    // values are each URL-encoded once more (the SDKs quote them first).
-    let mut wanted: Vec<(String, String)> = Vec::new();
-    if let Some(m) = metadata {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(m).map_err(|e| bad(m, e.to_string()))?;
-        for (k, v) in pairs {
-            let unquote = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8()
-                    .map(|c| c.into_owned())
-                    .map_err(|e| bad(m, e.to_string()))
-            };
-            wanted.push((unquote(&k)?, unquote(&v)?));
-        }
-    }
     let profile = match template {
         None => None,
         Some(t) => match st.manager.catalog().by_template(t, DEFAULT_PROFILE) {

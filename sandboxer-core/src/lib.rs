@@ -19,6 +19,7 @@
 pub mod billing;
 pub mod credits;
 pub mod duration;
+pub mod e2b;
 pub mod error;
 pub mod events;
 pub mod extension;

@@ -13,6 +13,12 @@ use serde::{Deserialize, Serialize};
 /// The header that carries the API key.
 pub const API_KEY_HEADER: &str = "X-API-Key";
 
+/// The header that makes a create idempotent (`POST /v2/sandboxes`).
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// The header of `GET /v2/sandboxes` that holds the next page's token.
+pub const NEXT_TOKEN_HEADER: &str = "x-next-token";
+
 /// The timeout a sandbox gets when `POST /sandboxes` names none (E2B's).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 15;
 
@@ -71,6 +77,10 @@ pub struct SandboxDetail {
     pub cpu_count: Option<u32>,
     #[serde(rename = "memoryMB", default)]
     pub memory_mb: Option<u32>,
+    #[serde(rename = "diskSizeMB", default)]
+    pub disk_size_mb: Option<u32>,
+    #[serde(rename = "envdVersion", default)]
+    pub envd_version: Option<String>,
 }
 
 /// `POST /sandboxes/{id}/timeout` body: the new timeout, from now.
@@ -96,11 +106,7 @@ pub fn is_provider_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The `metadata` query parameter of `GET /sandboxes`: the pairs, form
-/// encoded (`key=value&key2=value2`), as E2B takes it.
-pub fn metadata_query(pairs: &[(&str, &str)]) -> String {
-    serde_urlencoded::to_string(pairs).unwrap_or_default()
-}
+pub use sandboxer_core::e2b::{metadata_query, parse_metadata_query};
 
 #[cfg(test)]
 mod tests {
@@ -134,13 +140,5 @@ mod tests {
         assert!(!is_provider_id("../x"));
         assert!(!is_provider_id("a/b"));
         assert!(!is_provider_id("a?b"));
-    }
-
-    #[test]
-    fn metadata_query_is_form_encoded() {
-        assert_eq!(
-            metadata_query(&[("sandboxer_id", "sbx-a"), ("k", "a b&c")]),
-            "sandboxer_id=sbx-a&k=a+b%26c"
-        );
     }
 }

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::api::{
     is_provider_id, metadata_query, ApiError, CreatedSandbox, NewSandbox, SandboxDetail,
-    SetTimeout, API_KEY_HEADER, STATE_RUNNING,
+    SetTimeout, API_KEY_HEADER, IDEMPOTENCY_HEADER, NEXT_TOKEN_HEADER, STATE_RUNNING,
 };
 use crate::secret::ApiKey;
 
@@ -121,11 +121,31 @@ impl std::fmt::Debug for SaasStubExtension {
 }
 
 /// A validated base URL: `url` for requests (no trailing `/`), `shown` for
-/// messages (without any user or password).
+/// messages (without any user or password), with the API key for that
+/// provider and the domain its sandboxes are reached under when it names
+/// none.
 struct Base {
     url: String,
     shown: String,
+    key: Option<ApiKey>,
+    /// Where the key comes from, for messages.
+    key_var: String,
+    /// The host of the base URL, or the route config `domain`.
+    domain: String,
 }
+
+/// What the provider answered.
+struct Answer {
+    status: StatusCode,
+    /// `X-Next-Token`: there is another page.
+    next: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Sandboxes per page of `GET /v2/sandboxes` (E2B's largest).
+const LIST_PAGE: usize = 100;
+/// Pages read at most (10,000 sandboxes).
+const MAX_LIST_PAGES: usize = 100;
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
@@ -194,38 +214,56 @@ impl SaasStubExtension {
         &self.config
     }
 
+    /// The provider a route names: its `base_url` (else the configured
+    /// one), the key in the environment variable its `api_key_env` names
+    /// (else the configured key), and its `domain`.
     fn base(&self, route: Option<&serde_json::Map<String, Value>>) -> Result<Base> {
-        match route.and_then(|c| c.get("base_url")) {
-            None | Some(Value::Null) => parse_base(&self.config.base_url),
-            Some(Value::String(s)) => parse_base(s),
-            Some(_) => Err(Error::invalid_config(
-                "ext.saas-stub: route config `base_url` must be a string",
-            )),
+        let text = |key: &str| -> Result<Option<String>> {
+            match route.and_then(|c| c.get(key)) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+                Some(_) => Err(Error::invalid_config(format!(
+                    "ext.saas-stub: route config `{key}` must be a non-empty string"
+                ))),
+            }
+        };
+        let mut base = match text("base_url")? {
+            None => parse_base(&self.config.base_url)?,
+            Some(s) => parse_base(&s)?,
+        };
+        base.key = match text("api_key_env")? {
+            None => self.config.api_key.clone(),
+            Some(var) => std::env::var(&var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(ApiKey::new),
+        };
+        base.key_var = text("api_key_env")?.unwrap_or_else(|| ENV_API_KEY.to_string());
+        if let Some(d) = text("domain")? {
+            base.domain = d;
         }
-    }
-
-    fn key(&self) -> Result<&ApiKey> {
-        self.config
-            .api_key
-            .as_ref()
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                Error::new(ErrorKind::Unauthorized, "no API key for the SaaS provider")
-                    .with_hint(format!("set {ENV_API_KEY} to the provider's API key"))
-            })
+        Ok(base)
     }
 
     async fn send(
         &self,
+        base: &Base,
         method: Method,
         url: &str,
         body: Option<Value>,
         timeout: Duration,
-    ) -> std::result::Result<(StatusCode, Vec<u8>), SendError> {
-        let key = self.key().map_err(SendError::Local)?;
+        idempotency_key: Option<&str>,
+    ) -> std::result::Result<Answer, SendError> {
+        let key = base.key.as_ref().filter(|k| !k.is_empty()).ok_or_else(|| {
+            SendError::Local(
+                Error::new(ErrorKind::Unauthorized, "no API key for the SaaS provider")
+                    .with_hint(format!("set {} to the provider's API key", base.key_var)),
+            )
+        })?;
         let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
             SendError::Local(Error::invalid_config(format!(
-                "{ENV_API_KEY} holds characters an HTTP header cannot carry"
+                "{} holds characters an HTTP header cannot carry",
+                base.key_var
             )))
         })?;
         value.set_sensitive(true);
@@ -234,13 +272,26 @@ impl SaasStubExtension {
             .request(method, url)
             .header(API_KEY_HEADER, value)
             .timeout(timeout);
+        if let Some(k) = idempotency_key {
+            req = req.header(IDEMPOTENCY_HEADER, k);
+        }
         if let Some(body) = body {
             req = req.json(&body);
         }
         let resp = req.send().await.map_err(SendError::Http)?;
         let status = resp.status();
+        let next = resp
+            .headers()
+            .get(NEXT_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
         let bytes = resp.bytes().await.map_err(SendError::Http)?;
-        Ok((status, bytes.to_vec()))
+        Ok(Answer {
+            status,
+            next,
+            body: bytes.to_vec(),
+        })
     }
 
     /// `send`, with failures turned into sandboxer errors.
@@ -255,8 +306,9 @@ impl SaasStubExtension {
     ) -> Result<(StatusCode, Vec<u8>)> {
         let url = format!("{}{path}", base.url);
         tracing::debug!(op = op.what(), %method, base = %base.shown, path, "saas request");
-        self.send(method, &url, body, timeout)
+        self.send(base, method, &url, body, timeout, None)
             .await
+            .map(|a| (a.status, a.body))
             .map_err(|e| self.send_error(op, base, timeout, e))
     }
 
@@ -298,7 +350,7 @@ impl SaasStubExtension {
                     base.shown
                 ),
             )
-            .with_hint(format!("set {ENV_API_KEY} to the provider's API key")),
+            .with_hint(format!("set {} to the provider's API key", base.key_var)),
             403 => Error::new(
                 ErrorKind::Forbidden,
                 format!(
@@ -345,46 +397,54 @@ impl SaasStubExtension {
         }
     }
 
+    /// `GET /v2/sandboxes`, every page, filtered by `sandboxer_id` when
+    /// given.
     async fn list_at(
         &self,
         op: Op,
         base: &Base,
         sandboxer_id: Option<&str>,
     ) -> Result<Vec<SandboxDetail>> {
-        let path = match sandboxer_id {
-            Some(id) => format!(
-                "/sandboxes?{}",
-                serde_urlencoded::to_string([(
-                    "metadata",
-                    metadata_query(&[(META_SANDBOXER_ID, id)])
-                )])
-                .unwrap_or_default()
-            ),
-            None => "/sandboxes".to_string(),
-        };
-        let (status, body) = self
-            .call(
-                op,
-                base,
-                Method::GET,
-                &path,
-                None,
-                self.config.request_timeout,
-            )
-            .await?;
-        if !status.is_success() {
-            return Err(self.status_error(op, base, status, &body));
+        let mut all: Vec<SandboxDetail> = Vec::new();
+        let mut next: Option<String> = None;
+        for _page in 0..MAX_LIST_PAGES {
+            let mut query: Vec<(&str, String)> = vec![("limit", LIST_PAGE.to_string())];
+            if let Some(id) = sandboxer_id {
+                query.push(("metadata", metadata_query(&[(META_SANDBOXER_ID, id)])));
+            }
+            if let Some(t) = &next {
+                query.push(("nextToken", t.clone()));
+            }
+            let path = format!(
+                "/v2/sandboxes?{}",
+                serde_urlencoded::to_string(&query).unwrap_or_default()
+            );
+            let url = format!("{}{path}", base.url);
+            let timeout = self.config.request_timeout;
+            tracing::debug!(op = op.what(), base = %base.shown, path, "saas request");
+            let answer = self
+                .send(base, Method::GET, &url, None, timeout, None)
+                .await
+                .map_err(|e| self.send_error(op, base, timeout, e))?;
+            if !answer.status.is_success() {
+                return Err(self.status_error(op, base, answer.status, &answer.body));
+            }
+            let page: Vec<SandboxDetail> = serde_json::from_slice(&answer.body).map_err(|e| {
+                Error::new(
+                    op.failure_kind(),
+                    format!(
+                        "could not {}: the SaaS provider {} sent a list it cannot read: {e}",
+                        op.what(),
+                        base.shown
+                    ),
+                )
+            })?;
+            all.extend(page);
+            next = answer.next;
+            if next.is_none() {
+                break;
+            }
         }
-        let all: Vec<SandboxDetail> = serde_json::from_slice(&body).map_err(|e| {
-            Error::new(
-                op.failure_kind(),
-                format!(
-                    "could not {}: the SaaS provider {} sent a list it cannot read: {e}",
-                    op.what(),
-                    base.shown
-                ),
-            )
-        })?;
         // Filter here too: a provider that ignores the filter must not make
         // us touch sandboxes that are not this one's.
         Ok(all
@@ -501,6 +561,9 @@ fn parse_base(raw: &str) -> Result<Base> {
     Ok(Base {
         url: full,
         shown: url.as_str().trim_end_matches('/').to_string(),
+        key: None,
+        key_var: ENV_API_KEY.to_string(),
+        domain: url.host_str().unwrap_or_default().to_string(),
     })
 }
 
@@ -557,13 +620,39 @@ impl Extension for SaasStubExtension {
             ]),
         };
         let body = serde_json::to_value(&body).map_err(|e| Error::internal(e.to_string()))?;
-        let url = format!("{}/sandboxes", base.url);
+        let url = format!("{}/v2/sandboxes", base.url);
         let timeout = self.config.request_timeout;
-        let (status, resp) = match self.send(Method::POST, &url, Some(body), timeout).await {
-            Ok(answer) => answer,
+        // The sandboxer id is the idempotency key: when the answer is lost
+        // (a timeout, a reset after sending), the create is sent once more
+        // and the provider answers the sandbox the first one made.
+        let mut sent = self
+            .send(
+                &base,
+                Method::POST,
+                &url,
+                Some(body.clone()),
+                timeout,
+                Some(&ctx.id),
+            )
+            .await;
+        if matches!(&sent, Err(SendError::Http(h)) if !h.is_connect()) {
+            tracing::debug!(sandbox = %ctx.id, "saas create: no answer; sending it again with the same idempotency key");
+            sent = self
+                .send(
+                    &base,
+                    Method::POST,
+                    &url,
+                    Some(body),
+                    timeout,
+                    Some(&ctx.id),
+                )
+                .await;
+        }
+        let (status, resp) = match sent {
+            Ok(answer) => (answer.status, answer.body),
             Err(e) => {
-                // The request may have reached the provider (a timeout, a
-                // reset after sending): remove whatever it made.
+                // The request may have reached the provider: remove whatever
+                // it made.
                 if matches!(&e, SendError::Http(h) if !h.is_connect()) {
                     self.sweep_quietly(&base, &ctx.id).await;
                 }
@@ -657,16 +746,15 @@ impl Extension for SaasStubExtension {
                         )
                     })?;
                     if detail.state.as_deref().unwrap_or(STATE_RUNNING) == STATE_RUNNING {
-                        let domain = detail.domain.clone().or_else(|| handle.domain.clone());
-                        let Some(domain) = domain.filter(|d| !d.is_empty()) else {
-                            return Err(Error::new(
-                                ErrorKind::ProvisionFailed,
-                                format!(
-                                    "the SaaS provider {} reported no domain for sandbox {id}",
-                                    base.shown
-                                ),
-                            ));
-                        };
+                        // The provider's domain; one that names none (another
+                        // sandboxer) is reached at the route's `domain` or
+                        // the host of its base URL.
+                        let domain = detail
+                            .domain
+                            .clone()
+                            .or_else(|| handle.domain.clone())
+                            .filter(|d| !d.is_empty())
+                            .unwrap_or_else(|| base.domain.clone());
                         let address = format!("{id}.{domain}");
                         let mut reachability = Reachability {
                             address: address.clone(),

@@ -4,11 +4,13 @@
 //!
 //! | request | answers |
 //! |---|---|
-//! | `POST /sandboxes` `{templateID, timeout, metadata}` | 201 [`CreatedSandbox`]; 400 bad body; 429 at capacity |
-//! | `GET /sandboxes[?metadata=k%3Dv]` | 200 `[`[`SandboxDetail`]`]`, filtered by metadata |
+//! | `POST /v2/sandboxes` (and the older `POST /sandboxes`) `{templateID, timeout, metadata}`, header `Idempotency-Key` | 201 [`CreatedSandbox`] (a key seen before while its sandbox runs: that sandbox); 400 bad body; 429 at capacity |
+//! | `GET /v2/sandboxes[?metadata=..&state=running&limit=N&nextToken=T]` | 200 `[`[`SandboxDetail`]`]`, filtered by metadata (E2B's encoding: [`sandboxer_core::e2b::metadata_query`]), a page at a time (`X-Next-Token`) |
+//! | `GET /sandboxes[?metadata=..]` | 200, every match |
 //! | `GET /sandboxes/{id}` | 200 [`SandboxDetail`]; 404 |
 //! | `DELETE /sandboxes/{id}` | 204; 404 |
 //! | `POST /sandboxes/{id}/timeout` `{timeout}` | 204 (the sandbox now ends `timeout` s from now); 400; 404 |
+//! | `POST /v2/sandboxes/{id}/connect` (and `/sandboxes/{id}/connect`) `{timeout}` | 200 [`CreatedSandbox`], its timeout moved when given; 404 |
 //!
 //! Every request needs the header `X-API-Key` (401 without it or with
 //! another key). Errors are `{"code": N, "message": "..."}`. Timeouts are
@@ -72,16 +74,17 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::api::{
-    ApiError, CreatedSandbox, NewSandbox, SandboxDetail, SetTimeout, API_KEY_HEADER,
-    DEFAULT_TIMEOUT_SECS, STATE_RUNNING,
+    parse_metadata_query, ApiError, CreatedSandbox, NewSandbox, SandboxDetail, SetTimeout,
+    API_KEY_HEADER, DEFAULT_TIMEOUT_SECS, IDEMPOTENCY_HEADER, NEXT_TOKEN_HEADER, STATE_RUNNING,
 };
 use crate::secret::ApiKey;
 
 /// The longest timeout the stub accepts (24 h, E2B's ceiling).
 pub const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
-/// The stub's `envdVersion` (E2B reports the version of its in-sandbox daemon).
-const ENVD_VERSION: &str = "0.0.0-stub";
+/// The stub's `envdVersion` (E2B reports the version of its in-sandbox
+/// daemon; the SDKs' lifecycle calls need at least 0.2.4).
+const ENVD_VERSION: &str = "0.2.4";
 
 /// How the stub behaves.
 #[derive(Debug, Clone)]
@@ -117,6 +120,8 @@ struct Inner {
     config: StubConfig,
     client_id: String,
     sandboxes: Mutex<BTreeMap<String, Entry>>,
+    /// Idempotency keys of creates, and the sandbox each made.
+    keys: Mutex<BTreeMap<String, String>>,
     /// Wakes the reaper when a deadline moved.
     changed: Notify,
 }
@@ -139,6 +144,7 @@ impl StubState {
             config,
             client_id: random_token(8),
             sandboxes: Mutex::new(BTreeMap::new()),
+            keys: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
         }))
     }
@@ -178,6 +184,8 @@ impl StubState {
             domain: Some(self.0.config.domain.clone()),
             cpu_count: Some(2),
             memory_mb: Some(512),
+            disk_size_mb: Some(1024),
+            envd_version: Some(ENVD_VERSION.to_string()),
         }
     }
 
@@ -208,8 +216,11 @@ impl StubState {
 pub fn router(state: StubState) -> Router {
     let sandboxes = Router::new()
         .route("/sandboxes", post(create).get(list))
+        .route("/v2/sandboxes", post(create).get(list_v2))
         .route("/sandboxes/{id}", get(get_one).delete(delete_one))
         .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .route("/sandboxes/{id}/connect", post(connect))
+        .route("/v2/sandboxes/{id}/connect", post(connect))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     sandboxes
         .fallback(|| async { Reject(StatusCode::NOT_FOUND, "no such route".into()) })
@@ -339,8 +350,29 @@ fn end_at(from: DateTime<Utc>, timeout: u64) -> DateTime<Utc> {
     from + chrono::Duration::seconds(timeout as i64)
 }
 
-async fn create(State(state): State<StubState>, body: Bytes) -> Answer {
+async fn create(State(state): State<StubState>, headers: HeaderMap, body: Bytes) -> Answer {
     let req: NewSandbox = parse_body(&body)?;
+    let key = headers
+        .get(IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+        .map(str::to_string);
+    // A key seen before, whose sandbox still runs: that sandbox again.
+    if let Some(k) = &key {
+        let made = state
+            .0
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(k)
+            .cloned();
+        if let Some(id) = made {
+            if let Some(e) = state.lock().get(&id) {
+                tracing::info!(sandbox = %id, "create repeated with its idempotency key");
+                return Ok((StatusCode::CREATED, Json(state.created(&id, e))).into_response());
+            }
+        }
+    }
     if req.template_id.trim().is_empty() {
         return Err(Reject::bad_request("templateID is required"));
     }
@@ -373,6 +405,14 @@ async fn create(State(state): State<StubState>, body: Bytes) -> Answer {
                 metadata: req.metadata,
             },
         );
+        if let Some(k) = &key {
+            state
+                .0
+                .keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(k.clone(), id.clone());
+        }
         id
     };
     state.0.changed.notify_one();
@@ -387,30 +427,107 @@ async fn create(State(state): State<StubState>, body: Bytes) -> Answer {
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-async fn list(State(state): State<StubState>, RawQuery(query): RawQuery) -> Answer {
-    let mut wanted: Vec<(String, String)> = Vec::new();
-    if let Some(q) = query {
-        let params: Vec<(String, String)> = serde_urlencoded::from_str(&q)
-            .map_err(|e| Reject::bad_request(format!("invalid query: {e}")))?;
-        for (k, v) in params {
-            if k == "metadata" {
-                let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&v)
-                    .map_err(|e| Reject::bad_request(format!("invalid metadata filter: {e}")))?;
-                wanted.extend(pairs);
-            }
+impl StubState {
+    fn created(&self, id: &str, e: &Entry) -> CreatedSandbox {
+        CreatedSandbox {
+            sandbox_id: id.to_string(),
+            template_id: e.template_id.clone(),
+            client_id: self.0.client_id.clone(),
+            domain: Some(self.0.config.domain.clone()),
+            envd_version: Some(ENVD_VERSION.to_string()),
         }
     }
-    let map = state.lock();
-    let out: Vec<SandboxDetail> = map
-        .iter()
-        .filter(|(_, e)| {
-            wanted
-                .iter()
-                .all(|(k, v)| e.metadata.get(k).is_some_and(|have| have == v))
-        })
-        .map(|(id, e)| state.detail(id, e))
-        .collect();
-    Ok(Json(out).into_response())
+
+    /// The running sandboxes matching the `metadata` parameter of `query`.
+    fn matching(&self, query: &[(String, String)]) -> Result<Vec<SandboxDetail>, Reject> {
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        for (k, v) in query {
+            if k == "metadata" {
+                wanted.extend(
+                    parse_metadata_query(v).map_err(|e| {
+                        Reject::bad_request(format!("invalid metadata filter: {e}"))
+                    })?,
+                );
+            }
+        }
+        let map = self.lock();
+        Ok(map
+            .iter()
+            .filter(|(_, e)| {
+                wanted
+                    .iter()
+                    .all(|(k, v)| e.metadata.get(k).is_some_and(|have| have == v))
+            })
+            .map(|(id, e)| self.detail(id, e))
+            .collect())
+    }
+}
+
+fn query_pairs(query: Option<String>) -> Result<Vec<(String, String)>, Reject> {
+    serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| Reject::bad_request(format!("invalid query: {e}")))
+}
+
+/// `GET /v2/sandboxes`: a page at a time; `paused` matches nothing (the
+/// stub does not pause).
+async fn list_v2(State(state): State<StubState>, RawQuery(query): RawQuery) -> Answer {
+    let q = query_pairs(query)?;
+    let one = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let limit = match one("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| Reject::bad_request(format!("limit must be 1 to 100, not {l}")))?,
+    };
+    let offset = match one("nextToken") {
+        None => 0,
+        Some(t) => t
+            .parse::<usize>()
+            .map_err(|_| Reject::bad_request(format!("invalid nextToken {t}")))?,
+    };
+    let running_wanted = one("state").is_none_or(|s| s.split(',').any(|s| s == STATE_RUNNING));
+    let all = if running_wanted {
+        state.matching(&q)?
+    } else {
+        Vec::new()
+    };
+    let page: Vec<SandboxDetail> = all.iter().skip(offset).take(limit).cloned().collect();
+    let mut resp = Json(page).into_response();
+    if offset + limit < all.len() {
+        resp.headers_mut().insert(
+            NEXT_TOKEN_HEADER,
+            (offset + limit).to_string().parse().expect("digits"),
+        );
+    }
+    Ok(resp)
+}
+
+/// `POST /v2/sandboxes/{id}/connect`: a running sandbox, its timeout moved
+/// when one is given.
+async fn connect(State(state): State<StubState>, Path(id): Path<String>, body: Bytes) -> Answer {
+    let timeout: Option<u64> = if body.is_empty() {
+        None
+    } else {
+        parse_body::<serde_json::Value>(&body)?
+            .get("timeout")
+            .and_then(serde_json::Value::as_u64)
+    };
+    let mut map = state.lock();
+    let e = map.get_mut(&id).ok_or_else(|| Reject::not_found(&id))?;
+    if let Some(t) = timeout {
+        e.end_at = end_at(Utc::now(), check_timeout(t)?);
+    }
+    let body = state.created(&id, e);
+    drop(map);
+    state.0.changed.notify_one();
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+async fn list(State(state): State<StubState>, RawQuery(query): RawQuery) -> Answer {
+    let q = query_pairs(query)?;
+    Ok(Json(state.matching(&q)?).into_response())
 }
 
 async fn get_one(State(state): State<StubState>, Path(id): Path<String>) -> Answer {

@@ -626,3 +626,185 @@ fn the_stub_refuses_to_start_without_a_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--api-key"));
 }
+
+/// A proxy in front of `to` that forwards every request but, for the first
+/// `POST /v2/sandboxes`, closes the connection once the provider has
+/// answered, without passing the answer on: the create happened, its
+/// answer was lost.
+async fn lossy_proxy(to: SocketAddr) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let creates = Arc::new(AtomicUsize::new(0));
+    let seen = creates.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                // One request per connection (the client sends
+                // `Connection: close`-free requests, but each test request
+                // here is small enough to arrive in one read).
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = client.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    return;
+                }
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let mut upstream = tokio::net::TcpStream::connect(to).await.unwrap();
+                // Ask the provider to close after answering, so its answer
+                // ends at EOF.
+                let req = head.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                upstream.write_all(req.as_bytes()).await.unwrap();
+                let mut answer = Vec::new();
+                upstream.read_to_end(&mut answer).await.unwrap();
+                let create = head.starts_with("POST /v2/sandboxes ");
+                if create && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // The create was made; its answer is lost.
+                    drop(client);
+                    return;
+                }
+                let _ = client.write_all(&answer).await;
+                let _ = client.shutdown().await;
+            });
+        }
+    });
+    (addr, creates)
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_is_sent_again_and_makes_one_sandbox() {
+    let stub = Stub::start(4);
+    let (proxy, creates) = lossy_proxy(stub.addr).await;
+    let ext = SaasStubExtension::new(SaasConfig {
+        base_url: format!("http://{proxy}"),
+        api_key: Some(ApiKey::new(&stub.key)),
+        ..SaasConfig::default()
+    })
+    .unwrap();
+    let ctx = new_ctx();
+    let handle = ext.provision(&ctx).await.expect("the second send answers");
+    assert_eq!(
+        creates.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the create went out twice"
+    );
+    // One sandbox at the provider, the one the handle names.
+    let all: Value = stub
+        .req(reqwest::Method::GET, "/v2/sandboxes")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sandboxID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [handle.handle["sandboxID"].as_str().unwrap()], "{all}");
+    ext.teardown(&ctx, &handle.handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_stub_speaks_e2b_v2_lists_and_idempotent_creates() {
+    use reqwest::Method;
+    let stub = Stub::start(8);
+    let body =
+        |team: &str| json!({"templateID": "base", "timeout": 60, "metadata": {"team": team}});
+    let create = |key: Option<&str>, team: &str| {
+        let mut r = stub.req(Method::POST, "/v2/sandboxes").json(&body(team));
+        if let Some(k) = key {
+            r = r.header("Idempotency-Key", k);
+        }
+        r.send()
+    };
+    let a: Value = create(Some("k1"), "a b")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let again: Value = create(Some("k1"), "a b")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["sandboxID"], again["sandboxID"], "one key, one sandbox");
+    assert_eq!(a["envdVersion"], "0.2.4");
+    for _ in 0..3 {
+        create(None, "other").await.unwrap();
+    }
+    // The metadata filter in E2B's encoding, and pages of two.
+    let q = sandboxer_core::e2b::metadata_query(&[("team", "a b")]);
+    let r = stub
+        .req(Method::GET, "/v2/sandboxes")
+        .query(&[("metadata", q.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let found: Value = r.json().await.unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found[0]["sandboxID"], a["sandboxID"]);
+    assert_eq!(found[0]["diskSizeMB"], 1024);
+    let mut seen = 0;
+    let mut next: Option<String> = None;
+    loop {
+        let mut q = vec![("limit", "2".to_string())];
+        if let Some(t) = &next {
+            q.push(("nextToken", t.clone()));
+        }
+        let r = stub
+            .req(Method::GET, "/v2/sandboxes")
+            .query(&q)
+            .send()
+            .await
+            .unwrap();
+        next = r
+            .headers()
+            .get("x-next-token")
+            .map(|v| v.to_str().unwrap().to_string());
+        let page: Value = r.json().await.unwrap();
+        assert!(page.as_array().unwrap().len() <= 2);
+        seen += page.as_array().unwrap().len();
+        if next.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, 4, "every sandbox, a page at a time");
+    let paused: Value = stub
+        .req(Method::GET, "/v2/sandboxes?state=paused")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused, json!([]));
+    // Connect moves the timeout.
+    let id = a["sandboxID"].as_str().unwrap();
+    let r = stub
+        .req(Method::POST, &format!("/v2/sandboxes/{id}/connect"))
+        .json(&json!({"timeout": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let d: Value = stub
+        .req(Method::GET, &format!("/sandboxes/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339(d["endAt"].as_str().unwrap()).unwrap();
+    let left = (end.with_timezone(&Utc) - Utc::now()).num_seconds();
+    assert!((590..=600).contains(&left), "{left}");
+}
