@@ -66,7 +66,7 @@ impl Drop for Stub {
     }
 }
 
-fn burst_profile() -> String {
+pub(crate) fn burst_profile() -> String {
     // One compose route per own host (each binds its own loopback address),
     // then the metered provider.
     let mut p = crate::compose::compose_profile(

@@ -11,6 +11,7 @@ mod dashboard;
 mod disk;
 mod e2b;
 mod events;
+mod federation;
 mod http;
 mod import;
 mod metrics;
