@@ -1,11 +1,13 @@
 //! `ext.saas-stub`: sandboxes from a metered SaaS provider, and a stand-in
 //! provider to develop and test against.
 //!
-//! - [`SaasStubExtension`] is the extension: an HTTP client of a subset of
-//!   E2B's public REST API (`POST/GET /sandboxes`, `GET/DELETE
+//! - [`SaasStubExtension`] is the extension: a client of E2B's current
+//!   sandbox lifecycle API (`POST /v2/sandboxes` with an `Idempotency-Key`,
+//!   `GET /v2/sandboxes` with the metadata filter and pages, `GET/DELETE
 //!   /sandboxes/{id}`, `POST /sandboxes/{id}/timeout`, key in `X-API-Key`).
-//!   It is configured by a base URL and an API key only, so pointing it at
-//!   a real provider is a config change. The key is an [`ApiKey`], which
+//!   It is configured per provider by a base URL and an API key from the
+//!   environment, so pointing it at E2B, a self-hosted E2B or another
+//!   sandboxer is a config change (docs/e2b-compatibility.md). The key is an [`ApiKey`], which
 //!   prints as `[redacted]` and is in no log line or error.
 //! - `server` (feature `stub`) is the stub provider: a real HTTP service (binary
 //!   `sandboxer-saas-stub`) with a capacity (429 when full) that kills each
