@@ -11,7 +11,8 @@
 //! Sections: `foundation` (canary create and destroy against `docker run`,
 //! `list --json` and a create's store commit at 0 to 1,000,000 records) and
 //! `operator` (the dashboard's data request and `/metrics` of a real
-//! `sandboxer serve` on 100,000 records).
+//! `sandboxer serve` on 100,000 records) and `e2b` (a create and kill through
+//! the official E2B SDK beside `/v1` with curl).
 //! A new section is a module with a `run` that returns an [`Outcome`], a
 //! subcommand in `main.rs`, and a name in `scripts/bench`; the report
 //! writer keeps every other section as it is:
@@ -29,6 +30,7 @@
 //! Timing thresholds live here, never in unit tests: a benchmark that
 //! misses a target says so in the report and exits non-zero.
 
+pub mod e2b;
 pub mod foundation;
 pub mod machine;
 pub mod operator;

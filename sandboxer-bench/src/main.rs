@@ -69,6 +69,23 @@ enum Cmd {
         #[arg(long)]
         sandboxer: Option<PathBuf>,
     },
+    /// A canary create+kill through the official E2B Python SDK beside
+    /// `/v1` with curl, on one `sandboxer serve`.
+    E2b {
+        /// Write the section into this file (replacing only that section);
+        /// without it the section is printed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Pairs per round of each client.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Alternating rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The `sandboxer` binary (default: beside this one).
+        #[arg(long)]
+        sandboxer: Option<PathBuf>,
+    },
     /// Write a store of N realistic records into DATA_DIR.
     #[command(hide = true)]
     MakeStore {
@@ -100,6 +117,20 @@ fn run() -> Result<ExitCode> {
         } => {
             sandboxer_bench::records::write_store(&data_dir, records, live)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::E2b {
+            out,
+            runs,
+            rounds,
+            sandboxer,
+        } => {
+            let sandboxer = sandboxer_beside(sandboxer)?;
+            let outcome = sandboxer_bench::e2b::run(&sandboxer_bench::e2b::Options {
+                sandboxer,
+                pairs: runs,
+                rounds,
+            })?;
+            finish("e2b", outcome, out)
         }
         Cmd::Operator {
             out,

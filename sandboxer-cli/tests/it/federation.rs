@@ -77,10 +77,7 @@ fn a_sandboxer_bursts_to_another_through_its_e2b_front_door() {
     let fed_id = fed["id"].as_str().unwrap().to_string();
     assert_eq!(fed["extension"], "ext.saas-stub", "{fed:#}");
     assert_eq!(fed["state"], "ready");
-    assert_eq!(
-        fed["cost"]["held"], "0.3",
-        "0.6 an hour for 30 minutes"
-    );
+    assert_eq!(fed["cost"]["held"], "0.3", "0.6 an hour for 30 minutes");
     let provider_id = fed["reachability"]["details"]["provider_id"]
         .as_str()
         .unwrap()
