@@ -202,3 +202,52 @@ sdk_test!(sdk_gets_clear_errors_for_what_is_not_offered, |f, t| {
     let all = f.h.run(&["list", "--json"]).ok().json();
     assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
 });
+
+#[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed (the E2B SDK from npm): scripts/testbed up, then source .testbed/env"
+)]
+fn js_sdk_lifecycle() {
+    let test = "js_sdk_lifecycle";
+    let f = front();
+    let dir = sandboxer_testkit::e2b_sdk::node_dir(test);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2b/sdk_case.mjs");
+    // Node resolves `e2b` from the script's folder: copy it next to the
+    // installed SDK.
+    let here = dir.join("sdk_case.mjs");
+    std::fs::copy(&script, &here).unwrap();
+    let host = f.srv.base.trim_start_matches("http://");
+    let out = Command::new("node")
+        .arg(&here)
+        .current_dir(&dir)
+        .env("E2B_API_URL", &f.srv.base)
+        .env("E2B_API_KEY", &f.key)
+        .env("E2B_DOMAIN", host)
+        .env("OTHER_API_KEY", &f.other)
+        .output()
+        .unwrap_or_else(|e| {
+            sandboxer_testkit::testbed::missing(test, &format!("node: {e}"), "install nodejs")
+        });
+    assert!(
+        out.status.success(),
+        "node: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+    assert_eq!(r["template"], "profile.sandbox-canary");
+    assert_eq!(r["state"], "running");
+    assert_eq!(r["metadata"], json!({"who": "js", "run": "a b"}));
+    assert_eq!(r["seconds"], 120.0);
+    let moved = r["moved"].as_f64().unwrap();
+    assert!((470.0..=602.0).contains(&moved), "{r}");
+    assert_eq!(r["listed"], json!([r["id"]]));
+    assert_eq!(r["metrics"], 1);
+    assert_eq!(r["connected"], r["id"]);
+    assert_eq!(r["other"]["type"], "SandboxNotFoundError", "{r}");
+    assert_eq!(r["killed"], true);
+    assert_eq!(r["gone"]["type"], "SandboxNotFoundError", "{r}");
+    assert_eq!(f.record(&r["id"])["state"], "destroyed");
+}
