@@ -282,17 +282,28 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
+/// An interval whose first tick is now, and that does not hurry to catch
+/// up after a slow run.
+fn ticks(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Wait for the next tick; false once the server is stopping.
+async fn next_tick(tick: &mut tokio::time::Interval, shutdown: &mut Shutdown) -> bool {
+    tokio::select! {
+        _ = shutdown.wait() => false,
+        _ = tick.tick() => true,
+    }
+}
+
 /// Every `every`, connect to each host of the inventory (as `sandboxer
 /// hosts list` does) and keep what was found for `/metrics`.
 pub fn host_probe_task(state: ApiState, every: Duration) -> BackgroundTask {
     BackgroundTask::new("host probe", move |mut shutdown| async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                _ = tick.tick() => {}
-            }
+        let mut tick = ticks(every);
+        while next_tick(&mut tick, &mut shutdown).await {
             let m = state.manager.clone();
             let probe =
                 run_blocking(move || async move { Ok(crate::views::probe_hosts(&m).await) });
@@ -312,13 +323,8 @@ pub fn host_probe_task(state: ApiState, every: Duration) -> BackgroundTask {
 /// as `sandboxer reap-stale`), and the ledger reconciled with the store.
 pub fn reaper_task(state: ApiState, cfg: ReaperConfig) -> BackgroundTask {
     BackgroundTask::new("reaper", move |mut shutdown| async move {
-        let mut tick = tokio::time::interval(cfg.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                _ = tick.tick() => {}
-            }
+        let mut tick = ticks(cfg.interval);
+        while next_tick(&mut tick, &mut shutdown).await {
             let m = state.manager.clone();
             let grace = cfg.grace;
             let r = run_blocking(move || async move { m.reap_stale(grace, false).await }).await;

@@ -9,14 +9,13 @@
 //! counted); the curl pairs from the spawn of the first curl to the exit of
 //! the second (two process starts are counted: what a shell user pays).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::machine::{git_commit, Load, Machine};
+use crate::machine::{footer, Load, Machine};
 use crate::run::Program;
 use crate::stats::Summary;
 use crate::Outcome;
@@ -29,15 +28,6 @@ pub struct Options {
     /// Pairs per round of each client.
     pub pairs: usize,
     pub rounds: usize,
-}
-
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn script() -> PathBuf {
@@ -124,15 +114,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             .stdout,
     )?;
     let token = token["token"].as_str().context("token")?.to_string();
-    let mut child = p.spawn(["serve", "--bind", "127.0.0.1:0", "--reap-interval", "0s"])?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let _served = Served(child);
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("serve said {line:?}"))?;
-    let base = format!("http://{addr}");
+    let served = p.serve()?;
+    let base = served.base.clone();
     // Warm up both paths (the first canary hashes and deploys the agent).
     sdk_round(&py, &base, &token, 1)?;
     curl_round(&base, &token, 1)?;
@@ -185,15 +168,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             "missed"
         }
     ));
-    md.push_str(&format!(
-        "Machine: {} CPUs ({}), kernel {}; load {} before, {} after; commit {}.\n",
-        machine.cpus,
-        machine.cpu_model,
-        machine.kernel,
-        load_before,
-        load_after,
-        git_commit().unwrap_or_else(|| "unknown".into())
-    ));
+    md.push_str(&footer(&machine, &load_before, &load_after));
     Ok(Outcome {
         markdown: md,
         missed,

@@ -56,6 +56,18 @@ impl Machine {
     }
 }
 
+/// The closing line of a section: the machine, the load around the run
+/// and the commit.
+pub fn footer(machine: &Machine, before: &Load, after: &Load) -> String {
+    format!(
+        "Machine: {} CPUs ({}), kernel {}; load {before} before, {after} after; commit {}.\n",
+        machine.cpus,
+        machine.cpu_model,
+        machine.kernel,
+        git_commit().unwrap_or_else(|| "unknown".into())
+    )
+}
+
 /// The commit of the working tree the binaries were built from, with
 /// `+dirty` when it has changes; `None` outside a git checkout.
 pub fn git_commit() -> Option<String> {

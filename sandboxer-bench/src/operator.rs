@@ -14,13 +14,11 @@
 //!   request replaces) and `GET /healthz` (the floor: a request that
 //!   touches no state), as baselines.
 
-use std::io::{BufRead, BufReader};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::machine::{git_commit, Load, Machine};
+use crate::machine::{footer, Load, Machine};
 use crate::run::Program;
 use crate::stats::Summary;
 use crate::Outcome;
@@ -39,35 +37,6 @@ pub struct Options {
 
 const DASHBOARD_TARGET_MS: f64 = 100.0;
 const METRICS_TARGET_MS: f64 = 50.0;
-
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(p: &Program) -> Result<Served> {
-    let mut child = p
-        .spawn(["serve", "--bind", "127.0.0.1:0", "--reap-interval", "0s"])
-        .context("starting sandboxer serve")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("serve said {line:?}"))?
-        .to_string();
-    Ok(Served {
-        child,
-        base: format!("http://{addr}"),
-    })
-}
 
 /// `samples` timed GETs of `path` (after two untimed ones), in ms.
 fn measure(
@@ -123,7 +92,7 @@ fn one_store(opts: &Options, records: u64, live: u64) -> Result<Row> {
     let out = p.run(["tokens", "add", "--actor", "adm:bench", "--json"])?;
     let token: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let token = token["token"].as_str().context("token")?.to_string();
-    let srv = serve(&p)?;
+    let srv = p.serve()?;
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
@@ -228,15 +197,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         big.dashboard_bytes,
         big.dashboard.p50 / big.list.p50.max(0.001),
     ));
-    md.push_str(&format!(
-        "Machine: {} CPUs ({}), kernel {}; load {} before, {} after; commit {}.\n",
-        machine.cpus,
-        machine.cpu_model,
-        machine.kernel,
-        load_before,
-        load_after,
-        git_commit().unwrap_or_else(|| "unknown".into())
-    ));
+    md.push_str(&footer(&machine, &load_before, &load_after));
     Ok(Outcome {
         markdown: md,
         missed,

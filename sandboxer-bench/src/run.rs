@@ -20,6 +20,20 @@ pub struct Timed {
     pub stdout: Vec<u8>,
 }
 
+/// A running `sandboxer serve`, stopped when dropped.
+pub struct Served {
+    child: std::process::Child,
+    /// `http://ADDR`.
+    pub base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A program and the environment every run of it gets.
 #[derive(Debug, Clone)]
 pub struct Program {
@@ -73,6 +87,27 @@ impl Program {
         }
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
+    }
+
+    /// `sandboxer serve` on a free loopback port with no reaper, until
+    /// the answer is dropped.
+    pub fn serve(&self) -> Result<Served> {
+        use std::io::BufRead as _;
+        let mut child = self.spawn(["serve", "--bind", "127.0.0.1:0", "--reap-interval", "0s"])?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("the server's stdout")?;
+        // Killed when dropped, also on the early returns below.
+        let mut served = Served {
+            child,
+            base: String::new(),
+        };
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("serve said {line:?}"))?;
+        served.base = format!("http://{addr}");
+        Ok(served)
     }
 
     /// Start it with its stdout piped and stderr discarded (a server).
