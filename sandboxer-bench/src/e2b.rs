@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::machine::{footer, Load, Machine};
-use crate::run::Program;
+use crate::run::BenchHome;
 use crate::stats::Summary;
 use crate::Outcome;
 
@@ -102,18 +102,9 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let py = sandboxer_testkit::e2b_sdk::python("sandboxer-bench e2b");
     let machine = Machine::probe();
     let load_before = Load::now();
-    let home = tempfile::Builder::new()
-        .prefix("sandboxer-bench-e2b-")
-        .tempdir()?;
-    let data = home.path().join("data");
-    let config = home.path().join("config");
-    std::fs::create_dir_all(&config)?;
-    let p = Program::sandboxer(&opts.sandboxer, &data, &config);
-    let token: serde_json::Value = serde_json::from_slice(
-        &p.run(["tokens", "add", "--actor", "agt:bench", "--json"])?
-            .stdout,
-    )?;
-    let token = token["token"].as_str().context("token")?.to_string();
+    let home = BenchHome::new("e2b")?;
+    let p = home.sandboxer(&opts.sandboxer);
+    let token = p.token("agt:bench")?;
     let served = p.serve()?;
     let base = served.base.clone();
     // Warm up both paths (the first canary hashes and deploys the agent).

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::machine::{footer, Load, Machine};
-use crate::run::Program;
+use crate::run::BenchHome;
 use crate::stats::Summary;
 use crate::Outcome;
 
@@ -81,17 +81,10 @@ struct Row {
 }
 
 fn one_store(opts: &Options, records: u64, live: u64) -> Result<Row> {
-    let home = tempfile::Builder::new()
-        .prefix("sandboxer-bench-operator-")
-        .tempdir()?;
-    let data = home.path().join("data");
-    let config = home.path().join("config");
-    std::fs::create_dir_all(&config)?;
-    crate::records::write_store(&data, records, live)?;
-    let p = Program::sandboxer(&opts.sandboxer, &data, &config);
-    let out = p.run(["tokens", "add", "--actor", "adm:bench", "--json"])?;
-    let token: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let token = token["token"].as_str().context("token")?.to_string();
+    let home = BenchHome::new("operator")?;
+    crate::records::write_store(&home.data(), records, live)?;
+    let p = home.sandboxer(&opts.sandboxer);
+    let token = p.token("adm:bench")?;
     let srv = p.serve()?;
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))

@@ -20,6 +20,31 @@ pub struct Timed {
     pub stdout: Vec<u8>,
 }
 
+/// A throwaway home for `sandboxer`: its data and config dirs (the config
+/// dir made), in a temp folder removed when dropped.
+pub struct BenchHome {
+    dir: tempfile::TempDir,
+}
+
+impl BenchHome {
+    pub fn new(section: &str) -> Result<BenchHome> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("sandboxer-bench-{section}-"))
+            .tempdir()?;
+        std::fs::create_dir_all(dir.path().join("config"))?;
+        Ok(BenchHome { dir })
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `sandboxer` at `bin` on this home.
+    pub fn sandboxer(&self, bin: &Path) -> Program {
+        Program::sandboxer(bin, &self.data(), &self.dir.path().join("config"))
+    }
+}
+
 /// A running `sandboxer serve`, stopped when dropped.
 pub struct Served {
     child: std::process::Child,
@@ -87,6 +112,16 @@ impl Program {
         }
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
+    }
+
+    /// A new API token for `actor`: its secret.
+    pub fn token(&self, actor: &str) -> Result<String> {
+        let out = self.run(["tokens", "add", "--actor", actor, "--json"])?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        v["token"]
+            .as_str()
+            .map(str::to_string)
+            .context("`tokens add --json` printed no token")
     }
 
     /// `sandboxer serve` on a free loopback port with no reaper, until
