@@ -802,6 +802,14 @@ impl Manager {
                 Err(Attempt::Gone(Box::new(now)))
             }
             Err(e) => {
+                // It never became ready: it pays nothing. Void the hold
+                // before the rollback teardown (which would otherwise
+                // settle it), as when waiting for it fails.
+                if let Some(b) = &self.billing {
+                    if let Err(ve) = transact(self.db.as_ref(), |tx| b.void_in(tx, &sbx.id)) {
+                        tracing::warn!("voiding the hold of {} failed: {ve}", sbx.id);
+                    }
+                }
                 let _ = ext.teardown(&ctx, &handle).await;
                 Err(Attempt::Failed {
                     step: "record",
