@@ -1352,6 +1352,8 @@ fn schemas() -> Value {
                 "idempotency_key": string,
                 "telemetry": {"type": "object", "description": "Host telemetry the sandbox reported (canary)"},
                 "worker": {"type": "object", "description": "The process provisioning it", "properties": {"pid": {"type": "integer"}, "boot_id": string}},
+                "metadata": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Labels its creator attached (E2B's metadata); absent when none"},
+                "expired": {"type": "boolean", "const": true, "description": "Present on a provisioning or ready sandbox past its deadline: the next reaper pass ends it `expired` (derived when shown, never stored)"},
             },
         },
         "SandboxList": {"type": "array", "items": {"$ref": "#/components/schemas/Sandbox"}},

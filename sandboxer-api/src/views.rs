@@ -16,7 +16,15 @@ use serde::Serialize;
 pub struct Public<'a>(pub &'a Sandbox);
 
 impl Serialize for Public<'_> {
+    /// A record past its deadline gets `"expired": true` (derived, never
+    /// stored; see `Sandbox::overdue`).
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        if self.0.overdue(sandboxer_core::model::now()) {
+            let mut v = sandboxer_core::model::public_view(|| serde_json::to_value(self.0))
+                .map_err(serde::ser::Error::custom)?;
+            v["expired"] = serde_json::Value::Bool(true);
+            return v.serialize(ser);
+        }
         sandboxer_core::model::public_view(|| self.0.serialize(ser))
     }
 }
@@ -24,8 +32,8 @@ impl Serialize for Public<'_> {
 /// Write records as a pretty JSON array in their public form, straight to
 /// `w` (no intermediate values: `list --json` of a large store).
 pub fn write_records<W: std::io::Write>(w: W, list: &[Sandbox]) -> std::io::Result<()> {
-    sandboxer_core::model::public_view(|| serde_json::to_writer_pretty(w, list))
-        .map_err(std::io::Error::other)
+    let public: Vec<Public<'_>> = list.iter().map(Public).collect();
+    serde_json::to_writer_pretty(w, &public).map_err(std::io::Error::other)
 }
 
 /// One line of `profiles list`.

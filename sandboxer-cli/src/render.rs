@@ -78,7 +78,16 @@ pub fn telemetry_line(t: &serde_json::Value) -> Option<String> {
 pub fn summary(s: &Sandbox, color: bool) -> String {
     let mut o = String::new();
     let state = s.state();
-    let _ = writeln!(o, "{}  {}", s.id, paint(state.as_str(), state, color));
+    if s.overdue(sandboxer_core::model::now()) {
+        let _ = writeln!(
+            o,
+            "{}  {} (expired: the next reaper pass ends it)",
+            s.id,
+            paint(state.as_str(), state, color)
+        );
+    } else {
+        let _ = writeln!(o, "{}  {}", s.id, paint(state.as_str(), state, color));
+    }
     let _ = writeln!(o, "  profile    {} v{}", s.profile, s.profile_version);
     let _ = writeln!(o, "  host       {} ({})", s.host, s.extension);
     if let Some(r) = s.reason() {
@@ -193,14 +202,15 @@ pub fn sandbox_table(list: &[Sandbox], color: bool) -> String {
                 (State::Ready | State::Provisioning, Some(t)) => ago_or_in(t),
                 _ => "-".into(),
             };
+            let reason = if s.overdue(sandboxer_core::model::now()) {
+                "expired: the next reaper pass ends it".to_string()
+            } else {
+                s.reason().unwrap_or_else(|| "-".into())
+            };
             vec![
                 s.id.clone(),
                 paint(s.state().as_str(), s.state(), color),
-                s.reason()
-                    .unwrap_or_else(|| "-".into())
-                    .chars()
-                    .take(40)
-                    .collect(),
+                reason.chars().take(40).collect(),
                 s.profile.clone(),
                 s.host.clone(),
                 s.actor.to_string(),

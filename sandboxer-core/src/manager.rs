@@ -285,13 +285,28 @@ impl Manager {
             limit: Some(LIST_PAGE),
         };
         let mut n = 0usize;
+        // Records past their deadline say so (`"expired": true`), as `get`
+        // does: spliced into their stored JSON, whose first field is `id`.
+        let overdue = read(self.db.as_ref(), |tx| tx.overdue(model::now()))?;
         w.write_all(b"[").map_err(io)?;
         loop {
             let (raw, next) = read(self.db.as_ref(), |tx| tx.list_json(&q))?;
             for line in &raw {
                 w.write_all(if n == 0 { b"\n" } else { b",\n" })
                     .map_err(io)?;
-                w.write_all(line.as_bytes()).map_err(io)?;
+                let id = line
+                    .strip_prefix("{\"id\":\"")
+                    .and_then(|rest| rest.split('"').next());
+                match (
+                    id.is_some_and(|id| overdue.contains(id)),
+                    line.strip_suffix('}'),
+                ) {
+                    (true, Some(head)) => {
+                        w.write_all(head.as_bytes()).map_err(io)?;
+                        w.write_all(b",\"expired\":true}").map_err(io)?;
+                    }
+                    _ => w.write_all(line.as_bytes()).map_err(io)?,
+                }
                 n += 1;
             }
             match next {

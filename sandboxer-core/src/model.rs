@@ -399,4 +399,13 @@ impl Sandbox {
     pub fn is_live(&self) -> bool {
         self.lifecycle.is_live()
     }
+
+    /// Provisioning or ready with its deadline at or before `now`: it has
+    /// expired, and the next reaper pass ends it `expired`. Shown as such
+    /// (`"expired": true` in the JSON views, "expired" in human output)
+    /// without a write per read.
+    pub fn overdue(&self, now: DateTime<Utc>) -> bool {
+        matches!(self.state(), State::Provisioning | State::Ready)
+            && self.expires_at.is_some_and(|t| t <= now)
+    }
 }

@@ -145,6 +145,25 @@ pub trait Tx {
     fn live_per_host(&mut self) -> Result<BTreeMap<String, u32>>;
     /// How many records there are.
     fn count(&mut self) -> Result<u64>;
+    /// The ids of the live records whose deadline is at or before `now`
+    /// ([`Sandbox::overdue`]): few, read through the state index.
+    fn overdue(&mut self, now: DateTime<Utc>) -> Result<std::collections::BTreeSet<String>> {
+        use crate::lifecycle::State;
+        let live = self.list(&ListQuery {
+            filter: ListFilter {
+                states: vec![State::Provisioning, State::Ready],
+                ..ListFilter::default()
+            },
+            after: None,
+            limit: None,
+        })?;
+        Ok(live
+            .records
+            .into_iter()
+            .filter(|s| s.overdue(now))
+            .map(|s| s.id)
+            .collect())
+    }
     /// Live sandboxes (not `destroyed` or `failed`) counted per state,
     /// profile, extension and host, and ended ones per state only (their
     /// history grows without bound; the counts come from the state index):
