@@ -256,6 +256,10 @@ function renderSandboxes() {
     }
   }
   const tbody = $('#sandboxes tbody');
+  // Keep the keyboard where it was across the refresh: the row link that
+  // had focus gets it back in the new rows.
+  const active = document.activeElement;
+  const focused = active && tbody.contains(active) ? active.closest('tr')?.dataset.id : null;
   tbody.textContent = '';
   for (const s of d.sandboxes) {
     const left = timeLeft(s);
@@ -272,6 +276,10 @@ function renderSandboxes() {
         text: duration(now() - Date.parse(s.created_at)) }),
       el('td', { 'data-label': 'Time left', class: `left ${left.cls}`, text: left.text }),
       el('td', { 'data-label': 'Cost', class: 'cost', text: cost === null ? '—' : credits(cost) })));
+  }
+  if (focused) {
+    const again = tbody.querySelector(`tr[data-id="${CSS.escape(focused)}"] a.open`);
+    if (again) again.focus();
   }
   $('#sandboxes-empty').hidden = d.sandboxes.length > 0;
   $('#sandboxes-truncated').hidden = !d.truncated;

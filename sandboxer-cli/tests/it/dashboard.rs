@@ -302,15 +302,28 @@ fn dashboard_in_a_real_browser() {
 
         // Open alice's sandbox (from the keyboard: Enter on its link),
         // extend it, destroy it.
-        c.find(Locator::Css(&format!("tr[data-id=\"{alices}\"] a.open")))
-            .await
-            .unwrap()
-            .send_keys(&Key::Enter)
-            .await
-            .unwrap();
-        until(&c, "the sandbox page", &format!(
+        // The list is redrawn every refresh: a link found just before a
+        // redraw is gone when the key arrives, so press Enter on the current
+        // one until the page opens.
+        let opened = format!(
             "!document.querySelector('#sandbox-view').hidden && document.querySelector('#d-title').textContent === '{alices}'"
-        )).await;
+        );
+        for _ in 0..10 {
+            if let Ok(link) = c
+                .find(Locator::Css(&format!("tr[data-id=\"{alices}\"] a.open")))
+                .await
+            {
+                let _ = link.send_keys(&Key::Enter).await;
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline && js(&c, &format!("return {opened};")).await != json!(true) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if js(&c, &format!("return {opened};")).await == json!(true) {
+                break;
+            }
+        }
+        until(&c, "the sandbox page", &opened).await;
         until(&c, "its lifecycle", "document.querySelector('#d-timeline').textContent.includes('ready')").await;
         until(&c, "its route", "document.querySelectorAll('#d-route tbody tr').length >= 1").await;
         until(&c, "its telemetry", "document.querySelector('#d-telemetry').textContent.includes('CPUs')").await;
