@@ -79,6 +79,17 @@ pub trait Billing: Send + Sync + 'static {
     /// No open hold is fine.
     fn void_in(&self, tx: &mut dyn Tx, sandbox_id: &str) -> Result<()>;
 
+    /// Settle the sandbox's open hold for the `seconds` it ran, in the
+    /// caller's transaction (the one that records it `destroyed`). No open
+    /// hold (free, voided, or settled already) is fine.
+    fn settle_in(
+        &self,
+        tx: &mut dyn Tx,
+        sandbox_id: &str,
+        seconds: u64,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+
     /// Hold the extra time up to `expires_at`; refused with
     /// `InsufficientCredits` when the balance does not cover it. No hold
     /// (a free sandbox) is fine.

@@ -995,14 +995,15 @@ impl Manager {
         let ended = transact(self.db.as_ref(), |tx| {
             let mut rec = require(tx, id)?;
             if rec.state() == State::Destroying {
+                // What it ran is paid with its move to `destroyed`, in one
+                // transaction.
+                let at = model::now();
+                if let Some(b) = &self.billing {
+                    let seconds = crate::billing::seconds_between(rec.created_at, at);
+                    b.settle_in(tx, id, seconds, at)?;
+                }
                 rec.cost = self.cost_in(tx, id)?;
-                transition(
-                    tx,
-                    &mut rec,
-                    &Event::TornDown,
-                    model::now(),
-                    self.emit_events,
-                )?;
+                transition(tx, &mut rec, &Event::TornDown, at, self.emit_events)?;
             }
             Ok(rec)
         })?;

@@ -39,6 +39,19 @@ impl Billing for DbLedger {
         Ok(())
     }
 
+    fn settle_in(
+        &self,
+        tx: &mut dyn Tx,
+        sandbox_id: &str,
+        seconds: u64,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        if hold_in(tx, sandbox_id)?.is_some_and(|h| h.state == HoldState::Open) {
+            apply_in(tx, &Entry::settle(sandbox_id, seconds, at))?;
+        }
+        Ok(())
+    }
+
     fn extend(&self, sandbox_id: &str, expires_at: DateTime<Utc>) -> Result<()> {
         match self.hold_of(sandbox_id)? {
             Some(h) if h.state == HoldState::Open && expires_at > h.expires_at => {

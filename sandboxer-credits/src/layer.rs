@@ -8,7 +8,10 @@
 //!   the inner provision fails, or its future is dropped (a cancelled
 //!   create), the hold is voided.
 //! - `teardown` tears down, then settles `price x` the seconds from
-//!   `created_at` to now (never more than held; the rest is released).
+//!   `created_at` to now (never more than held; the rest is released) -
+//!   unless the manager settles ([`Metered::settled_by_manager`]): then the
+//!   settle commits with the record's move to `destroyed`, in the manager's
+//!   transaction (`Billing::settle_in`).
 //! - `extend` holds the extra time (or is refused) before the inner extend.
 //!
 //! Free routes pass straight through. Every ledger call is one short
@@ -47,11 +50,23 @@ use crate::DbLedger;
 pub struct Metered {
     inner: Arc<dyn Extension>,
     ledger: Arc<DbLedger>,
+    settle_at_teardown: bool,
 }
 
 impl Metered {
     pub fn new(inner: Arc<dyn Extension>, ledger: Arc<DbLedger>) -> Metered {
-        Metered { inner, ledger }
+        Metered {
+            inner,
+            ledger,
+            settle_at_teardown: true,
+        }
+    }
+
+    /// Leave the settle to the manager, which pays it in the transaction
+    /// that records the sandbox `destroyed` (what `sandboxer-stack` wires).
+    pub fn settled_by_manager(mut self) -> Metered {
+        self.settle_at_teardown = false;
+        self
     }
 
     /// The ledger it pays from.
@@ -152,7 +167,7 @@ impl Extension for Metered {
 
     async fn teardown(&self, ctx: &SandboxCtx, handle: &serde_json::Value) -> Result<()> {
         self.inner.teardown(ctx, handle).await?;
-        if !metered(ctx) {
+        if !metered(ctx) || !self.settle_at_teardown {
             return Ok(());
         }
         match self.ledger.hold_of(&ctx.id)? {

@@ -178,7 +178,9 @@ impl StackBuilder {
         backends.extend(self.extensions.iter().cloned());
         let mut registry = Registry::new();
         for ext in backends {
-            registry.register(Arc::new(Metered::new(ext, ledger.clone())));
+            registry.register(Arc::new(
+                Metered::new(ext, ledger.clone()).settled_by_manager(),
+            ));
         }
         let manager = Manager::new(
             db.clone(),

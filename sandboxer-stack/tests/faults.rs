@@ -6,7 +6,7 @@
 //! a record change, an outbox event and, where it pays, a ledger entry.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,23 +23,27 @@ use sandboxer_core::store::IdempotencyEntry;
 use sandboxer_core::uploads::UploadRecord;
 use sandboxer_core::{Error, ErrorKind, Result};
 
-/// A database whose transactions fail at `push_event` while armed: the
-/// step's earlier writes are in the transaction when it fails.
+/// A database whose transactions fail at `push_event` once armed, after
+/// letting `budget` more events through: the step's earlier writes are in
+/// the transaction when it fails. A negative budget never fails.
 struct FaultyDb {
     inner: Arc<dyn Db>,
-    armed: AtomicBool,
+    budget: AtomicI64,
 }
 
 struct FaultyTx<'a> {
     inner: &'a mut dyn Tx,
-    armed: bool,
+    budget: &'a AtomicI64,
 }
 
 impl Db for FaultyDb {
     fn transaction(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()> {
-        let armed = self.armed.load(Ordering::SeqCst);
-        self.inner
-            .transaction(&mut |tx| f(&mut FaultyTx { inner: tx, armed }))
+        self.inner.transaction(&mut |tx| {
+            f(&mut FaultyTx {
+                inner: tx,
+                budget: &self.budget,
+            })
+        })
     }
     fn location(&self) -> String {
         self.inner.location()
@@ -51,7 +55,11 @@ impl Db for FaultyDb {
 
 impl Tx for FaultyTx<'_> {
     fn push_event(&mut self, sandbox_id: &str, event: &serde_json::Value) -> Result<()> {
-        if self.armed {
+        let left = self.budget.load(Ordering::SeqCst);
+        if left > 0 {
+            self.budget.fetch_sub(1, Ordering::SeqCst);
+        }
+        if left == 0 {
             return Err(Error::new(
                 ErrorKind::Io,
                 format!("injected fault: the event of {sandbox_id} is refused"),
@@ -270,7 +278,7 @@ async fn a_fault_inside_any_lifecycle_step_leaves_none_of_its_parts() {
     let inner = sandboxer_store::open(None, &data).unwrap();
     let db = Arc::new(FaultyDb {
         inner,
-        armed: AtomicBool::new(false),
+        budget: AtomicI64::new(-1),
     });
     let stack = sandboxer_stack::StackBuilder::new(&data, &config)
         .with_database_handle(db.clone())
@@ -288,7 +296,8 @@ async fn a_fault_inside_any_lifecycle_step_leaves_none_of_its_parts() {
             Some("g"),
         )
         .unwrap();
-    let arm = |on: bool| db.armed.store(on, Ordering::SeqCst);
+    // Fail the next event (`true`), or none (`false`).
+    let arm = |on: bool| db.budget.store(if on { 0 } else { -1 }, Ordering::SeqCst);
     let fails = |r: Result<Sandbox>| {
         let e = r.expect_err("the injected fault must fail the step");
         assert!(e.to_string().contains("injected fault"), "{e}");
@@ -364,8 +373,34 @@ async fn a_fault_inside_any_lifecycle_step_leaves_none_of_its_parts() {
         live,
         "still ready, no event, no settle"
     );
+
+    // 5. The last step alone: the teardown done, the settle and the move to
+    // `destroyed` fail together, so the record stays `destroying` (for a
+    // retry or the reaper) with its hold still open: never `destroyed`
+    // unpaid, never paid and still `destroying`.
+    db.budget.store(1, Ordering::SeqCst); // the `destroying` event passes
+    fails(m.destroy(&ready.id, EndReason::Destroyed).await);
+    arm(false);
+    let half = snapshot(db.as_ref());
+    assert_eq!(
+        half.records.last().unwrap().1,
+        State::Destroying,
+        "{half:?}"
+    );
+    assert_eq!(half.events, live.events + 1, "the destroying event only");
+    assert_eq!(half.entries, live.entries, "no settle yet: {half:?}");
     let done = m.destroy(&ready.id, EndReason::Destroyed).await.unwrap();
     assert_eq!(done.state(), State::Destroyed);
+    let paid = snapshot(db.as_ref());
+    let settles: Vec<&String> = paid
+        .entries
+        .iter()
+        .filter(|e| *e == &format!("settle:{}", ready.id))
+        .collect();
+    assert_eq!(settles.len(), 1, "settled once, with the move: {paid:?}");
+    // `destroying`, `destroying` again (the retry announces itself), then
+    // `destroyed`.
+    assert_eq!(paid.events, live.events + 3);
     let report = ledger.check().unwrap();
     assert!(report.is_ok(), "{:?}", report.violations);
 }
