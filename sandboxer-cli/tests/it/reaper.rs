@@ -214,33 +214,34 @@ fn two_reapers_at_once_do_no_harm() {
 /// A sandbox past its deadline says so before any reaper pass: `get` and
 /// `list` (human and `--json`, the streamed list too) mark it expired
 /// without writing the record; the pass then ends it `expired` and the
-/// mark goes with the state.
+/// mark goes with the state. The deadline is moved into the past in the
+/// database (no waiting for a clock).
 #[test]
 fn a_sandbox_past_its_deadline_shows_expired_until_the_reaper_ends_it() {
     let h = home();
-    let id = h.run(&["create", "--ttl", "1s", "--json"]).ok().json()["id"]
+    let id = h.run(&["create", "--ttl", "1h", "--json"]).ok().json()["id"]
         .as_str()
         .unwrap()
         .to_string();
     let fresh = h.run(&["get", &id, "--json"]).ok().json();
     assert_eq!(fresh["state"], "ready");
     assert!(fresh.get("expired").is_none(), "not yet: {fresh}");
-    // Its deadline is a second away: wait for it to pass (the record's
-    // own clock), then look.
-    let until = Instant::now() + Duration::from_secs(20);
-    let got = loop {
-        let g = h.run(&["get", &id, "--json"]).ok().json();
-        if g.get("expired").is_some() {
-            break g;
-        }
-        assert!(Instant::now() < until, "never marked expired: {g}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(got["expired"], true);
-    assert_eq!(
-        got["state"], "ready",
-        "no store write: the state is as stored"
-    );
+    // An hour has passed, as far as the record knows.
+    let past = "2000-01-01T00:00:00.000Z";
+    let conn = rusqlite::Connection::open(h.db_path()).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE sandboxes SET expires_at = ?1, record = json_set(record, '$.expires_at', ?1) WHERE id = ?2",
+            rusqlite::params![past, id],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(conn);
+    let before = h.store_dump();
+
+    let got = h.run(&["get", &id, "--json"]).ok().json();
+    assert_eq!(got["expired"], true, "{got}");
+    assert_eq!(got["state"], "ready", "the state is as stored");
     let listed = h.run(&["list", "--json"]).ok().json();
     assert_eq!(listed[0]["id"], id.as_str());
     assert_eq!(listed[0]["expired"], true, "{listed}");
@@ -251,6 +252,7 @@ fn a_sandbox_past_its_deadline_shows_expired_until_the_reaper_ends_it() {
     );
     let table = h.run(&["list"]).ok().stdout;
     assert!(table.contains("expired: the next reaper"), "{table}");
+    assert_eq!(h.store_dump(), before, "reading wrote nothing");
 
     h.run(&["reap-stale"]).ok();
     let ended = h.run(&["get", &id, "--json"]).ok().json();
