@@ -41,6 +41,7 @@ use crate::error::ApiError;
 use crate::extract::{Caller, JsonBody, Params, PathParam};
 use crate::routes::{run_blocking, DEFAULT_PROFILE};
 use crate::ApiState;
+use sandboxer_telemetry::HostInventory;
 
 /// The `envdVersion` answered: the lowest with which the E2B SDKs make
 /// every lifecycle call (2.x refuses a create below 0.1.0 and metrics below
@@ -112,9 +113,10 @@ async fn running_sandbox(st: &ApiState, caller: &Caller, id: &str) -> Result<San
     }
 }
 
-/// The telemetry a sandbox reported, as numbers.
-fn telemetry_u64(s: &Sandbox, field: &str) -> Option<u64> {
-    s.telemetry.as_ref()?.get(field)?.as_u64()
+/// The host inventory the sandbox reported at ready (the canary's), if it
+/// reported one.
+fn inventory(s: &Sandbox) -> Option<HostInventory> {
+    serde_json::from_value(s.telemetry.clone()?).ok()
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -140,7 +142,9 @@ fn detail_view(s: &Sandbox) -> Value {
     let end = s
         .expires_at
         .unwrap_or(s.created_at + chrono::Duration::seconds(s.ttl_seconds as i64));
-    let disk = telemetry_u64(s, "disk_total_bytes").or_else(|| telemetry_u64(s, "disk_free_bytes"));
+    let inv = inventory(s);
+    let inv = inv.as_ref();
+    let disk = inv.and_then(|i| i.disk_total_bytes.or(i.disk_free_bytes));
     json!({
         "templateID": s.profile,
         "sandboxID": s.id,
@@ -148,8 +152,8 @@ fn detail_view(s: &Sandbox) -> Value {
         "startedAt": s.created_at,
         "endAt": end,
         "envdVersion": ENVD_VERSION,
-        "cpuCount": telemetry_u64(s, "cpus").unwrap_or(0),
-        "memoryMB": telemetry_u64(s, "mem_total_bytes").map_or(0, |b| b / MIB),
+        "cpuCount": inv.and_then(|i| i.cpus).unwrap_or(0),
+        "memoryMB": inv.and_then(|i| i.mem_total_bytes).map_or(0, |b| b / MIB),
         "diskSizeMB": disk.map_or(0, |b| b / MIB),
         "metadata": s.metadata,
         "state": "running",
@@ -581,25 +585,21 @@ pub(crate) async fn metrics(
     let caller = caller?;
     Params::parse("e2bSandboxMetrics", q.as_deref())?;
     let s = running_sandbox(&st, &caller, &id).await?;
-    let Some(t) = &s.telemetry else {
+    let Some(t) = inventory(&s) else {
         return Ok(Json(Vec::<Value>::new()).into_response());
     };
-    let at = t
-        .get("collected_at")
-        .and_then(Value::as_str)
-        .and_then(|a| DateTime::parse_from_rfc3339(a).ok())
-        .map_or(s.created_at, |a| a.with_timezone(&Utc));
-    let cpus = telemetry_u64(&s, "cpus").unwrap_or(0);
-    let load = t.get("load_1").and_then(Value::as_f64).unwrap_or(0.0);
+    let at = t.collected_at;
+    let cpus = t.cpus.unwrap_or(0);
+    let load = t.load_1.unwrap_or(0.0);
     let used_pct = if cpus > 0 {
         (load / cpus as f64 * 100.0).min(100.0)
     } else {
         0.0
     };
-    let mem_total = telemetry_u64(&s, "mem_total_bytes").unwrap_or(0);
-    let mem_avail = telemetry_u64(&s, "mem_available_bytes").unwrap_or(mem_total);
-    let disk_total = telemetry_u64(&s, "disk_total_bytes").unwrap_or(0);
-    let disk_free = telemetry_u64(&s, "disk_free_bytes").unwrap_or(disk_total);
+    let mem_total = t.mem_total_bytes.unwrap_or(0);
+    let mem_avail = t.mem_available_bytes.unwrap_or(mem_total);
+    let disk_total = t.disk_total_bytes.unwrap_or(0);
+    let disk_free = t.disk_free_bytes.unwrap_or(disk_total);
     Ok(Json(json!([{
         "timestamp": at,
         "timestampUnix": at.timestamp(),

@@ -36,6 +36,7 @@ use sandboxer_core::model::Sandbox;
 use sandboxer_core::reaper::ReapReport;
 use sandboxer_core::store::db::{read, CensusRow, Derived};
 use sandboxer_core::ErrorKind;
+use sandboxer_credits::Account;
 
 use crate::error::ApiError;
 use crate::extract::Admin;
@@ -411,9 +412,15 @@ impl Metrics {
         self.spent.reset();
         self.available.reset();
         for (actor, a) in &snap.accounts {
-            self.held.with_label_values(&[actor]).set(a.held);
-            self.spent.with_label_values(&[actor]).set(a.spent);
-            self.available.with_label_values(&[actor]).set(a.available);
+            self.held
+                .with_label_values(&[actor])
+                .set(a.held.as_credits());
+            self.spent
+                .with_label_values(&[actor])
+                .set(a.spent.as_credits());
+            self.available
+                .with_label_values(&[actor])
+                .set(a.available.as_credits());
         }
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
@@ -444,56 +451,34 @@ impl Observer for Metrics {
     }
 }
 
-/// An account's amounts, in credits.
-#[derive(Debug, Clone, Copy)]
-struct Amounts {
-    held: f64,
-    spent: f64,
-    available: f64,
-}
-
 /// What one scrape reads from the database.
 #[derive(Debug, Default)]
 struct Snapshot {
     census: Vec<CensusRow>,
     outbox_depth: u64,
     outbox_oldest_secs: i64,
-    accounts: Vec<(String, Amounts)>,
-}
-
-fn credits(v: &serde_json::Value, field: &str) -> f64 {
-    v.get(field)
-        .and_then(|x| x.as_str())
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(0.0)
+    accounts: Vec<(String, Account)>,
 }
 
 fn snapshot(db: &dyn sandboxer_core::store::db::Db) -> sandboxer_core::Result<Snapshot> {
     read(db, |tx| {
         let census = tx.census()?;
         let outbox_depth = tx.outbox_depth()?;
-        let outbox_oldest_secs = match tx.outbox(1)?.first() {
-            Some(item) => item
-                .event
-                .get("at")
-                .and_then(|a| a.as_str())
-                .and_then(|a| DateTime::parse_from_rfc3339(a).ok())
-                .map(|at| (Utc::now() - at.with_timezone(&Utc)).num_seconds().max(0))
-                .unwrap_or(0),
-            None => 0,
-        };
-        let accounts = tx
-            .all_derived(Derived::Accounts)?
-            .into_iter()
-            .map(|(actor, v)| {
-                let a = Amounts {
-                    held: credits(&v, "held"),
-                    spent: credits(&v, "spent"),
-                    available: credits(&v, "available"),
-                };
-                (actor, a)
-            })
-            .collect();
+        // The oldest waiting event is the first in the outbox.
+        let first: Vec<serde_json::Value> = tx.outbox(1)?.into_iter().map(|i| i.event).collect();
+        let outbox_oldest_secs = sandboxer_events::status(&first, None, Utc::now())
+            .oldest_age_secs
+            .unwrap_or(0);
+        let mut accounts = Vec::new();
+        for (actor, v) in tx.all_derived(Derived::Accounts)? {
+            let a: Account = serde_json::from_value(v).map_err(|e| {
+                sandboxer_core::Error::new(
+                    sandboxer_core::ErrorKind::StoreCorrupt,
+                    format!("the account of {actor} does not parse: {e}"),
+                )
+            })?;
+            accounts.push((actor, a));
+        }
         Ok(Snapshot {
             census,
             outbox_depth,

@@ -64,6 +64,12 @@ impl Micros {
             .ok_or_else(|| bad("too large"))
     }
 
+    /// In credits, as a float (for gauges and charts; never for
+    /// arithmetic on balances).
+    pub fn as_credits(self) -> f64 {
+        self.0 as f64 / MICROS_PER_CREDIT as f64
+    }
+
     pub fn checked_add(self, o: Micros) -> Option<Micros> {
         self.0.checked_add(o.0).map(Micros)
     }

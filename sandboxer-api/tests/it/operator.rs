@@ -34,6 +34,16 @@ async fn metrics_from_loopback_need_no_token_and_count_requests_by_route() {
             .await;
         assert_eq!(status, 404);
     }
+    // An account, read at the scrape.
+    let db = sandboxer_store::open(None, &r.data_dir()).unwrap();
+    sandboxer_credits::DbLedger::new(db)
+        .grant(
+            &"adm:ops".parse().unwrap(),
+            &"agt:a".parse().unwrap(),
+            sandboxer_core::credits::Micros::parse_amount("2.5").unwrap(),
+            Some("g"),
+        )
+        .unwrap();
     let resp = r
         .http
         .get(format!("{}/metrics", r.base))
@@ -53,6 +63,14 @@ async fn metrics_from_loopback_need_no_token_and_count_requests_by_route() {
         "one series per route template, not per id:\n{text}"
     );
     assert!(!text.contains("sbx-aaaaaaaaaa"), "an id became a label");
+    assert_eq!(
+        sample(&text, r#"sandboxer_credits_available{actor="agt:a"}"#),
+        Some(2.5)
+    );
+    assert_eq!(
+        sample(&text, r#"sandboxer_credits_held{actor="agt:a"}"#),
+        Some(0.0)
+    );
     assert_eq!(
         sample(&text, r#"sandboxer_sandboxes_ended{state="destroyed"}"#),
         Some(0.0)
