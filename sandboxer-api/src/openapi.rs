@@ -62,6 +62,16 @@ pub enum Kind {
     Limit,
     /// An opaque cursor a previous page answered.
     Cursor,
+    /// E2B's sandbox states (`running`, `paused`), comma-separated.
+    E2bStates,
+    /// A sort direction: `asc` or `desc`.
+    Order,
+    /// An RFC 3339 time.
+    Time,
+    /// E2B's metadata filter: `key=value&key2=value2`.
+    Metadata,
+    /// E2B's page token, as `X-Next-Token` answered it.
+    E2bCursor,
 }
 
 /// One path or query parameter.
@@ -819,12 +829,12 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer list --live",
         params: &[
-            query("metadata", Kind::String, "Metadata the sandboxes have: `key=value&key2=value2`"),
-            query("state", Kind::String, "`running` and/or `paused`, comma-separated"),
-            query("order", Kind::String, "`desc` (newest first, the default) or `asc`"),
-            query("startedAfter", Kind::String, "Only sandboxes started at or after this time (RFC 3339)"),
+            query("metadata", Kind::Metadata, "Metadata the sandboxes have: `key=value&key2=value2`"),
+            query("state", Kind::E2bStates, "`running` and/or `paused`, comma-separated"),
+            query("order", Kind::Order, "`desc` (newest first, the default) or `asc`"),
+            query("startedAfter", Kind::Time, "Only sandboxes started at or after this time (RFC 3339)"),
             query("template", Kind::String, "Only sandboxes of this template (profile id or alias)"),
-            query("nextToken", Kind::String, "Where to continue: the `X-Next-Token` of the previous page"),
+            query("nextToken", Kind::E2bCursor, "Where to continue: the `X-Next-Token` of the previous page"),
             query("limit", Kind::Limit, "At most this many sandboxes (default 100)"),
         ],
         body: None,
@@ -840,7 +850,7 @@ pub const OPERATIONS: &[Operation] = &[
         description: "As `GET /v2/sandboxes`, every match in one answer.",
         access: Access::Actor,
         cli: "sandboxer list --live",
-        params: &[query("metadata", Kind::String, "Metadata the sandboxes have: `key=value&key2=value2`")],
+        params: &[query("metadata", Kind::Metadata, "Metadata the sandboxes have: `key=value&key2=value2`")],
         body: None,
         body_required: false,
         responses: &[ok(200, "The sandboxes", "E2bListedSandboxes")],
@@ -943,8 +953,8 @@ pub const OPERATIONS: &[Operation] = &[
         cli: "sandboxer get ID",
         params: &[
             E2B_ID,
-            query("start", Kind::String, "Accepted; the one sample is answered whatever the window"),
-            query("end", Kind::String, "Accepted; the one sample is answered whatever the window"),
+            query("start", Kind::String, "Unix seconds; accepted, the one sample is answered whatever the window"),
+            query("end", Kind::String, "Unix seconds; accepted, the one sample is answered whatever the window"),
         ],
         body: None,
         body_required: false,
@@ -1041,6 +1051,15 @@ fn kind_schema(k: Kind) -> Value {
             "default": crate::routes::LIST_DEFAULT,
         }),
         Kind::Cursor => json!({"type": "string", "example": "c4711"}),
+        Kind::E2bStates => {
+            json!({"type": "string", "enum": ["running", "paused", "running,paused"]})
+        }
+        Kind::Order => json!({"type": "string", "enum": ["asc", "desc"]}),
+        Kind::Time => {
+            json!({"type": "string", "format": "date-time", "example": "2026-01-01T00:00:00Z"})
+        }
+        Kind::Metadata => json!({"type": "string", "example": "team=a%2520b"}),
+        Kind::E2bCursor => json!({"type": "string", "pattern": "^o[0-9]+$", "example": "o100"}),
     }
 }
 
