@@ -836,12 +836,20 @@ impl Manager {
 
     /// Move a provisioning record to its next remaining candidate, recording
     /// why the current one was skipped. `None` when none is left.
+    ///
+    /// Metering moves with it, in the same transaction: the failed route's
+    /// hold (if still open) is voided, and a priced next route takes its own
+    /// hold (`hold:<sbx>:<attempt>`); a route the actor cannot pay for is
+    /// skipped like one at capacity.
     fn next_candidate(&self, id: &str, profile: &Profile, why: &str) -> Result<Option<Sandbox>> {
         transact(self.db.as_ref(), |tx| {
             let live = Self::live_per_host(tx, Some(id))?;
             let mut rec = require(tx, id)?;
             if rec.state() != State::Provisioning {
                 return Ok(None);
+            }
+            if let Some(b) = &self.billing {
+                b.void_in(tx, id)?;
             }
             if let Some(c) = rec.route.chosen.take() {
                 rec.route.skipped.push(Skipped {
@@ -871,6 +879,30 @@ impl Manager {
                     }
                 }
                 let _ = profile;
+                if let Some(b) = self
+                    .billing
+                    .as_ref()
+                    .filter(|_| next.price_per_hour > crate::credits::Micros::ZERO)
+                {
+                    let mut priced = rec.clone();
+                    priced.extension = next.extension.clone();
+                    priced.host = next.host.clone();
+                    let req =
+                        crate::billing::HoldRequest::for_sandbox(&priced, next.price_per_hour);
+                    match b.hold_in(tx, &req) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == ErrorKind::InsufficientCredits => {
+                            rec.route.skipped.push(Skipped {
+                                route: next.route,
+                                extension: next.extension.clone(),
+                                host: next.host.clone(),
+                                reason: e.message().to_string(),
+                            });
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 rec.extension = next.extension.clone();
                 rec.host = next.host.clone();
                 rec.backend = serde_json::Value::Null;
@@ -888,6 +920,11 @@ impl Manager {
         transact(self.db.as_ref(), |tx| {
             let mut rec = require(tx, id)?;
             if rec.state() == State::Provisioning {
+                // A failed create pays nothing: a hold its last route left
+                // open (it failed before provisioning) ends with it.
+                if let Some(b) = &self.billing {
+                    b.void_in(tx, id)?;
+                }
                 rec.cost = self.cost_in(tx, id)?;
                 let ev = Event::ProvisionFailed(why.to_string());
                 transition(tx, &mut rec, &ev, model::now(), self.emit_events)?;

@@ -7,7 +7,7 @@ use sandboxer_core::model::{now, Actor, Cost};
 use sandboxer_core::store::db::Tx;
 use sandboxer_core::Result;
 
-use crate::db::{apply_in, hold_in};
+use crate::db::{apply_in, hold_in, hold_route_in};
 use crate::state::{Entry, HoldState};
 use crate::DbLedger;
 
@@ -29,12 +29,12 @@ impl Billing for DbLedger {
     }
 
     fn hold_in(&self, tx: &mut dyn Tx, req: &HoldRequest) -> Result<()> {
-        apply_in(tx, &Entry::hold(req, now())).map(|_| ())
+        hold_route_in(tx, req).map(|_| ())
     }
 
     fn void_in(&self, tx: &mut dyn Tx, sandbox_id: &str) -> Result<()> {
-        if hold_in(tx, sandbox_id)?.is_some_and(|h| h.state == HoldState::Open) {
-            apply_in(tx, &Entry::void(sandbox_id, now()))?;
+        if let Some(h) = hold_in(tx, sandbox_id)?.filter(|h| h.state == HoldState::Open) {
+            apply_in(tx, &Entry::void_of(&h, now()))?;
         }
         Ok(())
     }

@@ -141,6 +141,8 @@ pub fn check(state: &LedgerState) -> CheckReport {
     struct H {
         actor: Actor,
         held: Micros,
+        attempt: u32,
+        voided: bool,
         resolutions: Vec<String>,
     }
     let mut violations = Vec::new();
@@ -169,9 +171,16 @@ pub fn check(state: &LedgerState) -> CheckReport {
                 sandbox_id,
                 actor,
                 amount,
+                attempt,
                 ..
             } => {
-                if holds.contains_key(sandbox_id) {
+                // A fallback route's hold follows the voided hold of the
+                // route before it; any other second hold is an error.
+                let follows = match holds.get(sandbox_id) {
+                    None => *attempt == 1,
+                    Some(h) => h.voided && h.resolutions.len() == 1 && *attempt == h.attempt + 1,
+                };
+                if !follows {
                     violations.push(Violation::Dangling {
                         entry: e.id.clone(),
                         why: format!("a second hold for {sandbox_id}"),
@@ -183,6 +192,8 @@ pub fn check(state: &LedgerState) -> CheckReport {
                     H {
                         actor: actor.clone(),
                         held: *amount,
+                        attempt: *attempt,
+                        voided: false,
                         resolutions: Vec::new(),
                     },
                 );
@@ -221,10 +232,11 @@ pub fn check(state: &LedgerState) -> CheckReport {
                     why: format!("{sandbox_id} has no hold"),
                 }),
             },
-            EntryKind::Settle { sandbox_id, .. } | EntryKind::Void { sandbox_id } => {
-                let spent = match &e.kind {
-                    EntryKind::Settle { amount, .. } => *amount,
-                    _ => Micros::ZERO,
+            EntryKind::Settle { sandbox_id, .. } | EntryKind::Void { sandbox_id, .. } => {
+                let (spent, voids) = match &e.kind {
+                    EntryKind::Settle { amount, .. } => (*amount, None),
+                    EntryKind::Void { attempt, .. } => (Micros::ZERO, Some(*attempt)),
+                    _ => unreachable!("matched above"),
                 };
                 let Some(h) = holds.get_mut(sandbox_id) else {
                     violations.push(Violation::Dangling {
@@ -233,6 +245,14 @@ pub fn check(state: &LedgerState) -> CheckReport {
                     });
                     continue;
                 };
+                if voids.is_some_and(|a| a != h.attempt) {
+                    violations.push(Violation::Dangling {
+                        entry: e.id.clone(),
+                        why: format!("voids a hold of {sandbox_id} that is not its current one"),
+                    });
+                    continue;
+                }
+                h.voided = voids.is_some();
                 h.resolutions.push(e.id.clone());
                 if h.resolutions.len() > 1 {
                     continue;

@@ -132,6 +132,16 @@ pub fn apply_in(tx: &mut dyn Tx, entry: &Entry) -> Result<Applied> {
     Ok(applied)
 }
 
+/// Take the hold of `req`'s route in the caller's transaction: the first
+/// hold of the sandbox, a retry of the one open for the same route, or -
+/// when the create moved on from a route whose hold was voided - the next
+/// attempt's (`hold:<sbx>:2`, ...). `InsufficientCredits` when the balance
+/// does not cover it; `Conflict` when an open hold is for another route.
+pub fn hold_route_in(tx: &mut dyn Tx, req: &HoldRequest) -> Result<Applied> {
+    let current = hold_in(tx, &req.sandbox_id)?;
+    apply_in(tx, &Entry::hold_after(req, current.as_ref(), now()))
+}
+
 /// Every entry, oldest first, read `PAGE` at a time.
 fn all_entries(tx: &mut dyn Tx) -> Result<Vec<Entry>> {
     const PAGE: usize = 5000;
@@ -172,7 +182,7 @@ pub fn reconcile_in(tx: &mut dyn Tx, at: DateTime<Utc>) -> Result<Vec<Entry>> {
         let entry = match Fate::of(rec.as_ref()) {
             Fate::Live => continue,
             Fate::Ended { seconds } => Entry::settle(&h.sandbox_id, seconds, at),
-            Fate::Failed | Fate::Missing => Entry::void(&h.sandbox_id, at),
+            Fate::Failed | Fate::Missing => Entry::void_of(&h, at),
         };
         let applied = apply_in(tx, &entry)?;
         if !applied.duplicate {
@@ -213,13 +223,13 @@ impl DbLedger {
         self.apply(Entry::grant(to, amount, by, &key, now()))
     }
 
-    /// Hold `price x TTL` for a sandbox (`hold:<sbx>`). A retry of the same
-    /// hold while it is open returns it; once it was settled or voided a
-    /// new hold for the sandbox is a `Conflict`.
+    /// Hold `price x TTL` for a sandbox's route (`hold:<sbx>`, see
+    /// [`hold_route_in`]). A retry of the same hold while it is open
+    /// returns it; once it was settled a new hold for the sandbox is a
+    /// `Conflict`.
     pub fn hold(&self, req: &HoldRequest) -> Result<Applied> {
-        let entry = Entry::hold(req, now());
         transact(self.db.as_ref(), |tx| {
-            let applied = apply_in(tx, &entry)?;
+            let applied = hold_route_in(tx, req)?;
             if applied.duplicate {
                 let state = hold_in(tx, &req.sandbox_id)?.map(|h| h.state);
                 if state != Some(HoldState::Open) {
@@ -249,10 +259,15 @@ impl DbLedger {
         self.apply(Entry::settle(sandbox_id, seconds, at))
     }
 
-    /// Release the whole hold of a sandbox whose provisioning failed
-    /// (`void:<sbx>`).
+    /// Release the whole open hold of a sandbox whose provisioning failed
+    /// (`void:<sbx>`, or `void:<sbx>:<attempt>` on a fallback route);
+    /// `NotFound` without a hold.
     pub fn void(&self, sandbox_id: &str) -> Result<Applied> {
-        self.apply(Entry::void(sandbox_id, now()))
+        transact(self.db.as_ref(), |tx| {
+            let h = hold_in(tx, sandbox_id)?
+                .ok_or_else(|| Error::not_found(format!("sandbox {sandbox_id} has no hold")))?;
+            apply_in(tx, &Entry::void_of(&h, now()))
+        })
     }
 
     /// The actor's account.
@@ -295,7 +310,7 @@ impl DbLedger {
         for h in &holds {
             if replayed.hold(&h.sandbox_id) != Some(h) {
                 extra.push(crate::check::Violation::Dangling {
-                    entry: crate::state::hold_id(&h.sandbox_id),
+                    entry: crate::state::hold_id(&h.sandbox_id, h.attempt),
                     why: "the stored hold differs from the one its entries make".into(),
                 });
             }

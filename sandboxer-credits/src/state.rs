@@ -58,6 +58,10 @@ pub enum EntryKind {
         /// When the sandbox was recorded; metering counts from here.
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
+        /// Which route of the create it pays for: 1 for the first priced
+        /// route, one more for each fallback priced after a voided hold.
+        #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
+        attempt: u32,
     },
     /// extend-ttl: the extra time moves from available to held.
     Extend {
@@ -73,16 +77,40 @@ pub enum EntryKind {
         amount: Micros,
     },
     /// Failed provisioning: the whole hold is released.
-    Void { sandbox_id: String },
+    Void {
+        sandbox_id: String,
+        /// The attempt of the hold it releases.
+        #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
+        attempt: u32,
+    },
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+fn is_first_attempt(n: &u32) -> bool {
+    *n == 1
+}
+
+/// `<prefix>:<sandbox id>` for the first attempt, `<prefix>:<sandbox
+/// id>:<attempt>` for a fallback route's.
+fn attempt_id(prefix: &str, sandbox_id: &str, attempt: u32) -> String {
+    if attempt <= 1 {
+        format!("{prefix}:{sandbox_id}")
+    } else {
+        format!("{prefix}:{sandbox_id}:{attempt}")
+    }
 }
 
 /// `grant:<key>`.
 pub fn grant_id(key: &str) -> String {
     format!("grant:{key}")
 }
-/// `hold:<sandbox id>`.
-pub fn hold_id(sandbox_id: &str) -> String {
-    format!("hold:{sandbox_id}")
+/// `hold:<sandbox id>` (the first route's hold), `hold:<sandbox
+/// id>:<attempt>` for a fallback route's after the first was voided.
+pub fn hold_id(sandbox_id: &str, attempt: u32) -> String {
+    attempt_id("hold", sandbox_id, attempt)
 }
 /// `extend:<sandbox id>:<new expiry in unix seconds>`.
 pub fn extend_id(sandbox_id: &str, expires_at: DateTime<Utc>) -> String {
@@ -92,9 +120,10 @@ pub fn extend_id(sandbox_id: &str, expires_at: DateTime<Utc>) -> String {
 pub fn settle_id(sandbox_id: &str) -> String {
     format!("settle:{sandbox_id}")
 }
-/// `void:<sandbox id>`.
-pub fn void_id(sandbox_id: &str) -> String {
-    format!("void:{sandbox_id}")
+/// `void:<sandbox id>`, `void:<sandbox id>:<attempt>` for a fallback
+/// route's hold.
+pub fn void_id(sandbox_id: &str, attempt: u32) -> String {
+    attempt_id("void", sandbox_id, attempt)
 }
 
 pub use sandboxer_core::billing::{seconds_between, HoldRequest};
@@ -113,10 +142,28 @@ impl Entry {
         }
     }
 
-    /// The hold for `req`.
+    /// The (first) hold for `req`.
     pub fn hold(req: &HoldRequest, at: DateTime<Utc>) -> Entry {
+        Entry::hold_attempt(req, 1, at)
+    }
+
+    /// The hold for `req` that follows `current`, the sandbox's hold so
+    /// far: the same attempt while it is open or settled (a retry, or a
+    /// conflict when it asks for something else), the next one after a
+    /// void (the create moved to a fallback route), the first without one.
+    pub fn hold_after(req: &HoldRequest, current: Option<&Hold>, at: DateTime<Utc>) -> Entry {
+        let attempt = match current {
+            None => 1,
+            Some(h) if h.state == HoldState::Voided => h.attempt + 1,
+            Some(h) => h.attempt,
+        };
+        Entry::hold_attempt(req, attempt, at)
+    }
+
+    /// The hold for `req` as the create's `attempt`-th priced route.
+    pub fn hold_attempt(req: &HoldRequest, attempt: u32, at: DateTime<Utc>) -> Entry {
         Entry {
-            id: hold_id(&req.sandbox_id),
+            id: hold_id(&req.sandbox_id, attempt),
             at,
             kind: EntryKind::Hold {
                 sandbox_id: req.sandbox_id.clone(),
@@ -128,6 +175,7 @@ impl Entry {
                 profile: req.profile.clone(),
                 created_at: req.created_at,
                 expires_at: req.expires_at,
+                attempt,
             },
         }
     }
@@ -160,13 +208,23 @@ impl Entry {
         }
     }
 
-    /// Release the whole hold of `sandbox_id`.
+    /// Release the whole (first) hold of `sandbox_id`.
     pub fn void(sandbox_id: &str, at: DateTime<Utc>) -> Entry {
+        Entry::void_attempt(sandbox_id, 1, at)
+    }
+
+    /// Release the whole hold `h`, whichever attempt it is.
+    pub fn void_of(h: &Hold, at: DateTime<Utc>) -> Entry {
+        Entry::void_attempt(&h.sandbox_id, h.attempt, at)
+    }
+
+    fn void_attempt(sandbox_id: &str, attempt: u32, at: DateTime<Utc>) -> Entry {
         Entry {
-            id: void_id(sandbox_id),
+            id: void_id(sandbox_id, attempt),
             at,
             kind: EntryKind::Void {
                 sandbox_id: sandbox_id.to_string(),
+                attempt,
             },
         }
     }
@@ -178,7 +236,7 @@ impl Entry {
             EntryKind::Hold { sandbox_id, .. }
             | EntryKind::Extend { sandbox_id, .. }
             | EntryKind::Settle { sandbox_id, .. }
-            | EntryKind::Void { sandbox_id } => Some(sandbox_id),
+            | EntryKind::Void { sandbox_id, .. } => Some(sandbox_id),
         }
     }
 
@@ -209,14 +267,21 @@ impl Entry {
     fn expected_id(&self) -> Option<String> {
         match &self.kind {
             EntryKind::Grant { .. } => None,
-            EntryKind::Hold { sandbox_id, .. } => Some(hold_id(sandbox_id)),
+            EntryKind::Hold {
+                sandbox_id,
+                attempt,
+                ..
+            } => Some(hold_id(sandbox_id, *attempt)),
             EntryKind::Extend {
                 sandbox_id,
                 expires_at,
                 ..
             } => Some(extend_id(sandbox_id, *expires_at)),
             EntryKind::Settle { sandbox_id, .. } => Some(settle_id(sandbox_id)),
-            EntryKind::Void { sandbox_id } => Some(void_id(sandbox_id)),
+            EntryKind::Void {
+                sandbox_id,
+                attempt,
+            } => Some(void_id(sandbox_id, *attempt)),
         }
     }
 }
@@ -269,6 +334,9 @@ pub struct Hold {
     pub expires_at: DateTime<Utc>,
     /// When the hold entry was written.
     pub opened_at: DateTime<Utc>,
+    /// Which priced route of the create it is (see [`EntryKind::Hold`]).
+    #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
+    pub attempt: u32,
     pub state: HoldState,
     /// Settled: the seconds paid for.
     pub seconds: Option<u64>,
@@ -495,8 +563,11 @@ impl LedgerState {
                 }
                 e
             }
-            EntryKind::Void { sandbox_id } => {
-                self.apply_void(sandbox_id, &entry.id)?;
+            EntryKind::Void {
+                sandbox_id,
+                attempt,
+            } => {
+                self.apply_void(sandbox_id, *attempt, &entry.id)?;
                 entry.clone()
             }
         };
@@ -540,16 +611,27 @@ impl LedgerState {
             profile,
             created_at,
             expires_at,
+            attempt,
             ..
         } = &entry.kind
         else {
             unreachable!("apply_hold is called with holds")
         };
-        if let Some(h) = self.holds.get(sandbox_id) {
-            return Err(Error::conflict(format!(
-                "sandbox {sandbox_id} already has a hold ({})",
-                h.state
-            )));
+        match self.holds.get(sandbox_id) {
+            // A fallback route's hold, after the one before it was voided.
+            Some(h) if h.state == HoldState::Voided && *attempt == h.attempt + 1 => {}
+            Some(h) => {
+                return Err(Error::conflict(format!(
+                    "sandbox {sandbox_id} already has a hold ({}, attempt {})",
+                    h.state, h.attempt
+                )))
+            }
+            None if *attempt != 1 => {
+                return Err(Error::conflict(format!(
+                    "sandbox {sandbox_id} has no hold before attempt {attempt}"
+                )))
+            }
+            None => {}
         }
         if *price_per_hour <= Micros::ZERO {
             return Err(Error::invalid_input(format!(
@@ -604,13 +686,14 @@ impl LedgerState {
                 created_at: *created_at,
                 expires_at: *expires_at,
                 opened_at: entry.at,
+                attempt: *attempt,
                 state: HoldState::Open,
                 seconds: None,
                 cost: None,
                 resolved_by: None,
             },
         );
-        Ok(Entry::hold(&req, entry.at))
+        Ok(Entry::hold_attempt(&req, *attempt, entry.at))
     }
 
     fn open_hold(&self, sandbox_id: &str) -> Result<&Hold> {
@@ -679,8 +762,14 @@ impl LedgerState {
         Ok(cost)
     }
 
-    fn apply_void(&mut self, sandbox_id: &str, id: &str) -> Result<()> {
+    fn apply_void(&mut self, sandbox_id: &str, attempt: u32, id: &str) -> Result<()> {
         let h = self.open_hold(sandbox_id)?;
+        if h.attempt != attempt {
+            return Err(Error::conflict(format!(
+                "the open hold of sandbox {sandbox_id} is attempt {}, not {attempt}",
+                h.attempt
+            )));
+        }
         let acc = self.accounts.get(&h.actor).copied().unwrap_or_default();
         let next = Account {
             available: add(acc.available, h.amount)?,
@@ -812,7 +901,12 @@ impl LedgerState {
             .filter(|h| &h.actor == actor)
             .map(UsageRow::of)
             .collect();
-        rows.sort_by_key(|r| self.index.get(&hold_id(&r.sandbox_id)).copied());
+        rows.sort_by_key(|r| {
+            self.holds
+                .get(&r.sandbox_id)
+                .and_then(|h| self.index.get(&hold_id(&h.sandbox_id, h.attempt)))
+                .copied()
+        });
         rows
     }
 
@@ -825,7 +919,7 @@ impl LedgerState {
             .filter_map(|h| match fate(&h.sandbox_id) {
                 Fate::Live => None,
                 Fate::Ended { seconds } => Some(Entry::settle(&h.sandbox_id, seconds, at)),
-                Fate::Failed | Fate::Missing => Some(Entry::void(&h.sandbox_id, at)),
+                Fate::Failed | Fate::Missing => Some(Entry::void_of(h, at)),
             })
             .collect()
     }
@@ -1004,6 +1098,47 @@ mod tests {
         let a = s.apply(&Entry::settle("sbx-a2", 7200, t(7200))).unwrap();
         assert_eq!(a.entry.amount(), credits("2"));
         assert!(check(&s).is_ok(), "{:?}", check(&s));
+    }
+
+    #[test]
+    fn a_fallback_route_takes_the_next_hold_only_after_a_void() {
+        let mut s = funded("10");
+        let first = hold_req("sbx-a1", "agt:a", "1", 3600);
+        let second = HoldRequest {
+            host: "elsewhere".into(),
+            price_per_hour: credits("2"),
+            ..first.clone()
+        };
+        s.apply(&Entry::hold(&first, t(1))).unwrap();
+        // While the first is open, the next route's hold is a conflict.
+        let next = Entry::hold_after(&second, s.hold("sbx-a1"), t(2));
+        assert_eq!(next.id, "hold:sbx-a1");
+        assert_eq!(s.apply(&next).unwrap_err().kind(), ErrorKind::Conflict);
+        let skip = Entry::hold_attempt(&second, 3, t(2));
+        assert_eq!(s.apply(&skip).unwrap_err().kind(), ErrorKind::Conflict);
+        s.apply(&Entry::void_of(s.hold("sbx-a1").unwrap(), t(3)))
+            .unwrap();
+        let next = Entry::hold_after(&second, s.hold("sbx-a1"), t(4));
+        assert_eq!(next.id, "hold:sbx-a1:2");
+        s.apply(&next).unwrap();
+        let h = s.hold("sbx-a1").unwrap();
+        assert_eq!(
+            (h.attempt, h.state, h.amount),
+            (2, HoldState::Open, credits("2"))
+        );
+        assert_eq!(s.account(&actor("agt:a")).held, credits("2"));
+        // The first attempt's void cannot release the second's hold.
+        let stale = Entry::void("sbx-a1", t(5));
+        assert!(s.apply(&stale).unwrap().duplicate);
+        assert_eq!(s.hold("sbx-a1").unwrap().state, HoldState::Open);
+        s.apply(&Entry::settle("sbx-a1", 1800, t(1800))).unwrap();
+        assert_eq!(s.account(&actor("agt:a")).spent, credits("1"));
+        let report = check(&s);
+        assert!(report.is_ok(), "{report:?}");
+        // Replayed from its entries alone, the ledger comes out the same.
+        let again = LedgerState::replay(s.entries());
+        assert_eq!(again.hold("sbx-a1"), s.hold("sbx-a1"));
+        assert!(again.rejected().is_empty());
     }
 
     #[test]

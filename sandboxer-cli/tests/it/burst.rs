@@ -275,3 +275,117 @@ fn provider_full_or_down_is_no_placement_and_holds_nothing() {
     assert_eq!(micros(&account(&bed)["held"]), Micros::ZERO);
     bed.home.run(&["credits", "check"]).ok();
 }
+
+/// Three priced routes to the provider: the first full (429), the second
+/// down, the third serving. Each failed route's hold is voided and the
+/// next route takes its own (`hold:<sbx>:2`, `:3`), so the create lands on
+/// the third at its price, and destroy settles that one hold.
+#[test]
+fn a_create_falls_back_across_priced_routes_and_pays_only_the_one_it_ran_on() {
+    let full = Stub::start(0);
+    let serving = Stub::start(4);
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let route = |url: String, price: &str| {
+        format!(
+            "\n[[routes]]\nextension = \"ext.saas-stub\"\nplacement = [\"saas-stub\"]\n\
+             price_per_hour = \"{price}\"\n[routes.config]\ntemplate = \"base\"\nbase_url = \"{url}\"\n"
+        )
+    };
+    let mut profile = String::from(
+        "id = \"profile.paid-fallback\"\nversion = 1\ndescription = \"three priced routes\"\ndefault_ttl = \"1h\"\nmax_ttl = \"4h\"\n\
+         ready_timeout = \"30s\"\n",
+    );
+    profile.push_str(&route(format!("http://{}", full.addr), "3.6"));
+    profile.push_str(&route(format!("http://{down}"), "1.8"));
+    profile.push_str(&route(format!("http://{}", serving.addr), "7.2"));
+    let mut h = crate::home();
+    h.write_profile("paid-fallback.toml", &profile);
+    h.env
+        .push(("SANDBOXER_SAAS_STUB_API_KEY".into(), KEY.into()));
+    h.run(&[
+        "credits",
+        "grant",
+        "--actor",
+        "agt:harness",
+        "25",
+        "--by",
+        "adm:ops",
+    ])
+    .ok();
+    let acct = |h: &sandboxer_testkit::home::Home| {
+        h.run(&["credits", "balance", "--actor", "agt:harness", "--json"])
+            .ok()
+            .json()["account"]
+            .clone()
+    };
+
+    let rec = h
+        .run(&[
+            "create",
+            "--profile",
+            "profile.paid-fallback",
+            "--actor",
+            "agt:harness",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let id = rec["id"].as_str().unwrap().to_string();
+    assert_eq!(rec["state"], "ready", "{rec:#}");
+    assert_eq!(rec["route"]["chosen"]["route"], 2, "{rec:#}");
+    let tried = rec["route"]["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("tried and failed")
+        })
+        .count();
+    assert_eq!(tried, 2, "{rec:#}");
+    // 7.2 an hour for the hour: only the route it runs on is held.
+    assert_eq!(micros(&rec["cost"]["held"]), Micros(7_200_000));
+    let a = acct(&h);
+    assert_eq!(micros(&a["held"]), Micros(7_200_000));
+    assert_eq!(micros(&a["available"]), Micros(17_800_000));
+
+    let entries = h
+        .run(&["credits", "ledger", "--sandbox", &id, "--json"])
+        .ok()
+        .json();
+    let ids: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            format!("hold:{id}"),
+            format!("void:{id}"),
+            format!("hold:{id}:2"),
+            format!("void:{id}:2"),
+            format!("hold:{id}:3"),
+        ],
+        "{entries:#}"
+    );
+
+    let d = h.run(&["destroy", &id, "--json"]).ok().json();
+    let settled = micros(&d["cost"]["settled"]);
+    assert!(
+        settled > Micros::ZERO && settled < Micros(7_200_000),
+        "{d:#}"
+    );
+    let a = acct(&h);
+    assert_eq!(micros(&a["held"]), Micros::ZERO);
+    assert_eq!(micros(&a["spent"]), settled);
+    assert_eq!(micros(&a["available"]), Micros(25_000_000 - settled.0));
+    h.run(&["credits", "check"]).ok();
+    h.run(&["db", "check"]).ok();
+}

@@ -3,7 +3,8 @@
 //! clients: no lost or duplicated record, an account never overdrawn
 //! whichever replica takes the holds, reapers on every replica, and a
 //! replica SIGKILLed in the middle of creates whose records the other ends,
-//! voiding what never became ready.
+//! voiding what never became ready; the event relays of two replicas
+//! draining one outbox, and their reapers retrying the same stuck destroys.
 
 use std::time::{Duration, Instant};
 
@@ -197,6 +198,114 @@ fn a_replica_killed_mid_create_is_cleaned_up_by_another() {
     }
     let check = h.run(&["db", "check", "--json"]).ok().json();
     assert_eq!(check["ledger"]["open_holds"], 0, "{check}");
+    assert!(
+        crate::canary::venues(&h.data).is_empty(),
+        "every venue removed"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed's PostgreSQL: scripts/testbed up, then source .testbed/env"
+)]
+fn two_replicas_relay_every_event_once_and_end_each_stuck_destroy_once() {
+    use sandboxer_events::stub_hub::{HubMode, StubHub};
+    use std::collections::BTreeMap;
+
+    let pg = PgScratch::new();
+    let hub = StubHub::start_background().unwrap();
+    let mut h = shared_home(&pg);
+    h.env
+        .push((sandboxer_events::HUB_URL_ENV.into(), hub.url()));
+    let agent = token(&h, "agt:relay");
+    // The hub is down while the work is done: the outbox fills, and both
+    // replicas' relays drain it once it is back.
+    hub.set_mode(HubMode::Unavailable);
+    let flags = ["--reap-interval", "1s", "--reap-grace", "1s"];
+    let replicas = [
+        Served::start_logged(&h, &flags, "serve-a.log"),
+        Served::start_logged(&h, &flags, "serve-b.log"),
+    ];
+    let replicas = &replicas;
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let agent = &agent;
+                scope.spawn(move || {
+                    replicas[i % 2]
+                        .post("/v1/sandboxes", agent, json!({}))
+                        .expect(201)["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Six of them as a destroy that died half-way leaves them: in
+    // `destroying`, untouched for an hour. Both reapers find all six.
+    let stuck = &ids[..6];
+    let quoted: Vec<String> = stuck.iter().map(|id| format!("'{id}'")).collect();
+    sandboxer_testkit::pg::admin_sql(
+        &pg.url,
+        &format!(
+            "UPDATE sandboxes SET state = 'destroying', record = (record::jsonb || \
+             jsonb_build_object('state', 'destroying', 'reason', 'destroyed', \
+             'updated_at', '2026-01-01T00:00:00Z'))::text WHERE id IN ({})",
+            quoted.join(", ")
+        ),
+    );
+    // The other six destroyed through the replicas, crosswise.
+    for (i, id) in ids[6..].iter().enumerate() {
+        replicas[(i + 1) % 2]
+            .call("DELETE", &format!("/v1/sandboxes/{id}"), Some(&agent), None)
+            .expect(200);
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    while !list(&h).iter().all(|r| r["state"] == "destroyed") {
+        assert!(Instant::now() < until, "not all destroyed: {:#?}", list(&h));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    hub.set_mode(HubMode::Accept);
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = h.run(&["events", "status", "--json"]).ok().json();
+        if st["events"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "the relays left events: {st:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every sandbox: recorded, ready, destroying (the destroyed through
+    // the API), destroyed - each event once, from whichever relay.
+    let mut destroyed: BTreeMap<String, usize> = BTreeMap::new();
+    for r in hub.received() {
+        if r.body["to"] == "destroyed" {
+            let sbx = r.body["sandbox_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            *destroyed.entry(sbx).or_default() += 1;
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            destroyed.get(id),
+            Some(&1),
+            "{id}: one destroyed event, from one reaper or one destroy"
+        );
+    }
+    assert_eq!(destroyed.len(), ids.len(), "{destroyed:?}");
+    assert_eq!(hub.duplicates(), 0, "no event sent by both relays");
+    let got = hub.received_ids();
+    for id in &ids[6..] {
+        for n in 1..=4 {
+            assert!(got.contains(&format!("{id}:{n}")), "{id}:{n} lost: {got:?}");
+        }
+    }
+    h.run(&["db", "check"]).ok();
     assert!(
         crate::canary::venues(&h.data).is_empty(),
         "every venue removed"

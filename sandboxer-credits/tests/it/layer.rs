@@ -286,10 +286,16 @@ async fn a_failed_provision_voids_the_hold() {
         HoldState::Voided
     );
     assert_eq!(f.ledger.balance(&f.bob).unwrap().available, credits("10"));
-    // A retried provision of the same sandbox is refused, not run unpaid.
+    // A retried provision (the create moved on to another route) is never
+    // run unpaid: it takes a hold of its own, voided again when it fails.
     let again = f.metered.provision(&ctx).await.unwrap_err();
-    assert_eq!(again.kind(), ErrorKind::Conflict);
-    assert_eq!(f.provisions(), 1);
+    assert_eq!(again.kind(), ErrorKind::ProvisionFailed, "{again:?}");
+    assert_eq!(f.provisions(), 2);
+    let h = f.ledger.hold_of("sbx-fails").unwrap().unwrap();
+    assert_eq!((h.attempt, h.state), (2, HoldState::Voided));
+    assert_eq!(h.resolved_by.as_deref(), Some("void:sbx-fails:2"));
+    assert_eq!(f.ledger.balance(&f.bob).unwrap().available, credits("10"));
+    assert!(f.ledger.check().unwrap().is_ok());
 }
 
 #[tokio::test]
