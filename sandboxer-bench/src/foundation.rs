@@ -464,6 +464,12 @@ fn store(opts: &Options, n: u64, home: &Path) -> Result<StoreRun> {
         "foundation: wrote {n} records in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    // The kernel writes the new database back for seconds after: let it
+    // finish first, or the creates' syncs queue behind gigabytes of it.
+    let synced = std::process::Command::new("sync").status()?;
+    if !synced.success() {
+        bail!("sync failed: {synced}");
+    }
     let db_bytes = std::fs::metadata(data.join("sandboxer.db")).map_or(0, |m| m.len());
     let sbx = Program::sandboxer(&opts.sandboxer, &data, &config);
     // The first create in a data dir deploys the agent binary.

@@ -399,12 +399,15 @@ impl Extension for ComposeSshExtension {
         })?;
         let repo_path = PathBuf::from(repo);
         let compose_file = find_compose_file(&repo_path, &cfg)?;
-        let excludes = Excludes::new(&cfg.exclude);
+        let excludes = Excludes::for_repo(&repo_path, &cfg.exclude)?;
         if let Some(p) = excludes.excluded_by(&compose_file) {
             return Err(Error::invalid_config(format!(
                 "the compose file {compose_file} is left out of the upload by the exclude pattern `{p}`"
             ))
-            .with_hint(format!("add \"!{p}\" to the route config's `exclude` to keep it")));
+            .with_hint(format!(
+                "keep it with \"!{compose_file}\" in the route config's `exclude` or at the end of the repo's {}",
+                upload::DOCKERIGNORE
+            )));
         }
         // The services, read here when the file is plain enough (saves a
         // compose run on the host); else `compose config --services` there.

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
 use sandboxer_core::{Error, ErrorKind, Result};
 
 /// The largest upload (the sum of the file sizes after exclusions). The
@@ -11,25 +13,33 @@ use sandboxer_core::{Error, ErrorKind, Result};
 /// under another name is refused rather than read whole.
 pub const MAX_UPLOAD_BYTES: u64 = 512 * 1024 * 1024;
 
-/// Patterns of paths left out of the upload.
+/// The repo's own `.dockerignore`, honoured by the upload.
+pub const DOCKERIGNORE: &str = ".dockerignore";
+
+/// Paths left out of the upload, matched with gitignore rules (the
+/// `ignore` crate):
 ///
-/// - A pattern without `/` matches a file or folder name at any depth:
-///   `node_modules`, `*.log`.
+/// - A pattern without `/` (but a trailing one) matches a file or folder
+///   name at any depth: `node_modules`, `*.log`.
 /// - A pattern with `/` matches from the repo root: `data/cache` leaves out
-///   that folder only (a leading `/` is allowed and means the same).
-/// - `*` matches any run of characters within a name, `?` one character.
+///   that folder only (a leading `/` means the same).
+/// - `*` and `?` match within a name, `**` across folders, `[a-z]` a class;
+///   a later `!PATTERN` keeps what an earlier one left out.
 ///
-/// A folder that matches is left out with everything under it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A folder that matches is left out with everything under it. Patterns
+/// come from the route's `exclude` (after the defaults), then the repo's
+/// `.dockerignore`, read as docker reads it: every line from the repo root.
+#[derive(Debug, Clone)]
 pub struct Excludes {
-    patterns: Vec<Pattern>,
+    matcher: Gitignore,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Pattern {
-    text: String,
-    anchored: bool,
-    parts: Vec<String>,
+/// The matcher builder: paths relative to the repo; an unclosed `[` is an
+/// error (as docker has it), not a literal.
+fn builder() -> GitignoreBuilder {
+    let mut b = GitignoreBuilder::new(".");
+    b.allow_unclosed_class(false);
+    b
 }
 
 /// Whether `pattern` is usable as an exclusion.
@@ -46,85 +56,105 @@ pub(crate) fn check_pattern(pattern: &str) -> std::result::Result<(), String> {
             "`{pattern}` is not a pattern: empty, `.` or `..` parts"
         ));
     }
-    Ok(())
+    builder()
+        .add_line(None, pattern)
+        .map(drop)
+        .map_err(|e| format!("`{pattern}` is not a pattern: {e}"))
 }
 
 impl Excludes {
-    /// The matcher for `patterns` (each checked when the config was read).
+    /// The matcher for `patterns` alone (each checked when the config was
+    /// read).
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Excludes {
-        let patterns = patterns
-            .iter()
-            .map(|p| {
-                let text = p.as_ref().to_string();
-                let body = text.trim_end_matches('/');
-                let anchored = body.contains('/');
-                let parts = body
-                    .trim_start_matches('/')
-                    .split('/')
-                    .map(str::to_string)
-                    .collect();
-                Pattern {
-                    text,
-                    anchored,
-                    parts,
-                }
-            })
-            .collect();
-        Excludes { patterns }
+        let mut b = builder();
+        for p in patterns {
+            // Checked with the config; one that is not a pattern matches
+            // nothing rather than everything.
+            if let Err(e) = b.add_line(None, p.as_ref()) {
+                tracing::warn!("exclude pattern `{}` ignored: {e}", p.as_ref());
+            }
+        }
+        Excludes {
+            matcher: b.build().unwrap_or_else(|_| Gitignore::empty()),
+        }
+    }
+
+    /// The matcher for `patterns` and then the `.dockerignore` of `repo`,
+    /// if it has one. A line of it that is not a pattern is an
+    /// `InvalidInput` naming the file and line.
+    pub fn for_repo<S: AsRef<str>>(repo: &Path, patterns: &[S]) -> Result<Excludes> {
+        let mut b = builder();
+        for p in patterns {
+            if let Err(e) = b.add_line(None, p.as_ref()) {
+                tracing::warn!("exclude pattern `{}` ignored: {e}", p.as_ref());
+            }
+        }
+        let file = repo.join(DOCKERIGNORE);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(format!("reading {}", file.display()), e)),
+        };
+        for (n, line) in text.iter().flat_map(|t| t.lines()).enumerate() {
+            let Some(line) = dockerignore_line(line) else {
+                continue;
+            };
+            b.add_line(Some(file.clone()), &line).map_err(|e| {
+                Error::invalid_input(format!("{}:{}: {e}", file.display(), n + 1))
+                    .with_hint("fix or remove that line of the repo's .dockerignore")
+            })?;
+        }
+        let matcher = b.build().map_err(|e| {
+            Error::invalid_input(format!("{}: {e}", file.display()))
+                .with_hint("fix the repo's .dockerignore")
+        })?;
+        Ok(Excludes { matcher })
     }
 
     /// The pattern that leaves out the repo path `rel` (`/`-separated,
-    /// relative), looking at the path and each of its parent folders.
-    pub fn excluded_by(&self, rel: &str) -> Option<&str> {
-        let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-        self.patterns
-            .iter()
-            .find(|p| {
-                if p.anchored {
-                    parts.len() >= p.parts.len()
-                        && p.parts.iter().zip(&parts).all(|(g, c)| glob(g, c))
-                } else {
-                    parts.iter().any(|c| glob(&p.parts[0], c))
-                }
-            })
-            .map(|p| p.text.as_str())
+    /// relative), looking at the path and each of its parent folders; a
+    /// `.dockerignore` pattern is named as such.
+    pub fn excluded_by(&self, rel: &str) -> Option<String> {
+        match self.matcher.matched_path_or_any_parents(rel, false) {
+            ignore::Match::Ignore(g) => Some(match g.from() {
+                Some(_) => format!("{} (in {DOCKERIGNORE})", g.original()),
+                None => g.original().to_string(),
+            }),
+            _ => None,
+        }
     }
 
     /// Whether the entry `rel`, whose parent folder is kept, is left out.
-    fn leaves_out(&self, rel: &[&str]) -> bool {
-        let name = rel[rel.len() - 1];
-        self.patterns.iter().any(|p| {
-            if p.anchored {
-                rel.len() == p.parts.len() && p.parts.iter().zip(rel).all(|(g, c)| glob(g, c))
-            } else {
-                glob(&p.parts[0], name)
-            }
-        })
+    fn leaves_out(&self, rel: &Path, is_dir: bool) -> bool {
+        self.matcher.matched(rel, is_dir).is_ignore()
     }
 }
 
-/// `*` and `?` over one name.
-fn glob(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
+/// One line of a `.dockerignore` as a gitignore line with docker's
+/// meaning: comments and blank lines are nothing; every pattern is from
+/// the repo root (a leading `/` or `./` changes nothing); `!` keeps.
+fn dockerignore_line(line: &str) -> Option<String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
     }
-    p[pi..].iter().all(|c| *c == '*')
+    let (keep, body) = match line.strip_prefix('!') {
+        Some(rest) => ("!", rest.trim()),
+        None => ("", line),
+    };
+    let mut body = body;
+    loop {
+        let next = body.trim_start_matches('/');
+        let next = next.strip_prefix("./").unwrap_or(next);
+        if next == body {
+            break;
+        }
+        body = next;
+    }
+    if body.is_empty() || body == "." {
+        return None;
+    }
+    Some(format!("{keep}/{body}"))
 }
 
 /// What [`pack_repo`] made.
@@ -177,15 +207,14 @@ fn walk(
     entries.sort();
     for (name, path) in entries {
         rel.push(name);
-        let parts: Vec<&str> = rel.iter().map(String::as_str).collect();
-        if excludes.leaves_out(&parts) {
-            rel.pop();
-            continue;
-        }
         let in_archive: PathBuf = rel.iter().collect();
         let meta = std::fs::symlink_metadata(&path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let ft = meta.file_type();
+        if excludes.leaves_out(&in_archive, ft.is_dir()) {
+            rel.pop();
+            continue;
+        }
         let pack_err = |e| Error::io(format!("packing {}", path.display()), e);
         if ft.is_dir() {
             builder.append_dir(&in_archive, &path).map_err(pack_err)?;
@@ -225,33 +254,91 @@ mod tests {
     use crate::config::DEFAULT_EXCLUDES;
 
     #[test]
-    fn glob_matches_star_and_question_mark() {
-        assert!(glob("*.log", "a.log"));
-        assert!(glob("*.log", ".log"));
-        assert!(!glob("*.log", "a.log.1"));
-        assert!(glob("a?c", "abc"));
-        assert!(!glob("a?c", "ac"));
-        assert!(glob("*", "anything"));
-        assert!(glob("a*b*c", "aXXbYYc"));
-        assert!(!glob("a*b*c", "aXXbYY"));
-        assert!(glob("target", "target"));
-        assert!(!glob("target", "targets"));
+    fn names_match_at_any_depth_and_paths_from_the_root() {
+        let ex = Excludes::new(&["node_modules", "*.log", "data/cache", "/top"]);
+        assert_eq!(
+            ex.excluded_by("node_modules").as_deref(),
+            Some("node_modules")
+        );
+        assert_eq!(
+            ex.excluded_by("web/node_modules/x/y.js").as_deref(),
+            Some("node_modules")
+        );
+        assert_eq!(ex.excluded_by("logs/app.log").as_deref(), Some("*.log"));
+        assert_eq!(
+            ex.excluded_by("data/cache/x").as_deref(),
+            Some("data/cache")
+        );
+        assert_eq!(ex.excluded_by("sub/data/cache").as_deref(), None);
+        assert_eq!(ex.excluded_by("top/file").as_deref(), Some("/top"));
+        assert_eq!(ex.excluded_by("sub/top").as_deref(), None);
+        assert_eq!(ex.excluded_by("docker-compose.e2e.yml").as_deref(), None);
     }
 
     #[test]
-    fn names_match_at_any_depth_and_paths_from_the_root() {
-        let ex = Excludes::new(&["node_modules", "*.log", "data/cache", "/top"]);
-        assert_eq!(ex.excluded_by("node_modules"), Some("node_modules"));
+    fn the_repos_dockerignore_is_read_from_the_root_as_docker_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(
+            root.join(DOCKERIGNORE),
+            "# secrets stay home\nsecrets\n*.tmp\n!keep.tmp\n./logs/\n**/*.bak\n\n",
+        )
+        .unwrap();
+        for d in ["sub/secrets", "logs", "a/b"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in [
+            "secrets",
+            "sub/secrets/x",
+            "x.tmp",
+            "keep.tmp",
+            "sub/y.tmp",
+            "logs/app",
+            "a/b/c.bak",
+            "main.rs",
+        ] {
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        let ex = Excludes::for_repo(root, DEFAULT_EXCLUDES).unwrap();
         assert_eq!(
-            ex.excluded_by("web/node_modules/x/y.js"),
-            Some("node_modules")
+            ex.excluded_by("secrets").as_deref(),
+            Some("/secrets (in .dockerignore)")
         );
-        assert_eq!(ex.excluded_by("logs/app.log"), Some("*.log"));
-        assert_eq!(ex.excluded_by("data/cache/x"), Some("data/cache"));
-        assert_eq!(ex.excluded_by("sub/data/cache"), None);
-        assert_eq!(ex.excluded_by("top/file"), Some("/top"));
-        assert_eq!(ex.excluded_by("sub/top"), None);
-        assert_eq!(ex.excluded_by("docker-compose.e2e.yml"), None);
+        let packed = pack_repo(root, &ex).unwrap();
+        let mut archive = tar::Archive::new(&packed.archive[..]);
+        let mut files: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.header().entry_type().is_file())
+            .map(|e| e.path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        // Docker's meaning: `secrets` and `*.tmp` at the root only, `**`
+        // at any depth, `!` keeps; the file itself goes along.
+        assert_eq!(
+            files,
+            [
+                ".dockerignore",
+                "keep.tmp",
+                "main.rs",
+                "sub/secrets/x",
+                "sub/y.tmp"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_dockerignore_line_is_named_by_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DOCKERIGNORE), "ok\n\nbad[\n").unwrap();
+        let err = Excludes::for_repo(dir.path(), DEFAULT_EXCLUDES).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(
+            err.message().contains(".dockerignore:3:"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]
@@ -260,6 +347,8 @@ mod tests {
         assert!(check_pattern("/").is_err());
         assert!(check_pattern("a/../b").is_err());
         assert!(check_pattern("a//b").is_err());
+        assert!(check_pattern("bad[").is_err());
+        assert!(check_pattern("**/*.bak").is_ok());
         assert!(check_pattern("*.tmp").is_ok());
         assert!(check_pattern("/data/").is_ok());
     }
