@@ -17,6 +17,7 @@
 //! ```
 
 pub mod billing;
+pub mod clock;
 pub mod credits;
 pub mod duration;
 pub mod e2b;

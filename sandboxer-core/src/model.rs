@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::credits::Micros;
@@ -35,9 +35,10 @@ pub fn public_view<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Now, truncated to milliseconds so records print `...T14:07:38.123Z`.
+/// Now, truncated to milliseconds so records print `...T14:07:38.123Z`
+/// (the [`crate::clock::SystemClock`]).
 pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(3)
+    crate::clock::Clock::now(&crate::clock::SystemClock)
 }
 
 /// Who asked: `adm:NAME` (operator), `agt:NAME` (agent), `atm:NAME`

@@ -21,11 +21,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sandboxer_core::clock::Clock;
 use sandboxer_core::credits::Micros;
 use sandboxer_core::extension::{
     Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx,
 };
-use sandboxer_core::model::now;
 use sandboxer_core::transport::Transport;
 use sandboxer_core::{ErrorKind, Result};
 
@@ -51,6 +51,8 @@ pub struct Metered {
     inner: Arc<dyn Extension>,
     ledger: Arc<DbLedger>,
     settle_at_teardown: bool,
+    /// What a settle counts the seconds to.
+    clock: Arc<dyn Clock>,
 }
 
 impl Metered {
@@ -59,7 +61,15 @@ impl Metered {
             inner,
             ledger,
             settle_at_teardown: true,
+            clock: sandboxer_core::clock::system(),
         }
+    }
+
+    /// Count the seconds a teardown settles by `clock` (tests move a
+    /// manual one instead of waiting).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Metered {
+        self.clock = clock;
+        self
     }
 
     /// Leave the settle to the manager, which pays it in the transaction
@@ -177,8 +187,9 @@ impl Extension for Metered {
             // an earlier teardown): nothing to pay.
             _ => return Ok(()),
         }
-        let seconds = seconds_between(ctx.created_at, now());
-        match self.ledger.settle(&ctx.id, seconds, now()) {
+        let ended = self.clock.now();
+        let seconds = seconds_between(ctx.created_at, ended);
+        match self.ledger.settle(&ctx.id, seconds, ended) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ErrorKind::Conflict => {
                 tracing::debug!("teardown of {}: {e}", ctx.id);

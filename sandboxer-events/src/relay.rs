@@ -32,6 +32,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sandboxer_core::clock::Clock;
 use sandboxer_core::events::LifecycleEvent;
 use sandboxer_core::store::db::{read, transact, Db, Tx};
 use sandboxer_core::{Error, ErrorKind, Result};
@@ -168,6 +169,8 @@ pub struct Relay {
     http: OnceLock<reqwest::Client>,
     wake: Arc<Notify>,
     on_pass: Option<PassObserver>,
+    /// Stamps attempts and times backoffs and leases.
+    clock: Arc<dyn Clock>,
 }
 
 /// Told what each pass of [`Relay::run`] did (the server's metrics).
@@ -228,7 +231,15 @@ impl Relay {
             http: OnceLock::new(),
             wake: Arc::new(Notify::new()),
             on_pass: None,
+            clock: sandboxer_core::clock::system(),
         })
+    }
+
+    /// Read the time from `clock` (tests move a manual one past a backoff
+    /// instead of sleeping through it).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Tell `f` what each pass of [`Relay::run`] did.
@@ -322,7 +333,7 @@ impl Relay {
             let wait = match &pass {
                 Ok(r) if r.delivered > 0 && r.remaining > 0 => Duration::ZERO,
                 Ok(r) => match r.backing_off_until {
-                    Some(t) => (t - Utc::now()).to_std().unwrap_or_default(),
+                    Some(t) => (t - self.clock.now()).to_std().unwrap_or_default(),
                     None => self.options.poll_interval,
                 },
                 Err(e) => {
@@ -352,7 +363,7 @@ impl Relay {
         };
         let entries: Vec<Entry> = doc.outbox.iter().filter_map(Entry::parse).collect();
         drop(doc);
-        let now = Utc::now();
+        let now = self.clock.now();
         if let Some(b) = outbox::hub_backoff(&entries) {
             if !force && b.retry_at > now {
                 report.backing_off_until = Some(b.retry_at);
@@ -406,7 +417,7 @@ impl Relay {
             let ok = matches!(sent, Sent::Delivered);
             outcomes.push(Outcome {
                 event_id: probe.event_id,
-                at: Utc::now(),
+                at: self.clock.now(),
                 sent,
                 counted: true,
             });
@@ -431,10 +442,11 @@ impl Relay {
         let backoff = self.options.backoff;
         // Past the pass's last possible request, with room for its commit.
         let lease_for = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
+        let clock = self.clock.clone();
         self.blocking(move |db| {
             transact(db, |tx| {
                 let mut doc = load(tx)?;
-                let now = Utc::now();
+                let now = clock.now();
                 let entries: Vec<Entry> = doc.outbox.iter().filter_map(Entry::parse).collect();
                 let hub = outbox::hub_backoff(&entries);
                 if let Some(b) = &hub {
@@ -500,6 +512,7 @@ impl Relay {
                 slots.clone(),
             );
             let timeout = self.options.request_timeout;
+            let clock = self.clock.clone();
             tasks.spawn(async move {
                 let _slot = slots.acquire_owned().await;
                 let mut out = Vec::new();
@@ -524,7 +537,7 @@ impl Relay {
                     };
                     out.push(Outcome {
                         event_id: ev.event_id,
-                        at: Utc::now(),
+                        at: clock.now(),
                         sent,
                         counted: false,
                     });
@@ -586,7 +599,7 @@ impl Relay {
             .await?;
         report.remaining = remaining;
         if let Some(b) = hub {
-            if b.retry_at > Utc::now() {
+            if b.retry_at > self.clock.now() {
                 report.backing_off_until = Some(b.retry_at);
                 report.last_error = report.last_error.or(b.error);
             }

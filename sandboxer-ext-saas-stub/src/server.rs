@@ -70,6 +70,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
+use sandboxer_core::clock::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -96,6 +97,9 @@ pub struct StubConfig {
     pub capacity: usize,
     /// The domain sandboxes are reached under: `<sandboxID>.<domain>`.
     pub domain: String,
+    /// What `startedAt` and `endAt` are counted by (a test moves a manual
+    /// clock past a sandbox's timeout instead of waiting it out).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl StubConfig {
@@ -105,6 +109,7 @@ impl StubConfig {
             api_key,
             capacity: 4,
             domain: "saas-stub.local".to_string(),
+            clock: sandboxer_core::clock::system(),
         }
     }
 }
@@ -158,10 +163,15 @@ impl StubState {
         self.lock().len()
     }
 
+    /// The time on the stub's clock.
+    fn now(&self) -> DateTime<Utc> {
+        self.0.config.clock.now()
+    }
+
     /// The sandbox map with every expired sandbox removed.
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
         let mut map = self.0.sandboxes.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Utc::now();
+        let now = self.now();
         map.retain(|id, e| {
             let keep = e.end_at > now;
             if !keep {
@@ -199,7 +209,7 @@ impl StubState {
             loop {
                 let next = state.lock().values().map(|e| e.end_at).min();
                 let wait = next
-                    .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                    .map(|t| (t - state.now()).to_std().unwrap_or(Duration::ZERO))
                     .unwrap_or(Duration::MAX)
                     .min(Duration::from_secs(1));
                 tokio::select! {
@@ -395,7 +405,7 @@ async fn create(State(state): State<StubState>, headers: HeaderMap, body: Bytes)
                 break id;
             }
         };
-        let now = Utc::now();
+        let now = state.now();
         map.insert(
             id.clone(),
             Entry {
@@ -517,7 +527,7 @@ async fn connect(State(state): State<StubState>, Path(id): Path<String>, body: B
     let mut map = state.lock();
     let e = map.get_mut(&id).ok_or_else(|| Reject::not_found(&id))?;
     if let Some(t) = timeout {
-        e.end_at = end_at(Utc::now(), check_timeout(t)?);
+        e.end_at = end_at(state.now(), check_timeout(t)?);
     }
     let body = state.created(&id, e);
     drop(map);
@@ -556,7 +566,7 @@ async fn set_timeout(
     {
         let mut map = state.lock();
         let e = map.get_mut(&id).ok_or_else(|| Reject::not_found(&id))?;
-        e.end_at = end_at(Utc::now(), timeout);
+        e.end_at = end_at(state.now(), timeout);
     }
     state.0.changed.notify_one();
     tracing::info!(sandbox = %id, timeout, "sandbox timeout set");

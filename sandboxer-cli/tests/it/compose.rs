@@ -228,6 +228,38 @@ impl Bed {
         assert!(left.is_empty(), "{id} left on {host}: {left:?}");
     }
 
+    /// Wait (at most 60 s) until no process on this machine, where the
+    /// testbed's sshd hosts run their sessions, mentions `id` in its
+    /// command line: whatever a killed session had started for the
+    /// sandbox (a compose run, a tar) has ended.
+    #[track_caller]
+    pub fn wait_processes_gone(&self, id: &str) {
+        let mentions = || -> Vec<String> {
+            let me = std::process::id().to_string();
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy() != me)
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .filter(|c| c.contains(id))
+                .collect()
+        };
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = mentions();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "processes of {id} still running after 60 s: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A folder of this home (for consumer repos and markers).
     pub fn scratch(&self, name: &str) -> PathBuf {
         let p = self.home.dir.path().join(name);
@@ -979,7 +1011,7 @@ fn an_ssh_connection_killed_mid_provision_fails_and_reap_stale_cleans_up() {
         bed.home.run(&["destroy", &id]).ok();
     }
     // Anything compose was still doing when its session died has ended.
-    std::thread::sleep(Duration::from_secs(3));
+    bed.wait_processes_gone(&id);
     bed.assert_clean(SPARE_HOST, &id);
     let after = bed.get(&id);
     assert!(
@@ -1121,7 +1153,7 @@ fn sigkill_of_the_cli_mid_create_leaves_an_orphan_that_reap_stale_removes() {
         bed.assert_clean("sandboxer01", &id);
         // Whatever the killed create had started on the host has ended and
         // made nothing after the reap.
-        std::thread::sleep(Duration::from_secs(3));
+        bed.wait_processes_gone(&id);
         bed.assert_clean("sandboxer01", &id);
         let again = bed
             .home

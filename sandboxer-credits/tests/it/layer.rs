@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sandboxer_core::clock::{Clock as _, ManualClock};
 use sandboxer_core::credits::Micros;
 use sandboxer_core::extension::{
     Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx,
@@ -154,6 +155,7 @@ struct Fixture {
     ledger: Arc<DbLedger>,
     inner: Arc<FolderExt>,
     metered: Arc<Metered>,
+    clock: Arc<ManualClock>,
     bob: Actor,
 }
 
@@ -174,7 +176,9 @@ impl Fixture {
         let inner = Arc::new(FolderExt {
             provisions: AtomicUsize::new(0),
         });
-        let metered = Arc::new(Metered::new(inner.clone(), ledger.clone()));
+        let clock = ManualClock::starting_now();
+        let metered =
+            Arc::new(Metered::new(inner.clone(), ledger.clone()).with_clock(clock.clone()));
         Fixture {
             _dir: dir,
             host_dir,
@@ -182,12 +186,13 @@ impl Fixture {
             ledger,
             inner,
             metered,
+            clock,
             bob,
         }
     }
 
     fn ctx(&self, id: &str, price: &str, ttl: Duration) -> SandboxCtx {
-        let created_at = Utc::now();
+        let created_at = self.clock.now();
         SandboxCtx {
             id: id.to_string(),
             profile: "profile.folder".into(),
@@ -247,7 +252,8 @@ async fn hold_at_provision_settle_by_the_second_at_teardown() {
         .wait_ready(&ctx, &p.handle, deadline)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // 90 seconds and a started one pass on the layer's clock.
+    f.clock.advance(Duration::from_millis(90_400));
     f.metered.teardown(&ctx, &p.handle).await.unwrap();
     assert!(!f.exists("sbx-paid"));
     let usage = f.ledger.usage(&f.bob).unwrap();
@@ -257,9 +263,8 @@ async fn hold_at_provision_settle_by_the_second_at_teardown() {
         (row.state, row.held, row.extension.as_str()),
         (HoldState::Settled, credits("3.6"), "ext.folder-test")
     );
-    let seconds = row.seconds.unwrap();
-    assert!((2..30).contains(&seconds), "{seconds}");
-    let cost = Micros(1_000 * seconds as i64);
+    assert_eq!(row.seconds, Some(91), "a started second counts");
+    let cost = Micros(91_000);
     assert_eq!(row.cost, Some(cost));
     let acc = f.ledger.balance(&f.bob).unwrap();
     assert_eq!(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use sandboxer_core::clock::{Clock as _, ManualClock};
 use sandboxer_core::events::LifecycleEvent;
 use sandboxer_core::lifecycle::State;
 use sandboxer_core::store::db::{read, transact, Db, Tx};
@@ -245,29 +246,46 @@ async fn after_the_backoff_one_relay_at_a_time_probes_with_one_event() {
     let f = store_with(lifecycles(4));
     let hub = StubHub::start().await.unwrap();
     hub.set_mode(HubMode::Hang);
-    let a = Relay::new(f.store.clone(), &hub.url(), quick()).unwrap();
-    let b = Relay::new(f.store.clone(), &hub.url(), quick()).unwrap();
+    // Both relays read one clock, which moves only when the test moves it.
+    let clock = ManualClock::starting_now();
+    let a = Relay::new(f.store.clone(), &hub.url(), quick())
+        .unwrap()
+        .with_clock(clock.clone());
+    let b = Relay::new(f.store.clone(), &hub.url(), quick())
+        .unwrap()
+        .with_clock(clock.clone());
     a.flush_once(Duration::from_secs(1)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(250)).await; // past the backoff
+    // Inside the backoff, neither relay sends anything.
     let before = hub.requests();
     let (ra, rb) = tokio::join!(
         a.flush_once(Duration::from_secs(1)),
         b.flush_once(Duration::from_secs(1))
     );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.attempted + rb.attempted, 0, "{ra:?} {rb:?}");
+    assert!(ra.backing_off_until.is_some(), "{ra:?}");
+    clock.advance(Duration::from_millis(250)); // past the backoff
+    let (ra, rb) = tokio::join!(
+        a.flush_once(Duration::from_secs(1)),
+        b.flush_once(Duration::from_secs(1))
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(ra.attempted + rb.attempted, 1, "{ra:?} {rb:?}");
-    // (the request count settles once the hub has read the request)
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The hub counts a request once it has read it: wait for that one.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while hub.requests() == before && std::time::Instant::now() < until {
+        tokio::task::yield_now().await;
+    }
     assert_eq!(hub.requests() - before, 1);
     // The probe is the oldest event, and its attempts add up.
-    let st = sandboxer_events::status(&outbox(&f.store), None, Utc::now());
+    let st = sandboxer_events::status(&outbox(&f.store), None, clock.now());
     let first = &st.entries[0];
     assert_eq!(first.event_id, "sbx-0:1");
     assert_eq!(first.attempts, 2);
 
     // The hub comes back: the probe succeeds and the pass goes on with the rest.
     hub.set_mode(HubMode::Accept);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    clock.advance(Duration::from_millis(250));
     let r = a.flush_once(Duration::from_secs(5)).await.unwrap();
     assert_eq!((r.delivered, r.remaining), (16, 0), "{r:?}");
 }

@@ -45,9 +45,9 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let config = StubConfig {
-        api_key: ApiKey::new(args.api_key),
         capacity: args.capacity,
         domain: args.domain,
+        ..StubConfig::new(ApiKey::new(args.api_key))
     };
     let shutdown = match shutdown_signal() {
         Ok(s) => s,
