@@ -116,15 +116,13 @@ ssh_key = "{key}"
         user: ssh.user.clone(),
     };
     let auth = SshAuth::KeyFile(image.join("id_ed25519"));
-    let out = tokio::task::spawn_blocking(move || {
-        login_attempt(
-            &target,
-            &auth,
-            "echo \"hello from $(hostname), $(nproc) cpu, $(free -m | awk '/Mem:/ {print $2}') MB\"",
-            std::time::Instant::now() + Duration::from_secs(30),
-        )
-    })
-    .await?
+    let out = login_attempt(
+        &target,
+        &auth,
+        "echo \"hello from $(hostname), $(nproc) cpu, $(free -m | awk '/Mem:/ {print $2}') MB\"",
+        tokio::time::Instant::now() + Duration::from_secs(30),
+    )
+    .await
     .map_err(|why| anyhow::anyhow!("login into the VM failed: {why}"))?;
     println!("{}", out.output);
 

@@ -190,17 +190,15 @@ async fn by_hand(image: &Image, run: usize) -> anyhow::Result<(Duration, Duratio
         user: "root".into(),
     };
     let auth = SshAuth::KeyFile(image.dir.join("id_ed25519"));
-    let deadline = Instant::now() + READY_TIMEOUT;
-    tokio::task::spawn_blocking(move || {
-        ssh::wait_for_login(
-            &target,
-            &auth,
-            ssh::READY_COMMAND,
-            deadline,
-            Duration::from_millis(100),
-        )
-    })
-    .await?
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    ssh::wait_for_login(
+        &target,
+        &auth,
+        ssh::READY_COMMAND,
+        deadline,
+        Duration::from_millis(100),
+    )
+    .await
     .map_err(|why| anyhow::anyhow!("the by-hand VM did not answer SSH: {why}"))?;
     let ready = started.elapsed();
 

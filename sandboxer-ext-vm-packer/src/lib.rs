@@ -280,17 +280,9 @@ impl Extension for VmPackerExtension {
             port,
             user: cfg.ssh_user.clone(),
         };
-        let std_deadline = std_instant(deadline);
         let mut last_status: Option<tokio::time::Instant> = None;
         loop {
-            let attempt = {
-                let (target, auth) = (target.clone(), auth.clone());
-                tokio::task::spawn_blocking(move || {
-                    ssh::login_attempt(&target, &auth, ssh::READY_COMMAND, std_deadline)
-                })
-                .await
-                .map_err(|e| Error::internal(format!("the SSH login task failed: {e}")))?
-            };
+            let attempt = ssh::login_attempt(&target, &auth, ssh::READY_COMMAND, deadline).await;
             let why = match attempt {
                 Ok(login) => {
                     let st = status(t, &layout, false).await?;
@@ -484,16 +476,8 @@ impl VmPackerExtension {
         auth: &SshAuth,
         deadline: tokio::time::Instant,
     ) -> Result<ReadyInfo> {
-        let std_deadline = std_instant(deadline);
         loop {
-            let attempt = {
-                let (target, auth) = (target.clone(), auth.clone());
-                tokio::task::spawn_blocking(move || {
-                    ssh::login_attempt(&target, &auth, ssh::READY_COMMAND, std_deadline)
-                })
-                .await
-                .map_err(|e| Error::internal(format!("the SSH login task failed: {e}")))?
-            };
+            let attempt = ssh::login_attempt(target, auth, ssh::READY_COMMAND, deadline).await;
             match attempt {
                 Ok(login) => {
                     let details = BTreeMap::from([
@@ -720,16 +704,6 @@ fn tail_suffix(out: &ExecOutput) -> String {
         String::new()
     } else {
         format!(":\n{tail}")
-    }
-}
-
-/// The std instant of a tokio deadline (for the blocking SSH attempts).
-fn std_instant(deadline: tokio::time::Instant) -> std::time::Instant {
-    let now = tokio::time::Instant::now();
-    let std_now = std::time::Instant::now();
-    match deadline.checked_duration_since(now) {
-        Some(left) => std_now + left,
-        None => std_now,
     }
 }
 

@@ -3,40 +3,19 @@
 //! One attempt first waits for the server's SSH banner on a plain TCP
 //! connection (qemu's user-mode network accepts the connection on the host
 //! at once, and closes it or stays silent until the guest's sshd answers),
-//! then logs in with `ssh2` and runs the command. The guest's host key is
-//! not checked (a fresh VM has a fresh key); its SHA-256 fingerprint is
-//! reported so consumers can pin it.
+//! then logs in with the transport's SSH client
+//! ([`SshTransport::login_unverified`]) and runs the command. The guest's
+//! host key is not checked (a fresh VM has a fresh key); its SHA-256
+//! fingerprint is reported so consumers can pin it.
 
-use base64::engine::general_purpose::STANDARD_NO_PAD;
-use base64::Engine as _;
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Where and as whom to log in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshLogin {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-}
-
-impl std::fmt::Display for SshLogin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}:{}", self.user, self.host, self.port)
-    }
-}
-
-/// How the readiness login authenticates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SshAuth {
-    /// A private key file on this machine.
-    KeyFile(PathBuf),
-    /// The SSH agent, then `~/.ssh/id_ed25519`, `~/.ssh/id_ecdsa`,
-    /// `~/.ssh/id_rsa` (those that exist).
-    Default,
-}
+use sandboxer_core::transport::Transport as _;
+use sandboxer_transport::SshTransport;
+pub use sandboxer_transport::{SshAuth, SshLogin};
+use tokio::time::Instant;
 
 /// What a successful login saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +31,14 @@ pub const READY_COMMAND: &str = "uname -a";
 
 /// How long the banner may take on one connection.
 const BANNER_TIMEOUT: Duration = Duration::from_millis(1500);
-/// How long a login may take once the banner came (TCG guests are slow).
+/// How long a login and its command may take once the banner came (TCG
+/// guests are slow).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One attempt: the banner, then login and `command` (exit status 0), at
 /// most until `deadline` (but at least a short try). The error says why,
 /// for people.
-pub fn login_attempt(
+pub async fn login_attempt(
     target: &SshLogin,
     auth: &SshAuth,
     command: &str,
@@ -70,14 +50,45 @@ pub fn login_attempt(
             .clamp(Duration::from_millis(250), cap)
     };
     let addr = resolve(target)?;
-    wait_banner(addr, left(BANNER_TIMEOUT))?;
-    login(addr, target, auth, command, left(LOGIN_TIMEOUT))
+    let wait = left(BANNER_TIMEOUT);
+    tokio::task::spawn_blocking(move || wait_banner(addr, wait))
+        .await
+        .map_err(|e| format!("the SSH banner task failed: {e}"))??;
+    let limit = left(LOGIN_TIMEOUT);
+    let login = async {
+        let t = SshTransport::login_unverified(target, auth, limit)
+            .await
+            .map_err(|e| e.message().to_string())?;
+        let out = t
+            .exec(command, None)
+            .await
+            .map_err(|e| format!("running `{command}` in the VM ({target}): {}", e.message()))?;
+        if !out.success() {
+            return Err(format!(
+                "`{command}` in the VM ({target}) exited with status {}: {}",
+                out.status,
+                out.stderr_tail(3).trim()
+            ));
+        }
+        Ok(LoggedIn {
+            host_key: t.host_key_fingerprint().to_string(),
+            output: out.stdout_str().trim().to_string(),
+        })
+    };
+    tokio::time::timeout(limit, login)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "the login to {target} and `{command}` did not finish within {} ms",
+                limit.as_millis()
+            ))
+        })
 }
 
 /// Try [`login_attempt`] every `every` until one succeeds or `deadline`
-/// passes (blocking; the extension runs its own loop, which also watches
-/// qemu). The error is the last attempt's.
-pub fn wait_for_login(
+/// passes (the by-hand baseline of the bench; the extension runs its own
+/// loop, which also watches qemu). The error is the last attempt's.
+pub async fn wait_for_login(
     target: &SshLogin,
     auth: &SshAuth,
     command: &str,
@@ -85,7 +96,7 @@ pub fn wait_for_login(
     every: Duration,
 ) -> Result<LoggedIn, String> {
     loop {
-        let why = match login_attempt(target, auth, command, deadline) {
+        let why = match login_attempt(target, auth, command, deadline).await {
             Ok(l) => return Ok(l),
             Err(why) => why,
         };
@@ -93,7 +104,7 @@ pub fn wait_for_login(
         if now >= deadline {
             return Err(why);
         }
-        std::thread::sleep(every.min(deadline - now));
+        tokio::time::sleep(every.min(deadline - now)).await;
     }
 }
 
@@ -147,97 +158,6 @@ fn wait_banner(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     }
 }
 
-fn login(
-    addr: SocketAddr,
-    target: &SshLogin,
-    auth: &SshAuth,
-    command: &str,
-    timeout: Duration,
-) -> Result<LoggedIn, String> {
-    let tcp = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("TCP connect to {addr}: {e}"))?;
-    let mut session = ssh2::Session::new().map_err(|e| format!("ssh session: {e}"))?;
-    session.set_tcp_stream(tcp);
-    session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
-    session
-        .handshake()
-        .map_err(|e| format!("SSH handshake with {addr}: {}", e.message()))?;
-    let host_key = session
-        .host_key_hash(ssh2::HashType::Sha256)
-        .map(|h| format!("SHA256:{}", STANDARD_NO_PAD.encode(h)))
-        .unwrap_or_default();
-    authenticate(&session, &target.user, auth)?;
-    let mut ch = session
-        .channel_session()
-        .map_err(|e| format!("opening a channel on {addr}: {}", e.message()))?;
-    ch.exec(command)
-        .map_err(|e| format!("running `{command}` on {addr}: {}", e.message()))?;
-    let mut out = String::new();
-    let _ = ch.read_to_string(&mut out);
-    let mut err = String::new();
-    let _ = ch.stderr().read_to_string(&mut err);
-    let _ = ch.wait_close();
-    let status = ch.exit_status().unwrap_or(-1);
-    if status != 0 {
-        return Err(format!(
-            "`{command}` in the VM ({target}) exited with status {status}: {}",
-            err.trim()
-        ));
-    }
-    Ok(LoggedIn {
-        host_key,
-        output: out.trim().to_string(),
-    })
-}
-
-fn authenticate(session: &ssh2::Session, user: &str, auth: &SshAuth) -> Result<(), String> {
-    let try_key = |key: &Path| -> Result<(), String> {
-        session
-            .userauth_pubkey_file(user, None, key, None)
-            .map_err(|e| {
-                format!(
-                    "the VM refused the key {} for `{user}`: {}",
-                    key.display(),
-                    e.message()
-                )
-            })
-    };
-    match auth {
-        SshAuth::KeyFile(key) => try_key(key)?,
-        SshAuth::Default => {
-            let mut tried = Vec::new();
-            if std::env::var_os("SSH_AUTH_SOCK").is_some() {
-                match session.userauth_agent(user) {
-                    Ok(()) => return Ok(()),
-                    Err(e) => tried.push(format!("agent: {}", e.message())),
-                }
-            }
-            let ssh_dir = sandboxer_core::paths::home_dir().join(".ssh");
-            for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-                let key = ssh_dir.join(name);
-                if key.is_file() {
-                    match try_key(&key) {
-                        Ok(()) => return Ok(()),
-                        Err(e) => tried.push(e),
-                    }
-                }
-            }
-            if tried.is_empty() {
-                return Err(format!(
-                    "no key to log in as `{user}` with: no SSH agent and no key in {}; set `ssh_key` in the route config",
-                    ssh_dir.display()
-                ));
-            }
-            return Err(tried.join("; "));
-        }
-    }
-    if session.authenticated() {
-        Ok(())
-    } else {
-        Err(format!("the VM did not accept the login of `{user}`"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,21 +191,22 @@ mod tests {
         t.join().unwrap();
     }
 
-    #[test]
-    fn nothing_listening_fails_fast() {
+    #[tokio::test]
+    async fn nothing_listening_fails_fast() {
         let closed = sandboxer_testkit::net::ClosedPort::new().unwrap();
         let target = SshLogin {
             host: "127.0.0.1".into(),
             port: closed.port(),
             user: "root".into(),
         };
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let e = login_attempt(
             &target,
             &SshAuth::Default,
             "true",
             Instant::now() + Duration::from_secs(5),
         )
+        .await
         .unwrap_err();
         assert!(e.contains("TCP connect"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(2));

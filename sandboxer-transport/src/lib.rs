@@ -48,7 +48,7 @@ mod ssh;
 
 pub use local::LocalTransport;
 pub use sandboxer_core::transport::{shell_quote, ExecOutput};
-pub use ssh::{known_hosts_path, trust_host_key, SshTransport};
+pub use ssh::{known_hosts_path, trust_host_key, SshAuth, SshLogin, SshTransport};
 
 /// The transport to `spec`'s host, connected.
 ///

@@ -33,6 +33,30 @@ mod session;
 use known_hosts::*;
 use session::*;
 
+/// Where and as whom [`SshTransport::login_unverified`] logs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshLogin {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+}
+
+impl std::fmt::Display for SshLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.user, endpoint(&self.host, self.port))
+    }
+}
+
+/// How [`SshTransport::login_unverified`] authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshAuth {
+    /// A private key file on this machine (no passphrase).
+    KeyFile(PathBuf),
+    /// The SSH agent, then `~/.ssh/id_ed25519`, `~/.ssh/id_ecdsa`,
+    /// `~/.ssh/id_rsa` (those that exist).
+    Default,
+}
+
 /// The transport of an SSH host from `hosts.toml`.
 ///
 /// - [`SshTransport::connect`] opens the TCP connection (within the host's
@@ -114,7 +138,30 @@ impl SshTransport {
         Ok(SshTransport { data_dir, ..t })
     }
 
-    /// The server's host key fingerprint (`SHA256:...`), as checked.
+    /// Log in to a machine that is not in `hosts.toml` and whose host key
+    /// nobody can know yet (a VM booted moments ago, with a fresh key):
+    /// the key is **not checked**, only reported by
+    /// [`SshTransport::host_key_fingerprint`] so the caller can pin it.
+    /// Connect, handshake and login must finish within `timeout`. A
+    /// machine that does not answer is `Unreachable`, a refused login
+    /// `Unauthorized`. The transport has no data folder.
+    pub async fn login_unverified(
+        login: &SshLogin,
+        auth: &SshAuth,
+        timeout: Duration,
+    ) -> Result<SshTransport> {
+        let (login, auth) = (login.clone(), auth.clone());
+        let conn = tokio::task::spawn_blocking(move || open_unverified(&login, &auth, timeout))
+            .await
+            .map_err(|e| Error::internal(format!("the SSH login task failed: {e}")))??;
+        Ok(SshTransport {
+            conn: Arc::new(conn),
+            data_dir: String::new(),
+        })
+    }
+
+    /// The server's host key fingerprint (`SHA256:...`), as checked (or,
+    /// after [`SshTransport::login_unverified`], as presented).
     pub fn host_key_fingerprint(&self) -> &str {
         &self.conn.host_key
     }

@@ -385,8 +385,74 @@ pub(super) fn open(spec: &HostSpec, known_hosts: &Path) -> Result<Conn> {
         }
     }
 
+    auth_key(&session, &target, target.identity_file)?;
+    finish(session, socket, &target, key.fingerprint, spec)
+}
+
+/// Connect and authenticate as `login` says, reporting the server's host
+/// key without checking it (see [`SshTransport::login_unverified`]).
+/// Blocking.
+pub(super) fn open_unverified(login: &SshLogin, auth: &SshAuth, timeout: Duration) -> Result<Conn> {
+    let name = login.to_string();
+    let target = Target {
+        name: &name,
+        address: &login.host,
+        port: login.port,
+        user: &login.user,
+        identity_file: Path::new(""),
+        connect_timeout: non_zero(timeout),
+    };
+    let (session, socket) = target.handshake(&KnownHostsFile::none())?;
+    let (key, _) =
+        HostKey::of(&session).ok_or_else(|| target.unreachable("the server sent no host key"))?;
+    match auth {
+        SshAuth::KeyFile(path) => auth_key(&session, &target, path)?,
+        SshAuth::Default => auth_default(&session, &target)?,
+    }
+    let spec = HostSpec {
+        name: name.clone(),
+        address: login.host.clone(),
+        ..HostSpec::local()
+    };
+    finish(session, socket, &target, key.fingerprint, &spec)
+}
+
+/// The SSH agent (when `SSH_AUTH_SOCK` is set), then `~/.ssh/id_ed25519`,
+/// `id_ecdsa` and `id_rsa`, those that exist, until one is accepted.
+fn auth_default(session: &Session, target: &Target<'_>) -> Result<()> {
+    let mut tried = Vec::new();
+    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        match session.userauth_agent(target.user) {
+            Ok(()) if session.authenticated() => return Ok(()),
+            Ok(()) => tried.push("the SSH agent: not accepted".to_string()),
+            Err(e) => tried.push(format!("the SSH agent: {}", e.message())),
+        }
+    }
+    let ssh_dir = sandboxer_core::paths::home_dir().join(".ssh");
+    for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+        let key = ssh_dir.join(name);
+        if key.is_file() {
+            match auth_key(session, target, &key) {
+                Ok(()) => return Ok(()),
+                Err(e) => tried.push(e.message().to_string()),
+            }
+        }
+    }
+    let why = if tried.is_empty() {
+        format!("no SSH agent and no key in {}", ssh_dir.display())
+    } else {
+        tried.join("; ")
+    };
+    Err(Error::new(
+        ErrorKind::Unauthorized,
+        format!("{} did not accept a login: {why}", target.name),
+    ))
+}
+
+/// Authenticate with the private key at `key`.
+fn auth_key(session: &Session, target: &Target<'_>, key: &Path) -> Result<()> {
     session
-        .userauth_pubkey_file(target.user, None, target.identity_file, None)
+        .userauth_pubkey_file(target.user, None, key, None)
         .map_err(|e| {
             if timed_out(&e) {
                 return target
@@ -398,7 +464,7 @@ pub(super) fn open(spec: &HostSpec, known_hosts: &Path) -> Result<Conn> {
                     "{} did not accept user {} with key {}: {}",
                     target.name,
                     target.user,
-                    target.identity_file.display(),
+                    key.display(),
                     e.message()
                 ),
             )
@@ -415,10 +481,21 @@ pub(super) fn open(spec: &HostSpec, known_hosts: &Path) -> Result<Conn> {
                 "{} did not accept user {} with key {}",
                 target.name,
                 target.user,
-                target.identity_file.display()
+                key.display()
             ),
         ));
     }
+    Ok(())
+}
+
+/// The connection, made non-blocking.
+fn finish(
+    session: Session,
+    socket: TcpStream,
+    target: &Target<'_>,
+    host_key: String,
+    spec: &HostSpec,
+) -> Result<Conn> {
     session.set_timeout(0);
     session.set_blocking(false);
     Ok(Conn {
@@ -426,7 +503,7 @@ pub(super) fn open(spec: &HostSpec, known_hosts: &Path) -> Result<Conn> {
         address: spec.address.clone(),
         port: target.port,
         user: target.user.to_string(),
-        host_key: key.fingerprint,
+        host_key,
         command_timeout: non_zero(spec.command_timeout),
         data_dir_spec: spec.data_dir.clone(),
         session,

@@ -880,3 +880,63 @@ fn spec_user(spec: &sandboxer_core::hosts::HostSpec) -> String {
         sandboxer_core::hosts::HostKind::Local => String::new(),
     }
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
+async fn ssh_an_unverified_login_reports_the_host_key_it_did_not_check() {
+    use sandboxer_transport::{SshAuth, SshLogin};
+    let tb = require_testbed("ssh_an_unverified_login_reports_the_host_key_it_did_not_check");
+    let spec = host(&tb, "sandboxer01");
+    let login = SshLogin {
+        host: spec.address.clone(),
+        port: sandboxer_testkit::testbed::SSH_PORT,
+        user: spec_user(&spec),
+    };
+    // No known-hosts file anywhere: the key is presented, not checked.
+    let t = SshTransport::login_unverified(
+        &login,
+        &SshAuth::KeyFile(tb.identity_file.clone()),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let out = t.exec("echo logged-in", None).await.unwrap();
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout_str().trim(), "logged-in");
+    // The very key the checked connection verifies against known_hosts.
+    assert_eq!(
+        t.host_key_fingerprint(),
+        keygen_fingerprint(&tb, "sandboxer01")
+    );
+
+    // A key the host does not know is refused, naming the login.
+    let dir = remote_tempdir();
+    let other = dir.path().join("id_other");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err =
+        SshTransport::login_unverified(&login, &SshAuth::KeyFile(other), Duration::from_secs(10))
+            .await
+            .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err:?}");
+    assert!(err.message().contains(&login.to_string()), "{err}");
+
+    // Nothing listening: unreachable, at once.
+    let closed = sandboxer_testkit::net::ClosedPort::new().unwrap();
+    let gone = SshLogin {
+        host: "127.0.0.1".into(),
+        port: closed.port(),
+        user: login.user.clone(),
+    };
+    let err = SshTransport::login_unverified(&gone, &SshAuth::Default, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err:?}");
+}
