@@ -86,6 +86,20 @@ const PRICE: Micros = Micros(360_000); // 0.36 credits/h: 0.0001 per second
 /// held to.
 const JSONL_BASELINE: f64 = 3873.0;
 
+/// The hold of the `sandbox_id` every store writes: an hour at [`PRICE`].
+fn hold_request(sandbox_id: &str, agent: &Actor, created_at: chrono::DateTime<Utc>) -> HoldRequest {
+    HoldRequest {
+        sandbox_id: sandbox_id.to_string(),
+        actor: agent.clone(),
+        price_per_hour: PRICE,
+        extension: "ext.saas-stub".into(),
+        host: "saas".into(),
+        profile: "profile.saas".into(),
+        created_at,
+        expires_at: created_at + Duration::hours(1),
+    }
+}
+
 /// One store under test: `pair(i)` writes the hold and the settle of the
 /// `i`-th sandbox, each synced before it returns.
 trait Store {
@@ -118,16 +132,8 @@ impl Ledger {
 impl Store for Ledger {
     fn pair(&mut self, i: usize) -> anyhow::Result<()> {
         let sandbox_id = format!("sbx-bench{i}");
-        self.ledger.hold(&HoldRequest {
-            sandbox_id: sandbox_id.clone(),
-            actor: self.agent.clone(),
-            price_per_hour: PRICE,
-            extension: "ext.saas-stub".into(),
-            host: "saas".into(),
-            profile: "profile.saas".into(),
-            created_at: self.created_at,
-            expires_at: self.created_at + Duration::hours(1),
-        })?;
+        self.ledger
+            .hold(&hold_request(&sandbox_id, &self.agent, self.created_at))?;
         self.ledger.settle(&sandbox_id, 600, Utc::now())?;
         Ok(())
     }
@@ -288,16 +294,7 @@ impl Store for Jsonl {
     fn pair(&mut self, i: usize) -> anyhow::Result<()> {
         let sandbox_id = format!("sbx-bench{i}");
         let hold = Entry::hold(
-            &HoldRequest {
-                sandbox_id: sandbox_id.clone(),
-                actor: self.agent.clone(),
-                price_per_hour: PRICE,
-                extension: "ext.saas-stub".into(),
-                host: "saas".into(),
-                profile: "profile.saas".into(),
-                created_at: self.created_at,
-                expires_at: self.created_at + Duration::hours(1),
-            },
+            &hold_request(&sandbox_id, &self.agent, self.created_at),
             Utc::now(),
         );
         self.append(&hold)?;

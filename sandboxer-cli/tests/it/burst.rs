@@ -10,6 +10,7 @@ use std::time::Duration;
 use sandboxer_core::credits::Micros;
 use sandboxer_ext_saas_stub::server::{Server, StubConfig};
 use sandboxer_ext_saas_stub::ApiKey;
+use sandboxer_testkit::home::Home;
 use serde_json::Value;
 
 use crate::compose::{example_repo, Bed};
@@ -108,19 +109,30 @@ fn setup(test: &str, stub_url: &str) -> Bed {
     bed.home
         .env
         .push(("SANDBOXER_ACTOR".into(), "agt:harness".into()));
-    // Grants need an operator: the grant command takes `--by`.
-    bed.home
-        .run(&[
-            "credits",
-            "grant",
-            "--actor",
-            "agt:harness",
-            "25",
-            "--by",
-            "adm:ops",
-        ])
-        .ok();
+    grant_25(&bed.home);
     bed
+}
+
+/// 25 credits for `agt:harness` (grants need an operator: `--by`).
+fn grant_25(h: &Home) {
+    h.run(&[
+        "credits",
+        "grant",
+        "--actor",
+        "agt:harness",
+        "25",
+        "--by",
+        "adm:ops",
+    ])
+    .ok();
+}
+
+/// `agt:harness`'s account.
+fn balance(h: &Home) -> Value {
+    h.run(&["credits", "balance", "--actor", "agt:harness", "--json"])
+        .ok()
+        .json()["account"]
+        .clone()
 }
 
 fn create(bed: &Bed) -> sandboxer_testkit::home::Run {
@@ -136,11 +148,7 @@ fn create(bed: &Bed) -> sandboxer_testkit::home::Run {
 }
 
 fn account(bed: &Bed) -> Value {
-    bed.home
-        .run(&["credits", "balance", "--actor", "agt:harness", "--json"])
-        .ok()
-        .json()["account"]
-        .clone()
+    balance(&bed.home)
 }
 
 #[test]
@@ -305,22 +313,7 @@ fn a_create_falls_back_across_priced_routes_and_pays_only_the_one_it_ran_on() {
     h.write_profile("paid-fallback.toml", &profile);
     h.env
         .push(("SANDBOXER_SAAS_STUB_API_KEY".into(), KEY.into()));
-    h.run(&[
-        "credits",
-        "grant",
-        "--actor",
-        "agt:harness",
-        "25",
-        "--by",
-        "adm:ops",
-    ])
-    .ok();
-    let acct = |h: &sandboxer_testkit::home::Home| {
-        h.run(&["credits", "balance", "--actor", "agt:harness", "--json"])
-            .ok()
-            .json()["account"]
-            .clone()
-    };
+    grant_25(&h);
 
     let rec = h
         .run(&[
@@ -350,7 +343,7 @@ fn a_create_falls_back_across_priced_routes_and_pays_only_the_one_it_ran_on() {
     assert_eq!(tried, 2, "{rec:#}");
     // 7.2 an hour for the hour: only the route it runs on is held.
     assert_eq!(micros(&rec["cost"]["held"]), Micros(7_200_000));
-    let a = acct(&h);
+    let a = balance(&h);
     assert_eq!(micros(&a["held"]), Micros(7_200_000));
     assert_eq!(micros(&a["available"]), Micros(17_800_000));
 
@@ -382,7 +375,7 @@ fn a_create_falls_back_across_priced_routes_and_pays_only_the_one_it_ran_on() {
         settled > Micros::ZERO && settled < Micros(7_200_000),
         "{d:#}"
     );
-    let a = acct(&h);
+    let a = balance(&h);
     assert_eq!(micros(&a["held"]), Micros::ZERO);
     assert_eq!(micros(&a["spent"]), settled);
     assert_eq!(micros(&a["available"]), Micros(25_000_000 - settled.0));
