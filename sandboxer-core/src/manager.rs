@@ -117,6 +117,8 @@ pub struct Manager {
     /// How long an upload nothing used is kept.
     pub(crate) upload_retention: Duration,
     observer: Option<Arc<dyn Observer>>,
+    /// Where record times come from.
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl Manager {
@@ -133,6 +135,7 @@ impl Manager {
             hosts: Arc::new(hosts),
             registry,
             connector,
+            clock: crate::clock::system(),
             billing: None,
             emit_events: false,
             progress: None,
@@ -158,6 +161,18 @@ impl Manager {
     /// Meter against a credits ledger: candidates the actor cannot pay for
     /// are rejected, costs are copied into records, failed provisioning
     /// voids its hold, extend-ttl holds the extra time.
+    /// Read record times from `clock` (tests move a manual one past a
+    /// deadline instead of waiting for it).
+    pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, on this manager's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     pub fn with_billing(mut self, billing: Arc<dyn Billing>) -> Self {
         self.billing = Some(billing);
         self
@@ -287,7 +302,7 @@ impl Manager {
         let mut n = 0usize;
         // Records past their deadline say so (`"expired": true`), as `get`
         // does: spliced into their stored JSON, whose first field is `id`.
-        let overdue = read(self.db.as_ref(), |tx| tx.overdue(model::now()))?;
+        let overdue = read(self.db.as_ref(), |tx| tx.overdue(self.now()))?;
         w.write_all(b"[").map_err(io)?;
         loop {
             let (raw, next) = read(self.db.as_ref(), |tx| tx.list_json(&q))?;
@@ -554,7 +569,7 @@ impl Manager {
                 idempotency_key: req.idempotency_key.clone(),
                 recreated_from: req.recreated_from.clone(),
                 cost: None,
-                created_at: model::now(),
+                created_at: self.now(),
             });
             sbx.metadata = req.metadata.clone();
             // This process provisions it: the reaper can tell when it died.
@@ -799,7 +814,7 @@ impl Manager {
             if let Some(h) = &ready.handle {
                 rec.backend = h.clone();
             }
-            transition(tx, &mut rec, &Event::Ready, model::now(), self.emit_events)?;
+            transition(tx, &mut rec, &Event::Ready, self.now(), self.emit_events)?;
             Ok(Ok(rec))
         });
         match committed {
@@ -907,7 +922,7 @@ impl Manager {
                 rec.host = next.host.clone();
                 rec.backend = serde_json::Value::Null;
                 rec.route.chosen = Some(next);
-                rec.updated_at = model::now();
+                rec.updated_at = self.now();
                 tx.update_sandbox(&rec)?;
                 return Ok(Some(rec));
             }
@@ -927,7 +942,7 @@ impl Manager {
                 }
                 rec.cost = self.cost_in(tx, id)?;
                 let ev = Event::ProvisionFailed(why.to_string());
-                transition(tx, &mut rec, &ev, model::now(), self.emit_events)?;
+                transition(tx, &mut rec, &ev, self.now(), self.emit_events)?;
             }
             Ok(rec)
         })
@@ -1004,7 +1019,7 @@ impl Manager {
                 }
             }
             let ev = Event::Destroy(reason);
-            transition(tx, &mut rec, &ev, model::now(), self.emit_events)?;
+            transition(tx, &mut rec, &ev, self.now(), self.emit_events)?;
             Ok((rec, true))
         })?;
         if !go {
@@ -1034,7 +1049,7 @@ impl Manager {
             if rec.state() == State::Destroying {
                 // What it ran is paid with its move to `destroyed`, in one
                 // transaction.
-                let at = model::now();
+                let at = self.now();
                 if let Some(b) = &self.billing {
                     let seconds = crate::billing::seconds_between(rec.created_at, at);
                     b.settle_in(tx, id, seconds, at)?;
@@ -1109,7 +1124,7 @@ impl Manager {
                 sbx.state()
             )));
         }
-        let ran = (model::now() - sbx.created_at).num_milliseconds().max(0) as u64;
+        let ran = (self.now() - sbx.created_at).num_milliseconds().max(0) as u64;
         let want = Duration::from_millis(ran) + from_now;
         let want_secs = want.as_secs() + u64::from(want.subsec_nanos() > 0);
         let profile = self.catalog.require(&sbx.profile)?;
@@ -1137,7 +1152,7 @@ impl Manager {
                 }
                 rec.ttl_seconds = want_secs;
                 rec.expires_at = Some(rec.created_at + chrono::Duration::seconds(want_secs as i64));
-                rec.updated_at = model::now();
+                rec.updated_at = self.now();
                 tx.update_sandbox(&rec)?;
                 Ok(rec)
             }),
@@ -1199,7 +1214,7 @@ impl Manager {
             }
             rec.ttl_seconds = new_ttl.as_secs();
             rec.expires_at = Some(new_expiry);
-            rec.updated_at = model::now();
+            rec.updated_at = self.now();
             rec.cost = self.cost_in(tx, id)?;
             tx.update_sandbox(&rec)?;
             Ok(rec)

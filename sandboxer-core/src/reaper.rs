@@ -28,7 +28,7 @@ use crate::extension::{Resource, SandboxCtx};
 use crate::hosts::HostSpec;
 use crate::lifecycle::{EndReason, State};
 use crate::manager::Manager;
-use crate::model::{self, Sandbox};
+use crate::model::Sandbox;
 use crate::uploads::SweptUpload;
 use crate::Result;
 
@@ -218,7 +218,7 @@ pub fn classify_records<'a>(
 impl Manager {
     /// Every stale sandbox and resource, without changing anything.
     pub async fn inspect_stale(&self, grace: Duration) -> Result<StaleReport> {
-        let now = model::now();
+        let now = self.now();
         let timeouts: BTreeMap<String, Duration> = self
             .catalog()
             .list()
@@ -364,7 +364,7 @@ impl Manager {
                 // A backend that enforces the TTL itself (the canary agent
                 // exits at its deadline) may have ended it between the first
                 // look and the listing: that is an expiry, not a ghost.
-                let listed_at = model::now();
+                let listed_at = self.now();
                 if let Some(exp) = s.expires_at.filter(|e| *e <= listed_at) {
                     items.push(StaleItem {
                         kind: StaleKind::Expired,
@@ -524,9 +524,9 @@ impl Manager {
             inputs: Default::default(),
             host: item.host.clone(),
             transport,
-            expires_at: model::now(),
+            expires_at: self.now(),
             ready_timeout: Duration::from_secs(60),
-            created_at: model::now(),
+            created_at: self.now(),
             price_per_hour: Default::default(),
         };
         ext.teardown(&ctx, &serde_json::Value::Null).await?;
@@ -538,6 +538,7 @@ impl Manager {
 mod tests {
     use super::*;
     use crate::lifecycle::Event;
+    use crate::model;
     use crate::model::{Actor, NewSandbox, RouteTrace};
 
     fn rec(id: &str, created: DateTime<Utc>, ttl: u64) -> Sandbox {

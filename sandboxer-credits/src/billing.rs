@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sandboxer_core::billing::{Billing, HoldRequest};
 use sandboxer_core::credits::Micros;
-use sandboxer_core::model::{now, Actor, Cost};
+use sandboxer_core::model::{Actor, Cost};
 use sandboxer_core::store::db::Tx;
 use sandboxer_core::Result;
 
@@ -29,12 +29,12 @@ impl Billing for DbLedger {
     }
 
     fn hold_in(&self, tx: &mut dyn Tx, req: &HoldRequest) -> Result<()> {
-        hold_route_in(tx, req).map(|_| ())
+        hold_route_in(tx, req, self.now()).map(|_| ())
     }
 
     fn void_in(&self, tx: &mut dyn Tx, sandbox_id: &str) -> Result<()> {
         if let Some(h) = hold_in(tx, sandbox_id)?.filter(|h| h.state == HoldState::Open) {
-            apply_in(tx, &Entry::void_of(&h, now()))?;
+            apply_in(tx, &Entry::void_of(&h, self.now()))?;
         }
         Ok(())
     }

@@ -16,8 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use sandboxer_core::clock::Clock;
 use sandboxer_core::credits::Micros;
-use sandboxer_core::model::{now, Actor};
+use sandboxer_core::model::Actor;
 use sandboxer_core::store::db::{read, transact, Db, Derived, LedgerRow, Tx};
 use sandboxer_core::{Error, ErrorKind, Result};
 
@@ -44,6 +45,8 @@ use crate::state::{
 #[derive(Clone)]
 pub struct DbLedger {
     db: Arc<dyn Db>,
+    /// What entries are stamped with.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for DbLedger {
@@ -137,9 +140,9 @@ pub fn apply_in(tx: &mut dyn Tx, entry: &Entry) -> Result<Applied> {
 /// when the create moved on from a route whose hold was voided - the next
 /// attempt's (`hold:<sbx>:2`, ...). `InsufficientCredits` when the balance
 /// does not cover it; `Conflict` when an open hold is for another route.
-pub fn hold_route_in(tx: &mut dyn Tx, req: &HoldRequest) -> Result<Applied> {
+pub fn hold_route_in(tx: &mut dyn Tx, req: &HoldRequest, at: DateTime<Utc>) -> Result<Applied> {
     let current = hold_in(tx, &req.sandbox_id)?;
-    apply_in(tx, &Entry::hold_after(req, current.as_ref(), now()))
+    apply_in(tx, &Entry::hold_after(req, current.as_ref(), at))
 }
 
 /// Every entry, oldest first, read `PAGE` at a time.
@@ -194,7 +197,21 @@ pub fn reconcile_in(tx: &mut dyn Tx, at: DateTime<Utc>) -> Result<Vec<Entry>> {
 
 impl DbLedger {
     pub fn new(db: Arc<dyn Db>) -> DbLedger {
-        DbLedger { db }
+        DbLedger {
+            db,
+            clock: sandboxer_core::clock::system(),
+        }
+    }
+
+    /// Stamp entries by `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> DbLedger {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, on the ledger's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The database it keeps its entries in.
@@ -220,7 +237,7 @@ impl DbLedger {
             Some(k) => k.to_string(),
             None => format!("{:016x}", rand::random::<u64>()),
         };
-        self.apply(Entry::grant(to, amount, by, &key, now()))
+        self.apply(Entry::grant(to, amount, by, &key, self.now()))
     }
 
     /// Hold `price x TTL` for a sandbox's route (`hold:<sbx>`, see
@@ -229,7 +246,7 @@ impl DbLedger {
     /// `Conflict`.
     pub fn hold(&self, req: &HoldRequest) -> Result<Applied> {
         transact(self.db.as_ref(), |tx| {
-            let applied = hold_route_in(tx, req)?;
+            let applied = hold_route_in(tx, req, self.now())?;
             if applied.duplicate {
                 let state = hold_in(tx, &req.sandbox_id)?.map(|h| h.state);
                 if state != Some(HoldState::Open) {
@@ -249,7 +266,7 @@ impl DbLedger {
     /// Hold the extra time up to `expires_at` for an open hold
     /// (`extend:<sbx>:<unix secs>`); `InsufficientCredits` when not covered.
     pub fn extend(&self, sandbox_id: &str, expires_at: DateTime<Utc>) -> Result<Applied> {
-        self.apply(Entry::extend(sandbox_id, expires_at, now()))
+        self.apply(Entry::extend(sandbox_id, expires_at, self.now()))
     }
 
     /// Settle the hold of a sandbox that existed `seconds`
@@ -266,7 +283,7 @@ impl DbLedger {
         transact(self.db.as_ref(), |tx| {
             let h = hold_in(tx, sandbox_id)?
                 .ok_or_else(|| Error::not_found(format!("sandbox {sandbox_id} has no hold")))?;
-            apply_in(tx, &Entry::void_of(&h, now()))
+            apply_in(tx, &Entry::void_of(&h, self.now()))
         })
     }
 
@@ -352,7 +369,7 @@ impl DbLedger {
     /// Resolve the open holds whose sandboxes are no longer live (see
     /// [`reconcile_in`]), in one transaction with the records it reads.
     pub fn reconcile(&self) -> Result<Vec<Entry>> {
-        let done = transact(self.db.as_ref(), |tx| reconcile_in(tx, now()))?;
+        let done = transact(self.db.as_ref(), |tx| reconcile_in(tx, self.now()))?;
         for e in &done {
             tracing::info!("reconciled the ledger: {} ({})", e.id, e.kind_name());
         }

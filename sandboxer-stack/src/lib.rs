@@ -24,6 +24,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use sandboxer_core::clock::Clock;
 use sandboxer_core::extension::{Extension, Registry};
 use sandboxer_core::hosts::Hosts;
 use sandboxer_core::manager::Manager;
@@ -53,6 +54,7 @@ pub struct StackBuilder {
     events: bool,
     database: Option<String>,
     db: Option<Arc<dyn Db>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl StackBuilder {
@@ -68,7 +70,15 @@ impl StackBuilder {
             events: false,
             database: None,
             db: None,
+            clock: sandboxer_core::clock::system(),
         }
+    }
+
+    /// One clock for the manager's record times and the metering layer's
+    /// settles (tests pass a manual one and move it).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Use this database, already open (a process that opened it once).
@@ -159,7 +169,7 @@ impl StackBuilder {
             Some(db) => db.clone(),
             None => self.open_db()?,
         };
-        let ledger = Arc::new(DbLedger::new(db.clone()));
+        let ledger = Arc::new(DbLedger::new(db.clone()).with_clock(self.clock.clone()));
         let mut backends: Vec<Arc<dyn Extension>> = Vec::new();
         if let Some(agent) = &self.builtins {
             if let Some(exe) = agent {
@@ -179,7 +189,9 @@ impl StackBuilder {
         let mut registry = Registry::new();
         for ext in backends {
             registry.register(Arc::new(
-                Metered::new(ext, ledger.clone()).settled_by_manager(),
+                Metered::new(ext, ledger.clone())
+                    .settled_by_manager()
+                    .with_clock(self.clock.clone()),
             ));
         }
         let manager = Manager::new(
@@ -193,6 +205,7 @@ impl StackBuilder {
             )),
         )
         .with_billing(ledger.clone())
+        .with_clock(self.clock.clone())
         .with_uploads_dir(self.data_dir.join(sandboxer_core::uploads::UPLOADS_DIR))
         .with_events(self.events);
         Ok(Stack {

@@ -404,3 +404,76 @@ async fn a_fault_inside_any_lifecycle_step_leaves_none_of_its_parts() {
     let report = ledger.check().unwrap();
     assert!(report.is_ok(), "{:?}", report.violations);
 }
+
+/// One manual clock for the manager and the metering layer: the reaper
+/// ends a sandbox once the clock passes its deadline (not a second
+/// before), and the settle counts the seconds on that clock.
+#[tokio::test]
+async fn the_reaper_and_the_settle_go_by_the_stacks_clock() {
+    use sandboxer_core::clock::{Clock as _, ManualClock};
+    let home = tempfile::tempdir().unwrap();
+    let (data, config) = (home.path().join("data"), home.path().join("config"));
+    std::fs::create_dir_all(config.join("profiles")).unwrap();
+    std::fs::write(config.join("profiles").join("instant.toml"), PROFILE).unwrap();
+    let clock = ManualClock::starting_now();
+    let stack = sandboxer_stack::StackBuilder::new(&data, &config)
+        .with_extension(Arc::new(Instant))
+        .with_clock(clock.clone())
+        .build()
+        .unwrap();
+    let (m, ledger) = (stack.manager, stack.ledger);
+    let actor: Actor = "agt:faults".parse().unwrap();
+    ledger
+        .grant(
+            &"adm:ops".parse().unwrap(),
+            &actor,
+            Micros::from_credits(10),
+            Some("g"),
+        )
+        .unwrap();
+    let sbx = m.create(request(), true).await.unwrap();
+    assert_eq!(sbx.created_at, clock.now());
+    let held = ledger
+        .entries(&sandboxer_credits::state::EntryFilter {
+            sandbox_id: Some(sbx.id.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        held[0].at,
+        clock.now(),
+        "the ledger stamps by the clock too"
+    );
+    assert_eq!(
+        sbx.expires_at,
+        Some(clock.now() + chrono::Duration::seconds(600))
+    );
+
+    clock.advance(Duration::from_secs(599));
+    let report = m.reap_stale(Duration::ZERO, false).await.unwrap();
+    assert!(report.reaped.is_empty(), "{report:?}");
+    assert_eq!(m.get(&sbx.id).unwrap().state(), State::Ready);
+
+    clock.advance(Duration::from_secs(2));
+    let report = m.reap_stale(Duration::ZERO, false).await.unwrap();
+    assert_eq!(report.reaped.len(), 1, "{report:?}");
+    let ended = m.get(&sbx.id).unwrap();
+    assert_eq!(ended.state(), State::Destroyed);
+    assert_eq!(ended.reason().as_deref(), Some("expired"));
+    assert_eq!(ended.ended_at, Some(clock.now()));
+    // It ran 601 seconds by the clock, past the 600 its hold covers: the
+    // settle is capped at what was held.
+    let cost = ended.cost.unwrap();
+    assert_eq!(cost.settled, Some(cost.held));
+
+    // Destroyed 90.4 seconds in by the clock: 91 started seconds paid.
+    let other = m.create(request(), true).await.unwrap();
+    clock.advance(Duration::from_millis(90_400));
+    let gone = m.destroy(&other.id, EndReason::Destroyed).await.unwrap();
+    assert_eq!(
+        gone.cost.unwrap().settled,
+        Some(Micros::parse_amount("0.6").unwrap().per_hour_times_secs(91))
+    );
+    assert!(ledger.check().unwrap().is_ok());
+}
