@@ -3,6 +3,7 @@
 //! connection. Implementations live in `sandboxer-transport`.
 
 use async_trait::async_trait;
+pub use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::Result;
 
@@ -61,8 +62,9 @@ pub trait Transport: Send + Sync + 'static {
     fn address(&self) -> &str;
 
     /// sandboxer's data folder on the host (venues, agent binaries, work
-    /// folders live under it). Absolute.
-    fn data_dir(&self) -> &str;
+    /// folders live under it). Absolute, without a trailing `/`; the paths
+    /// under it are built with [`Utf8Path::join`].
+    fn data_dir(&self) -> &Utf8Path;
 
     /// Run `sh -c script`.
     async fn exec(&self, script: &str, stdin: Option<&[u8]>) -> Result<ExecOutput>;

@@ -58,7 +58,7 @@ use sandboxer_core::extension::{
     Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx,
 };
 use sandboxer_core::model::{is_sandbox_id, Reachability};
-use sandboxer_core::transport::{ExecOutput, Transport};
+use sandboxer_core::transport::{ExecOutput, Transport, Utf8Path};
 use sandboxer_core::{Error, ErrorKind, Result};
 
 mod config;
@@ -551,8 +551,8 @@ impl Extension for ComposeSshExtension {
     /// `DATA/work` without containers.
     async fn list_resources(&self, transport: Arc<dyn Transport>) -> Result<Vec<Resource>> {
         let t = &*transport;
-        let root = format!("{}/work", data_root(t));
-        let out = t.exec(&script::list_script(&root), None).await?;
+        let root = data_root(t).join("work");
+        let out = t.exec(&script::list_script(root.as_str()), None).await?;
         if !out.success() {
             return Err(step_failed(
                 ErrorKind::Io,
@@ -642,7 +642,9 @@ async fn bring_up(
     };
     let override_file = override_path(compose_file);
     let body = override_body(&services, &ctx.id);
-    let override_at = format!("{}/{override_file}", layout.work_dir);
+    let override_at = Utf8Path::new(&layout.work_dir)
+        .join(&override_file)
+        .into_string();
     t.write_file(&override_at, body.as_bytes(), 0o644)
         .await
         .map_err(|e| {
@@ -697,7 +699,7 @@ async fn probe_all(
 /// install, or another "host" sharing the engine, as on the testbed): it is
 /// left out, so a reaper never takes someone else's stack for an orphan.
 /// Containers without that label (made without compose) are kept.
-fn parse_listing(text: &str, root: &str) -> Vec<Resource> {
+fn parse_listing(text: &str, root: &Utf8Path) -> Vec<Resource> {
     let (containers, folders) = text.split_once("--\n").unwrap_or((text, ""));
     let mut by_id: BTreeMap<String, Resource> = BTreeMap::new();
     for line in containers.lines() {
@@ -711,8 +713,8 @@ fn parse_listing(text: &str, root: &str) -> Vec<Resource> {
             continue;
         }
         if let Some(wd) = working_dir.map(str::trim).filter(|w| !w.is_empty()) {
-            let own = format!("{}/{id}", root.trim_end_matches('/'));
-            if !(wd == own || wd.starts_with(&format!("{own}/"))) {
+            // Its own work folder or one below it, by whole path parts.
+            if !Utf8Path::new(wd).starts_with(root.join(id)) {
                 continue;
             }
         }
@@ -732,7 +734,7 @@ fn parse_listing(text: &str, root: &str) -> Vec<Resource> {
                 Resource {
                     sandbox_id: line.to_string(),
                     kind: WORK_FOLDER_RESOURCE_KIND.to_string(),
-                    name: format!("{root}/{line}"),
+                    name: root.join(line).into_string(),
                     running: false,
                 },
             );
@@ -823,8 +825,8 @@ fn tail_suffix(out: &ExecOutput) -> String {
     }
 }
 
-fn data_root(t: &dyn Transport) -> &str {
-    t.data_dir().trim_end_matches('/')
+fn data_root(t: &dyn Transport) -> &Utf8Path {
+    t.data_dir()
 }
 
 /// The work folder of sandbox `id` on the transport's host:
@@ -845,10 +847,10 @@ fn layout(t: &dyn Transport, id: &str) -> Result<Layout> {
             "`{id}` is not a sandbox id; ext.compose-ssh names work folders and projects only after sandbox ids"
         )));
     }
-    let work_root = format!("{}/work", data_root(t));
+    let work_root = data_root(t).join("work");
     Ok(Layout {
-        work_dir: format!("{work_root}/{id}"),
-        work_root,
+        work_dir: work_root.join(id).into_string(),
+        work_root: work_root.into_string(),
         project: project_name(id),
         id: id.to_string(),
     })
@@ -856,10 +858,9 @@ fn layout(t: &dyn Transport, id: &str) -> Result<Layout> {
 
 /// The override file that goes with `compose_file` (same folder).
 fn override_path(compose_file: &str) -> String {
-    match compose_file.rsplit_once('/') {
-        Some((dir, _)) => format!("{dir}/{OVERRIDE_FILE_NAME}"),
-        None => OVERRIDE_FILE_NAME.to_string(),
-    }
+    Utf8Path::new(compose_file)
+        .with_file_name(OVERRIDE_FILE_NAME)
+        .into_string()
 }
 
 /// The override: the sandbox label and variable on every service. JSON,
@@ -943,7 +944,7 @@ mod tests {
                     sbx-ccc\tsbx-ccc\tUp 1 second\t/other/work/sbx-ccc\n\
                     sbx-ddd\tsbx-ddd\tUp 1 second\t/d/work/sbx-aaa\n\
                     sbx-eee\tsbx-eee\tUp 1 second\t\n--\n";
-        let ids: Vec<String> = parse_listing(text, "/d/work")
+        let ids: Vec<String> = parse_listing(text, Utf8Path::new("/d/work"))
             .into_iter()
             .map(|r| r.sandbox_id)
             .collect();
@@ -954,7 +955,7 @@ mod tests {
     fn listing_groups_containers_by_id_and_adds_bare_folders() {
         let text = "sbx-aaa\tsbx-aaa\tUp 3 seconds\nsbx-aaa\tsbx-aaa\tExited (0) 1 second ago\n\
                     sbx-bbb\tsbx-bbb\tExited (1) 2 minutes ago\nnot-an-id\tx\tUp 1 second\n--\nsbx-aaa\nsbx-ccc\n";
-        let r = parse_listing(text, "/d/work");
+        let r = parse_listing(text, Utf8Path::new("/d/work"));
         assert_eq!(r.len(), 3);
         assert_eq!(
             (r[0].sandbox_id.as_str(), r[0].kind.as_str(), r[0].running),

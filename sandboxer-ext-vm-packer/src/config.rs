@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sandboxer_core::duration::parse_duration;
+use sandboxer_core::transport::{Utf8Path, Utf8PathBuf};
 use sandboxer_core::{Error, Result};
 use serde_json::Value;
 
@@ -136,23 +137,19 @@ impl Default for BootConfig {
 impl BootConfig {
     /// `image_dir` on a host whose data dir is `data_dir`: absolute as
     /// given, relative to the data dir, or `DATA/images`.
-    pub fn image_dir_on(&self, data_dir: &str) -> String {
-        let data = data_dir.trim_end_matches('/');
+    pub fn image_dir_on(&self, data_dir: &Utf8Path) -> Utf8PathBuf {
         match self.image_dir.as_deref() {
-            None => format!("{data}/{DEFAULT_IMAGE_SUBDIR}"),
-            Some(d) if d.starts_with('/') => d.trim_end_matches('/').to_string(),
-            Some(d) => format!("{data}/{}", d.trim_end_matches('/')),
+            None => data_dir.join(DEFAULT_IMAGE_SUBDIR),
+            // An absolute one replaces the data dir.
+            Some(d) => data_dir.join(d.trim_end_matches('/')),
         }
     }
 
     /// A file of the profile (`image`, `kernel`, `initrd`) on the host:
     /// absolute as given, else in `image_dir`.
-    pub fn resolve(&self, data_dir: &str, file: &str) -> String {
-        if file.starts_with('/') {
-            file.to_string()
-        } else {
-            format!("{}/{file}", self.image_dir_on(data_dir))
-        }
+    pub fn resolve(&self, data_dir: &Utf8Path, file: &str) -> String {
+        // An absolute `file` replaces the folder.
+        self.image_dir_on(data_dir).join(file).into_string()
     }
 }
 
@@ -546,7 +543,7 @@ mod tests {
             Some("images/haskell-build.pkr.hcl")
         );
         assert_eq!(
-            boot.resolve("/srv/sbx/", "haskell-build.qcow2"),
+            boot.resolve(Utf8Path::new("/srv/sbx/"), "haskell-build.qcow2"),
             "/srv/sbx/images/haskell-build.qcow2"
         );
     }
@@ -575,10 +572,13 @@ mod tests {
         }))
         .unwrap();
         let b = cfg.boot().unwrap();
-        assert_eq!(b.image_dir_on("/d"), "/d/vm-images");
-        assert_eq!(b.resolve("/d", "vmlinuz"), "/d/vm-images/vmlinuz");
+        assert_eq!(b.image_dir_on(Utf8Path::new("/d")), "/d/vm-images");
         assert_eq!(
-            b.resolve("/d", b.image.as_deref().unwrap()),
+            b.resolve(Utf8Path::new("/d"), "vmlinuz"),
+            "/d/vm-images/vmlinuz"
+        );
+        assert_eq!(
+            b.resolve(Utf8Path::new("/d"), b.image.as_deref().unwrap()),
             "/var/lib/images/base.qcow2"
         );
         assert_eq!(b.append, "console=ttyS0");

@@ -380,8 +380,8 @@ impl Extension for VmPackerExtension {
     /// qemu naming one; running when its qemu runs.
     async fn list_resources(&self, transport: Arc<dyn Transport>) -> Result<Vec<Resource>> {
         let t = &*transport;
-        let root = format!("{}/vms", t.data_dir().trim_end_matches('/'));
-        let out = t.exec(&script::list_script(&root), None).await?;
+        let root = t.data_dir().join("vms");
+        let out = t.exec(&script::list_script(root.as_str()), None).await?;
         if !out.success() {
             return Err(Error::new(
                 ErrorKind::Io,
@@ -393,7 +393,7 @@ impl Extension for VmPackerExtension {
                 ),
             ));
         }
-        Ok(script::parse_listing(&out.stdout_str(), &root))
+        Ok(script::parse_listing(&out.stdout_str(), root.as_str()))
     }
 }
 

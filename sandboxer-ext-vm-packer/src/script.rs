@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sandboxer_core::extension::Resource;
 use sandboxer_core::model::is_sandbox_id;
-use sandboxer_core::transport::shell_quote;
+use sandboxer_core::transport::{shell_quote, Utf8Path};
 
 use crate::config::Accel;
 
@@ -66,21 +66,21 @@ pub struct Layout {
 
 impl Layout {
     /// The layout of `id` (which must be a sandbox id) under `data_dir`.
-    pub fn new(data_dir: &str, id: &str) -> Option<Layout> {
+    pub fn new(data_dir: &Utf8Path, id: &str) -> Option<Layout> {
         if !is_sandbox_id(id) {
             return None;
         }
-        let vms_root = format!("{}/vms", data_dir.trim_end_matches('/'));
+        let vms_root = data_dir.join("vms");
         Some(Layout {
             id: id.to_string(),
-            vm_dir: format!("{vms_root}/{id}"),
-            vms_root,
+            vm_dir: vms_root.join(id).into_string(),
+            vms_root: vms_root.into_string(),
         })
     }
 
     /// A file in the VM folder.
     pub fn file(&self, name: &str) -> String {
-        format!("{}/{name}", self.vm_dir)
+        Utf8Path::new(&self.vm_dir).join(name).into_string()
     }
 
     /// The qemu `-name` of the VM: `sandboxer-ID`.
@@ -527,7 +527,7 @@ mod tests {
     use super::*;
 
     fn layout() -> Layout {
-        Layout::new("/data/", "sbx-abc234").unwrap()
+        Layout::new(Utf8Path::new("/data/"), "sbx-abc234").unwrap()
     }
 
     fn plan() -> Plan {
@@ -553,8 +553,8 @@ mod tests {
         assert_eq!(l.vm_dir, "/data/vms/sbx-abc234");
         assert_eq!(l.vms_root, "/data/vms");
         assert_eq!(l.vm_name(), "sandboxer-sbx-abc234");
-        assert!(Layout::new("/data", "../etc").is_none());
-        assert!(Layout::new("/data", "sbx-a b").is_none());
+        assert!(Layout::new(Utf8Path::new("/data"), "../etc").is_none());
+        assert!(Layout::new(Utf8Path::new("/data"), "sbx-a b").is_none());
     }
 
     #[test]
@@ -584,7 +584,7 @@ mod tests {
 
     #[test]
     fn commas_in_paths_are_doubled_for_qemu() {
-        let l = Layout::new("/d,x", "sbx-abc").unwrap();
+        let l = Layout::new(Utf8Path::new("/d,x"), "sbx-abc").unwrap();
         let a = qemu_args(&l, &plan(), 1).join(" ");
         assert!(
             a.contains("file=/d,,x/vms/sbx-abc/disk.qcow2,if=virtio"),
@@ -594,7 +594,7 @@ mod tests {
 
     #[test]
     fn scripts_quote_every_value() {
-        let l = Layout::new("/tmp/it's here", "sbx-abc").unwrap();
+        let l = Layout::new(Utf8Path::new("/tmp/it's here"), "sbx-abc").unwrap();
         let mut p = plan();
         p.base = Some("/img/$(touch /tmp/pwned).qcow2".into());
         let s = prepare_script(&l, &p);

@@ -30,7 +30,7 @@ use sandboxer_core::extension::{
     Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx,
 };
 use sandboxer_core::model::{is_sandbox_id, Reachability};
-use sandboxer_core::transport::{shell_quote, Transport};
+use sandboxer_core::transport::{shell_quote, Transport, Utf8Path, Utf8PathBuf};
 use sandboxer_core::{Error, ErrorKind, Result};
 
 use crate::agent::{files, AgentExited, AgentReady};
@@ -135,16 +135,16 @@ impl CanaryExtension {
     async fn deploy(&self, t: &dyn Transport, fp_key: &str) -> Result<()> {
         let key = self.agent_key().await?;
         let root = data_root(t);
-        let agent = format!("{root}/agents/{key}/{}", files::BINARY);
+        let agent = root.join("agents").join(&key).join(files::BINARY);
         let present = t
-            .exec(&format!("[ -x {} ]", shell_quote(&agent)), None)
+            .exec(&format!("[ -x {} ]", shell_quote(agent.as_str())), None)
             .await?
             .success();
         if !present {
-            t.copy_file(&self.binary, &agent, 0o755).await?;
+            t.copy_file(&self.binary, agent.as_str(), 0o755).await?;
         }
         t.write_file(
-            &format!("{root}/agents/by-fingerprint/{fp_key}"),
+            root.join("agents/by-fingerprint").join(fp_key).as_str(),
             format!("{key}\n").as_bytes(),
             0o644,
         )
@@ -152,7 +152,7 @@ impl CanaryExtension {
     }
 
     /// Start the agent in `venue`: its pid and the agent key.
-    async fn start(&self, ctx: &SandboxCtx, venue: &str) -> Result<(u32, String)> {
+    async fn start(&self, ctx: &SandboxCtx, venue: &Utf8Path) -> Result<(u32, String)> {
         let t = &*ctx.transport;
         let fp_key = self.fingerprint_key()?;
         let deadline = rfc3339(ctx.expires_at);
@@ -198,8 +198,8 @@ impl CanaryExtension {
     }
 
     /// The error for an agent that ended before it was ready.
-    async fn died(&self, t: &dyn Transport, venue: &str, pid: u32) -> Error {
-        let exited = read_opt(t, &format!("{venue}/{}", files::EXITED))
+    async fn died(&self, t: &dyn Transport, venue: &Utf8Path, pid: u32) -> Error {
+        let exited = read_opt(t, venue.join(files::EXITED).as_str())
             .await
             .and_then(|b| serde_json::from_slice::<AgentExited>(&b).ok());
         let how = match exited {
@@ -250,7 +250,7 @@ impl Extension for CanaryExtension {
             Ok(started) => started,
             Err(e) => {
                 if e.kind() != ErrorKind::Conflict {
-                    let _ = remove_venue(t, &venue, None).await;
+                    let _ = remove_venue(t, venue.as_str(), None).await;
                 }
                 return Err(e);
             }
@@ -277,21 +277,21 @@ impl Extension for CanaryExtension {
     ) -> Result<ReadyInfo> {
         let t = &*ctx.transport;
         let venue = venue_dir(t, &ctx.id)?;
-        let ready_path = format!("{venue}/{}", files::READY);
+        let ready_path = venue.join(files::READY);
         let mut pid = handle_pid(handle);
         let mut proc_fs: Option<bool> = None;
         let mut nap = Duration::from_millis(1);
         loop {
-            if let Some(bytes) = t.read_file(&ready_path).await? {
+            if let Some(bytes) = t.read_file(ready_path.as_str()).await? {
                 tracing::debug!(sandbox = %ctx.id, host = t.host(), "canary agent ready");
-                return ready_info(t, &venue, handle, &bytes);
+                return ready_info(t, venue.as_str(), handle, &bytes);
             }
             if pid.is_none() {
-                pid = read_opt(t, &format!("{venue}/{}", files::AGENT_PID))
+                pid = read_opt(t, venue.join(files::AGENT_PID).as_str())
                     .await
                     .and_then(|b| String::from_utf8_lossy(&b).trim().parse().ok());
                 if pid.is_none()
-                    && t.read_file(&format!("{venue}/{}", files::DEADLINE))
+                    && t.read_file(venue.join(files::DEADLINE).as_str())
                         .await?
                         .is_none()
                 {
@@ -304,8 +304,8 @@ impl Extension for CanaryExtension {
             if let Some(p) = pid {
                 if !pid_runs(t, p, &mut proc_fs).await? {
                     // It may have become ready just before it ended.
-                    if let Some(bytes) = t.read_file(&ready_path).await? {
-                        return ready_info(t, &venue, handle, &bytes);
+                    if let Some(bytes) = t.read_file(ready_path.as_str()).await? {
+                        return ready_info(t, venue.as_str(), handle, &bytes);
                     }
                     return Err(self.died(t, &venue, p).await);
                 }
@@ -332,7 +332,7 @@ impl Extension for CanaryExtension {
     async fn teardown(&self, ctx: &SandboxCtx, handle: &Value) -> Result<()> {
         let t = &*ctx.transport;
         let venue = venue_dir(t, &ctx.id)?;
-        remove_venue(t, &venue, handle_pid(handle)).await
+        remove_venue(t, venue.as_str(), handle_pid(handle)).await
     }
 
     /// Rewrite the venue's `deadline`; the agent picks it up when its
@@ -347,7 +347,7 @@ impl Extension for CanaryExtension {
         let t = &*ctx.transport;
         let venue = venue_dir(t, &ctx.id)?;
         let out = t
-            .exec(&extend_script(&venue, &rfc3339(expires_at)), None)
+            .exec(&extend_script(venue.as_str(), &rfc3339(expires_at)), None)
             .await?;
         match out.status {
             0 => Ok(()),
@@ -373,8 +373,8 @@ impl Extension for CanaryExtension {
     /// Every venue folder under `DATA/venues/`, running when its agent does.
     async fn list_resources(&self, transport: Arc<dyn Transport>) -> Result<Vec<Resource>> {
         let t = &*transport;
-        let venues = format!("{}/venues", data_root(t));
-        let out = t.exec(&list_script(&venues), None).await?;
+        let venues = data_root(t).join("venues");
+        let out = t.exec(&list_script(venues.as_str()), None).await?;
         if !out.success() {
             return Err(Error::new(
                 ErrorKind::Io,
@@ -394,7 +394,7 @@ impl Extension for CanaryExtension {
             .map(|(id, running)| Resource {
                 sandbox_id: id.to_string(),
                 kind: VENUE_RESOURCE_KIND.to_string(),
-                name: format!("{venues}/{id}"),
+                name: venues.join(id).into_string(),
                 running: running == "1",
             })
             .collect())
@@ -405,19 +405,19 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn data_root(t: &dyn Transport) -> &str {
-    t.data_dir().trim_end_matches('/')
+fn data_root(t: &dyn Transport) -> &Utf8Path {
+    t.data_dir()
 }
 
 /// `DATA/venues/ID`, for a well-formed id only (it lands in paths and
 /// scripts).
-fn venue_dir(t: &dyn Transport, id: &str) -> Result<String> {
+fn venue_dir(t: &dyn Transport, id: &str) -> Result<Utf8PathBuf> {
     if !is_sandbox_id(id) {
         return Err(Error::invalid_input(format!(
             "`{id}` is not a sandbox id; the canary names venues only after sandbox ids"
         )));
     }
-    Ok(format!("{}/venues/{id}", data_root(t)))
+    Ok(data_root(t).join("venues").join(id))
 }
 
 fn handle_pid(handle: &Value) -> Option<u32> {
@@ -432,8 +432,8 @@ async fn read_opt(t: &dyn Transport, path: &str) -> Option<Vec<u8>> {
     t.read_file(path).await.ok().flatten()
 }
 
-async fn log_tail(t: &dyn Transport, venue: &str) -> String {
-    match read_opt(t, &format!("{venue}/{}", files::LOG)).await {
+async fn log_tail(t: &dyn Transport, venue: &Utf8Path) -> String {
+    match read_opt(t, venue.join(files::LOG).as_str()).await {
         Some(b) => {
             let text = String::from_utf8_lossy(&b);
             let lines: Vec<&str> = text.lines().collect();
@@ -522,13 +522,19 @@ async fn remove_venue(t: &dyn Transport, venue: &str, pid: Option<u32>) -> Resul
 /// however far it got. The binary is found through
 /// `agents/by-fingerprint/FPKEY`. Exit 97: this binary is not deployed on
 /// the host yet; 98: the venue exists.
-fn start_script(t: &dyn Transport, fp_key: &str, venue: &str, id: &str, deadline: &str) -> String {
+fn start_script(
+    t: &dyn Transport,
+    fp_key: &str,
+    venue: &Utf8Path,
+    id: &str,
+    deadline: &str,
+) -> String {
     let root = data_root(t);
     let (f, agents, v, vs, id, dl) = (
-        shell_quote(&format!("{root}/agents/by-fingerprint/{fp_key}")),
-        shell_quote(&format!("{root}/agents")),
-        shell_quote(venue),
-        shell_quote(&format!("{root}/venues")),
+        shell_quote(root.join("agents/by-fingerprint").join(fp_key).as_str()),
+        shell_quote(root.join("agents").as_str()),
+        shell_quote(venue.as_str()),
+        shell_quote(root.join("venues").as_str()),
         shell_quote(id),
         shell_quote(deadline),
     );

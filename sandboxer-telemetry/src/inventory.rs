@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, TimeZone as _, Utc};
 use serde::{Deserialize, Serialize};
 
-use sandboxer_core::transport::{shell_quote, Transport};
+use sandboxer_core::transport::{shell_quote, Transport, Utf8Path};
 use sandboxer_core::{Error, ErrorKind, Result};
 
 /// What a host has, at one moment. Every measurement is `None` when the host
@@ -55,9 +55,9 @@ pub struct DockerInfo {
 
 /// The one POSIX sh script that prints the inventory of a host as tagged
 /// `inv.KEY=VALUE` lines; `data_dir` is sandboxer's data folder on that host.
-pub fn inventory_script(data_dir: &str) -> String {
-    let data = shell_quote(data_dir);
-    let venues = shell_quote(&format!("{}/venues", data_dir.trim_end_matches('/')));
+pub fn inventory_script(data_dir: &Utf8Path) -> String {
+    let data = shell_quote(data_dir.as_str());
+    let venues = shell_quote(data_dir.join("venues").as_str());
     format!(
         r#"{prelude}
 echo inv.format=1
@@ -511,7 +511,7 @@ inv.kernel=  6.1.0
     #[test]
     fn the_script_runs_under_sh_and_parses() {
         let dir = std::env::temp_dir().join(format!("sbx-inv-{}", std::process::id()));
-        let script = inventory_script(&format!("{}/not/yet/there", dir.display()));
+        let script = inventory_script(&Utf8Path::new(dir.to_str().unwrap()).join("not/yet/there"));
         std::fs::create_dir_all(&dir).unwrap();
         let out = std::process::Command::new("sh")
             .arg("-c")

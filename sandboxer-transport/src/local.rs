@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sandboxer_core::duration::format_duration;
 use sandboxer_core::hosts::LOCAL;
-use sandboxer_core::transport::{ExecOutput, Transport};
+use sandboxer_core::transport::{ExecOutput, Transport, Utf8Path, Utf8PathBuf};
 use sandboxer_core::{Error, ErrorKind, Result};
 use tokio::io::AsyncWriteExt as _;
 
@@ -31,7 +31,7 @@ use tokio::io::AsyncWriteExt as _;
 pub struct LocalTransport {
     name: String,
     address: String,
-    data_dir: String,
+    data_dir: Utf8PathBuf,
     command_timeout: Option<Duration>,
 }
 
@@ -47,10 +47,10 @@ impl LocalTransport {
                 .map(|cwd| cwd.join(&data_dir))
                 .unwrap_or(data_dir)
         };
-        let data_dir = match data_dir.to_string_lossy().trim_end_matches('/') {
+        let data_dir = Utf8PathBuf::from(match data_dir.to_string_lossy().trim_end_matches('/') {
             "" => "/".to_string(),
             d => d.to_string(),
-        };
+        });
         LocalTransport {
             name: LOCAL.to_string(),
             address: "127.0.0.1".to_string(),
@@ -111,7 +111,7 @@ impl Transport for LocalTransport {
         &self.address
     }
 
-    fn data_dir(&self) -> &str {
+    fn data_dir(&self) -> &Utf8Path {
         &self.data_dir
     }
 
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn relative_data_dir_is_made_absolute() {
         let t = LocalTransport::new(PathBuf::from("some/dir/"));
-        assert!(t.data_dir().starts_with('/'), "{}", t.data_dir());
+        assert!(t.data_dir().is_absolute(), "{}", t.data_dir());
         assert!(t.data_dir().ends_with("some/dir"), "{}", t.data_dir());
     }
 

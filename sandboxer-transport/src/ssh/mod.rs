@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sandboxer_core::duration::format_duration;
 use sandboxer_core::hosts::{HostKind, HostSpec};
-use sandboxer_core::transport::{shell_quote, ExecOutput, Transport};
+use sandboxer_core::transport::{shell_quote, ExecOutput, Transport, Utf8Path, Utf8PathBuf};
 use sandboxer_core::{Error, ErrorKind, Result};
 use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, MethodType, Session};
 
@@ -86,16 +86,16 @@ pub enum SshAuth {
 /// let config = sandboxer_core::paths::config_dir();
 /// let spec = Hosts::load(&config)?.require("sandboxer01")?;
 /// let t = SshTransport::connect(&spec, &config).await?;
-/// let notes = format!("{}/notes.txt", t.data_dir());
-/// t.write_file(&notes, b"hi\n", 0o600).await?;
-/// let out = t.exec(&format!("wc -c {}", shell_quote(&notes)), None).await?;
+/// let notes = t.data_dir().join("notes.txt");
+/// t.write_file(notes.as_str(), b"hi\n", 0o600).await?;
+/// let out = t.exec(&format!("wc -c {}", shell_quote(notes.as_str())), None).await?;
 /// assert!(out.success());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct SshTransport {
     conn: Arc<Conn>,
-    data_dir: String,
+    data_dir: Utf8PathBuf,
 }
 
 impl std::fmt::Debug for SshTransport {
@@ -130,7 +130,7 @@ impl SshTransport {
             .map_err(|e| Error::internal(format!("the SSH connect task failed: {e}")))??;
         let conn = Arc::new(conn);
         let t = SshTransport {
-            data_dir: String::new(),
+            data_dir: Utf8PathBuf::new(),
             conn,
         };
         let data_dir = t.resolve_data_dir().await?;
@@ -156,7 +156,7 @@ impl SshTransport {
             .map_err(|e| Error::internal(format!("the SSH login task failed: {e}")))??;
         Ok(SshTransport {
             conn: Arc::new(conn),
-            data_dir: String::new(),
+            data_dir: Utf8PathBuf::new(),
         })
     }
 
@@ -169,10 +169,10 @@ impl SshTransport {
     /// The folder sandboxer keeps on the host: the spec's `data_dir` with
     /// `~` expanded (relative folders are under the home), else
     /// `$HOME/.local/share/sandboxer`.
-    async fn resolve_data_dir(&self) -> Result<String> {
+    async fn resolve_data_dir(&self) -> Result<Utf8PathBuf> {
         let given = self.conn.data_dir_spec.clone();
         if let Some(d) = given.as_deref().filter(|d| d.starts_with('/')) {
-            return Ok(trim_dir(d));
+            return Ok(trim_dir(d).into());
         }
         let out = self.exec("printf '%s' \"$HOME\"", None).await?;
         let home = out.stdout_str();
@@ -189,13 +189,13 @@ impl SshTransport {
                 self.conn.name
             )));
         }
-        let home = trim_dir(&home);
+        let home = Utf8PathBuf::from(trim_dir(&home));
         Ok(match given.as_deref() {
-            None => format!("{}/.local/share/sandboxer", home.trim_end_matches('/')),
+            None => home.join(".local/share/sandboxer"),
             Some("~") => home,
             Some(d) => {
                 let rel = d.strip_prefix("~/").unwrap_or(d);
-                trim_dir(&format!("{}/{rel}", home.trim_end_matches('/')))
+                trim_dir(home.join(rel).as_str()).into()
             }
         })
     }
@@ -291,7 +291,7 @@ impl Transport for SshTransport {
         &self.conn.address
     }
 
-    fn data_dir(&self) -> &str {
+    fn data_dir(&self) -> &Utf8Path {
         &self.data_dir
     }
 

@@ -367,5 +367,8 @@ async fn the_default_connector_connects_like_connect() {
     let dir = tempfile::tempdir().unwrap();
     let c = sandboxer_transport::DefaultConnector::new(dir.path().to_path_buf());
     let t = c.connect(&HostSpec::local()).await.unwrap();
-    assert_eq!((t.host(), t.data_dir()), ("local", p(dir.path()).as_str()));
+    assert_eq!(
+        (t.host(), t.data_dir().as_str()),
+        ("local", p(dir.path()).as_str())
+    );
 }
