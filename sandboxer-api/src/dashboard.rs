@@ -84,7 +84,7 @@ pub(crate) async fn data(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse("dashboard", q.as_deref())?;
+    let p = Params::parse(crate::openapi::OpId::Dashboard, q.as_deref())?;
     let mut states = p
         .list("state")
         .iter()

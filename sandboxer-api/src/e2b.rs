@@ -354,7 +354,7 @@ pub(crate) async fn list_v2(
     RawQuery(q): RawQuery,
 ) -> E2bResult {
     let caller = caller?;
-    let p = Params::parse("e2bListSandboxesV2", q.as_deref())?;
+    let p = Params::parse(crate::openapi::OpId::E2bListSandboxesV2, q.as_deref())?;
     let mut states: Vec<String> = Vec::new();
     for s in p.list("state") {
         match s.as_str() {
@@ -451,7 +451,7 @@ pub(crate) async fn list_v1(
     RawQuery(q): RawQuery,
 ) -> E2bResult {
     let caller = caller?;
-    let p = Params::parse("e2bListSandboxes", q.as_deref())?;
+    let p = Params::parse(crate::openapi::OpId::E2bListSandboxes, q.as_deref())?;
     let all = running_for(
         &st,
         &caller,
@@ -583,7 +583,7 @@ pub(crate) async fn metrics(
     RawQuery(q): RawQuery,
 ) -> E2bResult {
     let caller = caller?;
-    Params::parse("e2bSandboxMetrics", q.as_deref())?;
+    Params::parse(crate::openapi::OpId::E2bSandboxMetrics, q.as_deref())?;
     let s = running_sandbox(&st, &caller, &id).await?;
     let Some(t) = inventory(&s) else {
         return Ok(Json(Vec::<Value>::new()).into_response());

@@ -185,7 +185,7 @@ pub struct Params {
 impl Params {
     /// Parse `raw` for operation `op_id`; an unknown parameter is a 400
     /// naming the ones the operation takes.
-    pub fn parse(op_id: &str, raw: Option<&str>) -> Result<Params, ApiError> {
+    pub fn parse(op_id: crate::openapi::OpId, raw: Option<&str>) -> Result<Params, ApiError> {
         let op: &Operation = openapi::operation(op_id);
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
             .map_err(|e| ApiError::invalid(format!("malformed query string: {e}")))?;
@@ -208,7 +208,7 @@ impl Params {
                 };
                 return Err(ApiError::invalid(format!(
                     "unknown query parameter `{k}`; {} {} takes {takes}",
-                    op.method.to_uppercase(),
+                    op.method.as_str().to_uppercase(),
                     op.path
                 )));
             }
@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn query_strings_are_checked_against_the_route_table() {
         let p = Params::parse(
-            "listSandboxes",
+            crate::openapi::OpId::ListSandboxes,
             Some("state=ready,failed&state=destroyed&live&actor=agt%3Ax"),
         )
         .unwrap();
@@ -278,13 +278,17 @@ mod tests {
         assert_eq!(p.one("actor").unwrap().as_deref(), Some("agt:x"));
         assert_eq!(p.one("host").unwrap(), None);
 
-        let e = Params::parse("listSandboxes", Some("colour=red")).unwrap_err();
+        let e = Params::parse(crate::openapi::OpId::ListSandboxes, Some("colour=red")).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert!(e.message.contains("`colour`") && e.message.contains("`state`"));
-        let e = Params::parse("getSandbox", Some("x=1")).unwrap_err();
+        let e = Params::parse(crate::openapi::OpId::GetSandbox, Some("x=1")).unwrap_err();
         assert!(e.message.contains("no query parameters"), "{}", e.message);
 
-        let p = Params::parse("listSandboxes", Some("live=maybe&actor=a&actor=b")).unwrap();
+        let p = Params::parse(
+            crate::openapi::OpId::ListSandboxes,
+            Some("live=maybe&actor=a&actor=b"),
+        )
+        .unwrap();
         assert!(p.flag("live").is_err());
         assert!(p.one("actor").is_err());
     }

@@ -92,12 +92,124 @@ pub struct Resp {
     pub schema: Option<&'static str>,
 }
 
+/// Every operation of the API, by its OpenAPI `operationId`. The router
+/// matches on it exhaustively, so an operation without a handler does not
+/// compile.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::Display, strum::EnumIter,
+)]
+pub enum OpId {
+    #[strum(serialize = "health")]
+    Health,
+    #[strum(serialize = "openapi")]
+    Openapi,
+    #[strum(serialize = "whoami")]
+    Whoami,
+    #[strum(serialize = "createSandbox")]
+    CreateSandbox,
+    #[strum(serialize = "listSandboxes")]
+    ListSandboxes,
+    #[strum(serialize = "dashboard")]
+    Dashboard,
+    #[strum(serialize = "getSandbox")]
+    GetSandbox,
+    #[strum(serialize = "destroySandbox")]
+    DestroySandbox,
+    #[strum(serialize = "recreateSandbox")]
+    RecreateSandbox,
+    #[strum(serialize = "extendSandboxTtl")]
+    ExtendSandboxTtl,
+    #[strum(serialize = "listProfiles")]
+    ListProfiles,
+    #[strum(serialize = "getProfile")]
+    GetProfile,
+    #[strum(serialize = "explainRoute")]
+    ExplainRoute,
+    #[strum(serialize = "listHosts")]
+    ListHosts,
+    #[strum(serialize = "hostTelemetry")]
+    HostTelemetry,
+    #[strum(serialize = "inspectStale")]
+    InspectStale,
+    #[strum(serialize = "reapStale")]
+    ReapStale,
+    #[strum(serialize = "creditsBalance")]
+    CreditsBalance,
+    #[strum(serialize = "grantCredits")]
+    GrantCredits,
+    #[strum(serialize = "creditsLedger")]
+    CreditsLedger,
+    #[strum(serialize = "creditsUsage")]
+    CreditsUsage,
+    #[strum(serialize = "creditsCheck")]
+    CreditsCheck,
+    #[strum(serialize = "uploadRepo")]
+    UploadRepo,
+    #[strum(serialize = "listUploads")]
+    ListUploads,
+    #[strum(serialize = "deleteUpload")]
+    DeleteUpload,
+    #[strum(serialize = "e2bCreateSandboxV2")]
+    E2bCreateSandboxV2,
+    #[strum(serialize = "e2bCreateSandbox")]
+    E2bCreateSandbox,
+    #[strum(serialize = "e2bListSandboxesV2")]
+    E2bListSandboxesV2,
+    #[strum(serialize = "e2bListSandboxes")]
+    E2bListSandboxes,
+    #[strum(serialize = "e2bGetSandbox")]
+    E2bGetSandbox,
+    #[strum(serialize = "e2bKillSandbox")]
+    E2bKillSandbox,
+    #[strum(serialize = "e2bSetTimeout")]
+    E2bSetTimeout,
+    #[strum(serialize = "e2bRefreshSandbox")]
+    E2bRefreshSandbox,
+    #[strum(serialize = "e2bConnectSandbox")]
+    E2bConnectSandbox,
+    #[strum(serialize = "e2bConnectSandboxV2")]
+    E2bConnectSandboxV2,
+    #[strum(serialize = "e2bSandboxMetrics")]
+    E2bSandboxMetrics,
+    #[strum(serialize = "e2bPauseSandbox")]
+    E2bPauseSandbox,
+    #[strum(serialize = "e2bResumeSandbox")]
+    E2bResumeSandbox,
+    #[strum(serialize = "e2bSnapshotSandbox")]
+    E2bSnapshotSandbox,
+    #[strum(serialize = "e2bListSnapshots")]
+    E2bListSnapshots,
+}
+
+impl OpId {
+    /// The `operationId`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// The HTTP methods the API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::Display)]
+#[strum(serialize_all = "lowercase")]
+pub enum Method {
+    Get,
+    Post,
+    Delete,
+}
+
+impl Method {
+    /// As the OpenAPI document spells it: `get`, `post`, `delete`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// One operation of the API.
 #[derive(Debug, Clone, Copy)]
 pub struct Operation {
     /// The OpenAPI `operationId`; the router's key for the handler.
-    pub id: &'static str,
-    pub method: &'static str,
+    pub id: OpId,
+    pub method: Method,
     /// The path, with `{name}` parameters (axum's syntax is the same).
     pub path: &'static str,
     pub tag: &'static str,
@@ -216,8 +328,8 @@ const E2B_NOT_YET: &str = "sandboxer does not pause, resume or snapshot sandboxe
 
 pub const OPERATIONS: &[Operation] = &[
     Operation {
-        id: "health",
-        method: "get",
+        id: OpId::Health,
+        method: Method::Get,
         path: "/healthz",
         tag: "meta",
         summary: "Liveness",
@@ -230,8 +342,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The server runs", "Health")],
     },
     Operation {
-        id: "openapi",
-        method: "get",
+        id: OpId::Openapi,
+        method: Method::Get,
         path: "/openapi.json",
         tag: "meta",
         summary: "This document",
@@ -245,8 +357,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The document", "OpenApiDocument")],
     },
     Operation {
-        id: "whoami",
-        method: "get",
+        id: OpId::Whoami,
+        method: Method::Get,
         path: "/v1/whoami",
         tag: "meta",
         summary: "The caller's actor and token name",
@@ -259,8 +371,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The caller", "WhoAmI")],
     },
     Operation {
-        id: "createSandbox",
-        method: "post",
+        id: OpId::CreateSandbox,
+        method: Method::Post,
         path: "/v1/sandboxes",
         tag: "sandboxes",
         summary: "Establish a sandbox",
@@ -299,8 +411,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "listSandboxes",
-        method: "get",
+        id: OpId::ListSandboxes,
+        method: Method::Get,
         path: "/v1/sandboxes",
         tag: "sandboxes",
         summary: "List sandboxes, oldest first, a page at a time",
@@ -337,8 +449,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The records", "SandboxList"), BAD_REQUEST],
     },
     Operation {
-        id: "dashboard",
-        method: "get",
+        id: OpId::Dashboard,
+        method: Method::Get,
         path: "/v1/dashboard",
         tag: "dashboard",
         summary: "What the dashboard shows, in one request",
@@ -364,8 +476,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The dashboard's data", "DashboardData"), BAD_REQUEST],
     },
     Operation {
-        id: "getSandbox",
-        method: "get",
+        id: OpId::GetSandbox,
+        method: Method::Get,
         path: "/v1/sandboxes/{id}",
         tag: "sandboxes",
         summary: "One sandbox",
@@ -378,8 +490,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The record", "Sandbox"), NOT_FOUND_SANDBOX],
     },
     Operation {
-        id: "destroySandbox",
-        method: "delete",
+        id: OpId::DestroySandbox,
+        method: Method::Delete,
         path: "/v1/sandboxes/{id}",
         tag: "sandboxes",
         summary: "Tear a sandbox down",
@@ -402,8 +514,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "recreateSandbox",
-        method: "post",
+        id: OpId::RecreateSandbox,
+        method: Method::Post,
         path: "/v1/sandboxes/{id}/recreate",
         tag: "sandboxes",
         summary: "Replace a sandbox",
@@ -433,8 +545,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "extendSandboxTtl",
-        method: "post",
+        id: OpId::ExtendSandboxTtl,
+        method: Method::Post,
         path: "/v1/sandboxes/{id}/extend-ttl",
         tag: "sandboxes",
         summary: "Move a sandbox's expiry later",
@@ -455,8 +567,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "listProfiles",
-        method: "get",
+        id: OpId::ListProfiles,
+        method: Method::Get,
         path: "/v1/profiles",
         tag: "profiles",
         summary: "The profile catalog",
@@ -469,8 +581,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The catalog", "ProfileList")],
     },
     Operation {
-        id: "getProfile",
-        method: "get",
+        id: OpId::GetProfile,
+        method: Method::Get,
         path: "/v1/profiles/{id}",
         tag: "profiles",
         summary: "One profile in full",
@@ -486,8 +598,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "explainRoute",
-        method: "get",
+        id: OpId::ExplainRoute,
+        method: Method::Get,
         path: "/v1/route/explain",
         tag: "profiles",
         summary: "Every placement candidate, chosen or rejected, and why",
@@ -542,8 +654,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "listHosts",
-        method: "get",
+        id: OpId::ListHosts,
+        method: Method::Get,
         path: "/v1/hosts",
         tag: "hosts",
         summary: "Placement hosts and whether each answers",
@@ -557,8 +669,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The hosts", "HostList")],
     },
     Operation {
-        id: "hostTelemetry",
-        method: "get",
+        id: OpId::HostTelemetry,
+        method: Method::Get,
         path: "/v1/hosts/{name}/telemetry",
         tag: "hosts",
         summary: "Host telemetry",
@@ -582,8 +694,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "inspectStale",
-        method: "get",
+        id: OpId::InspectStale,
+        method: Method::Get,
         path: "/v1/stale",
         tag: "reaper",
         summary: "Stale sandboxes and resources",
@@ -600,8 +712,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "What is stale", "StaleReport"), BAD_REQUEST],
     },
     Operation {
-        id: "reapStale",
-        method: "post",
+        id: OpId::ReapStale,
+        method: Method::Post,
         path: "/v1/reap-stale",
         tag: "reaper",
         summary: "End every stale sandbox",
@@ -616,8 +728,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "What was done", "ReapReport"), BAD_REQUEST],
     },
     Operation {
-        id: "creditsBalance",
-        method: "get",
+        id: OpId::CreditsBalance,
+        method: Method::Get,
         path: "/v1/credits/balance",
         tag: "credits",
         summary: "An actor's account",
@@ -640,8 +752,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "grantCredits",
-        method: "post",
+        id: OpId::GrantCredits,
+        method: Method::Post,
         path: "/v1/credits/grants",
         tag: "credits",
         summary: "Grant credits to an actor",
@@ -665,8 +777,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "creditsLedger",
-        method: "get",
+        id: OpId::CreditsLedger,
+        method: Method::Get,
         path: "/v1/credits/ledger",
         tag: "credits",
         summary: "The ledger's entries, oldest first",
@@ -688,8 +800,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "creditsUsage",
-        method: "get",
+        id: OpId::CreditsUsage,
+        method: Method::Get,
         path: "/v1/credits/usage",
         tag: "credits",
         summary: "Per metered sandbox: route, seconds, price, cost",
@@ -710,8 +822,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "creditsCheck",
-        method: "get",
+        id: OpId::CreditsCheck,
+        method: Method::Get,
         path: "/v1/credits/check",
         tag: "credits",
         summary: "Check the ledger's invariants",
@@ -726,8 +838,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The report", "CheckReport")],
     },
     Operation {
-        id: "uploadRepo",
-        method: "post",
+        id: OpId::UploadRepo,
+        method: Method::Post,
         path: "/v1/uploads",
         tag: "uploads",
         summary: "Upload a repo for a create",
@@ -751,8 +863,8 @@ pub const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
-        id: "listUploads",
-        method: "get",
+        id: OpId::ListUploads,
+        method: Method::Get,
         path: "/v1/uploads",
         tag: "uploads",
         summary: "List uploads, oldest first",
@@ -765,8 +877,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The uploads", "UploadList")],
     },
     Operation {
-        id: "deleteUpload",
-        method: "delete",
+        id: OpId::DeleteUpload,
+        method: Method::Delete,
         path: "/v1/uploads/{id}",
         tag: "uploads",
         summary: "Delete an upload",
@@ -789,8 +901,8 @@ pub const OPERATIONS: &[Operation] = &[
     },
     // ---- E2B's sandbox lifecycle API (the front door; docs/e2b-compatibility.md)
     Operation {
-        id: "e2bCreateSandboxV2",
-        method: "post",
+        id: OpId::E2bCreateSandboxV2,
+        method: Method::Post,
         path: "/v2/sandboxes",
         tag: "e2b",
         summary: "E2B: create a sandbox (the SDKs' create)",
@@ -803,8 +915,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &E2B_CREATED,
     },
     Operation {
-        id: "e2bCreateSandbox",
-        method: "post",
+        id: OpId::E2bCreateSandbox,
+        method: Method::Post,
         path: "/sandboxes",
         tag: "e2b",
         summary: "E2B: create a sandbox (the older route)",
@@ -817,8 +929,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &E2B_CREATED,
     },
     Operation {
-        id: "e2bListSandboxesV2",
-        method: "get",
+        id: OpId::E2bListSandboxesV2,
+        method: Method::Get,
         path: "/v2/sandboxes",
         tag: "e2b",
         summary: "E2B: list running sandboxes, a page at a time",
@@ -842,8 +954,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The sandboxes", "E2bListedSandboxes")],
     },
     Operation {
-        id: "e2bListSandboxes",
-        method: "get",
+        id: OpId::E2bListSandboxes,
+        method: Method::Get,
         path: "/sandboxes",
         tag: "e2b",
         summary: "E2B: list running sandboxes (the older route, one page)",
@@ -856,8 +968,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The sandboxes", "E2bListedSandboxes")],
     },
     Operation {
-        id: "e2bGetSandbox",
-        method: "get",
+        id: OpId::E2bGetSandbox,
+        method: Method::Get,
         path: "/sandboxes/{sandboxID}",
         tag: "e2b",
         summary: "E2B: a running sandbox",
@@ -871,8 +983,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The sandbox", "E2bSandboxDetail"), E2B_NOT_FOUND],
     },
     Operation {
-        id: "e2bKillSandbox",
-        method: "delete",
+        id: OpId::E2bKillSandbox,
+        method: Method::Delete,
         path: "/sandboxes/{sandboxID}",
         tag: "e2b",
         summary: "E2B: kill a sandbox",
@@ -885,8 +997,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[E2B_NO_CONTENT, E2B_NOT_FOUND],
     },
     Operation {
-        id: "e2bSetTimeout",
-        method: "post",
+        id: OpId::E2bSetTimeout,
+        method: Method::Post,
         path: "/sandboxes/{sandboxID}/timeout",
         tag: "e2b",
         summary: "E2B: end the sandbox `timeout` seconds from now",
@@ -900,8 +1012,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[E2B_NO_CONTENT, E2B_NOT_FOUND],
     },
     Operation {
-        id: "e2bRefreshSandbox",
-        method: "post",
+        id: OpId::E2bRefreshSandbox,
+        method: Method::Post,
         path: "/sandboxes/{sandboxID}/refreshes",
         tag: "e2b",
         summary: "E2B: keep the sandbox alive `duration` seconds from now (default 60)",
@@ -914,8 +1026,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[E2B_NO_CONTENT, E2B_NOT_FOUND],
     },
     Operation {
-        id: "e2bConnectSandbox",
-        method: "post",
+        id: OpId::E2bConnectSandbox,
+        method: Method::Post,
         path: "/sandboxes/{sandboxID}/connect",
         tag: "e2b",
         summary: "E2B: connect to a running sandbox",
@@ -928,8 +1040,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The sandbox", "E2bSandbox"), E2B_NOT_FOUND],
     },
     Operation {
-        id: "e2bConnectSandboxV2",
-        method: "post",
+        id: OpId::E2bConnectSandboxV2,
+        method: Method::Post,
         path: "/v2/sandboxes/{sandboxID}/connect",
         tag: "e2b",
         summary: "E2B: connect to a running sandbox (the SDKs' route)",
@@ -942,8 +1054,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The sandbox", "E2bSandbox"), E2B_NOT_FOUND],
     },
     Operation {
-        id: "e2bSandboxMetrics",
-        method: "get",
+        id: OpId::E2bSandboxMetrics,
+        method: Method::Get,
         path: "/sandboxes/{sandboxID}/metrics",
         tag: "e2b",
         summary: "E2B: the sandbox's resource use",
@@ -961,8 +1073,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[ok(200, "The samples", "E2bMetrics"), E2B_NOT_FOUND],
     },
     Operation {
-        id: "e2bPauseSandbox",
-        method: "post",
+        id: OpId::E2bPauseSandbox,
+        method: Method::Post,
         path: "/sandboxes/{sandboxID}/pause",
         tag: "e2b",
         summary: "E2B: pause (not offered yet: 400)",
@@ -975,8 +1087,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[E2B_NOT_YET_RESP, E2B_NOT_FOUND],
     },
     Operation {
-        id: "e2bResumeSandbox",
-        method: "post",
+        id: OpId::E2bResumeSandbox,
+        method: Method::Post,
         path: "/sandboxes/{sandboxID}/resume",
         tag: "e2b",
         summary: "E2B: resume (not offered yet: 400)",
@@ -989,8 +1101,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[E2B_NOT_YET_RESP, E2B_NOT_FOUND],
     },
     Operation {
-        id: "e2bSnapshotSandbox",
-        method: "post",
+        id: OpId::E2bSnapshotSandbox,
+        method: Method::Post,
         path: "/sandboxes/{sandboxID}/snapshots",
         tag: "e2b",
         summary: "E2B: snapshot (not offered yet: 400)",
@@ -1003,8 +1115,8 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &[E2B_NOT_YET_RESP, E2B_NOT_FOUND],
     },
     Operation {
-        id: "e2bListSnapshots",
-        method: "get",
+        id: OpId::E2bListSnapshots,
+        method: Method::Get,
         path: "/snapshots",
         tag: "e2b",
         summary: "E2B: list snapshots (none yet)",
@@ -1018,8 +1130,9 @@ pub const OPERATIONS: &[Operation] = &[
     },
 ];
 
-/// The operation with this id (panics on an unknown id: a bug).
-pub fn operation(id: &str) -> &'static Operation {
+/// The operation with this id (every [`OpId`] is in the table: a test
+/// walks them all).
+pub fn operation(id: OpId) -> &'static Operation {
     OPERATIONS
         .iter()
         .find(|o| o.id == id)
@@ -1120,7 +1233,7 @@ fn operation_json(op: &Operation) -> Value {
         add(500, "", None);
     }
     let mut v = json!({
-        "operationId": op.id,
+        "operationId": op.id.as_str(),
         "tags": [op.tag],
         "summary": op.summary,
         "description": op.description,
@@ -1139,7 +1252,10 @@ fn operation_json(op: &Operation) -> Value {
     if op.tag == "e2b" {
         v["security"] = json!([{"apiKey": []}, {"bearer": []}]);
     }
-    if op.id == "createSandbox" || op.id.starts_with("e2bCreateSandbox") {
+    if matches!(
+        op.id,
+        OpId::CreateSandbox | OpId::E2bCreateSandbox | OpId::E2bCreateSandboxV2
+    ) {
         let params = v
             .as_object_mut()
             .expect("object")
@@ -1788,7 +1904,7 @@ fn build() -> Value {
         let item = paths
             .entry(op.path.to_string())
             .or_insert_with(|| json!({}));
-        item[op.method] = operation_json(op);
+        item[op.method.as_str()] = operation_json(op);
     }
     json!({
         "openapi": "3.1.0",
@@ -1829,8 +1945,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_operation_id_is_in_the_table_once() {
+        use strum::IntoEnumIterator as _;
+        for id in OpId::iter() {
+            let n = OPERATIONS.iter().filter(|o| o.id == id).count();
+            assert_eq!(n, 1, "{id} is in the table {n} times");
+            assert_eq!(operation(id).id, id);
+        }
+        assert_eq!(OPERATIONS.len(), OpId::iter().count());
+    }
+
+    #[test]
     fn ids_are_unique_and_every_path_parameter_is_declared() {
-        let mut ids: Vec<&str> = OPERATIONS.iter().map(|o| o.id).collect();
+        let mut ids: Vec<&str> = OPERATIONS.iter().map(|o| o.id.as_str()).collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), OPERATIONS.len());

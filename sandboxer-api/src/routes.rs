@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::extract::{Admin, Caller, JsonBody, Params, PathParam};
-use crate::openapi::{self, Operation};
+use crate::openapi::{self, OpId, Operation};
 use crate::views::{probe_hosts, profile_rows, Public};
 use crate::ApiState;
 
@@ -37,51 +37,51 @@ pub const DEFAULT_GRACE: Duration = sandboxer_core::reaper::DEFAULT_GRACE;
 /// The handler of an operation, on its method.
 pub(crate) fn handler(op: &Operation) -> MethodRouter<ApiState> {
     let filter = match op.method {
-        "get" => MethodFilter::GET,
-        "post" => MethodFilter::POST,
-        "delete" => MethodFilter::DELETE,
-        other => panic!("method {other} of {} is not mounted", op.id),
+        openapi::Method::Get => MethodFilter::GET,
+        openapi::Method::Post => MethodFilter::POST,
+        openapi::Method::Delete => MethodFilter::DELETE,
     };
+    // Exhaustive: an operation of the table without a handler does not
+    // compile.
     match op.id {
-        "health" => on(filter, health),
-        "openapi" => on(filter, openapi_doc),
-        "whoami" => on(filter, whoami),
-        "createSandbox" => on(filter, create_sandbox),
-        "listSandboxes" => on(filter, list_sandboxes),
-        "dashboard" => on(filter, crate::dashboard::data),
-        "getSandbox" => on(filter, get_sandbox),
-        "destroySandbox" => on(filter, destroy_sandbox),
-        "recreateSandbox" => on(filter, recreate_sandbox),
-        "extendSandboxTtl" => on(filter, extend_ttl),
-        "listProfiles" => on(filter, list_profiles),
-        "getProfile" => on(filter, get_profile),
-        "explainRoute" => on(filter, explain_route),
-        "listHosts" => on(filter, list_hosts),
-        "hostTelemetry" => on(filter, host_telemetry),
-        "inspectStale" => on(filter, inspect_stale),
-        "reapStale" => on(filter, reap_stale),
-        "creditsBalance" => on(filter, credits_balance),
-        "grantCredits" => on(filter, grant_credits),
-        "creditsLedger" => on(filter, credits_ledger),
-        "creditsUsage" => on(filter, credits_usage),
-        "creditsCheck" => on(filter, credits_check),
-        "uploadRepo" => on(filter, crate::uploads::upload_repo),
-        "e2bCreateSandboxV2" | "e2bCreateSandbox" => on(filter, crate::e2b::create),
-        "e2bListSandboxesV2" => on(filter, crate::e2b::list_v2),
-        "e2bListSandboxes" => on(filter, crate::e2b::list_v1),
-        "e2bGetSandbox" => on(filter, crate::e2b::get),
-        "e2bKillSandbox" => on(filter, crate::e2b::kill),
-        "e2bSetTimeout" => on(filter, crate::e2b::set_timeout),
-        "e2bRefreshSandbox" => on(filter, crate::e2b::refresh),
-        "e2bConnectSandbox" | "e2bConnectSandboxV2" => on(filter, crate::e2b::connect),
-        "e2bSandboxMetrics" => on(filter, crate::e2b::metrics),
-        "e2bPauseSandbox" | "e2bResumeSandbox" | "e2bSnapshotSandbox" => {
+        OpId::Health => on(filter, health),
+        OpId::Openapi => on(filter, openapi_doc),
+        OpId::Whoami => on(filter, whoami),
+        OpId::CreateSandbox => on(filter, create_sandbox),
+        OpId::ListSandboxes => on(filter, list_sandboxes),
+        OpId::Dashboard => on(filter, crate::dashboard::data),
+        OpId::GetSandbox => on(filter, get_sandbox),
+        OpId::DestroySandbox => on(filter, destroy_sandbox),
+        OpId::RecreateSandbox => on(filter, recreate_sandbox),
+        OpId::ExtendSandboxTtl => on(filter, extend_ttl),
+        OpId::ListProfiles => on(filter, list_profiles),
+        OpId::GetProfile => on(filter, get_profile),
+        OpId::ExplainRoute => on(filter, explain_route),
+        OpId::ListHosts => on(filter, list_hosts),
+        OpId::HostTelemetry => on(filter, host_telemetry),
+        OpId::InspectStale => on(filter, inspect_stale),
+        OpId::ReapStale => on(filter, reap_stale),
+        OpId::CreditsBalance => on(filter, credits_balance),
+        OpId::GrantCredits => on(filter, grant_credits),
+        OpId::CreditsLedger => on(filter, credits_ledger),
+        OpId::CreditsUsage => on(filter, credits_usage),
+        OpId::CreditsCheck => on(filter, credits_check),
+        OpId::UploadRepo => on(filter, crate::uploads::upload_repo),
+        OpId::E2bCreateSandboxV2 | OpId::E2bCreateSandbox => on(filter, crate::e2b::create),
+        OpId::E2bListSandboxesV2 => on(filter, crate::e2b::list_v2),
+        OpId::E2bListSandboxes => on(filter, crate::e2b::list_v1),
+        OpId::E2bGetSandbox => on(filter, crate::e2b::get),
+        OpId::E2bKillSandbox => on(filter, crate::e2b::kill),
+        OpId::E2bSetTimeout => on(filter, crate::e2b::set_timeout),
+        OpId::E2bRefreshSandbox => on(filter, crate::e2b::refresh),
+        OpId::E2bConnectSandbox | OpId::E2bConnectSandboxV2 => on(filter, crate::e2b::connect),
+        OpId::E2bSandboxMetrics => on(filter, crate::e2b::metrics),
+        OpId::E2bPauseSandbox | OpId::E2bResumeSandbox | OpId::E2bSnapshotSandbox => {
             on(filter, crate::e2b::not_yet)
         }
-        "e2bListSnapshots" => on(filter, crate::e2b::snapshots),
-        "listUploads" => on(filter, crate::uploads::list_uploads),
-        "deleteUpload" => on(filter, crate::uploads::delete_upload),
-        other => panic!("operation {other} has no handler"),
+        OpId::E2bListSnapshots => on(filter, crate::e2b::snapshots),
+        OpId::ListUploads => on(filter, crate::uploads::list_uploads),
+        OpId::DeleteUpload => on(filter, crate::uploads::delete_upload),
     }
 }
 
@@ -311,7 +311,7 @@ async fn list_sandboxes(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse("listSandboxes", q.as_deref())?;
+    let p = Params::parse(crate::openapi::OpId::ListSandboxes, q.as_deref())?;
     let mut states = Vec::new();
     for s in p.list("state") {
         states.push(parse_state(&s)?);
@@ -460,7 +460,7 @@ async fn explain_route(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse("explainRoute", q.as_deref())?;
+    let p = Params::parse(crate::openapi::OpId::ExplainRoute, q.as_deref())?;
     let actor = caller.acting_as(p.one("actor")?.as_deref(), "explains")?;
     let req = CreateRequest {
         profile: p
@@ -516,7 +516,7 @@ async fn inspect_stale(
     _admin: Admin,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse("inspectStale", q.as_deref())?;
+    let p = Params::parse(crate::openapi::OpId::InspectStale, q.as_deref())?;
     let grace = parse_grace(p.one("grace")?.as_deref())?;
     let m = st.manager.clone();
     let report = offload(move || async move { m.inspect_stale(grace).await }).await?;
@@ -555,7 +555,7 @@ async fn credits_balance(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse("creditsBalance", q.as_deref())?;
+    let p = Params::parse(crate::openapi::OpId::CreditsBalance, q.as_deref())?;
     let actor = credits_actor(&caller, p.one("actor")?)?;
     let ledger = st.ledger.clone();
     let who = actor.clone();
@@ -644,7 +644,7 @@ async fn credits_ledger(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse("creditsLedger", q.as_deref())?;
+    let p = Params::parse(crate::openapi::OpId::CreditsLedger, q.as_deref())?;
     let asked = p.one("actor")?;
     let actor = if caller.is_admin() {
         asked
@@ -668,7 +668,7 @@ async fn credits_usage(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse("creditsUsage", q.as_deref())?;
+    let p = Params::parse(crate::openapi::OpId::CreditsUsage, q.as_deref())?;
     let actor = credits_actor(&caller, p.one("actor")?)?;
     let ledger = st.ledger.clone();
     let who = actor.clone();
