@@ -150,9 +150,8 @@ impl ApiState {
         self.detached.running.fetch_add(1, Ordering::SeqCst);
         let m = self.manager.clone();
         let d = self.detached.clone();
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = handle.block_on(m.finish_create(&id)) {
+        tokio::spawn(async move {
+            if let Err(e) = m.finish_create(&id).await {
                 tracing::warn!("provisioning {id} (wait: false): {e}");
             }
             d.running.fetch_sub(1, Ordering::SeqCst);

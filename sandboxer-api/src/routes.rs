@@ -85,18 +85,17 @@ pub(crate) fn handler(op: &Operation) -> MethodRouter<ApiState> {
     }
 }
 
-/// Run `f` (manager and ledger work: blocking file I/O with fsync, and
-/// async extension calls) on the blocking pool, on its own thread, so the
-/// runtime's workers never stall. It runs to completion even when the client
-/// goes away (a create is never cut off half-way).
+/// Run `f` (manager and ledger work) as a task of its own on the server's
+/// runtime, so it runs to completion even when the client goes away (a
+/// create is never cut off half-way). Its database commits step off the
+/// runtime's workers by themselves (see `sandboxer_core::store::db`).
 pub(crate) async fn run_blocking<T, F, Fut>(f: F) -> sandboxer_core::Result<T>
 where
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = sandboxer_core::Result<T>>,
+    Fut: Future<Output = sandboxer_core::Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    let handle = tokio::runtime::Handle::current();
-    match tokio::task::spawn_blocking(move || handle.block_on(f())).await {
+    match tokio::spawn(f()).await {
         Ok(r) => r,
         Err(e) => Err(Error::internal(format!("the operation stopped: {e}"))),
     }
@@ -105,7 +104,7 @@ where
 async fn offload<T, F, Fut>(f: F) -> Result<T, ApiError>
 where
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = sandboxer_core::Result<T>>,
+    Fut: Future<Output = sandboxer_core::Result<T>> + Send + 'static,
     T: Send + 'static,
 {
     run_blocking(f).await.map_err(ApiError::from)

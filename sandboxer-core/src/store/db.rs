@@ -254,14 +254,30 @@ pub trait Db: Send + Sync + 'static {
     fn schema_version(&self) -> Result<u32>;
 }
 
+/// Run blocking database work (a commit waits for its sync). On a worker
+/// of a multi-threaded tokio runtime (`sandboxer serve`), the worker first
+/// hands its other tasks to another thread (`block_in_place`), so a commit
+/// never stalls them; anywhere else (no runtime, the CLI's current-thread
+/// one, a blocking-pool thread) it just runs.
+fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// [`Db::read`] with a closure that returns a value.
 pub fn read<R: Send>(db: &dyn Db, f: impl FnOnce(&mut dyn Tx) -> Result<R> + Send) -> Result<R> {
     let mut f = Some(f);
     let mut out = None;
-    db.read(&mut |tx| {
-        let f = f.take().expect("a transaction runs its closure once");
-        out = Some(f(tx)?);
-        Ok(())
+    off_the_workers(|| {
+        db.read(&mut |tx| {
+            let f = f.take().expect("a transaction runs its closure once");
+            out = Some(f(tx)?);
+            Ok(())
+        })
     })?;
     Ok(out.expect("the closure ran"))
 }
@@ -273,10 +289,12 @@ pub fn transact<R: Send>(
 ) -> Result<R> {
     let mut f = Some(f);
     let mut out = None;
-    db.transaction(&mut |tx| {
-        let f = f.take().expect("a transaction runs its closure once");
-        out = Some(f(tx)?);
-        Ok(())
+    off_the_workers(|| {
+        db.transaction(&mut |tx| {
+            let f = f.take().expect("a transaction runs its closure once");
+            out = Some(f(tx)?);
+            Ok(())
+        })
     })?;
     Ok(out.expect("the closure ran"))
 }
