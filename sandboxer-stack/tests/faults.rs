@@ -256,6 +256,19 @@ fn snapshot(db: &dyn Db) -> Snapshot {
     .unwrap()
 }
 
+/// 10 credits for `agt:faults`, who every request acts for.
+fn fund(ledger: &sandboxer_stack::DbLedger) {
+    let actor: Actor = "agt:faults".parse().unwrap();
+    ledger
+        .grant(
+            &"adm:ops".parse().unwrap(),
+            &actor,
+            Micros::from_credits(10),
+            Some("g"),
+        )
+        .unwrap();
+}
+
 fn request() -> CreateRequest {
     CreateRequest {
         profile: "profile.instant".into(),
@@ -287,15 +300,7 @@ async fn a_fault_inside_any_lifecycle_step_leaves_none_of_its_parts() {
         .build()
         .unwrap();
     let (m, ledger) = (stack.manager, stack.ledger);
-    let actor: Actor = "agt:faults".parse().unwrap();
-    ledger
-        .grant(
-            &"adm:ops".parse().unwrap(),
-            &actor,
-            Micros::from_credits(10),
-            Some("g"),
-        )
-        .unwrap();
+    fund(&ledger);
     // Fail the next event (`true`), or none (`false`).
     let arm = |on: bool| db.budget.store(if on { 0 } else { -1 }, Ordering::SeqCst);
     let fails = |r: Result<Sandbox>| {
@@ -422,15 +427,7 @@ async fn the_reaper_and_the_settle_go_by_the_stacks_clock() {
         .build()
         .unwrap();
     let (m, ledger) = (stack.manager, stack.ledger);
-    let actor: Actor = "agt:faults".parse().unwrap();
-    ledger
-        .grant(
-            &"adm:ops".parse().unwrap(),
-            &actor,
-            Micros::from_credits(10),
-            Some("g"),
-        )
-        .unwrap();
+    fund(&ledger);
     let sbx = m.create(request(), true).await.unwrap();
     assert_eq!(sbx.created_at, clock.now());
     let held = ledger
