@@ -42,6 +42,19 @@ fn builder() -> GitignoreBuilder {
     b
 }
 
+/// The builder with the route's `patterns` (each checked when the config
+/// was read; one that is not a pattern matches nothing rather than
+/// everything).
+fn with_patterns<S: AsRef<str>>(patterns: &[S]) -> GitignoreBuilder {
+    let mut b = builder();
+    for p in patterns {
+        if let Err(e) = b.add_line(None, p.as_ref()) {
+            tracing::warn!("exclude pattern `{}` ignored: {e}", p.as_ref());
+        }
+    }
+    b
+}
+
 /// Whether `pattern` is usable as an exclusion.
 pub(crate) fn check_pattern(pattern: &str) -> std::result::Result<(), String> {
     let trimmed = pattern.trim_matches('/');
@@ -66,16 +79,10 @@ impl Excludes {
     /// The matcher for `patterns` alone (each checked when the config was
     /// read).
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Excludes {
-        let mut b = builder();
-        for p in patterns {
-            // Checked with the config; one that is not a pattern matches
-            // nothing rather than everything.
-            if let Err(e) = b.add_line(None, p.as_ref()) {
-                tracing::warn!("exclude pattern `{}` ignored: {e}", p.as_ref());
-            }
-        }
         Excludes {
-            matcher: b.build().unwrap_or_else(|_| Gitignore::empty()),
+            matcher: with_patterns(patterns)
+                .build()
+                .unwrap_or_else(|_| Gitignore::empty()),
         }
     }
 
@@ -83,12 +90,7 @@ impl Excludes {
     /// if it has one. A line of it that is not a pattern is an
     /// `InvalidInput` naming the file and line.
     pub fn for_repo<S: AsRef<str>>(repo: &Path, patterns: &[S]) -> Result<Excludes> {
-        let mut b = builder();
-        for p in patterns {
-            if let Err(e) = b.add_line(None, p.as_ref()) {
-                tracing::warn!("exclude pattern `{}` ignored: {e}", p.as_ref());
-            }
-        }
+        let mut b = with_patterns(patterns);
         let file = repo.join(DOCKERIGNORE);
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => Some(t),
