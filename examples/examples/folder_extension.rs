@@ -39,6 +39,8 @@ impl Extension for FolderExtension {
             extend: false,
             list_resources: true,
             uses_host: true,
+            pause: false,
+            snapshot: false,
         }
     }
 
@@ -149,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
         ready_timeout: std::time::Duration::from_secs(10),
         created_at: Utc::now(),
         price_per_hour: Default::default(),
+        restore: None,
     };
     sandboxer_testkit::conformance::run_conformance(ext, &make_ctx).await;
     println!("ext.folder passes the extension conformance suite");

@@ -280,6 +280,7 @@ pub(crate) async fn create(
         actor: Some(caller.actor.clone()),
         idempotency_key: idempotency_key(&headers)?,
         recreated_from: None,
+        from_snapshot: None,
         metadata: b.metadata.unwrap_or_default(),
     };
     let (_, sbx) = crate::routes::create_waiting(&st, req).await?;

@@ -139,17 +139,8 @@ fn parse_price(raw: Option<&str>) -> Result<Option<Micros>, ApiError> {
 }
 
 pub(crate) fn parse_state(s: &str) -> Result<LifeState, ApiError> {
-    Ok(match s {
-        "provisioning" => LifeState::Provisioning,
-        "ready" => LifeState::Ready,
-        "destroying" => LifeState::Destroying,
-        "destroyed" => LifeState::Destroyed,
-        "failed" => LifeState::Failed,
-        other => {
-            return Err(ApiError::invalid(format!("state `{other}` is not a state"))
-                .with_hint("states: provisioning, ready, destroying, destroyed, failed"))
-        }
-    })
+    s.parse()
+        .map_err(|why: String| ApiError::invalid(format!("state {why}")))
 }
 
 fn nonempty(s: Option<String>) -> Option<String> {
@@ -254,6 +245,7 @@ async fn create_sandbox(
         actor: Some(actor),
         idempotency_key: idempotency_key(&headers, b.idempotency_key)?,
         recreated_from: None,
+        from_snapshot: None,
         metadata: Default::default(),
     };
     let wait = b.wait.unwrap_or(true);
@@ -477,6 +469,7 @@ async fn explain_route(
         actor: Some(actor),
         idempotency_key: None,
         recreated_from: None,
+        from_snapshot: None,
         metadata: Default::default(),
     };
     let m = st.manager.clone();

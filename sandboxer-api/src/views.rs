@@ -29,6 +29,11 @@ impl Serialize for Public<'_> {
     }
 }
 
+/// A snapshot record as consumers read it (`backend` left out).
+pub fn public_snapshot(s: &sandboxer_core::snapshot::Snapshot) -> serde_json::Value {
+    sandboxer_core::model::public_view(|| serde_json::to_value(s)).expect("a snapshot serializes")
+}
+
 /// Write records as a pretty JSON array in their public form, straight to
 /// `w` (no intermediate values: `list --json` of a large store).
 pub fn write_records<W: std::io::Write>(w: W, list: &[Sandbox]) -> std::io::Result<()> {

@@ -110,6 +110,50 @@ pub enum Command {
         by: String,
     },
 
+    /// Pause a ready sandbox: nothing of it runs, its TTL stops and its
+    /// profile's paused retention (default 7d) runs instead; a metered one
+    /// pays for its run so far and holds only the paused price.
+    #[command(after_help = "Example:\n  sandboxer pause sbx-abc123")]
+    Pause {
+        /// The sandbox id.
+        id: String,
+    },
+
+    /// Resume a paused sandbox with the running time it had left, or a new
+    /// TTL (its whole running time within the profile's maximum). A
+    /// metered one holds the run first (exit 6 when the credits do not
+    /// cover it; it stays paused).
+    #[command(
+        after_help = "Examples:\n  sandboxer resume sbx-abc123\n  sandboxer resume sbx-abc123 --ttl 1h"
+    )]
+    Resume {
+        /// The sandbox id.
+        id: String,
+        /// Run this long from now instead of the time it had left.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+
+    /// Save a ready or paused sandbox as a snapshot (snap-...), to create
+    /// new sandboxes from with `create --from-snapshot`.
+    #[command(
+        after_help = "Examples:\n  sandboxer snapshot sbx-abc123 --name warmed-up\n  sandboxer create --from-snapshot snap-xyz789"
+    )]
+    Snapshot {
+        /// The sandbox id.
+        id: String,
+        /// A name for people.
+        #[arg(long)]
+        name: Option<String>,
+        /// Who is asking (default adm:$USER).
+        #[arg(long, env = "SANDBOXER_ACTOR", value_name = "ACTOR")]
+        actor: Option<String>,
+    },
+
+    /// Snapshots: list, show, delete.
+    #[command(subcommand)]
+    Snapshots(SnapshotsCmd),
+
     /// The profile catalog: built-in and user profiles.
     #[command(subcommand)]
     Profiles(ProfilesCmd),
@@ -227,14 +271,16 @@ pub struct PlacementArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// The profile (recipe) to establish.
-    #[arg(
-        long,
-        short = 'p',
-        default_value = "profile.sandbox-canary",
-        value_name = "ID"
-    )]
-    pub profile: String,
+    /// The profile (recipe) to establish [default: profile.sandbox-canary;
+    /// with --from-snapshot, the snapshot's].
+    #[arg(long, short = 'p', value_name = "ID")]
+    pub profile: Option<String>,
+
+    /// Restore this snapshot (snap-...) instead of starting fresh: the new
+    /// sandbox has the snapshot's profile and is placed where the snapshot
+    /// lives.
+    #[arg(long, value_name = "SNAP")]
+    pub from_snapshot: Option<String>,
 
     /// An input of the profile, NAME=VALUE (repeatable).
     #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
@@ -264,7 +310,7 @@ pub struct CreateArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only sandboxes in this state (repeatable): provisioning, ready,
-    /// destroying, destroyed, failed.
+    /// pausing, paused, resuming, destroying, destroyed, failed.
     #[arg(long, value_name = "STATE")]
     pub state: Vec<String>,
     /// Only live sandboxes (not destroyed or failed).
@@ -279,6 +325,34 @@ pub struct ListArgs {
     /// Only this host.
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsCmd {
+    /// Snapshots, oldest first.
+    #[command(
+        after_help = "Examples:\n  sandboxer snapshots list\n  sandboxer snapshots list --state ready --json"
+    )]
+    List {
+        /// Only this actor's.
+        #[arg(long, value_name = "ACTOR")]
+        actor: Option<String>,
+        /// Only in this state (repeatable): creating, ready, failed, deleted.
+        #[arg(long, value_name = "STATE")]
+        state: Vec<String>,
+    },
+    /// One snapshot.
+    #[command(after_help = "Example:\n  sandboxer snapshots get snap-xyz789 --json")]
+    Get {
+        /// The snapshot id (snap-...).
+        id: String,
+    },
+    /// Remove a snapshot from where it lives; its record ends `deleted`.
+    #[command(after_help = "Example:\n  sandboxer snapshots delete snap-xyz789")]
+    Delete {
+        /// The snapshot id (snap-...).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use sandboxer_core::store::db::{read, transact, Db, Derived};
 use sandboxer_core::{Error, ErrorKind, Result};
-use sandboxer_credits::{DbLedger, HoldState};
+use sandboxer_credits::DbLedger;
 use serde::Serialize;
 
 use crate::args::DbCmd;
@@ -256,7 +256,7 @@ fn copy(env: &Env, to: &str, json: bool) -> Result<i32> {
     let open = DbLedger::new(dst.clone())
         .open_holds()?
         .into_iter()
-        .filter(|h| h.state == HoldState::Open)
+        .filter(|h| h.state.is_unresolved())
         .count();
     if json {
         print_json(&serde_json::json!({

@@ -301,8 +301,15 @@ async fn dispatch_inner(env: &Env, cli: Cli) -> Result<i32> {
     let color = color_enabled();
     match cli.command {
         Command::Create(a) => {
+            let profile = match (&a.profile, &a.from_snapshot) {
+                (Some(p), _) => p.clone(),
+                // The snapshot's.
+                (None, Some(_)) => String::new(),
+                (None, None) => sandboxer_api::DEFAULT_PROFILE.to_string(),
+            };
             let req = CreateRequest {
-                profile: a.profile.clone(),
+                profile,
+                from_snapshot: a.from_snapshot.clone(),
                 inputs: parse_inputs(&a.inputs)?,
                 ttl: parse_ttl(a.ttl.as_deref())?,
                 constraints: constraints(&a.placement)?,
@@ -420,6 +427,91 @@ async fn dispatch_inner(env: &Env, cli: Cli) -> Result<i32> {
                 print_json(&render::Public(&sbx));
             } else {
                 out(&render::summary(&sbx, color));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::Pause { id } => {
+            let (m, pb) = with_spinner(env.manager(true)?);
+            let r = m.pause(&id).await;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            let sbx = r?;
+            if json {
+                print_json(&render::Public(&sbx));
+            } else {
+                out(&render::summary(&sbx, color));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::Resume { id, ttl } => {
+            let ttl = parse_ttl(ttl.as_deref())?;
+            let (m, pb) = with_spinner(env.manager(true)?);
+            let r = m.resume(&id, ttl).await;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            let sbx = r?;
+            if json {
+                print_json(&render::Public(&sbx));
+            } else {
+                out(&render::summary(&sbx, color));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::Snapshot { id, name, actor } => {
+            let actor = parse_actor(actor.as_deref())?;
+            let (m, pb) = with_spinner(env.manager(true)?);
+            let r = m.snapshot(&id, name, &actor).await;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            let snap = r?;
+            if json {
+                print_json(&render::public_snapshot(&snap));
+            } else {
+                out(&render::snapshot_summary(&snap));
+            }
+            Ok(exit::code::OK)
+        }
+        Command::Snapshots(cmd) => {
+            let m = env.manager(true)?;
+            match cmd {
+                args::SnapshotsCmd::List { actor, state } => {
+                    let actor: Option<sandboxer_core::model::Actor> =
+                        actor.as_deref().map(str::parse).transpose()?;
+                    let states = state
+                        .iter()
+                        .map(|s| {
+                            s.parse::<sandboxer_core::snapshot::SnapshotState>()
+                                .map_err(|why| Error::invalid_input(format!("--state: {why}")))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let list = m.snapshots(actor.as_ref(), &states)?;
+                    if json {
+                        print_json(&serde_json::Value::Array(
+                            list.iter().map(render::public_snapshot).collect(),
+                        ));
+                    } else {
+                        out(&render::snapshot_table(&list));
+                    }
+                }
+                args::SnapshotsCmd::Get { id } => {
+                    let snap = m.snapshot_record(&id)?;
+                    if json {
+                        print_json(&render::public_snapshot(&snap));
+                    } else {
+                        out(&render::snapshot_summary(&snap));
+                    }
+                }
+                args::SnapshotsCmd::Delete { id } => {
+                    let snap = m.delete_snapshot(&id).await?;
+                    if json {
+                        print_json(&render::public_snapshot(&snap));
+                    } else {
+                        out(&render::snapshot_summary(&snap));
+                    }
+                }
             }
             Ok(exit::code::OK)
         }
@@ -559,6 +651,7 @@ async fn dispatch_inner(env: &Env, cli: Cli) -> Result<i32> {
                 idempotency_key: None,
                 recreated_from: None,
                 metadata: Default::default(),
+                from_snapshot: None,
             };
             let d = m.explain(&req).await?;
             if json {
@@ -577,20 +670,8 @@ fn parse_grace(g: &str) -> Result<Duration> {
 }
 
 fn parse_state(s: &str) -> Result<sandboxer_core::lifecycle::State> {
-    use sandboxer_core::lifecycle::State;
-    Ok(match s {
-        "provisioning" => State::Provisioning,
-        "ready" => State::Ready,
-        "destroying" => State::Destroying,
-        "destroyed" => State::Destroyed,
-        "failed" => State::Failed,
-        other => {
-            return Err(
-                Error::invalid_input(format!("--state `{other}` is not a state"))
-                    .with_hint("states: provisioning, ready, destroying, destroyed, failed"),
-            )
-        }
-    })
+    s.parse()
+        .map_err(|why: String| Error::invalid_input(format!("--state {why}")))
 }
 
 /// `--no-wait`: finish the create in a detached `sandboxer __finish-create`

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 
 use chrono::Utc;
-pub use sandboxer_api::views::{probe_hosts, profile_rows, HostRow, ProfileRow, Public};
+pub use sandboxer_api::views::{
+    probe_hosts, profile_rows, public_snapshot, HostRow, ProfileRow, Public,
+};
 use sandboxer_core::extension::Registry;
 use sandboxer_core::hosts::Hosts;
 use sandboxer_core::lifecycle::State;
@@ -19,7 +21,8 @@ fn paint(s: &str, state: State, color: bool) -> String {
     let c = match state {
         State::Ready => "32",
         State::Failed => "31",
-        State::Provisioning | State::Destroying => "33",
+        State::Provisioning | State::Destroying | State::Pausing | State::Resuming => "33",
+        State::Paused => "36",
         State::Destroyed => "2",
     };
     format!("\x1b[{c}m{s}\x1b[0m")
@@ -199,7 +202,7 @@ pub fn sandbox_table(list: &[Sandbox], color: bool) -> String {
         .iter()
         .map(|s| {
             let expires = match (s.state(), s.expires_at) {
-                (State::Ready | State::Provisioning, Some(t)) => ago_or_in(t),
+                (State::Ready | State::Provisioning | State::Paused, Some(t)) => ago_or_in(t),
                 _ => "-".into(),
             };
             let reason = if s.overdue(sandboxer_core::model::now()) {
@@ -608,4 +611,65 @@ mod tests {
         let line = line.unwrap();
         assert!(line.contains("disk 51.0 MiB free"), "{line}");
     }
+}
+
+/// `snapshot`, `snapshots get` and `snapshots delete` for people.
+pub fn snapshot_summary(s: &sandboxer_core::snapshot::Snapshot) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{}  {}", s.id, s.state);
+    if let Some(n) = &s.name {
+        let _ = writeln!(o, "  name       {n}");
+    }
+    let _ = writeln!(o, "  source     {}", s.source);
+    let _ = writeln!(o, "  profile    {} v{}", s.profile, s.profile_version);
+    let _ = writeln!(o, "  host       {} ({})", s.host, s.extension);
+    if let Some(l) = &s.location {
+        let _ = writeln!(o, "  location   {l}");
+    }
+    if let Some(b) = s.size_bytes {
+        let _ = writeln!(o, "  size       {b} bytes");
+    }
+    if let Some(r) = &s.reason {
+        let _ = writeln!(o, "  reason     {r}");
+    }
+    let _ = writeln!(o, "  actor      {}", s.actor);
+    let _ = writeln!(o, "  created    {}", rfc3339(s.created_at));
+    if let Some(t) = s.deleted_at {
+        let _ = writeln!(o, "  deleted    {}", rfc3339(t));
+    }
+    if let Some(c) = s.storage_cost {
+        let _ = writeln!(o, "  storage    {c} credits");
+    }
+    if s.state == sandboxer_core::snapshot::SnapshotState::Ready {
+        let _ = writeln!(o, "  restore    sandboxer create --from-snapshot {}", s.id);
+    }
+    o
+}
+
+/// `snapshots list` for people.
+pub fn snapshot_table(list: &[sandboxer_core::snapshot::Snapshot]) -> String {
+    if list.is_empty() {
+        return "no snapshots\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.state.to_string(),
+                s.name.clone().unwrap_or_else(|| "-".into()),
+                s.source.clone(),
+                s.profile.clone(),
+                s.host.clone(),
+                s.size_bytes.map_or("-".into(), |b| b.to_string()),
+                rfc3339(s.created_at),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "STATE", "NAME", "SOURCE", "PROFILE", "HOST", "BYTES", "CREATED",
+        ],
+        &rows,
+    )
 }

@@ -90,6 +90,46 @@ pub trait Billing: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<()>;
 
+    /// The sandbox pauses at `at`: pay its `seconds` of running since its
+    /// last resume (or creation), release the rest, and hold the paused
+    /// price until `paused_until`, in the caller's transaction.
+    /// `InsufficientCredits` when the paused price cannot be held. No open
+    /// hold (a free sandbox) is fine.
+    fn pause_in(
+        &self,
+        tx: &mut dyn Tx,
+        sandbox_id: &str,
+        seconds: u64,
+        paused_price_per_hour: Micros,
+        paused_until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// The sandbox resumes at `at`: pay its `paused_seconds`, and hold the
+    /// running price until `expires_at`, in the caller's transaction;
+    /// refused with `InsufficientCredits` (and nothing written) when the
+    /// balance cannot cover it. No paused hold (a free sandbox) is fine.
+    fn resume_in(
+        &self,
+        tx: &mut dyn Tx,
+        sandbox_id: &str,
+        paused_seconds: u64,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Pay for keeping `snap` `seconds` at its storage price, in the
+    /// caller's transaction (the one that records it deleted). Storage is
+    /// not held in advance, so it is never more than the actor's available
+    /// balance; returns what was paid.
+    fn storage_in(
+        &self,
+        tx: &mut dyn Tx,
+        snap: &crate::snapshot::Snapshot,
+        seconds: u64,
+        at: DateTime<Utc>,
+    ) -> Result<Micros>;
+
     /// Hold the extra time up to `expires_at`; refused with
     /// `InsufficientCredits` when the balance does not cover it. No hold
     /// (a free sandbox) is fine.

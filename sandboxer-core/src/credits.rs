@@ -66,6 +66,10 @@ impl Micros {
 
     /// In credits, as a float (for gauges and charts; never for
     /// arithmetic on balances).
+    pub fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+
     pub fn as_credits(self) -> f64 {
         self.0 as f64 / MICROS_PER_CREDIT as f64
     }

@@ -26,6 +26,13 @@ pub struct Capabilities {
     /// The extension runs on a placement host through a [`Transport`]
     /// (false for SaaS providers, which ignore the transport).
     pub uses_host: bool,
+    /// `pause` and `resume` stop a sandbox without losing it.
+    pub pause: bool,
+    /// `snapshot` saves a sandbox, `provision` with
+    /// [`SandboxCtx::restore`] makes a new one from it, and
+    /// `delete_snapshot` removes it; `list_resources` lists snapshot
+    /// artifacts (ids `snap-...`) beside sandboxes.
+    pub snapshot: bool,
 }
 
 /// Everything an extension gets for one sandbox.
@@ -50,6 +57,27 @@ pub struct SandboxCtx {
     pub created_at: DateTime<Utc>,
     /// The route's price per hour (zero for own hosts).
     pub price_per_hour: crate::credits::Micros,
+    /// Set when the sandbox is created from a snapshot: `provision`
+    /// restores it instead of starting fresh.
+    pub restore: Option<Restore>,
+}
+
+/// The snapshot a sandbox is restored from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restore {
+    pub snapshot_id: String,
+    /// What `snapshot` returned as the snapshot's handle.
+    pub handle: serde_json::Value,
+}
+
+/// What `snapshot` made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SnapshotMade {
+    /// The extension-private handle, kept in the snapshot record.
+    pub handle: serde_json::Value,
+    /// Where it lives, for people (a folder, an image, a provider id).
+    pub location: Option<String>,
+    pub size_bytes: Option<u64>,
 }
 
 impl std::fmt::Debug for SandboxCtx {
@@ -95,8 +123,10 @@ pub struct Resource {
 
 /// A sandbox backend.
 ///
-/// Every method is required; optional abilities are declared in
-/// [`Extension::capabilities`] and the others answer `Unsupported`.
+/// The methods of the base lifecycle are required; optional abilities are
+/// declared in [`Extension::capabilities`], and their methods (pause,
+/// resume, snapshot, delete_snapshot) answer `Unsupported` unless an
+/// extension that declares them implements them.
 #[async_trait]
 pub trait Extension: Send + Sync + 'static {
     /// The extension id, e.g. `ext.compose-ssh`.
@@ -137,6 +167,59 @@ pub trait Extension: Send + Sync + 'static {
     /// Every resource of this extension on the transport's host (capability
     /// `list_resources`), for `inspect stale` and `reap-stale`.
     async fn list_resources(&self, transport: Arc<dyn Transport>) -> Result<Vec<Resource>>;
+
+    /// Stop the sandbox without losing it (capability `pause`): nothing of
+    /// it runs until `resume`. Pausing a paused sandbox is `Ok`.
+    async fn pause(&self, ctx: &SandboxCtx, handle: &serde_json::Value) -> Result<()> {
+        let _ = handle;
+        Err(unsupported(self.id(), "pause", &ctx.id))
+    }
+
+    /// Run a paused sandbox again and confirm it is reachable, at most until
+    /// `deadline` (capability `pause`). Resuming a running one is `Ok`.
+    async fn resume(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &serde_json::Value,
+        deadline: tokio::time::Instant,
+    ) -> Result<ReadyInfo> {
+        let _ = (handle, deadline);
+        Err(unsupported(self.id(), "resume", &ctx.id))
+    }
+
+    /// Save the sandbox as snapshot `snapshot_id` (capability `snapshot`).
+    /// Artifacts are named from `snapshot_id`, and a snapshot is only
+    /// complete (listed, restorable) once this returns `Ok`: an interrupted
+    /// one leaves at most parts that `delete_snapshot` and the reaper
+    /// remove, never something that looks whole. On error, the extension
+    /// has removed what it made.
+    async fn snapshot(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &serde_json::Value,
+        snapshot_id: &str,
+    ) -> Result<SnapshotMade> {
+        let _ = (handle, snapshot_id);
+        Err(unsupported(self.id(), "snapshot", &ctx.id))
+    }
+
+    /// Remove snapshot `snapshot_id` from where it lives (capability
+    /// `snapshot`). Idempotent; `handle` is `Null` when it was never saved
+    /// (an interrupted snapshot, an orphan).
+    async fn delete_snapshot(
+        &self,
+        transport: Arc<dyn Transport>,
+        snapshot_id: &str,
+        handle: &serde_json::Value,
+    ) -> Result<()> {
+        let _ = (transport, handle);
+        Err(unsupported(self.id(), "delete a snapshot", snapshot_id))
+    }
+}
+
+/// `Unsupported`: `ext` cannot `what` (a capability it does not declare).
+fn unsupported(ext: &str, what: &str, id: &str) -> crate::Error {
+    crate::Error::unsupported(format!("{ext} cannot {what} ({id})"))
 }
 
 /// The extensions this build has, by id.

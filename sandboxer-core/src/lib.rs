@@ -34,7 +34,9 @@ pub mod process;
 pub mod profile;
 pub mod reaper;
 pub mod routing;
+pub mod snapshot;
 pub mod store;
+pub mod suspend;
 pub mod transport;
 pub mod uploads;
 

@@ -2,10 +2,18 @@
 //!
 //! ```text
 //! provisioning -> ready -> destroying -> destroyed(reason)
-//!      |  \____________________^
-//!      v
-//!    failed ----(destroy)----> destroying
+//!      |  \______/ ^ \_______^   ^
+//!      v          |  v            |
+//!    failed   resuming  pausing --+-- (destroy from pausing, paused,
+//!      |          ^  |            |    resuming)
+//!      |          paused ---------+
+//!      +--------(destroy)---------^
 //! ```
+//!
+//! `pausing` and `resuming` are the steps while the extension works: a
+//! failed pause goes back to `ready`, a failed resume back to `paused`, and
+//! a pause or resume asked again of a record left in them (its process
+//! died) tries again.
 //!
 //! A record's state changes only through [`step`] (see
 //! `Sandbox::apply`), so an illegal transition cannot be written.
@@ -20,6 +28,9 @@ use serde::{Deserialize, Serialize};
 pub enum State {
     Provisioning,
     Ready,
+    Pausing,
+    Paused,
+    Resuming,
     Destroying,
     Destroyed,
     Failed,
@@ -35,10 +46,43 @@ impl State {
         match self {
             State::Provisioning => "provisioning",
             State::Ready => "ready",
+            State::Pausing => "pausing",
+            State::Paused => "paused",
+            State::Resuming => "resuming",
             State::Destroying => "destroying",
             State::Destroyed => "destroyed",
             State::Failed => "failed",
         }
+    }
+}
+
+impl State {
+    /// Every state, in lifecycle order.
+    pub const ALL: [State; 8] = [
+        State::Provisioning,
+        State::Ready,
+        State::Pausing,
+        State::Paused,
+        State::Resuming,
+        State::Destroying,
+        State::Destroyed,
+        State::Failed,
+    ];
+
+    /// The state names, comma-separated (for messages).
+    pub fn names() -> String {
+        State::ALL.map(State::as_str).join(", ")
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = String;
+    /// A state by its name; the error says which names there are.
+    fn from_str(s: &str) -> Result<State, String> {
+        State::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not a state; states: {}", State::names()))
     }
 }
 
@@ -80,6 +124,12 @@ impl EndReason {
 pub enum Lifecycle {
     Provisioning,
     Ready,
+    /// The extension is pausing it.
+    Pausing,
+    /// Paused: not running, kept until its paused retention ends.
+    Paused,
+    /// The extension is resuming it.
+    Resuming,
     Destroying(EndReason),
     Destroyed(EndReason),
     /// Provisioning failed (after rollback); the message says at which step.
@@ -97,6 +147,18 @@ pub enum Event {
     Destroy(EndReason),
     /// The extension finished tearing down.
     TornDown,
+    /// Pause it (from `ready`; again from `pausing`).
+    Pause,
+    /// The extension paused it.
+    Paused,
+    /// The pause failed; it runs on.
+    PauseFailed,
+    /// Resume it (from `paused`; again from `resuming`).
+    Resume,
+    /// The extension resumed it.
+    Resumed,
+    /// The resume failed; it stays paused.
+    ResumeFailed,
 }
 
 /// What the driver must do after a transition.
@@ -132,6 +194,12 @@ impl Event {
             Event::ProvisionFailed(_) => "mark failed",
             Event::Destroy(_) => "destroy",
             Event::TornDown => "finish tearing down",
+            Event::Pause => "pause",
+            Event::Paused => "mark paused",
+            Event::PauseFailed => "end the pause of",
+            Event::Resume => "resume",
+            Event::Resumed => "mark resumed",
+            Event::ResumeFailed => "end the resume of",
         }
     }
 }
@@ -148,9 +216,16 @@ pub fn step(
         (L::Provisioning, Event::ProvisionFailed(msg)) => {
             (L::Failed(msg.clone()), vec![Action::VoidCredits])
         }
-        (L::Provisioning | L::Ready | L::Failed(_), Event::Destroy(r)) => {
-            (L::Destroying(*r), vec![Action::Teardown])
-        }
+        (
+            L::Provisioning | L::Ready | L::Pausing | L::Paused | L::Resuming | L::Failed(_),
+            Event::Destroy(r),
+        ) => (L::Destroying(*r), vec![Action::Teardown]),
+        (L::Ready | L::Pausing, Event::Pause) => (L::Pausing, vec![]),
+        (L::Pausing, Event::Paused) => (L::Paused, vec![Action::SettleCredits]),
+        (L::Pausing, Event::PauseFailed) => (L::Ready, vec![]),
+        (L::Paused | L::Resuming, Event::Resume) => (L::Resuming, vec![]),
+        (L::Resuming, Event::Resumed) => (L::Ready, vec![]),
+        (L::Resuming, Event::ResumeFailed) => (L::Paused, vec![]),
         // A retried destroy of a sandbox already tearing down keeps the first
         // reason and tears down again (teardown is idempotent).
         (L::Destroying(r), Event::Destroy(_)) => (L::Destroying(*r), vec![Action::Teardown]),
@@ -170,6 +245,9 @@ impl Lifecycle {
         match self {
             Lifecycle::Provisioning => State::Provisioning,
             Lifecycle::Ready => State::Ready,
+            Lifecycle::Pausing => State::Pausing,
+            Lifecycle::Paused => State::Paused,
+            Lifecycle::Resuming => State::Resuming,
             Lifecycle::Destroying(_) => State::Destroying,
             Lifecycle::Destroyed(_) => State::Destroyed,
             Lifecycle::Failed(_) => State::Failed,
@@ -178,7 +256,11 @@ impl Lifecycle {
 
     pub fn reason(&self) -> Option<String> {
         match self {
-            Lifecycle::Provisioning | Lifecycle::Ready => None,
+            Lifecycle::Provisioning
+            | Lifecycle::Ready
+            | Lifecycle::Pausing
+            | Lifecycle::Paused
+            | Lifecycle::Resuming => None,
             Lifecycle::Destroying(r) | Lifecycle::Destroyed(r) => Some(r.as_str().to_string()),
             Lifecycle::Failed(msg) => Some(format!("failed: {msg}")),
         }
@@ -227,6 +309,9 @@ impl TryFrom<Repr> for Lifecycle {
         Ok(match r.state {
             State::Provisioning => Lifecycle::Provisioning,
             State::Ready => Lifecycle::Ready,
+            State::Pausing => Lifecycle::Pausing,
+            State::Paused => Lifecycle::Paused,
+            State::Resuming => Lifecycle::Resuming,
             State::Destroying => Lifecycle::Destroying(end_reason(r.reason)?),
             State::Destroyed => Lifecycle::Destroyed(end_reason(r.reason)?),
             State::Failed => {
@@ -257,6 +342,12 @@ mod tests {
             "[a-z ]{0,12}".prop_map(Event::ProvisionFailed),
             reason().prop_map(Event::Destroy),
             Just(Event::TornDown),
+            Just(Event::Pause),
+            Just(Event::Paused),
+            Just(Event::PauseFailed),
+            Just(Event::Resume),
+            Just(Event::Resumed),
+            Just(Event::ResumeFailed),
         ]
     }
 
@@ -270,6 +361,17 @@ mod tests {
                 | (Provisioning, Failed)
                 | (Provisioning, Destroying)
                 | (Ready, Destroying)
+                | (Ready, Pausing)
+                | (Pausing, Pausing)
+                | (Pausing, Paused)
+                | (Pausing, Ready)
+                | (Pausing, Destroying)
+                | (Paused, Resuming)
+                | (Paused, Destroying)
+                | (Resuming, Resuming)
+                | (Resuming, Ready)
+                | (Resuming, Paused)
+                | (Resuming, Destroying)
                 | (Failed, Destroying)
                 | (Destroying, Destroying)
                 | (Destroying, Destroyed)

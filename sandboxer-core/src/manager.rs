@@ -47,6 +47,11 @@ pub struct CreateRequest {
     /// Key-value labels kept on the record (E2B's `metadata`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// `--from-snapshot`: restore this snapshot (`snap-...`) instead of
+    /// starting fresh. The profile is the snapshot's (an empty `profile`
+    /// takes it), and the sandbox is placed where the snapshot lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
 }
 
 mod opt_secs {
@@ -196,7 +201,7 @@ impl Manager {
         self.billing.as_ref()
     }
 
-    fn cost_in(&self, tx: &mut dyn Tx, id: &str) -> Result<Option<crate::model::Cost>> {
+    pub(crate) fn cost_in(&self, tx: &mut dyn Tx, id: &str) -> Result<Option<crate::model::Cost>> {
         match &self.billing {
             Some(b) => b.cost_in(tx, id),
             None => Ok(None),
@@ -233,7 +238,11 @@ impl Manager {
         &self.connector
     }
 
-    fn say(&self, msg: &str) {
+    pub(crate) fn emits_events(&self) -> bool {
+        self.emit_events
+    }
+
+    pub(crate) fn say(&self, msg: &str) {
         if let Some(p) = &self.progress {
             p(msg);
         }
@@ -514,6 +523,8 @@ impl Manager {
     /// Step one of create: validate, decide the placement and record the
     /// sandbox in `provisioning`, all in one store commit.
     pub fn start_create(&self, req: &CreateRequest) -> Result<Started> {
+        let restoring = self.restoring(req)?;
+        let req = restoring.as_ref().map_or(req, |(r, _)| r);
         let (profile, inputs, ttl, actor) = self.validate(req)?;
         let request_hash = request_hash(req, &inputs, ttl, &actor);
         let replacing = req.recreated_from.as_deref();
@@ -572,6 +583,19 @@ impl Manager {
                 created_at: self.now(),
             });
             sbx.metadata = req.metadata.clone();
+            if let Some((_, snap)) = &restoring {
+                // Deleted (or failed) since it was read: nothing to restore.
+                let now = tx
+                    .snapshot(&snap.id)?
+                    .ok_or_else(|| crate::snapshot::unknown_snapshot(&snap.id))?;
+                if now.state != crate::snapshot::SnapshotState::Ready {
+                    return Err(Error::conflict(format!(
+                        "snapshot {} is {}; only a ready snapshot can be restored",
+                        snap.id, now.state
+                    )));
+                }
+                sbx.from_snapshot = Some(snap.id.clone());
+            }
             // This process provisions it: the reaper can tell when it died.
             sbx.worker = Some(crate::process::current());
             if self.emit_events {
@@ -697,7 +721,7 @@ impl Manager {
     /// The context an extension gets for `sbx`. Without its profile (a
     /// user profile removed since), the route config is empty and the ready
     /// timeout a minute: enough for teardown.
-    fn ctx_for(
+    pub(crate) fn ctx_for(
         &self,
         sbx: &Sandbox,
         profile: Option<&Profile>,
@@ -728,12 +752,23 @@ impl Manager {
                 .as_ref()
                 .map(|c| c.price_per_hour)
                 .unwrap_or_default(),
+            restore: sbx.from_snapshot.as_ref().and_then(|snap| {
+                // Read when provisioning: a snapshot deleted meanwhile
+                // restores nothing, and the extension says so.
+                let rec = read(self.db.as_ref(), |tx| tx.snapshot(snap))
+                    .ok()
+                    .flatten();
+                Some(crate::extension::Restore {
+                    snapshot_id: snap.clone(),
+                    handle: rec.map(|r| r.backend).unwrap_or_default(),
+                })
+            }),
         }
     }
 
     /// A transport for the sandbox's host (SaaS extensions get the local
     /// one, which they ignore).
-    async fn transport_for(
+    pub(crate) async fn transport_for(
         &self,
         host: &str,
         uses_host: bool,
@@ -1051,7 +1086,11 @@ impl Manager {
                 // transaction.
                 let at = self.now();
                 if let Some(b) = &self.billing {
-                    let seconds = crate::billing::seconds_between(rec.created_at, at);
+                    // The seconds since its last resume (at the running
+                    // price), or of the pause it ended in (at the paused
+                    // price): earlier runs were paid at their pauses.
+                    let since = rec.paused_at.unwrap_or(rec.running_since());
+                    let seconds = crate::billing::seconds_between(since, at);
                     b.settle_in(tx, id, seconds, at)?;
                 }
                 rec.cost = self.cost_in(tx, id)?;
@@ -1103,6 +1142,8 @@ impl Manager {
             idempotency_key: None,
             recreated_from: Some(old.id.clone()),
             metadata: old.metadata.clone(),
+            // A recreate starts fresh from the profile.
+            from_snapshot: None,
         };
         let new = self.create(req, wait).await?;
         self.destroy_linked(id, EndReason::Recreated, Some(&new.id), None)
@@ -1124,7 +1165,8 @@ impl Manager {
                 sbx.state()
             )));
         }
-        let ran = (self.now() - sbx.created_at).num_milliseconds().max(0) as u64;
+        let ran = ((self.now() - sbx.created_at).num_milliseconds().max(0) as u64)
+            .saturating_sub(sbx.paused_seconds * 1000);
         let want = Duration::from_millis(ran) + from_now;
         let want_secs = want.as_secs() + u64::from(want.subsec_nanos() > 0);
         let profile = self.catalog.require(&sbx.profile)?;
@@ -1151,7 +1193,10 @@ impl Manager {
                     return Err(Error::conflict(format!("sandbox {id} is {}", rec.state())));
                 }
                 rec.ttl_seconds = want_secs;
-                rec.expires_at = Some(rec.created_at + chrono::Duration::seconds(want_secs as i64));
+                rec.expires_at = Some(
+                    rec.created_at
+                        + chrono::Duration::seconds((want_secs + rec.paused_seconds) as i64),
+                );
                 rec.updated_at = self.now();
                 tx.update_sandbox(&rec)?;
                 Ok(rec)
@@ -1192,8 +1237,9 @@ impl Manager {
                 crate::duration::format_duration(room)
             )));
         }
-        let new_expiry: DateTime<Utc> =
-            sbx.created_at + chrono::Duration::seconds(new_ttl.as_secs() as i64);
+        // Paused time does not count against the TTL.
+        let new_expiry: DateTime<Utc> = sbx.created_at
+            + chrono::Duration::seconds((new_ttl.as_secs() + sbx.paused_seconds) as i64);
         if let Some(b) = &self.billing {
             // Metered sandboxes hold the extra time first (or are refused).
             b.extend(id, new_expiry)?;

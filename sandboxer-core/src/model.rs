@@ -17,7 +17,7 @@ thread_local! {
     static PUBLIC_VIEW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn hide_backend(v: &serde_json::Value) -> bool {
+pub(crate) fn hide_backend(v: &serde_json::Value) -> bool {
     v.is_null() || PUBLIC_VIEW.with(|p| p.get())
 }
 
@@ -146,13 +146,18 @@ impl<'de> Deserialize<'de> for Actor {
 /// A fresh sandbox id: `sbx-` and 10 characters of lowercase base32 (50 random
 /// bits). The store re-draws on the rare collision.
 pub fn new_sandbox_id() -> String {
+    format!("sbx-{}", random_tail())
+}
+
+/// 10 characters of lowercase base32 (50 random bits): the tail of a
+/// sandbox or snapshot id.
+pub(crate) fn random_tail() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut rng = rand::thread_rng();
-    let tail: String = (0..10)
+    (0..10)
         .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect();
-    format!("sbx-{tail}")
+        .collect()
 }
 
 /// Whether `s` has the shape of a sandbox id (used to keep ids out of shell
@@ -246,6 +251,10 @@ pub struct RouteTrace {
 pub struct Cost {
     pub price_per_hour: Micros,
     pub held: Micros,
+    /// Paid at its pauses and resumes so far (the settle at its end adds
+    /// the rest).
+    #[serde(default, skip_serializing_if = "Micros::is_zero")]
+    pub spent: Micros,
     pub settled: Option<Micros>,
 }
 
@@ -278,6 +287,23 @@ pub struct Sandbox {
     /// The idempotency key the create carried, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The snapshot (`snap-...`) it was created from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
+    /// While `paused` (or `resuming`): when it was paused. Its
+    /// `expires_at` is then the end of the paused retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<DateTime<Utc>>,
+    /// While paused: the running time it had left, given back on resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_remaining_seconds: Option<u64>,
+    /// When it last resumed (running time, and its metering, count from
+    /// here; from `created_at` before any pause).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<DateTime<Utc>>,
+    /// Seconds spent paused, over all its pauses.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub paused_seconds: u64,
     /// Key-value labels the creator attached (E2B's `metadata`); listed
     /// and filtered on by the E2B front door.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -302,6 +328,10 @@ pub struct Sandbox {
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
@@ -355,6 +385,11 @@ impl Sandbox {
             cost: n.cost,
             ttl_seconds: n.ttl_seconds,
             idempotency_key: n.idempotency_key,
+            from_snapshot: None,
+            paused_at: None,
+            ttl_remaining_seconds: None,
+            resumed_at: None,
+            paused_seconds: 0,
             metadata: BTreeMap::new(),
             telemetry: None,
             backend: serde_json::Value::Null,
@@ -405,8 +440,24 @@ impl Sandbox {
     /// expired, and the next reaper pass ends it `expired`. Shown as such
     /// (`"expired": true` in the JSON views, "expired" in human output)
     /// without a write per read.
+    ///
+    /// A paused sandbox's deadline is the end of its paused retention.
     pub fn overdue(&self, now: DateTime<Utc>) -> bool {
-        matches!(self.state(), State::Provisioning | State::Ready)
-            && self.expires_at.is_some_and(|t| t <= now)
+        matches!(
+            self.state(),
+            State::Provisioning | State::Ready | State::Paused
+        ) && self.expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// Where its current run's metering starts: its last resume, or its
+    /// creation.
+    pub fn running_since(&self) -> DateTime<Utc> {
+        self.resumed_at.unwrap_or(self.created_at)
+    }
+
+    /// Seconds it has run by `now` (its whole life less its pauses).
+    pub fn ran_seconds(&self, now: DateTime<Utc>) -> u64 {
+        let end = self.paused_at.unwrap_or(now);
+        crate::billing::seconds_between(self.created_at, end).saturating_sub(self.paused_seconds)
     }
 }

@@ -528,6 +528,7 @@ impl Manager {
             ready_timeout: Duration::from_secs(60),
             created_at: self.now(),
             price_per_hour: Default::default(),
+            restore: None,
         };
         ext.teardown(&ctx, &serde_json::Value::Null).await?;
         Ok("torn down".into())

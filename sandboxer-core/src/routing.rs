@@ -268,6 +268,9 @@ mod tests {
             max_ttl: Duration::from_secs(7200),
             ready_timeout: Duration::from_secs(60),
             policy,
+            paused_retention: crate::profile::parse::DEFAULT_PAUSED_RETENTION,
+            paused_price_per_hour: Micros::ZERO,
+            snapshot_price_per_hour: Micros::ZERO,
             routes,
             source: ProfileSource::Builtin,
         }

@@ -143,6 +143,7 @@ pub fn check(state: &LedgerState) -> CheckReport {
         held: Micros,
         attempt: u32,
         voided: bool,
+        paused: bool,
         resolutions: Vec<String>,
     }
     let mut violations = Vec::new();
@@ -194,6 +195,7 @@ pub fn check(state: &LedgerState) -> CheckReport {
                         held: *amount,
                         attempt: *attempt,
                         voided: false,
+                        paused: false,
                         resolutions: Vec::new(),
                     },
                 );
@@ -232,6 +234,72 @@ pub fn check(state: &LedgerState) -> CheckReport {
                     why: format!("{sandbox_id} has no hold"),
                 }),
             },
+            EntryKind::Storage { actor, amount, .. } => touch(
+                &mut accounts,
+                actor,
+                &e.id,
+                0,
+                0,
+                amount.0 as i128,
+                &mut violations,
+            ),
+            EntryKind::Pause {
+                sandbox_id,
+                amount,
+                held,
+                ..
+            }
+            | EntryKind::Resume {
+                sandbox_id,
+                amount,
+                held,
+                ..
+            } => {
+                let pausing = matches!(e.kind, EntryKind::Pause { .. });
+                let Some(h) = holds.get_mut(sandbox_id) else {
+                    violations.push(Violation::Dangling {
+                        entry: e.id.clone(),
+                        why: format!("{sandbox_id} has no hold"),
+                    });
+                    continue;
+                };
+                if !h.resolutions.is_empty() || h.paused == pausing {
+                    violations.push(Violation::Dangling {
+                        entry: e.id.clone(),
+                        why: format!(
+                            "{} the hold of {sandbox_id} when it is {}",
+                            if pausing { "pauses" } else { "resumes" },
+                            if !h.resolutions.is_empty() {
+                                "resolved"
+                            } else if h.paused {
+                                "paused"
+                            } else {
+                                "running"
+                            }
+                        ),
+                    });
+                    continue;
+                }
+                if *amount > h.held {
+                    violations.push(Violation::SettleExceedsHold {
+                        sandbox_id: sandbox_id.clone(),
+                        held: h.held,
+                        settled: *amount,
+                    });
+                }
+                let (actor, before) = (h.actor.clone(), h.held);
+                h.held = *held;
+                h.paused = pausing;
+                touch(
+                    &mut accounts,
+                    &actor,
+                    &e.id,
+                    0,
+                    held.0 as i128 - before.0 as i128,
+                    amount.0 as i128,
+                    &mut violations,
+                );
+            }
             EntryKind::Settle { sandbox_id, .. } | EntryKind::Void { sandbox_id, .. } => {
                 let (spent, voids) = match &e.kind {
                     EntryKind::Settle { amount, .. } => (*amount, None),
@@ -330,7 +398,7 @@ pub fn check(state: &LedgerState) -> CheckReport {
     CheckReport {
         entries: state.entries().len(),
         actors: actors.len(),
-        open_holds: state.holds().filter(|h| h.state == HoldState::Open).count(),
+        open_holds: state.holds().filter(|h| h.state.is_unresolved()).count(),
         violations,
     }
 }

@@ -99,7 +99,9 @@ pub fn apply_in(tx: &mut dyn Tx, entry: &Entry) -> Result<Applied> {
         None => None,
     };
     let actor = match &entry.kind {
-        EntryKind::Grant { actor, .. } | EntryKind::Hold { actor, .. } => Some(actor.clone()),
+        EntryKind::Grant { actor, .. }
+        | EntryKind::Hold { actor, .. }
+        | EntryKind::Storage { actor, .. } => Some(actor.clone()),
         _ => hold.as_ref().map(|h| h.actor.clone()),
     };
     let accounts = match &actor {
@@ -177,7 +179,7 @@ fn all_holds(tx: &mut dyn Tx) -> Result<Vec<Hold>> {
 pub fn reconcile_in(tx: &mut dyn Tx, at: DateTime<Utc>) -> Result<Vec<Entry>> {
     let open: Vec<Hold> = all_holds(tx)?
         .into_iter()
-        .filter(|h| h.state == HoldState::Open)
+        .filter(|h| h.state.is_unresolved())
         .collect();
     let mut written = Vec::new();
     for h in open {
@@ -351,7 +353,7 @@ impl DbLedger {
     pub fn open_holds(&self) -> Result<Vec<Hold>> {
         Ok(read(self.db.as_ref(), all_holds)?
             .into_iter()
-            .filter(|h| h.state == HoldState::Open)
+            .filter(|h| h.state.is_unresolved())
             .collect())
     }
 

@@ -214,4 +214,39 @@ impl Extension for Metered {
     async fn list_resources(&self, transport: Arc<dyn Transport>) -> Result<Vec<Resource>> {
         self.inner.list_resources(transport).await
     }
+
+    // Pauses and resumes are paid by the manager, in the transactions that
+    // move the record (`Billing::pause_in`, `resume_in`).
+    async fn pause(&self, ctx: &SandboxCtx, handle: &serde_json::Value) -> Result<()> {
+        self.inner.pause(ctx, handle).await
+    }
+
+    async fn resume(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &serde_json::Value,
+        deadline: tokio::time::Instant,
+    ) -> Result<ReadyInfo> {
+        self.inner.resume(ctx, handle, deadline).await
+    }
+
+    async fn snapshot(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &serde_json::Value,
+        snapshot_id: &str,
+    ) -> Result<sandboxer_core::extension::SnapshotMade> {
+        self.inner.snapshot(ctx, handle, snapshot_id).await
+    }
+
+    async fn delete_snapshot(
+        &self,
+        transport: Arc<dyn Transport>,
+        snapshot_id: &str,
+        handle: &serde_json::Value,
+    ) -> Result<()> {
+        self.inner
+            .delete_snapshot(transport, snapshot_id, handle)
+            .await
+    }
 }

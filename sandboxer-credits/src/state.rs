@@ -76,6 +76,47 @@ pub enum EntryKind {
         seconds: u64,
         amount: Micros,
     },
+    /// At pause: the running part is paid (`seconds` at the running
+    /// price, never more than held), the rest of the hold released, and the
+    /// paused price held from `paused_at` to `paused_until` (the end of the
+    /// paused retention). `segment` counts the sandbox's pauses from 1.
+    Pause {
+        sandbox_id: String,
+        segment: u32,
+        seconds: u64,
+        /// Spent for the run (derived).
+        amount: Micros,
+        paused_price_per_hour: Micros,
+        paused_at: DateTime<Utc>,
+        paused_until: DateTime<Utc>,
+        /// Newly held for the pause (derived).
+        held: Micros,
+    },
+    /// At resume: the paused part is paid (`paused_seconds` at the paused
+    /// price), and the running price held from `resumed_at` to
+    /// `expires_at`; refused as a whole when the balance cannot cover it.
+    Resume {
+        sandbox_id: String,
+        segment: u32,
+        paused_seconds: u64,
+        /// Spent for the pause (derived).
+        amount: Micros,
+        resumed_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        /// Newly held for the run (derived).
+        held: Micros,
+    },
+    /// A snapshot was deleted after being kept `seconds`: its storage is
+    /// paid from what is available (storage is not held ahead, so it never
+    /// takes more than the actor has).
+    Storage {
+        snapshot_id: String,
+        actor: Actor,
+        seconds: u64,
+        price_per_hour: Micros,
+        /// Paid (derived).
+        amount: Micros,
+    },
     /// Failed provisioning: the whole hold is released.
     Void {
         sandbox_id: String,
@@ -83,6 +124,14 @@ pub enum EntryKind {
         #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
         attempt: u32,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn first_attempt() -> u32 {
@@ -119,6 +168,18 @@ pub fn extend_id(sandbox_id: &str, expires_at: DateTime<Utc>) -> String {
 /// `settle:<sandbox id>`.
 pub fn settle_id(sandbox_id: &str) -> String {
     format!("settle:{sandbox_id}")
+}
+/// `pause:<sandbox id>:<segment>`.
+pub fn pause_id(sandbox_id: &str, segment: u32) -> String {
+    format!("pause:{sandbox_id}:{segment}")
+}
+/// `storage:<snapshot id>`.
+pub fn storage_id(snapshot_id: &str) -> String {
+    format!("storage:{snapshot_id}")
+}
+/// `resume:<sandbox id>:<segment>`.
+pub fn resume_id(sandbox_id: &str, segment: u32) -> String {
+    format!("resume:{sandbox_id}:{segment}")
 }
 /// `void:<sandbox id>`, `void:<sandbox id>:<attempt>` for a fallback
 /// route's hold.
@@ -208,6 +269,77 @@ impl Entry {
         }
     }
 
+    /// Pause the sandbox of the open hold `h`: pay its `seconds` of running,
+    /// hold `paused_price_per_hour` until `paused_until`.
+    pub fn pause(
+        h: &Hold,
+        seconds: u64,
+        paused_price_per_hour: Micros,
+        paused_until: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Entry {
+        let segment = h.pauses + 1;
+        Entry {
+            id: pause_id(&h.sandbox_id, segment),
+            at,
+            kind: EntryKind::Pause {
+                sandbox_id: h.sandbox_id.clone(),
+                segment,
+                seconds,
+                amount: Micros::ZERO,
+                paused_price_per_hour,
+                paused_at: at,
+                paused_until,
+                held: Micros::ZERO,
+            },
+        }
+    }
+
+    /// Resume the sandbox of the paused hold `h`: pay its `paused_seconds`,
+    /// hold the running price until `expires_at`.
+    pub fn resume(
+        h: &Hold,
+        paused_seconds: u64,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Entry {
+        let segment = h.pauses;
+        Entry {
+            id: resume_id(&h.sandbox_id, segment),
+            at,
+            kind: EntryKind::Resume {
+                sandbox_id: h.sandbox_id.clone(),
+                segment,
+                paused_seconds,
+                amount: Micros::ZERO,
+                resumed_at: at,
+                expires_at,
+                held: Micros::ZERO,
+            },
+        }
+    }
+
+    /// Pay `actor`'s snapshot `snapshot_id`'s storage for `seconds`.
+    pub fn storage(
+        snapshot_id: &str,
+        actor: &Actor,
+        seconds: u64,
+        price_per_hour: Micros,
+        at: DateTime<Utc>,
+    ) -> Entry {
+        Entry {
+            id: storage_id(snapshot_id),
+            at,
+            kind: EntryKind::Storage {
+                snapshot_id: snapshot_id.to_string(),
+                actor: actor.clone(),
+                seconds,
+                price_per_hour,
+                amount: Micros::ZERO,
+            },
+        }
+    }
+
     /// Release the whole (first) hold of `sandbox_id`.
     pub fn void(sandbox_id: &str, at: DateTime<Utc>) -> Entry {
         Entry::void_attempt(sandbox_id, 1, at)
@@ -232,10 +364,12 @@ impl Entry {
     /// The sandbox the entry is about (`None` for grants).
     pub fn sandbox_id(&self) -> Option<&str> {
         match &self.kind {
-            EntryKind::Grant { .. } => None,
+            EntryKind::Grant { .. } | EntryKind::Storage { .. } => None,
             EntryKind::Hold { sandbox_id, .. }
             | EntryKind::Extend { sandbox_id, .. }
             | EntryKind::Settle { sandbox_id, .. }
+            | EntryKind::Pause { sandbox_id, .. }
+            | EntryKind::Resume { sandbox_id, .. }
             | EntryKind::Void { sandbox_id, .. } => Some(sandbox_id),
         }
     }
@@ -247,16 +381,23 @@ impl Entry {
             EntryKind::Hold { .. } => "hold",
             EntryKind::Extend { .. } => "extend",
             EntryKind::Settle { .. } => "settle",
+            EntryKind::Pause { .. } => "pause",
+            EntryKind::Storage { .. } => "storage",
+            EntryKind::Resume { .. } => "resume",
             EntryKind::Void { .. } => "void",
         }
     }
 
-    /// The amount the entry moves (zero for voids).
+    /// The amount the entry moves (zero for voids; what a pause or resume
+    /// spent).
     pub fn amount(&self) -> Micros {
         match &self.kind {
             EntryKind::Grant { amount, .. }
             | EntryKind::Hold { amount, .. }
             | EntryKind::Extend { amount, .. }
+            | EntryKind::Pause { amount, .. }
+            | EntryKind::Resume { amount, .. }
+            | EntryKind::Storage { amount, .. }
             | EntryKind::Settle { amount, .. } => *amount,
             EntryKind::Void { .. } => Micros::ZERO,
         }
@@ -278,6 +419,17 @@ impl Entry {
                 ..
             } => Some(extend_id(sandbox_id, *expires_at)),
             EntryKind::Settle { sandbox_id, .. } => Some(settle_id(sandbox_id)),
+            EntryKind::Pause {
+                sandbox_id,
+                segment,
+                ..
+            } => Some(pause_id(sandbox_id, *segment)),
+            EntryKind::Resume {
+                sandbox_id,
+                segment,
+                ..
+            } => Some(resume_id(sandbox_id, *segment)),
+            EntryKind::Storage { snapshot_id, .. } => Some(storage_id(snapshot_id)),
             EntryKind::Void {
                 sandbox_id,
                 attempt,
@@ -304,14 +456,25 @@ pub struct Account {
 #[serde(rename_all = "snake_case")]
 pub enum HoldState {
     Open,
+    /// Its sandbox is paused: the run so far is paid, the paused price
+    /// held.
+    Paused,
     Settled,
     Voided,
+}
+
+impl HoldState {
+    /// Open or paused: a settle (or void) is still to come.
+    pub fn is_unresolved(self) -> bool {
+        matches!(self, HoldState::Open | HoldState::Paused)
+    }
 }
 
 impl fmt::Display for HoldState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             HoldState::Open => "open",
+            HoldState::Paused => "paused",
             HoldState::Settled => "settled",
             HoldState::Voided => "voided",
         })
@@ -337,6 +500,18 @@ pub struct Hold {
     /// Which priced route of the create it is (see [`EntryKind::Hold`]).
     #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
     pub attempt: u32,
+    /// How many times its sandbox was paused.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pauses: u32,
+    /// The price per hour held while paused.
+    #[serde(default, skip_serializing_if = "Micros::is_zero")]
+    pub paused_price_per_hour: Micros,
+    /// Spent at pauses and resumes so far (the settle adds the rest).
+    #[serde(default, skip_serializing_if = "Micros::is_zero")]
+    pub spent: Micros,
+    /// Seconds paid at pauses and resumes so far.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub seconds_paid: u64,
     pub state: HoldState,
     /// Settled: the seconds paid for.
     pub seconds: Option<u64>,
@@ -434,11 +609,21 @@ impl Fate {
             return Fate::Missing;
         };
         match sbx.state() {
+            // The seconds since its last resume, or of the pause it ended
+            // in (what the settle of an open or a paused hold counts).
             State::Destroyed => Fate::Ended {
-                seconds: seconds_between(sbx.created_at, sbx.ended_at.unwrap_or(sbx.updated_at)),
+                seconds: seconds_between(
+                    sbx.paused_at.unwrap_or(sbx.running_since()),
+                    sbx.ended_at.unwrap_or(sbx.updated_at),
+                ),
             },
             State::Failed => Fate::Failed,
-            State::Provisioning | State::Ready | State::Destroying => Fate::Live,
+            State::Provisioning
+            | State::Ready
+            | State::Pausing
+            | State::Paused
+            | State::Resuming
+            | State::Destroying => Fate::Live,
         }
     }
 }
@@ -560,6 +745,33 @@ impl LedgerState {
                 let mut e = entry.clone();
                 if let EntryKind::Settle { amount: a, .. } = &mut e.kind {
                     *a = amount;
+                }
+                e
+            }
+            EntryKind::Pause { .. } | EntryKind::Resume { .. } => {
+                self.apply_pause_or_resume(entry)?
+            }
+            EntryKind::Storage {
+                actor,
+                seconds,
+                price_per_hour,
+                ..
+            } => {
+                let acc = self.accounts.get(actor).copied().unwrap_or_default();
+                let paid = price_per_hour
+                    .per_hour_times_secs(*seconds)
+                    .min(acc.available.max(Micros::ZERO));
+                self.accounts.insert(
+                    actor.clone(),
+                    Account {
+                        available: sub(acc.available, paid)?,
+                        spent: add(acc.spent, paid)?,
+                        ..acc
+                    },
+                );
+                let mut e = entry.clone();
+                if let EntryKind::Storage { amount, .. } = &mut e.kind {
+                    *amount = paid;
                 }
                 e
             }
@@ -687,6 +899,10 @@ impl LedgerState {
                 expires_at: *expires_at,
                 opened_at: entry.at,
                 attempt: *attempt,
+                pauses: 0,
+                paused_price_per_hour: Micros::ZERO,
+                spent: Micros::ZERO,
+                seconds_paid: 0,
                 state: HoldState::Open,
                 seconds: None,
                 cost: None,
@@ -743,8 +959,15 @@ impl LedgerState {
     }
 
     fn apply_settle(&mut self, sandbox_id: &str, seconds: u64, id: &str) -> Result<Micros> {
-        let h = self.open_hold(sandbox_id)?;
-        let cost = h.price_per_hour.per_hour_times_secs(seconds).min(h.amount);
+        let h = self.unresolved_hold(sandbox_id)?;
+        // Seconds of the run since the last resume, or of the pause it
+        // ended in.
+        let price = if h.state == HoldState::Paused {
+            h.paused_price_per_hour
+        } else {
+            h.price_per_hour
+        };
+        let cost = price.per_hour_times_secs(seconds).min(h.amount);
         let acc = self.accounts.get(&h.actor).copied().unwrap_or_default();
         let next = Account {
             available: add(acc.available, sub(h.amount, cost)?)?,
@@ -756,10 +979,135 @@ impl LedgerState {
         self.accounts.insert(actor, next);
         let h = self.holds.get_mut(sandbox_id).expect("checked above");
         h.state = HoldState::Settled;
-        h.seconds = Some(seconds);
-        h.cost = Some(cost);
+        h.seconds = Some(h.seconds_paid + seconds);
+        h.cost = Some(add(h.spent, cost)?);
         h.resolved_by = Some(id.to_string());
         Ok(cost)
+    }
+
+    /// A hold that is open or paused (a settle ends either).
+    fn unresolved_hold(&self, sandbox_id: &str) -> Result<&Hold> {
+        match self.holds.get(sandbox_id) {
+            Some(h) if h.state == HoldState::Paused => Ok(h),
+            _ => self.open_hold(sandbox_id),
+        }
+    }
+
+    fn apply_pause_or_resume(&mut self, entry: &Entry) -> Result<Entry> {
+        let sandbox_id = entry
+            .sandbox_id()
+            .expect("pauses and resumes name a sandbox");
+        let h = self
+            .holds
+            .get(sandbox_id)
+            .ok_or_else(|| Error::not_found(format!("sandbox {sandbox_id} has no hold")))?
+            .clone();
+        let mut canonical = entry.clone();
+        // (what it spends, what it holds next, the hold's next state)
+        let (spent, held, paused) = match &mut canonical.kind {
+            EntryKind::Pause {
+                segment,
+                seconds,
+                amount,
+                paused_price_per_hour,
+                paused_at,
+                paused_until,
+                held,
+                ..
+            } => {
+                if h.state != HoldState::Open || *segment != h.pauses + 1 {
+                    return Err(Error::conflict(format!(
+                        "the hold of sandbox {sandbox_id} is {} after {} pauses; pause {segment} does not follow",
+                        h.state, h.pauses
+                    )));
+                }
+                if paused_until < paused_at {
+                    return Err(Error::invalid_input(format!(
+                        "sandbox {sandbox_id}'s paused retention ends ({paused_until}) before its pause ({paused_at})"
+                    )));
+                }
+                *amount = h.price_per_hour.per_hour_times_secs(*seconds).min(h.amount);
+                *held = paused_price_per_hour
+                    .per_hour_times_secs(seconds_between(*paused_at, *paused_until));
+                (*amount, *held, true)
+            }
+            EntryKind::Resume {
+                segment,
+                paused_seconds,
+                amount,
+                resumed_at,
+                expires_at,
+                held,
+                ..
+            } => {
+                if h.state != HoldState::Paused || *segment != h.pauses {
+                    return Err(Error::conflict(format!(
+                        "the hold of sandbox {sandbox_id} is {} after {} pauses; resume {segment} does not follow",
+                        h.state, h.pauses
+                    )));
+                }
+                if expires_at < resumed_at {
+                    return Err(Error::invalid_input(format!(
+                        "sandbox {sandbox_id} expires ({expires_at}) before it resumes ({resumed_at})"
+                    )));
+                }
+                *amount = h
+                    .paused_price_per_hour
+                    .per_hour_times_secs(*paused_seconds)
+                    .min(h.amount);
+                *held = h
+                    .price_per_hour
+                    .per_hour_times_secs(seconds_between(*resumed_at, *expires_at));
+                (*amount, *held, false)
+            }
+            _ => unreachable!("called with pauses and resumes"),
+        };
+        let acc = self.accounts.get(&h.actor).copied().unwrap_or_default();
+        let freed = add(acc.available, sub(h.amount, spent)?)?;
+        if freed < held {
+            let what = if paused {
+                format!("to hold sandbox {sandbox_id} while it is paused")
+            } else {
+                format!("to hold sandbox {sandbox_id} for the run it resumes")
+            };
+            return Err(insufficient(&h.actor, held, freed, &what));
+        }
+        let next = Account {
+            available: sub(freed, held)?,
+            held: add(sub(acc.held, h.amount)?, held)?,
+            spent: add(acc.spent, spent)?,
+            ..acc
+        };
+        self.accounts.insert(h.actor.clone(), next);
+        let hold = self.holds.get_mut(sandbox_id).expect("read above");
+        hold.amount = held;
+        hold.spent = add(hold.spent, spent)?;
+        match &canonical.kind {
+            EntryKind::Pause {
+                segment,
+                seconds,
+                paused_price_per_hour,
+                paused_until,
+                ..
+            } => {
+                hold.state = HoldState::Paused;
+                hold.pauses = *segment;
+                hold.seconds_paid += seconds;
+                hold.paused_price_per_hour = *paused_price_per_hour;
+                hold.expires_at = *paused_until;
+            }
+            EntryKind::Resume {
+                paused_seconds,
+                expires_at,
+                ..
+            } => {
+                hold.state = HoldState::Open;
+                hold.seconds_paid += paused_seconds;
+                hold.expires_at = *expires_at;
+            }
+            _ => unreachable!("matched above"),
+        }
+        Ok(canonical)
     }
 
     fn apply_void(&mut self, sandbox_id: &str, attempt: u32, id: &str) -> Result<()> {
@@ -883,7 +1231,7 @@ impl LedgerState {
     pub fn open_holds(&self) -> Vec<Hold> {
         self.holds
             .values()
-            .filter(|h| h.state == HoldState::Open)
+            .filter(|h| h.state.is_unresolved())
             .cloned()
             .collect()
     }
@@ -915,7 +1263,7 @@ impl LedgerState {
     pub fn reconcile_entries(&self, fate: &dyn Fn(&str) -> Fate, at: DateTime<Utc>) -> Vec<Entry> {
         self.holds
             .values()
-            .filter(|h| h.state == HoldState::Open)
+            .filter(|h| h.state.is_unresolved())
             .filter_map(|h| match fate(&h.sandbox_id) {
                 Fate::Live => None,
                 Fate::Ended { seconds } => Some(Entry::settle(&h.sandbox_id, seconds, at)),
@@ -1097,6 +1445,99 @@ mod tests {
             .unwrap();
         let a = s.apply(&Entry::settle("sbx-a2", 7200, t(7200))).unwrap();
         assert_eq!(a.entry.amount(), credits("2"));
+        assert!(check(&s).is_ok(), "{:?}", check(&s));
+    }
+
+    #[test]
+    fn a_pause_pays_the_run_and_holds_only_the_paused_price() {
+        let mut s = funded("10");
+        // 2 credits/h for an hour: 2 held.
+        s.apply(&Entry::hold(&hold_req("sbx-p1", "agt:a", "2", 3600), t(0)))
+            .unwrap();
+        let h = s.hold("sbx-p1").unwrap().clone();
+        // Paused after 15 minutes, 0.4 credits/h held for a 5 h retention.
+        let p = s
+            .apply(&Entry::pause(
+                &h,
+                900,
+                credits("0.4"),
+                t(900 + 5 * 3600),
+                t(900),
+            ))
+            .unwrap();
+        assert_eq!(p.entry.id, "pause:sbx-p1:1");
+        assert_eq!(p.entry.amount(), credits("0.5"));
+        let acc = s.account(&actor("agt:a"));
+        assert_eq!(
+            (acc.available, acc.held, acc.spent),
+            (credits("7.5"), credits("2"), credits("0.5"))
+        );
+        // A second pause of the same run is a conflict; so is a settle's
+        // void.
+        let h = s.hold("sbx-p1").unwrap().clone();
+        assert_eq!(h.state, HoldState::Paused);
+        let again = Entry::pause(&h, 10, Micros::ZERO, t(1000), t(1000));
+        assert_eq!(s.apply(&again).unwrap_err().kind(), ErrorKind::Conflict);
+        // Resumed after an hour paused (0.4 paid), for 30 minutes (1 held).
+        let r = s
+            .apply(&Entry::resume(
+                &h,
+                3600,
+                t(900 + 3600 + 1800),
+                t(900 + 3600),
+            ))
+            .unwrap();
+        assert_eq!(r.entry.id, "resume:sbx-p1:1");
+        assert_eq!(r.entry.amount(), credits("0.4"));
+        let acc = s.account(&actor("agt:a"));
+        assert_eq!(
+            (acc.available, acc.held, acc.spent),
+            (credits("8.1"), credits("1"), credits("0.9"))
+        );
+        // Destroyed 10 minutes into the run: 1/3 of a credit.
+        let done = s
+            .apply(&Entry::settle("sbx-p1", 600, t(900 + 3600 + 600)))
+            .unwrap();
+        assert_eq!(done.entry.amount(), Micros(333_334));
+        let h = s.hold("sbx-p1").unwrap();
+        assert_eq!(h.state, HoldState::Settled);
+        assert_eq!(h.cost, Some(Micros(900_000 + 333_334)));
+        assert_eq!(h.seconds, Some(900 + 3600 + 600));
+        assert!(check(&s).is_ok(), "{:?}", check(&s));
+        // The replay of the entries arrives at the same state.
+        assert_eq!(LedgerState::replay(s.entries()).accounts(), s.accounts());
+    }
+
+    #[test]
+    fn a_resume_the_balance_cannot_cover_changes_nothing() {
+        let mut s = funded("2");
+        s.apply(&Entry::hold(&hold_req("sbx-p2", "agt:a", "2", 3600), t(0)))
+            .unwrap();
+        let h = s.hold("sbx-p2").unwrap().clone();
+        s.apply(&Entry::pause(&h, 3600, Micros::ZERO, t(7200), t(3600)))
+            .unwrap();
+        let before = s.clone();
+        let h = s.hold("sbx-p2").unwrap().clone();
+        // All 2 credits were spent on the hour it ran: nothing covers a
+        // second hour.
+        let err = s
+            .apply(&Entry::resume(&h, 60, t(3660 + 3600), t(3660)))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InsufficientCredits, "{err}");
+        assert_eq!(s, before);
+        // Destroyed while paused: the paused price (zero) is all it pays.
+        let done = s.apply(&Entry::settle("sbx-p2", 60, t(3660))).unwrap();
+        assert_eq!(done.entry.amount(), Micros::ZERO);
+        assert_eq!(s.hold("sbx-p2").unwrap().cost, Some(credits("2")));
+        assert!(check(&s).is_ok(), "{:?}", check(&s));
+    }
+
+    #[test]
+    fn storage_is_paid_from_what_is_available_never_more() {
+        let mut s = funded("1");
+        let e = Entry::storage("snap-a1", &actor("agt:a"), 3 * 3600, credits("0.5"), t(0));
+        assert_eq!(s.apply(&e).unwrap().entry.amount(), credits("1"));
+        assert_eq!(s.account(&actor("agt:a")).available, Micros::ZERO);
         assert!(check(&s).is_ok(), "{:?}", check(&s));
     }
 

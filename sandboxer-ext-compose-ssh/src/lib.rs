@@ -376,6 +376,8 @@ impl Extension for ComposeSshExtension {
             extend: false,
             list_resources: true,
             uses_host: true,
+            pause: false,
+            snapshot: false,
         }
     }
 

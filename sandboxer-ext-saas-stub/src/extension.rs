@@ -605,6 +605,8 @@ impl Extension for SaasStubExtension {
             extend: true,
             list_resources: true,
             uses_host: false,
+            pause: false,
+            snapshot: false,
         }
     }
 

@@ -163,6 +163,8 @@ impl Extension for VmPackerExtension {
             extend: false,
             list_resources: true,
             uses_host: true,
+            pause: false,
+            snapshot: false,
         }
     }
 

@@ -16,6 +16,7 @@ use sandboxer_core::extension::{Capabilities, Extension, Provisioned, ReadyInfo,
 use sandboxer_core::lifecycle::{EndReason, State};
 use sandboxer_core::manager::{CreateRequest, Started};
 use sandboxer_core::model::{Actor, Reachability, Sandbox};
+use sandboxer_core::snapshot::{Snapshot as SnapshotRecord, SnapshotState};
 use sandboxer_core::store::db::{
     read, CensusRow, Cursor, Db, Derived, LedgerRow, ListQuery, OutboxItem, TokenRow, Tx,
 };
@@ -126,6 +127,19 @@ impl Tx for FaultyTx<'_> {
     fn uploads(&mut self, actor: Option<&Actor>) -> Result<Vec<UploadRecord>> {
         self.inner.uploads(actor)
     }
+    fn snapshot(&mut self, id: &str) -> Result<Option<SnapshotRecord>> {
+        self.inner.snapshot(id)
+    }
+    fn put_snapshot(&mut self, s: &SnapshotRecord) -> Result<()> {
+        self.inner.put_snapshot(s)
+    }
+    fn snapshots(
+        &mut self,
+        actor: Option<&Actor>,
+        states: &[SnapshotState],
+    ) -> Result<Vec<SnapshotRecord>> {
+        self.inner.snapshots(actor, states)
+    }
     fn put_token(&mut self, t: &TokenRow) -> Result<()> {
         self.inner.put_token(t)
     }
@@ -171,6 +185,8 @@ impl Extension for Instant {
             extend: false,
             list_resources: false,
             uses_host: false,
+            pause: false,
+            snapshot: false,
         }
     }
     async fn provision(&self, _ctx: &SandboxCtx) -> Result<Provisioned> {
@@ -278,6 +294,7 @@ fn request() -> CreateRequest {
         actor: Some("agt:faults".parse().unwrap()),
         idempotency_key: None,
         recreated_from: None,
+        from_snapshot: None,
         metadata: BTreeMap::new(),
     }
 }

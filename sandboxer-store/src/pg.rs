@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 use sandboxer_core::model::{Actor, Sandbox};
+use sandboxer_core::snapshot::{Snapshot, SnapshotState};
 use sandboxer_core::store::db::{
     CensusRow, Cursor, Db, Derived, LedgerRow, ListQuery, OutboxItem, TokenRow, Tx,
 };
@@ -627,6 +628,53 @@ impl Tx for PgTx<'_> {
             .map_err(|e| self.err("reading", e))?;
         rows.iter()
             .map(|r| from_json("upload", r.get::<_, &str>(0)))
+            .collect()
+    }
+
+    fn snapshot(&mut self, id: &str) -> Result<Option<Snapshot>> {
+        let row = self
+            .tx
+            .query_opt("SELECT record FROM snapshots WHERE id = $1", &[&id])
+            .map_err(|e| self.err("reading", e))?;
+        row.map(|r| from_json("snapshot", r.get::<_, &str>(0)))
+            .transpose()
+    }
+
+    fn put_snapshot(&mut self, s: &Snapshot) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO snapshots (id, state, actor, source, created_at, record)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record",
+                &[
+                    &s.id,
+                    &s.state.as_str(),
+                    &s.actor.to_string(),
+                    &s.source,
+                    &ts(s.created_at),
+                    &to_json(s)?,
+                ],
+            )
+            .map_err(|e| self.err("writing", e))?;
+        Ok(())
+    }
+
+    fn snapshots(
+        &mut self,
+        actor: Option<&Actor>,
+        states: &[SnapshotState],
+    ) -> Result<Vec<Snapshot>> {
+        let who = actor.map(ToString::to_string);
+        let rows = self
+            .tx
+            .query(
+                "SELECT state, record FROM snapshots WHERE $1::text IS NULL OR actor = $1 ORDER BY seq",
+                &[&who],
+            )
+            .map_err(|e| self.err("reading", e))?;
+        rows.iter()
+            .filter(|r| wanted_state(r.get::<_, &str>(0), states))
+            .map(|r| from_json("snapshot", r.get::<_, &str>(1)))
             .collect()
     }
 

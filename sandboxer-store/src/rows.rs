@@ -101,3 +101,11 @@ mod tests {
         }
     }
 }
+
+/// Whether a stored snapshot state is one of `states` (all when empty).
+pub(crate) fn wanted_state(
+    state: &str,
+    states: &[sandboxer_core::snapshot::SnapshotState],
+) -> bool {
+    states.is_empty() || states.iter().any(|s| s.as_str() == state)
+}

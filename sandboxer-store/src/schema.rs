@@ -5,12 +5,15 @@
 //! tables of its own is not ours and is refused untouched.
 
 /// The schema version this build writes.
-pub const LATEST: u32 = 1;
+pub const LATEST: u32 = 2;
 
 /// The migrations: (version, SQL for both backends), in order. Each is
 /// written once; [`sql_for`] fills in the one thing the dialects spell
 /// differently.
-pub const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_snapshots.sql")),
+];
 
 /// The database a migration is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

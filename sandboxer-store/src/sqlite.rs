@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use sandboxer_core::model::{Actor, Sandbox};
+use sandboxer_core::snapshot::{Snapshot, SnapshotState};
 use sandboxer_core::store::db::{
     CensusRow, Cursor, Db, Derived, LedgerRow, ListQuery, OutboxItem, TokenRow, Tx,
 };
@@ -674,6 +675,62 @@ impl Tx for SqliteTx<'_> {
                 "upload",
                 &r.map_err(|e| map_error(self.path, "reading", e))?,
             )?);
+        }
+        Ok(out)
+    }
+
+    fn snapshot(&mut self, id: &str) -> Result<Option<Snapshot>> {
+        let rec: Option<String> = self
+            .tx
+            .query_row("SELECT record FROM snapshots WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err("reading", e))?;
+        rec.map(|r| from_json("snapshot", &r)).transpose()
+    }
+
+    fn put_snapshot(&mut self, s: &Snapshot) -> Result<()> {
+        self.exec(
+            "INSERT INTO snapshots (id, state, actor, source, created_at, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record",
+            params![
+                s.id,
+                s.state.as_str(),
+                s.actor.to_string(),
+                s.source,
+                ts(s.created_at),
+                to_json(s)?
+            ],
+        )
+        .map_err(|e| self.err("writing", e))?;
+        Ok(())
+    }
+
+    fn snapshots(
+        &mut self,
+        actor: Option<&Actor>,
+        states: &[SnapshotState],
+    ) -> Result<Vec<Snapshot>> {
+        let who = actor.map(ToString::to_string);
+        let mut st = self
+            .tx
+            .prepare_cached(
+                "SELECT state, record FROM snapshots WHERE ?1 IS NULL OR actor = ?1 ORDER BY seq",
+            )
+            .map_err(|e| map_error(self.path, "reading", e))?;
+        let rows = st
+            .query_map([who], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| map_error(self.path, "reading", e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (state, rec) = r.map_err(|e| map_error(self.path, "reading", e))?;
+            if wanted_state(&state, states) {
+                out.push(from_json("snapshot", &rec)?);
+            }
         }
         Ok(out)
     }

@@ -13,7 +13,14 @@
 //! - wait_ready: polls `ready.json` (backoff 1 ms doubling to 20 ms);
 //! - teardown: one `exec` that stops the agent's process group and removes
 //!   the venue;
-//! - extend: one `exec` that rewrites `deadline`.
+//! - extend: one `exec` that rewrites `deadline`;
+//! - pause / resume: one `exec` that stops (`SIGSTOP`) or continues
+//!   (`SIGCONT`, after writing the new `deadline`) the agent's process
+//!   group;
+//! - snapshot: one `exec` that archives the venue (less the agent's own
+//!   runtime files) into `DATA/snapshots/.SNAP.partial/venue.tar` and
+//!   renames the folder to `DATA/snapshots/SNAP` once whole; a restore
+//!   unpacks it into the new venue before the agent starts.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
@@ -27,9 +34,10 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
 use sandboxer_core::extension::{
-    Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx,
+    Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx, SnapshotMade,
 };
 use sandboxer_core::model::{is_sandbox_id, Reachability};
+use sandboxer_core::snapshot::is_snapshot_id;
 use sandboxer_core::transport::{shell_quote, Transport, Utf8Path, Utf8PathBuf};
 use sandboxer_core::{Error, ErrorKind, Result};
 
@@ -41,11 +49,15 @@ pub const CANARY_EXTENSION_ID: &str = "ext.canary";
 /// The `kind` of the canary's [`Resource`]s.
 pub const VENUE_RESOURCE_KIND: &str = "canary venue";
 
+/// The `kind` of a canary snapshot found on a host.
+pub const SNAPSHOT_RESOURCE_KIND: &str = "canary snapshot";
+
 /// Script exit codes with a meaning.
 const EXIT_NO_AGENT: i32 = 97;
 const EXIT_VENUE_EXISTS: i32 = 98;
 const EXIT_NO_VENUE: i32 = 44;
 const EXIT_NOT_RUNNING: i32 = 45;
+const EXIT_NO_SNAPSHOT: i32 = 46;
 
 /// The longest pause between two looks at `ready.json`.
 const MAX_POLL: Duration = Duration::from_millis(20);
@@ -156,7 +168,11 @@ impl CanaryExtension {
         let t = &*ctx.transport;
         let fp_key = self.fingerprint_key()?;
         let deadline = rfc3339(ctx.expires_at);
-        let script = start_script(t, &fp_key, venue, &ctx.id, &deadline);
+        let restore = match &ctx.restore {
+            Some(r) => Some(snapshot_dir(t, &r.snapshot_id)?.join(VENUE_TAR)),
+            None => None,
+        };
+        let script = start_script(t, &fp_key, venue, &ctx.id, &deadline, restore.as_deref());
         let mut out = t.exec(&script, None).await?;
         if out.status == EXIT_NO_AGENT {
             // The host does not know this binary yet: upload it once.
@@ -186,6 +202,11 @@ impl CanaryExtension {
                 t.host()
             ))
             .with_hint("tear the sandbox down first; ids are never reused")),
+            EXIT_NO_SNAPSHOT => Err(Error::not_found(format!(
+                "the snapshot to restore is not on {} ({})",
+                t.host(),
+                restore.as_ref().map(|p| p.as_str()).unwrap_or("?")
+            ))),
             status => Err(Error::new(
                 ErrorKind::ProvisionFailed,
                 format!(
@@ -236,6 +257,8 @@ impl Extension for CanaryExtension {
             extend: true,
             list_resources: true,
             uses_host: true,
+            pause: true,
+            snapshot: true,
         }
     }
 
@@ -370,11 +393,126 @@ impl Extension for CanaryExtension {
         }
     }
 
-    /// Every venue folder under `DATA/venues/`, running when its agent does.
+    /// Stop the agent's process group (`SIGSTOP`): it uses no CPU until
+    /// resumed. `NotFound` without a venue, `Conflict` when its agent no
+    /// longer runs.
+    async fn pause(&self, ctx: &SandboxCtx, _handle: &Value) -> Result<()> {
+        let t = &*ctx.transport;
+        let venue = venue_dir(t, &ctx.id)?;
+        let out = t.exec(&signal_script(venue.as_str(), None), None).await?;
+        venue_step(t, &venue, "pausing", out)
+    }
+
+    /// Write the new `deadline` and continue the agent's process group.
+    async fn resume(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &Value,
+        _deadline: tokio::time::Instant,
+    ) -> Result<ReadyInfo> {
+        let t = &*ctx.transport;
+        let venue = venue_dir(t, &ctx.id)?;
+        let dl = rfc3339(ctx.expires_at);
+        let out = t
+            .exec(&signal_script(venue.as_str(), Some(&dl)), None)
+            .await?;
+        venue_step(t, &venue, "resuming", out)?;
+        let bytes = t
+            .read_file(venue.join(files::READY).as_str())
+            .await?
+            .ok_or_else(|| {
+                Error::conflict(format!(
+                    "the canary venue {venue} on {} was never ready",
+                    t.host()
+                ))
+            })?;
+        ready_info(t, venue.as_str(), handle, &bytes)
+    }
+
+    /// Archive the venue, less the agent's runtime files, as
+    /// `DATA/snapshots/SNAP/venue.tar` (made under a `.partial` name and
+    /// renamed once whole).
+    async fn snapshot(
+        &self,
+        ctx: &SandboxCtx,
+        _handle: &Value,
+        snapshot_id: &str,
+    ) -> Result<SnapshotMade> {
+        let t = &*ctx.transport;
+        let venue = venue_dir(t, &ctx.id)?;
+        let dir = snapshot_dir(t, snapshot_id)?;
+        let out = t
+            .exec(&snapshot_script(venue.as_str(), dir.as_str()), None)
+            .await?;
+        if out.status == EXIT_NO_VENUE {
+            return Err(Error::not_found(format!(
+                "no canary venue {venue} on {}",
+                t.host()
+            )));
+        }
+        if !out.success() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "archiving {venue} on {} failed (exit {}): {}",
+                    t.host(),
+                    out.status,
+                    out.stderr_tail(5)
+                ),
+            ));
+        }
+        Ok(SnapshotMade {
+            handle: json!({ "dir": dir }),
+            size_bytes: out.stdout_str().trim().parse().ok(),
+            location: Some(dir.into_string()),
+        })
+    }
+
+    /// Remove `DATA/snapshots/SNAP` and any part of it.
+    async fn delete_snapshot(
+        &self,
+        transport: Arc<dyn Transport>,
+        snapshot_id: &str,
+        _handle: &Value,
+    ) -> Result<()> {
+        let t = &*transport;
+        let dir = snapshot_dir(t, snapshot_id)?;
+        let partial = partial_dir(&dir);
+        let out = t
+            .exec(
+                &format!(
+                    "rm -rf {} {}",
+                    shell_quote(dir.as_str()),
+                    shell_quote(partial.as_str())
+                ),
+                None,
+            )
+            .await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "removing snapshot {dir} on {} failed (exit {}): {}",
+                    t.host(),
+                    out.status,
+                    out.stderr_tail(5)
+                ),
+            ))
+        }
+    }
+
+    /// Every venue folder under `DATA/venues/`, running when its agent
+    /// does, and every snapshot (whole or partial) under
+    /// `DATA/snapshots/`.
     async fn list_resources(&self, transport: Arc<dyn Transport>) -> Result<Vec<Resource>> {
         let t = &*transport;
         let venues = data_root(t).join("venues");
-        let out = t.exec(&list_script(venues.as_str()), None).await?;
+        let snapshots = data_root(t).join("snapshots");
+        let out = t
+            .exec(&list_script(venues.as_str(), snapshots.as_str()), None)
+            .await?;
         if !out.success() {
             return Err(Error::new(
                 ErrorKind::Io,
@@ -390,14 +528,75 @@ impl Extension for CanaryExtension {
             .stdout_str()
             .lines()
             .filter_map(|l| l.split_once(' '))
-            .filter(|(id, _)| is_sandbox_id(id))
-            .map(|(id, running)| Resource {
-                sandbox_id: id.to_string(),
-                kind: VENUE_RESOURCE_KIND.to_string(),
-                name: venues.join(id).into_string(),
-                running: running == "1",
+            .filter_map(|(id, what)| {
+                if is_sandbox_id(id) {
+                    Some(Resource {
+                        sandbox_id: id.to_string(),
+                        kind: VENUE_RESOURCE_KIND.to_string(),
+                        name: venues.join(id).into_string(),
+                        running: what == "1",
+                    })
+                } else if is_snapshot_id(id) {
+                    let dir = snapshots.join(id);
+                    Some(Resource {
+                        sandbox_id: id.to_string(),
+                        kind: SNAPSHOT_RESOURCE_KIND.to_string(),
+                        name: if what == "partial" {
+                            partial_dir(&dir).into_string()
+                        } else {
+                            dir.into_string()
+                        },
+                        running: false,
+                    })
+                } else {
+                    None
+                }
             })
             .collect())
+    }
+}
+
+/// The archive of the venue in a snapshot folder.
+const VENUE_TAR: &str = "venue.tar";
+
+/// `DATA/snapshots/SNAP`, for a well-formed snapshot id only.
+fn snapshot_dir(t: &dyn Transport, id: &str) -> Result<Utf8PathBuf> {
+    if !is_snapshot_id(id) {
+        return Err(Error::invalid_input(format!("`{id}` is not a snapshot id")));
+    }
+    Ok(data_root(t).join("snapshots").join(id))
+}
+
+/// Where a snapshot is made before it is whole: `.SNAP.partial` beside it.
+fn partial_dir(dir: &Utf8Path) -> Utf8PathBuf {
+    dir.with_file_name(format!(".{}.partial", dir.file_name().unwrap_or("snap")))
+}
+
+/// The outcome of a pause or resume script.
+fn venue_step(
+    t: &dyn Transport,
+    venue: &Utf8Path,
+    what: &str,
+    out: sandboxer_core::transport::ExecOutput,
+) -> Result<()> {
+    match out.status {
+        0 => Ok(()),
+        EXIT_NO_VENUE => Err(Error::not_found(format!(
+            "no canary venue {venue} on {}",
+            t.host()
+        ))),
+        EXIT_NOT_RUNNING => Err(Error::conflict(format!(
+            "the canary agent in {venue} on {} no longer runs",
+            t.host()
+        ))),
+        status => Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "{what} the canary agent in {venue} on {} failed (exit {status}): {}",
+                t.host(),
+                out.stderr_tail(5)
+            ),
+        )),
     }
 }
 
@@ -528,8 +727,16 @@ fn start_script(
     venue: &Utf8Path,
     id: &str,
     deadline: &str,
+    restore: Option<&Utf8Path>,
 ) -> String {
     let root = data_root(t);
+    let unpack = match restore {
+        Some(tar) => format!(
+            "[ -f {tar} ] || {{ rmdir \"$V\"; exit {EXIT_NO_SNAPSHOT}; }}\ntar -xf {tar} -C \"$V\" || exit 1\n",
+            tar = shell_quote(tar.as_str())
+        ),
+        None => String::new(),
+    };
     let (f, agents, v, vs, id, dl) = (
         shell_quote(root.join("agents/by-fingerprint").join(fp_key).as_str()),
         shell_quote(root.join("agents").as_str()),
@@ -548,7 +755,7 @@ V={v}
 [ -x "$A" ] || exit {EXIT_NO_AGENT}
 [ -d {vs} ] || mkdir -p {vs} || exit 1
 mkdir "$V" 2>/dev/null || {{ [ -e "$V" ] && exit {EXIT_VENUE_EXISTS}; mkdir "$V" || exit 1; }}
-{{ ln "$A" "$V/{bin}" 2>/dev/null || cp "$A" "$V/{bin}"; }} || exit 1
+{unpack}{{ ln "$A" "$V/{bin}" 2>/dev/null || cp "$A" "$V/{bin}"; }} || exit 1
 printf '%s\n' {dl} > "$V/{deadline}" || exit 1
 cd "$V" || exit 1
 ./{bin} agent --venue "$V" --sandbox-id {id} --deadline {dl} </dev/null >{log} 2>&1 &
@@ -610,18 +817,84 @@ printf '%s\n' {dl} > "$V/.{deadline}.tmp.$$" && mv -f "$V/.{deadline}.tmp.$$" "$
     )
 }
 
-/// One `ID 1|0` line per venue folder (1: its agent runs).
-fn list_script(venues: &str) -> String {
+/// One `ID 1|0` line per venue folder (1: its agent runs), then one
+/// `SNAP whole|partial` line per snapshot folder.
+fn list_script(venues: &str, snapshots: &str) -> String {
     format!(
         r#"{prelude}
-cd {vs} 2>/dev/null || exit 0
-for _v in sbx-*; do
-  [ -d "$_v" ] || continue
-  if _sbx_alive "$_v"; then echo "$_v 1"; else echo "$_v 0"; fi
+if cd {vs} 2>/dev/null; then
+  for _v in sbx-*; do
+    [ -d "$_v" ] || continue
+    if _sbx_alive "$_v"; then echo "$_v 1"; else echo "$_v 0"; fi
+  done
+fi
+cd {ss} 2>/dev/null || exit 0
+for _s in snap-* .snap-*.partial; do
+  [ -d "$_s" ] || continue
+  case "$_s" in
+    .*) _s=${{_s#.}}; echo "${{_s%.partial}} partial" ;;
+    *) echo "$_s whole" ;;
+  esac
 done
 "#,
         prelude = crate::sh::PRELUDE,
         vs = shell_quote(venues),
+        ss = shell_quote(snapshots),
+    )
+}
+
+/// Stop (`deadline` is `None`) or continue the venue's agent group; a
+/// resume first writes the new `deadline`, so an agent whose old one
+/// passed while it was stopped runs on. Exit 44: no venue; 45: its agent
+/// does not run.
+fn signal_script(venue: &str, deadline: Option<&str>) -> String {
+    let v = shell_quote(venue);
+    let (write, sig) = match deadline {
+        Some(dl) => (
+            format!(
+                "printf '%s\\n' {dl} > \"$V/.{f}.tmp.$$\" && mv -f \"$V/.{f}.tmp.$$\" \"$V/{f}\" || exit 1\n",
+                dl = shell_quote(dl),
+                f = files::DEADLINE
+            ),
+            "CONT",
+        ),
+        None => (String::new(), "STOP"),
+    };
+    format!(
+        r#"{prelude}
+V={v}
+[ -d "$V" ] || exit {EXIT_NO_VENUE}
+_sbx_alive "$V" || exit {EXIT_NOT_RUNNING}
+{write}kill -{sig} -"$_p" 2>/dev/null || kill -{sig} "$_p" || exit 1
+"#,
+        prelude = crate::sh::PRELUDE,
+    )
+}
+
+/// Archive the venue into `.SNAP.partial/venue.tar` beside `dir`, less the
+/// agent's binary and runtime files, rename the folder to `dir` and print
+/// the archive's size. Exit 44: no venue.
+fn snapshot_script(venue: &str, dir: &str) -> String {
+    let d = Utf8Path::new(dir);
+    let (v, dq, pq) = (
+        shell_quote(venue),
+        shell_quote(dir),
+        shell_quote(partial_dir(d).as_str()),
+    );
+    format!(
+        r#"V={v}
+[ -d "$V" ] || exit {EXIT_NO_VENUE}
+P={pq}
+rm -rf "$P" && mkdir -p "$P" || exit 1
+tar -cf "$P/{tar}" -C "$V" --exclude=./{bin} --exclude=./{pid} --exclude=./{ready} --exclude=./{exited} . || {{ rm -rf "$P"; exit 1; }}
+mv "$P" {dq} || {{ rm -rf "$P"; exit 1; }}
+wc -c < {dq}/{tar}
+"#,
+        tar = VENUE_TAR,
+        bin = files::BINARY,
+        pid = files::AGENT_PID,
+        ready = files::READY,
+        exited = files::EXITED,
     )
 }
 

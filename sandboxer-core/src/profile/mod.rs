@@ -114,6 +114,14 @@ pub struct Profile {
     #[serde(with = "secs")]
     pub ready_timeout: Duration,
     pub policy: Policy,
+    /// How long a paused sandbox is kept; then the reaper destroys it
+    /// (`expired`).
+    #[serde(with = "secs")]
+    pub paused_retention: Duration,
+    /// Credits an hour held while a metered sandbox is paused (zero: free).
+    pub paused_price_per_hour: Micros,
+    /// Credits an hour for each snapshot kept (zero: free).
+    pub snapshot_price_per_hour: Micros,
     pub routes: Vec<Route>,
     pub source: ProfileSource,
 }
@@ -266,6 +274,9 @@ mod tests {
             max_ttl: Duration::from_secs(7200),
             ready_timeout: Duration::from_secs(60),
             policy: Policy::Ordered,
+            paused_retention: crate::profile::parse::DEFAULT_PAUSED_RETENTION,
+            paused_price_per_hour: Micros::ZERO,
+            snapshot_price_per_hour: Micros::ZERO,
             routes: Vec::new(),
             source: ProfileSource::Builtin,
         }

@@ -17,6 +17,11 @@
 //! max_ttl = "24h"                   # required
 //! ready_timeout = "5m"              # optional, default 5m
 //! policy = "ordered"                # optional: ordered | burst | cheapest
+//! paused_retention = "7d"           # optional, default 7d: how long a paused
+//!                                   # sandbox is kept before it is destroyed
+//! paused_price_per_hour = "0"       # optional, default 0: held while paused
+//! snapshot_price_per_hour = "0"     # optional, default 0: per snapshot kept,
+//!                                   # paid when it is deleted
 //!
 //! [inputs.repo]                     # zero or more
 //! required = true                   # optional, default false
@@ -111,12 +116,17 @@ pub(crate) const PROFILE_KEYS: &[&str] = &[
     "max_ttl",
     "ready_timeout",
     "policy",
+    "paused_retention",
+    "paused_price_per_hour",
+    "snapshot_price_per_hour",
     "inputs",
     "routes",
 ];
 pub(crate) const INPUT_KEYS: &[&str] = &["required", "help", "default"];
 pub(crate) const ROUTE_KEYS: &[&str] = &["extension", "placement", "price_per_hour", "config"];
 pub(crate) const POLICIES: &[&str] = &["ordered", "burst", "cheapest"];
+/// `paused_retention` when the profile does not say.
+pub const DEFAULT_PAUSED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// `ready_timeout` when the profile does not say.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
@@ -216,6 +226,15 @@ pub(crate) fn walk_profile(
             }
         }),
     };
+    let paused_retention = w.duration_or(&root, "paused_retention", DEFAULT_PAUSED_RETENTION);
+    let paused_price_per_hour = match w.field(&root, "paused_price_per_hour", None) {
+        Some(f) => price(w, &f),
+        None => Some(Micros::ZERO),
+    };
+    let snapshot_price_per_hour = match w.field(&root, "snapshot_price_per_hour", None) {
+        Some(f) => price(w, &f),
+        None => Some(Micros::ZERO),
+    };
     let inputs = match w.field(&root, "inputs", None) {
         None => Some(BTreeMap::new()),
         Some(f) => w
@@ -234,6 +253,9 @@ pub(crate) fn walk_profile(
         max_ttl: max_ttl?,
         ready_timeout: ready_timeout?,
         policy: policy?,
+        paused_retention: paused_retention?,
+        paused_price_per_hour: paused_price_per_hour?,
+        snapshot_price_per_hour: snapshot_price_per_hour?,
         routes: routes?,
         source,
     };
@@ -431,8 +453,8 @@ pub(crate) fn price(w: &mut Walker<'_>, f: &Field<'_>) -> Option<Micros> {
         Some(Value::Integer(n)) => {
             w.report(
                 f.at.clone(),
-                format!("`price_per_hour` is {}; a price must not be negative", n.value()),
-                Some("give the credits an hour as a decimal string, like `price_per_hour = \"0.6\"`, or 0 for free".into()),
+                format!("`{}` is {}; a price must not be negative", f.name, n.value()),
+                Some(format!("give the credits an hour as a decimal string, like `{} = \"0.6\"`, or 0 for free", f.name)),
             );
             return None;
         }
@@ -440,8 +462,11 @@ pub(crate) fn price(w: &mut Walker<'_>, f: &Field<'_>) -> Option<Micros> {
             let raw = w.raw(&f.at).unwrap_or("0.5");
             w.report(
                 f.at.clone(),
-                "`price_per_hour` must not be a float: credits are exact decimals",
-                Some(format!("quote it: `price_per_hour = \"{raw}\"`")),
+                format!(
+                    "`{}` must not be a float: credits are exact decimals",
+                    f.name
+                ),
+                Some(format!("quote it: `{} = \"{raw}\"`", f.name)),
             );
             return None;
         }
@@ -455,7 +480,7 @@ pub(crate) fn price(w: &mut Walker<'_>, f: &Field<'_>) -> Option<Micros> {
         Err(e) => {
             w.report(
                 f.at.clone(),
-                format!("bad price_per_hour: {}", e.message()),
+                format!("bad {}: {}", f.name, e.message()),
                 e.hint().map(str::to_string),
             );
             None
@@ -872,6 +897,9 @@ identity_file = "~/.ssh/id_ed25519"
                     max_ttl: Duration::from_secs(ttl + extra),
                     ready_timeout: Duration::from_secs(ready),
                     policy,
+                    paused_retention: crate::profile::parse::DEFAULT_PAUSED_RETENTION,
+                    paused_price_per_hour: Micros::ZERO,
+                    snapshot_price_per_hour: Micros::ZERO,
                     routes,
                     source: ProfileSource::Builtin,
                 },

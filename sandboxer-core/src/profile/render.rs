@@ -23,6 +23,13 @@ pub fn render_profile(p: &Profile) -> String {
     doc["max_ttl"] = value(format_duration(p.max_ttl));
     doc["ready_timeout"] = value(format_duration(p.ready_timeout));
     doc["policy"] = value(p.policy.as_str());
+    doc["paused_retention"] = value(format_duration(p.paused_retention));
+    if !p.paused_price_per_hour.is_zero() {
+        doc["paused_price_per_hour"] = value(p.paused_price_per_hour.to_string());
+    }
+    if !p.snapshot_price_per_hour.is_zero() {
+        doc["snapshot_price_per_hour"] = value(p.snapshot_price_per_hour.to_string());
+    }
     if !p.inputs.is_empty() {
         let mut inputs = Table::new();
         inputs.set_implicit(true);

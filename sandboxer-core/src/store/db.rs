@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manager::ListFilter;
 use crate::model::{Actor, Sandbox};
+use crate::snapshot::{Snapshot, SnapshotState};
 use crate::uploads::UploadRecord;
 use crate::Result;
 
@@ -151,7 +152,7 @@ pub trait Tx {
         use crate::lifecycle::State;
         let live = self.list(&ListQuery {
             filter: ListFilter {
-                states: vec![State::Provisioning, State::Ready],
+                states: vec![State::Provisioning, State::Ready, State::Paused],
                 ..ListFilter::default()
             },
             after: None,
@@ -197,6 +198,18 @@ pub trait Tx {
     fn remove_upload(&mut self, id: &str) -> Result<()>;
     /// Every upload, oldest first; `actor`'s only when given.
     fn uploads(&mut self, actor: Option<&Actor>) -> Result<Vec<UploadRecord>>;
+
+    /// The snapshot `id`, with its extension-private `backend`.
+    fn snapshot(&mut self, id: &str) -> Result<Option<Snapshot>>;
+    /// Insert or replace the snapshot `s.id`.
+    fn put_snapshot(&mut self, s: &Snapshot) -> Result<()>;
+    /// Snapshots oldest first: `actor`'s only when given, and only those in
+    /// `states` when it is not empty.
+    fn snapshots(
+        &mut self,
+        actor: Option<&Actor>,
+        states: &[SnapshotState],
+    ) -> Result<Vec<Snapshot>>;
 
     fn put_token(&mut self, t: &TokenRow) -> Result<()>;
     fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>>;

@@ -43,6 +43,8 @@ impl Extension for FolderExt {
             extend: true,
             list_resources: true,
             uses_host: true,
+            pause: false,
+            snapshot: false,
         }
     }
 
@@ -206,6 +208,7 @@ impl Fixture {
             ready_timeout: Duration::from_secs(10),
             created_at,
             price_per_hour: credits(price),
+            restore: None,
         }
     }
 

@@ -129,6 +129,7 @@ fn make_ctx(transport: &Arc<dyn Transport>, id: &str, config: Value, repo: &str)
         ready_timeout: READY_TIMEOUT,
         created_at: sandboxer_core::model::now(),
         price_per_hour: sandboxer_core::credits::Micros::ZERO,
+        restore: None,
     }
 }
 

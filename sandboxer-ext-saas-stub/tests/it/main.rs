@@ -126,6 +126,7 @@ fn ctx_expiring(id: &str, ttl: Duration) -> SandboxCtx {
         ready_timeout: Duration::from_secs(10),
         created_at: Utc::now(),
         price_per_hour: Default::default(),
+        restore: None,
     }
 }
 

@@ -190,6 +190,7 @@ pub fn make_ctx(
         ready_timeout,
         created_at: sandboxer_core::model::now(),
         price_per_hour: sandboxer_core::credits::Micros::ZERO,
+        restore: None,
     }
 }
 

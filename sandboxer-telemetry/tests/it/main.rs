@@ -104,6 +104,7 @@ fn make_ctx(transport: &Arc<dyn Transport>, id: &str, ttl: Duration) -> SandboxC
         ready_timeout: Duration::from_secs(10),
         created_at: sandboxer_core::model::now(),
         price_per_hour: sandboxer_core::credits::Micros::ZERO,
+        restore: None,
     }
 }
 
