@@ -70,13 +70,7 @@ fn asset(body: &'static str, kind: &'static str) -> Response {
     r
 }
 
-const STATES: [LifeState; 5] = [
-    LifeState::Provisioning,
-    LifeState::Ready,
-    LifeState::Destroying,
-    LifeState::Destroyed,
-    LifeState::Failed,
-];
+const STATES: [LifeState; 8] = LifeState::ALL;
 
 /// `GET /v1/dashboard`.
 pub(crate) async fn data(
@@ -93,11 +87,10 @@ pub(crate) async fn data(
     if states.is_empty() {
         // The live states by name: the state index finds them at once,
         // however many ended records the store keeps.
-        states = vec![
-            LifeState::Provisioning,
-            LifeState::Ready,
-            LifeState::Destroying,
-        ];
+        states = LifeState::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal())
+            .collect();
     }
     let asked = p
         .one("actor")?

@@ -10,6 +10,13 @@
 //!   is missing or already ended;
 //! - **ghost**: a `ready` record whose resources are gone from its host.
 //!
+//! Paused sandboxes expire at the end of their paused retention (their
+//! `expires_at` while paused). A record left in `pausing` or `resuming` by
+//! a process that died is stuck, and reaping it finishes the step (pauses
+//! or resumes it again). Snapshots: one left `creating` by a process that
+//! died is stuck (reaped: marked `failed` and its parts removed), and a
+//! snapshot artifact on a host with no live record is an orphan (removed).
+//!
 //! `reap` ends each: expired ones are destroyed with reason `expired`, stuck
 //! and ghost records with reason `reaped`, orphans are torn down. It is
 //! idempotent ("already gone" is success), never touches anything younger
@@ -29,6 +36,7 @@ use crate::hosts::HostSpec;
 use crate::lifecycle::{EndReason, State};
 use crate::manager::Manager;
 use crate::model::Sandbox;
+use crate::snapshot::{is_snapshot_id, Snapshot, SnapshotState};
 use crate::uploads::SweptUpload;
 use crate::Result;
 
@@ -149,9 +157,10 @@ pub fn classify_records<'a>(
             detail,
             resource: None,
         };
-        // A ready record past its deadline is expired at once: the deadline
-        // is explicit, and nothing is in flight that the grace protects.
-        if s.state() == State::Ready {
+        // A ready (or paused) record past its deadline is expired at once:
+        // the deadline is explicit, and nothing is in flight that the grace
+        // protects.
+        if matches!(s.state(), State::Ready | State::Paused) {
             if let Some(exp) = s.expires_at.filter(|e| *e < now) {
                 out.push(item(
                     StaleKind::Expired,
@@ -173,6 +182,27 @@ pub fn classify_records<'a>(
                     continue;
                 }
             }
+        }
+        // A pause or resume whose process is gone: the next pass finishes
+        // it.
+        if matches!(s.state(), State::Pausing | State::Resuming) {
+            let dead = s.worker.as_ref().is_some_and(|w| worker_alive(w) == Some(false));
+            let rt = ready_timeouts
+                .get(&s.profile)
+                .copied()
+                .unwrap_or(Duration::from_secs(300));
+            if dead || older_than(s.updated_at, now, rt + grace) {
+                out.push(item(
+                    StaleKind::Stuck,
+                    format!(
+                        "{} for {}{}",
+                        s.state(),
+                        human_age(s.updated_at, now),
+                        if dead { "; its process is gone" } else { "" }
+                    ),
+                ));
+            }
+            continue;
         }
         if !older_than(s.created_at, now, grace) {
             continue;
@@ -234,6 +264,30 @@ impl Manager {
         let mut items = classify_records(live.iter(), &timeouts, now, grace, &|w| {
             crate::process::is_alive(w)
         });
+        // Snapshots whose maker died.
+        let snapshots = self.snapshots(None, &[])?;
+        for snap in &snapshots {
+            if snap.state != SnapshotState::Creating {
+                continue;
+            }
+            let Some(w) = &snap.worker else { continue };
+            if crate::process::is_alive(w) == Some(false) {
+                items.push(StaleItem {
+                    kind: StaleKind::Stuck,
+                    sandbox_id: snap.id.clone(),
+                    host: snap.host.clone(),
+                    extension: snap.extension.clone(),
+                    state: None,
+                    detail: format!(
+                        "snapshot of {} left creating; its process {} is gone",
+                        snap.source, w.pid
+                    ),
+                    resource: None,
+                });
+            }
+        }
+        let snapshot_of: BTreeMap<&str, &Snapshot> =
+            snapshots.iter().map(|s| (s.id.as_str(), s)).collect();
         let flagged: BTreeSet<String> = items.iter().map(|i| i.sandbox_id.clone()).collect();
         let mut unchecked = Vec::new();
         if let Some(why) = &self.hosts().unreadable {
@@ -320,6 +374,34 @@ impl Manager {
                 if !seen.insert(r.sandbox_id.clone()) {
                     continue;
                 }
+                if is_snapshot_id(&r.sandbox_id) {
+                    // A snapshot artifact: an orphan when no record keeps it.
+                    let rec = snapshot_of.get(r.sandbox_id.as_str());
+                    let orphan = match rec {
+                        None => true,
+                        Some(s) => {
+                            !s.state.is_live() && older_than(s.updated_at, now, grace)
+                        }
+                    };
+                    if orphan && !flagged.contains(&r.sandbox_id) {
+                        items.push(StaleItem {
+                            kind: StaleKind::Orphan,
+                            sandbox_id: r.sandbox_id.clone(),
+                            host: place.clone(),
+                            extension: ext.id().to_string(),
+                            state: None,
+                            detail: match rec {
+                                None => format!("{} {} has no record", r.kind, r.name),
+                                Some(s) => format!(
+                                    "{} {} outlived its record ({})",
+                                    r.kind, r.name, s.state
+                                ),
+                            },
+                            resource: Some(r.clone()),
+                        });
+                    }
+                    continue;
+                }
                 let rec = self.find(&r.sandbox_id)?;
                 let rec = rec.as_ref();
                 let orphan = match rec {
@@ -398,13 +480,27 @@ impl Manager {
         {
             let mut fresh = BTreeMap::new();
             for i in &items {
-                if i.kind == StaleKind::Orphan && i.resource.is_some() {
+                if i.kind == StaleKind::Orphan
+                    && i.resource.is_some()
+                    && !is_snapshot_id(&i.sandbox_id)
+                {
                     fresh.insert(i.sandbox_id.clone(), self.find(&i.sandbox_id));
                 }
             }
+            // A snapshot made after the first look has a record by now.
+            let snaps_now: BTreeMap<String, SnapshotState> = self
+                .snapshots(None, &[])?
+                .into_iter()
+                .map(|s| (s.id, s.state))
+                .collect();
             items.retain(|i| {
                 if i.kind != StaleKind::Orphan || i.resource.is_none() {
                     return true;
+                }
+                if is_snapshot_id(&i.sandbox_id) {
+                    return snaps_now
+                        .get(&i.sandbox_id)
+                        .is_none_or(|st| !st.is_live());
                 }
                 // A record that no longer parses is not an orphan's: keep
                 // the item, the next pass reports the store.
@@ -445,10 +541,21 @@ impl Manager {
                 });
                 continue;
             }
-            let result = match item.kind {
-                StaleKind::Expired => self.end(&item, EndReason::Expired).await,
-                StaleKind::Stuck | StaleKind::Ghost => self.end(&item, EndReason::Reaped).await,
-                StaleKind::Orphan => self.reap_orphan(&item).await,
+            let result = match (item.kind, item.state) {
+                _ if is_snapshot_id(&item.sandbox_id) => self.reap_snapshot(&item).await,
+                (StaleKind::Expired, _) => self.end(&item, EndReason::Expired).await,
+                (StaleKind::Stuck, Some(State::Pausing)) => self
+                    .pause(&item.sandbox_id)
+                    .await
+                    .map(|s| format!("pause finished ({})", s.state())),
+                (StaleKind::Stuck, Some(State::Resuming)) => self
+                    .resume(&item.sandbox_id, None)
+                    .await
+                    .map(|s| format!("resume finished ({})", s.state())),
+                (StaleKind::Stuck | StaleKind::Ghost, _) => {
+                    self.end(&item, EndReason::Reaped).await
+                }
+                (StaleKind::Orphan, _) => self.reap_orphan(&item).await,
             };
             let (outcome, ok) = match result {
                 Ok(o) => (o, true),
@@ -493,6 +600,27 @@ impl Manager {
                 None => "already being ended by another process".to_string(),
             },
         )
+    }
+
+    /// A snapshot left `creating` by a dead process (failed, its parts
+    /// removed), or an artifact no live record keeps (removed).
+    async fn reap_snapshot(&self, item: &StaleItem) -> Result<String> {
+        if item.kind == StaleKind::Stuck {
+            let s = self.delete_snapshot(&item.sandbox_id).await?;
+            return Ok(format!("parts removed; snapshot {}", s.state));
+        }
+        let ext = self.registry().get(&item.extension).ok_or_else(|| {
+            crate::Error::unsupported(format!("{} is not in this build", item.extension))
+        })?;
+        let spec = if ext.capabilities().uses_host {
+            self.hosts().require(&item.host)?
+        } else {
+            HostSpec::local()
+        };
+        let transport = self.connector().connect(&spec).await?;
+        ext.delete_snapshot(transport, &item.sandbox_id, &serde_json::Value::Null)
+            .await?;
+        Ok("removed".to_string())
     }
 
     async fn reap_orphan(&self, item: &StaleItem) -> Result<String> {

@@ -9,7 +9,8 @@ use sandboxer_core::{Error, ErrorKind, Result};
 /// The states a record ends in, as SQL.
 pub(crate) const STATE_ENDED: &str = "('destroyed', 'failed')";
 /// Every other state: a live record is in one of these.
-pub(crate) const STATE_LIVE: &str = "('provisioning', 'ready', 'destroying')";
+pub(crate) const STATE_LIVE: &str =
+    "('provisioning', 'ready', 'pausing', 'paused', 'resuming', 'destroying')";
 
 /// [`sandboxer_core::store::db::Tx::census`]: live records by their four
 /// labels, ended ones by state (an index-only count).
@@ -84,13 +85,7 @@ mod tests {
 
     #[test]
     fn every_state_is_live_or_ended_never_both() {
-        for s in [
-            State::Provisioning,
-            State::Ready,
-            State::Destroying,
-            State::Destroyed,
-            State::Failed,
-        ] {
+        for s in State::ALL {
             let quoted = format!("'{s}'");
             assert_ne!(
                 STATE_LIVE.contains(&quoted),

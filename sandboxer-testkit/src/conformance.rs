@@ -14,8 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandboxer_core::extension::{Extension, ReadyInfo, SandboxCtx};
+use sandboxer_core::extension::{Extension, ReadyInfo, Restore, SandboxCtx};
 use sandboxer_core::model::new_sandbox_id;
+use sandboxer_core::snapshot::new_snapshot_id;
 use sandboxer_core::ErrorKind;
 use serde_json::Value;
 
@@ -33,6 +34,8 @@ pub async fn run_conformance(ext: Arc<dyn Extension>, make_ctx: &dyn Fn(&str) ->
     suite.teardown_with_null_handle().await;
     suite.optional_abilities().await;
     suite.wait_ready_past_deadline().await;
+    suite.pause_and_resume().await;
+    suite.snapshot_and_restore().await;
 }
 
 struct Suite<'a> {
@@ -249,5 +252,132 @@ impl Suite<'_> {
         }
         self.teardown(&ctx, &handle, "after a past-deadline wait_ready")
             .await;
+    }
+
+    /// Pause (twice), resume (twice) and teardown of a paused sandbox when
+    /// `pause` is declared; `Unsupported` when it is not.
+    async fn pause_and_resume(&self) {
+        let ctx = self.ctx();
+        if !self.ext.capabilities().pause {
+            let handle = Value::Null;
+            match self.ext.pause(&ctx, &handle).await {
+                Err(e) if e.kind() == ErrorKind::Unsupported => {}
+                other => panic!(
+                    "{}: pause is not declared, so it must answer Unsupported; got {other:?}",
+                    self.name()
+                ),
+            }
+            return;
+        }
+        let handle = self.provision(&ctx).await;
+        let ready = self.ready(&ctx, &handle).await;
+        let handle = ready.handle.unwrap_or(handle);
+        for round in ["", " again"] {
+            if let Err(e) = self.ext.pause(&ctx, &handle).await {
+                panic!("{}: pause{round} of {} failed: {e:?}", self.name(), ctx.id);
+            }
+        }
+        if let Some(listed) = self.listed(&ctx).await {
+            assert!(listed, "{}: paused {} is not listed", self.name(), ctx.id);
+        }
+        let mut handle = handle;
+        for round in ["", " again"] {
+            let deadline = tokio::time::Instant::now() + ctx.ready_timeout;
+            match self.ext.resume(&ctx, &handle, deadline).await {
+                Ok(r) => {
+                    self.check_reachability(&ctx, &r, &format!("after resume{round}"));
+                    handle = r.handle.unwrap_or(handle);
+                }
+                Err(e) => panic!("{}: resume{round} of {} failed: {e:?}", self.name(), ctx.id),
+            }
+        }
+        self.teardown(&ctx, &handle, "after resume").await;
+        // A paused sandbox tears down like any other.
+        let ctx = self.ctx();
+        let handle = self.provision(&ctx).await;
+        let ready = self.ready(&ctx, &handle).await;
+        let handle = ready.handle.unwrap_or(handle);
+        if let Err(e) = self.ext.pause(&ctx, &handle).await {
+            panic!("{}: pause of {} failed: {e:?}", self.name(), ctx.id);
+        }
+        self.teardown(&ctx, &handle, "while paused").await;
+        if let Some(listed) = self.listed(&ctx).await {
+            assert!(
+                !listed,
+                "{}: teardown of paused {} left it listed",
+                self.name(),
+                ctx.id
+            );
+        }
+    }
+
+    /// Snapshot, two restores at once, deletes (twice) when `snapshot` is
+    /// declared; `Unsupported` when it is not.
+    async fn snapshot_and_restore(&self) {
+        let ctx = self.ctx();
+        let snap = new_snapshot_id();
+        if !self.ext.capabilities().snapshot {
+            match self.ext.snapshot(&ctx, &Value::Null, &snap).await {
+                Err(e) if e.kind() == ErrorKind::Unsupported => {}
+                other => panic!(
+                    "{}: snapshot is not declared, so it must answer Unsupported; got {other:?}",
+                    self.name()
+                ),
+            }
+            return;
+        }
+        let handle = self.provision(&ctx).await;
+        let ready = self.ready(&ctx, &handle).await;
+        let handle = ready.handle.unwrap_or(handle);
+        let made = match self.ext.snapshot(&ctx, &handle, &snap).await {
+            Ok(m) => m,
+            Err(e) => panic!("{}: snapshot of {} failed: {e:?}", self.name(), ctx.id),
+        };
+        let snap_listed = |list: &[sandboxer_core::extension::Resource]| {
+            list.iter().any(|r| r.sandbox_id == snap)
+        };
+        if self.ext.capabilities().list_resources {
+            let list = self.ext.list_resources(ctx.transport.clone()).await.unwrap();
+            assert!(snap_listed(&list), "{}: snapshot {snap} is not listed", self.name());
+        }
+        // The source goes; the snapshot stays restorable.
+        self.teardown(&ctx, &handle, "after its snapshot").await;
+        let restoring = |_: u8| {
+            let mut c = self.ctx();
+            c.restore = Some(Restore {
+                snapshot_id: snap.clone(),
+                handle: made.handle.clone(),
+            });
+            c
+        };
+        let (a, b) = (restoring(1), restoring(2));
+        // Two restores of one snapshot at once.
+        let (ha, hb) = tokio::join!(self.provision(&a), self.provision(&b));
+        let (ra, rb) = tokio::join!(self.ready(&a, &ha), self.ready(&b, &hb));
+        self.check_reachability(&a, &ra, "restored");
+        self.check_reachability(&b, &rb, "restored at the same time");
+        self.teardown(&a, &ra.handle.unwrap_or(ha), "restored").await;
+        self.teardown(&b, &rb.handle.unwrap_or(hb), "restored").await;
+        for round in ["", " again"] {
+            if let Err(e) = self
+                .ext
+                .delete_snapshot(ctx.transport.clone(), &snap, &made.handle)
+                .await
+            {
+                panic!("{}: delete{round} of snapshot {snap} failed: {e:?}", self.name());
+            }
+        }
+        if self.ext.capabilities().list_resources {
+            let list = self.ext.list_resources(ctx.transport.clone()).await.unwrap();
+            assert!(!snap_listed(&list), "{}: deleted snapshot {snap} is still listed", self.name());
+        }
+        // A snapshot nobody ever made deletes fine.
+        if let Err(e) = self
+            .ext
+            .delete_snapshot(ctx.transport.clone(), &new_snapshot_id(), &Value::Null)
+            .await
+        {
+            panic!("{}: delete of an unknown snapshot must be Ok, got {e:?}", self.name());
+        }
     }
 }

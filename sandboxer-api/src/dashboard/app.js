@@ -356,13 +356,15 @@ function renderDetail(first) {
   ]);
   const ended = ['destroyed', 'failed', 'destroying'].includes(s.state);
   $('#destroy').disabled = ended;
-  $('#extend').disabled = ended;
+  $('#extend').disabled = ended || s.state !== 'ready';
 
   const events = [];
   events.push([s.created_at, 'recorded, provisioning']);
   if (s.ready_at) events.push([s.ready_at, 'ready']);
   if (s.ended_at) events.push([s.ended_at, `${s.state}${s.reason ? ` (${s.reason})` : ''}`]);
   else if (s.state === 'destroying') events.push([s.updated_at, 'destroying']);
+  if (s.paused_at) events.push([s.paused_at, `paused, ${s.ttl_remaining_seconds}s of its TTL left`]);
+  else if (s.resumed_at) events.push([s.resumed_at, `resumed (${s.paused_seconds}s paused in all)`]);
   if (s.recreated_as) events.push([s.updated_at, `recreated as ${s.recreated_as}`]);
   for (const e of app.detailLedger || []) {
     let what = `credits: ${e.kind}`;
