@@ -58,6 +58,10 @@ pub enum Kind {
     Extensions,
     /// An upload id (`upl-...`).
     UploadId,
+    /// A snapshot id (`snap-...`).
+    SnapshotId,
+    /// Snapshot states; repeatable.
+    SnapshotStates,
     /// A page size: 1 to [`crate::routes::LIST_MAX`].
     Limit,
     /// An opaque cursor a previous page answered.
@@ -119,6 +123,18 @@ pub enum OpId {
     RecreateSandbox,
     #[strum(serialize = "extendSandboxTtl")]
     ExtendSandboxTtl,
+    #[strum(serialize = "pauseSandbox")]
+    PauseSandbox,
+    #[strum(serialize = "resumeSandbox")]
+    ResumeSandbox,
+    #[strum(serialize = "snapshotSandbox")]
+    SnapshotSandbox,
+    #[strum(serialize = "listSnapshots")]
+    ListSnapshots,
+    #[strum(serialize = "getSnapshot")]
+    GetSnapshot,
+    #[strum(serialize = "deleteSnapshot")]
+    DeleteSnapshot,
     #[strum(serialize = "listProfiles")]
     ListProfiles,
     #[strum(serialize = "getProfile")]
@@ -267,6 +283,12 @@ const SANDBOX_ID: Param = path(
 );
 
 const NOT_FOUND_SANDBOX: Resp = err(404, "No such sandbox (or it belongs to another actor)");
+const SNAPSHOT_ID: Param = path(
+    "id",
+    Kind::SnapshotId,
+    "The snapshot id (`snap-...`). Another actor's snapshot is 404 for `agt` and `atm` tokens.",
+);
+const NOT_FOUND_SNAPSHOT: Resp = err(404, "No such snapshot (or it belongs to another actor)");
 const BAD_REQUEST: Resp = err(
     400,
     "A parameter or the body is wrong; the message says which",
@@ -563,6 +585,132 @@ pub const OPERATIONS: &[Operation] = &[
             err(402, "The actor's credits do not cover the extra time"),
             NOT_FOUND_SANDBOX,
             err(409, "The sandbox is not live"),
+            err(502, "The host is unreachable"),
+        ],
+    },
+    Operation {
+        id: OpId::PauseSandbox,
+        method: Method::Post,
+        path: "/v1/sandboxes/{id}/pause",
+        tag: "sandboxes",
+        summary: "Pause a ready sandbox",
+        description: "Nothing of it runs until it is resumed; its TTL stops (the time left is kept \
+            in `ttl_remaining_seconds`) and its profile's paused retention runs instead (its \
+            `expires_at` while paused; then the reaper destroys it `expired`). A metered sandbox \
+            pays for its run so far and holds only the paused price. Pausing a paused sandbox \
+            returns it unchanged.",
+        access: Access::Actor,
+        cli: "sandboxer pause ID",
+        params: &[SANDBOX_ID],
+        body: None,
+        body_required: false,
+        responses: &[
+            ok(200, "The record, paused", "Sandbox"),
+            err(402, "The actor's credits do not cover the paused price"),
+            NOT_FOUND_SANDBOX,
+            err(409, "The sandbox is not ready (provisioning, resuming, destroying, ended)"),
+            err(501, "Its extension cannot pause"),
+            err(502, "The host is unreachable"),
+        ],
+    },
+    Operation {
+        id: OpId::ResumeSandbox,
+        method: Method::Post,
+        path: "/v1/sandboxes/{id}/resume",
+        tag: "sandboxes",
+        summary: "Resume a paused sandbox",
+        description: "It runs again with the time it had left, or `ttl` from now (its whole running \
+            time within the profile's `max_ttl`). A metered sandbox holds the run first: 402, \
+            and it stays paused with nothing held, when the credits do not cover it. Resuming a \
+            ready sandbox without `ttl` returns it unchanged.",
+        access: Access::Actor,
+        cli: "sandboxer resume ID [--ttl DURATION]",
+        params: &[SANDBOX_ID],
+        body: Some("ResumeSandbox"),
+        body_required: false,
+        responses: &[
+            ok(200, "The record, ready", "Sandbox"),
+            BAD_REQUEST,
+            err(402, "The actor's credits do not cover the run"),
+            NOT_FOUND_SANDBOX,
+            err(409, "The sandbox is not paused"),
+            err(501, "Its extension cannot resume"),
+            err(502, "The host is unreachable"),
+        ],
+    },
+    Operation {
+        id: OpId::SnapshotSandbox,
+        method: Method::Post,
+        path: "/v1/sandboxes/{id}/snapshots",
+        tag: "snapshots",
+        summary: "Save a sandbox as a snapshot",
+        description: "A `snap-...` record of the ready or paused sandbox, `ready` once its extension \
+            has saved it whole (`failed`, with nothing of it kept, otherwise). Create new \
+            sandboxes from it with `from_snapshot`.",
+        access: Access::Actor,
+        cli: "sandboxer snapshot ID [--name NAME]",
+        params: &[SANDBOX_ID],
+        body: Some("SnapshotSandbox"),
+        body_required: false,
+        responses: &[
+            ok(201, "The snapshot, ready", "Snapshot"),
+            BAD_REQUEST,
+            NOT_FOUND_SANDBOX,
+            err(409, "The sandbox is not ready or paused"),
+            err(501, "Its extension cannot snapshot"),
+            err(502, "The host is unreachable"),
+        ],
+    },
+    Operation {
+        id: OpId::ListSnapshots,
+        method: Method::Get,
+        path: "/v1/snapshots",
+        tag: "snapshots",
+        summary: "List snapshots, oldest first",
+        description: "The caller's snapshots (`adm` tokens: every snapshot, or one actor's with \
+            `actor`).",
+        access: Access::Actor,
+        cli: "sandboxer snapshots list",
+        params: &[
+            query("state", Kind::SnapshotStates, "Only these states (repeatable, or comma-separated)"),
+            query("actor", Kind::Actor, "Only this actor's (adm tokens)"),
+        ],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The snapshots", "SnapshotList"), BAD_REQUEST],
+    },
+    Operation {
+        id: OpId::GetSnapshot,
+        method: Method::Get,
+        path: "/v1/snapshots/{id}",
+        tag: "snapshots",
+        summary: "One snapshot",
+        description: "The snapshot record, as `sandboxer snapshots get ID --json` prints it.",
+        access: Access::Actor,
+        cli: "sandboxer snapshots get ID",
+        params: &[SNAPSHOT_ID],
+        body: None,
+        body_required: false,
+        responses: &[ok(200, "The snapshot", "Snapshot"), NOT_FOUND_SNAPSHOT],
+    },
+    Operation {
+        id: OpId::DeleteSnapshot,
+        method: Method::Delete,
+        path: "/v1/snapshots/{id}",
+        tag: "snapshots",
+        summary: "Delete a snapshot",
+        description: "Removes it from where it lives; the record ends `deleted` (kept as history, \
+            with what its storage cost). 409 while it is being made or a create is restoring \
+            it. Deleting a deleted snapshot returns it.",
+        access: Access::Actor,
+        cli: "sandboxer snapshots delete ID",
+        params: &[SNAPSHOT_ID],
+        body: None,
+        body_required: false,
+        responses: &[
+            ok(200, "The snapshot, deleted", "Snapshot"),
+            NOT_FOUND_SNAPSHOT,
+            err(409, "It is being made or restored"),
             err(502, "The host is unreachable"),
         ],
     },
@@ -1157,6 +1305,12 @@ fn kind_schema(k: Kind) -> Value {
         Kind::UploadId => {
             json!({"type": "string", "pattern": "^upl-[a-z0-9]+$", "example": "upl-q3v7k2m4xa"})
         }
+        Kind::SnapshotId => {
+            json!({"type": "string", "pattern": "^snap-[a-z0-9]+$", "example": "snap-q3v7k2m4xa"})
+        }
+        Kind::SnapshotStates => {
+            json!({"type": "array", "items": {"type": "string", "enum": ["creating", "ready", "failed", "deleted"]}})
+        }
         Kind::Limit => json!({
             "type": "integer",
             "minimum": 1,
@@ -1409,7 +1563,7 @@ fn schemas() -> Value {
             "pattern": "^[0-9]+(\\.[0-9]{1,6})?$",
             "example": "2.5",
         },
-        "State": {"type": "string", "enum": ["provisioning", "ready", "destroying", "destroyed", "failed"]},
+        "State": {"type": "string", "enum": ["provisioning", "ready", "pausing", "paused", "resuming", "destroying", "destroyed", "failed"]},
         "CreateSandbox": {
             "type": "object",
             "additionalProperties": false,
@@ -1426,8 +1580,46 @@ fn schemas() -> Value {
                 "only": {"type": "array", "items": {"type": "string"}, "description": "Only these extensions"},
                 "ignore": {"type": "array", "items": {"type": "string"}, "description": "Never these extensions"},
                 "no_fallback": {"type": "boolean", "default": false},
+                "from_snapshot": {"type": "string", "pattern": "^snap-[a-z0-9]+$", "description": "Restore this snapshot: the profile is the snapshot's (`profile` may be left out, or must match), and the sandbox is placed where the snapshot lives"},
             },
         },
+        "ResumeSandbox": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"ttl": {"allOf": [{"$ref": "#/components/schemas/Duration"}], "description": "Run this long from now instead of the time it had left"}},
+        },
+        "SnapshotSandbox": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}},
+        },
+        "Snapshot": {
+            "type": "object",
+            "description": "A snapshot record, exactly as `sandboxer snapshots get ID --json` prints it.",
+            "required": ["id", "source", "profile", "profile_version", "extension", "host", "actor", "state", "created_at", "updated_at"],
+            "properties": {
+                "id": {"type": "string", "pattern": "^snap-[a-z0-9]+$"},
+                "name": {"type": "string"},
+                "source": {"type": "string", "description": "The sandbox it was taken of"},
+                "profile": {"type": "string"},
+                "profile_version": {"type": "integer", "minimum": 1},
+                "extension": {"type": "string"},
+                "host": {"type": "string", "description": "Where it lives (the provider's name for a SaaS extension)"},
+                "location": {"type": "string", "description": "Where on it: a folder, an image, a provider's id"},
+                "size_bytes": {"type": "integer", "minimum": 0},
+                "actor": {"$ref": "#/components/schemas/Actor"},
+                "state": {"type": "string", "enum": ["creating", "ready", "failed", "deleted"]},
+                "reason": {"type": "string", "description": "Why it failed"},
+                "created_at": time(),
+                "ready_at": time(),
+                "deleted_at": time(),
+                "updated_at": time(),
+                "storage_price_per_hour": {"$ref": "#/components/schemas/Amount"},
+                "storage_cost": {"$ref": "#/components/schemas/Amount"},
+                "worker": {"type": "object", "description": "The process making it", "properties": {"pid": {"type": "integer"}, "boot_id": {"type": "string"}}},
+            },
+        },
+        "SnapshotList": {"type": "array", "items": {"$ref": "#/components/schemas/Snapshot"}},
         "RecreateSandbox": {
             "type": "object",
             "additionalProperties": false,
@@ -1488,6 +1680,11 @@ fn schemas() -> Value {
                 "telemetry": {"type": "object", "description": "Host telemetry the sandbox reported (canary)"},
                 "worker": {"type": "object", "description": "The process provisioning it", "properties": {"pid": {"type": "integer"}, "boot_id": string}},
                 "metadata": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Labels its creator attached (E2B's metadata); absent when none"},
+                "from_snapshot": {"type": "string", "description": "The snapshot it was created from"},
+                "paused_at": time(),
+                "ttl_remaining_seconds": {"type": "integer", "minimum": 0, "description": "While paused: the running time it has left"},
+                "resumed_at": time(),
+                "paused_seconds": {"type": "integer", "minimum": 0, "description": "Seconds spent paused, over all its pauses; absent when none"},
                 "expired": {"type": "boolean", "const": true, "description": "Present on a provisioning or ready sandbox past its deadline: the next reaper pass ends it `expired` (derived when shown, never stored)"},
             },
         },

@@ -54,6 +54,12 @@ pub(crate) fn handler(op: &Operation) -> MethodRouter<ApiState> {
         OpId::DestroySandbox => on(filter, destroy_sandbox),
         OpId::RecreateSandbox => on(filter, recreate_sandbox),
         OpId::ExtendSandboxTtl => on(filter, extend_ttl),
+        OpId::PauseSandbox => on(filter, pause_sandbox),
+        OpId::ResumeSandbox => on(filter, resume_sandbox),
+        OpId::SnapshotSandbox => on(filter, snapshot_sandbox),
+        OpId::ListSnapshots => on(filter, list_snapshots),
+        OpId::GetSnapshot => on(filter, get_snapshot),
+        OpId::DeleteSnapshot => on(filter, delete_snapshot),
         OpId::ListProfiles => on(filter, list_profiles),
         OpId::GetProfile => on(filter, get_profile),
         OpId::ExplainRoute => on(filter, explain_route),
@@ -203,6 +209,7 @@ struct CreateBody {
     ignore: Vec<String>,
     #[serde(default)]
     no_fallback: bool,
+    from_snapshot: Option<String>,
 }
 
 fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<String>, ApiError> {
@@ -231,8 +238,18 @@ async fn create_sandbox(
     let actor = caller.acting_as(b.actor.as_deref(), "creates")?;
     let mut inputs = b.inputs;
     st.repos.check_inputs(&mut inputs)?;
+    let from_snapshot = nonempty(b.from_snapshot);
+    if let Some(snap) = &from_snapshot {
+        // Another actor's snapshot is as unknown as a missing one.
+        visible_snapshot(&st, &caller, snap).await?;
+    }
+    let profile = match (nonempty(b.profile), &from_snapshot) {
+        (Some(p), _) => p,
+        (None, Some(_)) => String::new(),
+        (None, None) => DEFAULT_PROFILE.to_string(),
+    };
     let req = CreateRequest {
-        profile: b.profile.unwrap_or_else(|| DEFAULT_PROFILE.to_string()),
+        profile,
         inputs,
         ttl: parse_ttl(b.ttl.as_deref(), "ttl")?,
         constraints: Constraints {
@@ -245,7 +262,7 @@ async fn create_sandbox(
         actor: Some(actor),
         idempotency_key: idempotency_key(&headers, b.idempotency_key)?,
         recreated_from: None,
-        from_snapshot: None,
+        from_snapshot,
         metadata: Default::default(),
     };
     let wait = b.wait.unwrap_or(true);
@@ -429,6 +446,130 @@ async fn extend_ttl(
     let m = st.manager.clone();
     let sbx = offload(move || async move { m.extend_ttl(&id, by).await }).await?;
     Ok(record_response(StatusCode::OK, &sbx))
+}
+
+async fn pause_sandbox(
+    State(st): State<ApiState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    visible_sandbox(&st, &caller, &id).await?;
+    let m = st.manager.clone();
+    let sbx = offload(move || async move { m.pause(&id).await }).await?;
+    Ok(record_response(StatusCode::OK, &sbx))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeBody {
+    ttl: Option<String>,
+}
+
+async fn resume_sandbox(
+    State(st): State<ApiState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+    JsonBody(b): JsonBody<ResumeBody>,
+) -> Result<Response, ApiError> {
+    let ttl = parse_ttl(b.ttl.as_deref(), "ttl")?;
+    visible_sandbox(&st, &caller, &id).await?;
+    let m = st.manager.clone();
+    let sbx = offload(move || async move { m.resume(&id, ttl).await }).await?;
+    Ok(record_response(StatusCode::OK, &sbx))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotBody {
+    name: Option<String>,
+}
+
+async fn snapshot_sandbox(
+    State(st): State<ApiState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+    JsonBody(b): JsonBody<SnapshotBody>,
+) -> Result<Response, ApiError> {
+    visible_sandbox(&st, &caller, &id).await?;
+    let m = st.manager.clone();
+    let actor = caller.actor.clone();
+    let snap = offload(move || async move { m.snapshot(&id, b.name, &actor).await }).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::views::public_snapshot(&snap)),
+    )
+        .into_response())
+}
+
+/// The snapshot `id` if the caller may see it; another actor's is 404.
+async fn visible_snapshot(
+    st: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<sandboxer_core::snapshot::Snapshot, ApiError> {
+    let m = st.manager.clone();
+    let owned = id.to_string();
+    let snap = offload(move || async move { m.snapshot_record(&owned) }).await?;
+    if !caller.is_admin() && snap.actor != caller.actor {
+        return Err(sandboxer_core::snapshot::unknown_snapshot(id).into());
+    }
+    Ok(snap)
+}
+
+async fn list_snapshots(
+    State(st): State<ApiState>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(crate::openapi::OpId::ListSnapshots, q.as_deref())?;
+    let states = p
+        .list("state")
+        .iter()
+        .map(|s| {
+            s.parse::<sandboxer_core::snapshot::SnapshotState>()
+                .map_err(|why| ApiError::invalid(format!("state: {why}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let asked = p
+        .one("actor")?
+        .map(|a| a.parse::<Actor>())
+        .transpose()
+        .map_err(ApiError::from)?;
+    let actor = match asked {
+        Some(a) if caller.is_admin() || a == caller.actor => Some(a),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                "only adm tokens list another actor's snapshots",
+            ))
+        }
+        None if caller.is_admin() => None,
+        None => Some(caller.actor.clone()),
+    };
+    let m = st.manager.clone();
+    let list = offload(move || async move { m.snapshots(actor.as_ref(), &states) }).await?;
+    let out: Vec<serde_json::Value> = list.iter().map(crate::views::public_snapshot).collect();
+    Ok(Json(out).into_response())
+}
+
+async fn get_snapshot(
+    State(st): State<ApiState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    let snap = visible_snapshot(&st, &caller, &id).await?;
+    Ok(Json(crate::views::public_snapshot(&snap)).into_response())
+}
+
+async fn delete_snapshot(
+    State(st): State<ApiState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> Result<Response, ApiError> {
+    visible_snapshot(&st, &caller, &id).await?;
+    let m = st.manager.clone();
+    let snap = offload(move || async move { m.delete_snapshot(&id).await }).await?;
+    Ok(Json(crate::views::public_snapshot(&snap)).into_response())
 }
 
 async fn list_profiles(State(st): State<ApiState>, _caller: Caller) -> Response {

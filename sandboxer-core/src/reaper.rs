@@ -186,7 +186,10 @@ pub fn classify_records<'a>(
         // A pause or resume whose process is gone: the next pass finishes
         // it.
         if matches!(s.state(), State::Pausing | State::Resuming) {
-            let dead = s.worker.as_ref().is_some_and(|w| worker_alive(w) == Some(false));
+            let dead = s
+                .worker
+                .as_ref()
+                .is_some_and(|w| worker_alive(w) == Some(false));
             let rt = ready_timeouts
                 .get(&s.profile)
                 .copied()
@@ -379,9 +382,7 @@ impl Manager {
                     let rec = snapshot_of.get(r.sandbox_id.as_str());
                     let orphan = match rec {
                         None => true,
-                        Some(s) => {
-                            !s.state.is_live() && older_than(s.updated_at, now, grace)
-                        }
+                        Some(s) => !s.state.is_live() && older_than(s.updated_at, now, grace),
                     };
                     if orphan && !flagged.contains(&r.sandbox_id) {
                         items.push(StaleItem {
@@ -498,9 +499,7 @@ impl Manager {
                     return true;
                 }
                 if is_snapshot_id(&i.sandbox_id) {
-                    return snaps_now
-                        .get(&i.sandbox_id)
-                        .is_none_or(|st| !st.is_live());
+                    return snaps_now.get(&i.sandbox_id).is_none_or(|st| !st.is_live());
                 }
                 // A record that no longer parses is not an orphan's: keep
                 // the item, the next pass reports the store.

@@ -39,7 +39,10 @@ impl Pausable {
         let mut f = self.fail_next.lock().unwrap();
         if *f == Some(step) {
             *f = None;
-            return Err(Error::new(ErrorKind::Io, format!("{step} failed on purpose")));
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("{step} failed on purpose"),
+            ));
         }
         Ok(())
     }
@@ -306,7 +309,10 @@ async fn a_paused_sandbox_pays_its_run_at_pause_and_only_the_paused_price_while_
             format!("settle:{id}")
         ]
     );
-    assert_eq!(created.created_at + chrono::Duration::seconds(350), ended.ended_at.unwrap());
+    assert_eq!(
+        created.created_at + chrono::Duration::seconds(350),
+        ended.ended_at.unwrap()
+    );
     fx.check_ledger();
 }
 
@@ -321,11 +327,10 @@ async fn a_resume_the_credits_cannot_cover_is_refused_and_leaves_it_paused_with_
     let before = fx.entries(&id);
     let held_before = fx.ledger.balance(&fx.actor).unwrap();
 
-    let err = fx
-        .m
-        .resume(&id, Some(Duration::from_secs(600)))
-        .await
-        .unwrap_err();
+    let err =
+        fx.m.resume(&id, Some(Duration::from_secs(600)))
+            .await
+            .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InsufficientCredits, "{err}");
     let rec = fx.m.get(&id).unwrap();
     assert_eq!(rec.state(), State::Paused);
@@ -350,18 +355,16 @@ async fn resume_with_a_ttl_stays_within_the_profiles_maximum_running_time() {
     fx.clock.advance(Duration::from_secs(600 - 1));
     fx.m.pause(&id).await.unwrap();
     // Ran 599 s; max_ttl is an hour: at most 3001 s more.
-    let err = fx
-        .m
-        .resume(&id, Some(Duration::from_secs(3002)))
-        .await
-        .unwrap_err();
+    let err =
+        fx.m.resume(&id, Some(Duration::from_secs(3002)))
+            .await
+            .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.to_string().contains("above the maximum"), "{err}");
-    let ok = fx
-        .m
-        .resume(&id, Some(Duration::from_secs(3001)))
-        .await
-        .unwrap();
+    let ok =
+        fx.m.resume(&id, Some(Duration::from_secs(3001)))
+            .await
+            .unwrap();
     assert_eq!(ok.ttl_seconds, 3600);
     assert_eq!(
         ok.expires_at,
@@ -458,7 +461,14 @@ async fn each_step_is_announced_in_order() {
     .unwrap();
     assert_eq!(
         states,
-        ["provisioning", "ready", "pausing", "paused", "resuming", "ready"]
+        [
+            "provisioning",
+            "ready",
+            "pausing",
+            "paused",
+            "resuming",
+            "ready"
+        ]
     );
 }
 
@@ -466,11 +476,10 @@ async fn each_step_is_announced_in_order() {
 async fn snapshots_restore_delete_and_pay_their_storage() {
     let fx = fixture("10");
     let id = fx.create().await;
-    let snap = fx
-        .m
-        .snapshot(&id, Some("warm".into()), &fx.actor)
-        .await
-        .unwrap();
+    let snap =
+        fx.m.snapshot(&id, Some("warm".into()), &fx.actor)
+            .await
+            .unwrap();
     assert_eq!(snap.state, SnapshotState::Ready);
     assert_eq!(snap.size_bytes, Some(42));
     fx.m.destroy(&id, EndReason::Destroyed).await.unwrap();
@@ -509,15 +518,17 @@ async fn a_failed_snapshot_ends_failed_and_leaves_nothing() {
     let id = fx.create().await;
     *fx.ext.fail_next.lock().unwrap() = Some("snapshot");
     let err = fx.m.snapshot(&id, None, &fx.actor).await.unwrap_err();
-    assert!(err.to_string().contains("snapshot failed on purpose"), "{err}");
+    assert!(
+        err.to_string().contains("snapshot failed on purpose"),
+        "{err}"
+    );
     let all = fx.m.snapshots(None, &[]).unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].state, SnapshotState::Failed);
     assert!(all[0].reason.as_deref().unwrap().contains("on purpose"));
     assert!(fx.ext.snapshots.lock().unwrap().is_empty());
-    let err = fx
-        .m
-        .create(
+    let err =
+        fx.m.create(
             CreateRequest {
                 from_snapshot: Some(all[0].id.clone()),
                 actor: Some(fx.actor.clone()),

@@ -337,8 +337,16 @@ impl Suite<'_> {
             list.iter().any(|r| r.sandbox_id == snap)
         };
         if self.ext.capabilities().list_resources {
-            let list = self.ext.list_resources(ctx.transport.clone()).await.unwrap();
-            assert!(snap_listed(&list), "{}: snapshot {snap} is not listed", self.name());
+            let list = self
+                .ext
+                .list_resources(ctx.transport.clone())
+                .await
+                .unwrap();
+            assert!(
+                snap_listed(&list),
+                "{}: snapshot {snap} is not listed",
+                self.name()
+            );
         }
         // The source goes; the snapshot stays restorable.
         self.teardown(&ctx, &handle, "after its snapshot").await;
@@ -356,20 +364,33 @@ impl Suite<'_> {
         let (ra, rb) = tokio::join!(self.ready(&a, &ha), self.ready(&b, &hb));
         self.check_reachability(&a, &ra, "restored");
         self.check_reachability(&b, &rb, "restored at the same time");
-        self.teardown(&a, &ra.handle.unwrap_or(ha), "restored").await;
-        self.teardown(&b, &rb.handle.unwrap_or(hb), "restored").await;
+        self.teardown(&a, &ra.handle.unwrap_or(ha), "restored")
+            .await;
+        self.teardown(&b, &rb.handle.unwrap_or(hb), "restored")
+            .await;
         for round in ["", " again"] {
             if let Err(e) = self
                 .ext
                 .delete_snapshot(ctx.transport.clone(), &snap, &made.handle)
                 .await
             {
-                panic!("{}: delete{round} of snapshot {snap} failed: {e:?}", self.name());
+                panic!(
+                    "{}: delete{round} of snapshot {snap} failed: {e:?}",
+                    self.name()
+                );
             }
         }
         if self.ext.capabilities().list_resources {
-            let list = self.ext.list_resources(ctx.transport.clone()).await.unwrap();
-            assert!(!snap_listed(&list), "{}: deleted snapshot {snap} is still listed", self.name());
+            let list = self
+                .ext
+                .list_resources(ctx.transport.clone())
+                .await
+                .unwrap();
+            assert!(
+                !snap_listed(&list),
+                "{}: deleted snapshot {snap} is still listed",
+                self.name()
+            );
         }
         // A snapshot nobody ever made deletes fine.
         if let Err(e) = self
@@ -377,7 +398,10 @@ impl Suite<'_> {
             .delete_snapshot(ctx.transport.clone(), &new_snapshot_id(), &Value::Null)
             .await
         {
-            panic!("{}: delete of an unknown snapshot must be Ok, got {e:?}", self.name());
+            panic!(
+                "{}: delete of an unknown snapshot must be Ok, got {e:?}",
+                self.name()
+            );
         }
     }
 }

@@ -15,6 +15,7 @@ mod federation;
 mod http;
 mod import;
 mod metrics;
+mod pause;
 mod reaper;
 mod replicas;
 mod security;
