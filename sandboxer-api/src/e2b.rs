@@ -17,8 +17,11 @@
 //!   kind as `error_code`.
 //! - What runs inside an E2B sandbox (`envd`: commands, files, PTY) is not
 //!   offered: sandboxer's job ends at "ready, and here is how to reach it".
-//!   Pause, resume and snapshots answer a clear 400 until sandboxer pauses
-//!   sandboxes; never a 5xx.
+//! - Pause, resume and connect (which resumes a paused sandbox) are the
+//!   manager's; E2B calls `paused` (and `pausing`) paused and every other
+//!   live state running. A snapshot is a template, as in E2B: its
+//!   `snapshotID` (sandboxer's `snap-...` id) or its name is a `templateID`
+//!   that creates a sandbox from it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -96,21 +99,46 @@ fn not_found(id: &str) -> E2bError {
     ))
 }
 
-/// E2B calls a sandbox that exists and has not ended `running`.
+/// The live states E2B calls `running`.
+const RUNNING: [LifeState; 3] = [
+    LifeState::Provisioning,
+    LifeState::Ready,
+    LifeState::Resuming,
+];
+/// The live states E2B calls `paused`.
+const PAUSED: [LifeState; 2] = [LifeState::Pausing, LifeState::Paused];
+
+/// E2B calls a sandbox that exists and has not ended `running` or `paused`.
 fn running(s: &Sandbox) -> bool {
-    matches!(s.state(), LifeState::Provisioning | LifeState::Ready)
+    RUNNING.contains(&s.state())
 }
 
-/// The sandbox `id` if the caller may see it and it is running; anything
-/// else is E2B's 404.
-async fn running_sandbox(st: &ApiState, caller: &Caller, id: &str) -> Result<Sandbox, E2bError> {
+fn paused(s: &Sandbox) -> bool {
+    PAUSED.contains(&s.state())
+}
+
+/// The sandbox `id` if the caller may see it and it has not ended (running
+/// or paused); anything else is E2B's 404.
+async fn live_sandbox(st: &ApiState, caller: &Caller, id: &str) -> Result<Sandbox, E2bError> {
     let m = st.manager.clone();
     let owned = id.to_string();
     let found = run_blocking(move || async move { Ok(m.get(&owned).ok()) }).await?;
     match found {
-        Some(s) if caller.sees(&s) && running(&s) => Ok(s),
+        Some(s) if caller.sees(&s) && (running(&s) || paused(&s)) => Ok(s),
         _ => Err(not_found(id)),
     }
+}
+
+/// [`live_sandbox`], running only: a paused one is E2B's 409.
+async fn running_sandbox(st: &ApiState, caller: &Caller, id: &str) -> Result<Sandbox, E2bError> {
+    let s = live_sandbox(st, caller, id).await?;
+    if paused(&s) {
+        return Err(E2bError(
+            ApiError::new(ErrorKind::Conflict, format!("sandbox {id} is paused"))
+                .with_hint("resume it first (POST /sandboxes/{id}/connect)"),
+        ));
+    }
+    Ok(s)
 }
 
 /// The host inventory the sandbox reported at ready (the canary's), if it
@@ -156,7 +184,7 @@ fn detail_view(s: &Sandbox) -> Value {
         "memoryMB": inv.and_then(|i| i.mem_total_bytes).map_or(0, |b| b / MIB),
         "diskSizeMB": disk.map_or(0, |b| b / MIB),
         "metadata": s.metadata,
-        "state": "running",
+        "state": if paused(s) { "paused" } else { "running" },
         "domain": Value::Null,
     })
 }
@@ -202,8 +230,11 @@ pub(crate) async fn create(
     let JsonBody(b) = body?;
     if b.auto_pause == Some(true) {
         return Err(E2bError(
-            ApiError::invalid("autoPause: sandboxer does not pause sandboxes yet")
-                .with_hint("create without autoPause; the sandbox ends at its timeout"),
+            ApiError::invalid("autoPause: sandboxer does not pause sandboxes at their timeout")
+                .with_hint(
+                    "create without autoPause and pause it yourself (POST /sandboxes/{id}/pause); \
+                     at its timeout it ends",
+                ),
         ));
     }
     if b.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
@@ -212,8 +243,15 @@ pub(crate) async fn create(
         )));
     }
     let catalog = st.manager.catalog();
-    let profile = catalog
-        .by_template(&b.template_id, DEFAULT_PROFILE)
+    // A snapshot of the caller's is a template too (as in E2B).
+    let snapshot = match catalog.by_template(&b.template_id, DEFAULT_PROFILE) {
+        Some(_) => None,
+        None => snapshot_template(&st, &caller, &b.template_id).await?,
+    };
+    let profile = snapshot
+        .as_ref()
+        .and_then(|s| catalog.get(&s.profile))
+        .or_else(|| catalog.by_template(&b.template_id, DEFAULT_PROFILE))
         .ok_or_else(|| {
             let known: Vec<String> = catalog
                 .list()
@@ -226,7 +264,7 @@ pub(crate) async fn create(
                     format!("template `{}` not found", b.template_id),
                 )
                 .with_hint(format!(
-                    "a template is a profile id or alias, or `base`: {}",
+                    "a template is a profile id or alias, `base`, or a snapshot's id or name: {}",
                     known.join(", ")
                 )),
             )
@@ -280,7 +318,7 @@ pub(crate) async fn create(
         actor: Some(caller.actor.clone()),
         idempotency_key: idempotency_key(&headers)?,
         recreated_from: None,
-        from_snapshot: None,
+        from_snapshot: snapshot.map(|s| s.id),
         metadata: b.metadata.unwrap_or_default(),
     };
     let (_, sbx) = crate::routes::create_waiting(&st, req).await?;
@@ -295,9 +333,11 @@ pub(crate) async fn create(
 /// The running sandboxes the caller may see, matching `metadata`
 /// (`k=v&k2=v2`, each part URL-encoded) and `template`, newest first unless
 /// `asc`.
+#[allow(clippy::too_many_arguments)]
 async fn running_for(
     st: &ApiState,
     caller: &Caller,
+    states: Vec<LifeState>,
     metadata: Option<&str>,
     template: Option<&str>,
     started_after: Option<DateTime<Utc>>,
@@ -322,7 +362,7 @@ async fn running_for(
     };
     let q = ListQuery {
         filter: ListFilter {
-            states: vec![LifeState::Provisioning, LifeState::Ready],
+            states,
             actor: (!caller.is_admin()).then(|| caller.actor.clone()),
             profile,
             ..ListFilter::default()
@@ -408,14 +448,18 @@ pub(crate) async fn list_v2(
                 )
             })?,
     };
-    // Nothing is paused (sandboxer does not pause yet): asking for paused
-    // sandboxes only finds none.
-    let all = if !states.is_empty() && !states.iter().any(|s| s == "running") {
-        Vec::new()
-    } else {
+    let mut wanted: Vec<LifeState> = Vec::new();
+    if states.is_empty() || states.iter().any(|s| s == "running") {
+        wanted.extend(RUNNING);
+    }
+    if states.is_empty() || states.iter().any(|s| s == "paused") {
+        wanted.extend(PAUSED);
+    }
+    let all = {
         running_for(
             &st,
             &caller,
+            wanted,
             p.one("metadata")?.as_deref(),
             p.one("template")?.as_deref(),
             started_after,
@@ -456,6 +500,7 @@ pub(crate) async fn list_v1(
     let all = running_for(
         &st,
         &caller,
+        RUNNING.to_vec(),
         p.one("metadata")?.as_deref(),
         None,
         None,
@@ -472,7 +517,7 @@ pub(crate) async fn get(
     PathParam(id): PathParam,
 ) -> E2bResult {
     let caller = caller?;
-    let s = running_sandbox(&st, &caller, &id).await?;
+    let s = live_sandbox(&st, &caller, &id).await?;
     Ok(Json(detail_view(&s)).into_response())
 }
 
@@ -484,7 +529,7 @@ pub(crate) async fn kill(
     PathParam(id): PathParam,
 ) -> E2bResult {
     let caller = caller?;
-    running_sandbox(&st, &caller, &id).await?;
+    live_sandbox(&st, &caller, &id).await?;
     let m = st.manager.clone();
     run_blocking(move || async move { m.destroy(&id, EndReason::Destroyed).await }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -557,8 +602,9 @@ pub(crate) struct ConnectBody {
 
 /// `POST /sandboxes/{sandboxID}/connect` and `POST
 /// /v2/sandboxes/{sandboxID}/connect`: a running sandbox answers as at
-/// create, its timeout moved to `timeout` seconds from now when given.
-/// (Resuming a paused one waits for sandboxer to pause sandboxes.)
+/// create (200), its timeout moved to `timeout` seconds from now when
+/// given; a paused one is resumed first (201), for `timeout` seconds when
+/// given, else for the time it had left.
 pub(crate) async fn connect(
     State(st): State<ApiState>,
     caller: Result<Caller, ApiError>,
@@ -567,6 +613,12 @@ pub(crate) async fn connect(
 ) -> E2bResult {
     let caller = caller?;
     let JsonBody(b) = body?;
+    let found = live_sandbox(&st, &caller, &id).await?;
+    if paused(&found) {
+        let ttl = b.timeout.map(|t| positive_secs(t, "timeout")).transpose()?;
+        let s = resume_of(&st, id, ttl).await?;
+        return Ok((StatusCode::CREATED, Json(sandbox_view(&s, None))).into_response());
+    }
     let s = match b.timeout {
         Some(t) => set_timeout_of(&st, &caller, id, positive_secs(t, "timeout")?).await?,
         None => running_sandbox(&st, &caller, &id).await?,
@@ -615,36 +667,165 @@ pub(crate) async fn metrics(
     .into_response())
 }
 
-/// `POST /sandboxes/{sandboxID}/pause`, `/resume` and `/snapshots`: a 400
-/// that says why (sandboxer does not pause or snapshot sandboxes yet), or
-/// E2B's 404 for a sandbox the caller cannot see. Not 409: the SDKs read a
-/// 409 on pause as "already paused" and report success.
-pub(crate) async fn not_yet(
+async fn resume_of(st: &ApiState, id: String, ttl: Option<Duration>) -> Result<Sandbox, E2bError> {
+    let m = st.manager.clone();
+    Ok(run_blocking(move || async move { m.resume(&id, ttl).await }).await?)
+}
+
+/// `POST /sandboxes/{sandboxID}/pause`: 204 once paused; 409 when it is
+/// already paused (which the SDKs read as success).
+pub(crate) async fn pause(
     State(st): State<ApiState>,
     caller: Result<Caller, ApiError>,
     PathParam(id): PathParam,
-    uri: axum::http::Uri,
 ) -> E2bResult {
     let caller = caller?;
-    running_sandbox(&st, &caller, &id).await?;
-    let what = uri.path().rsplit('/').next().unwrap_or("this");
-    let verb = match what {
-        "pause" => "pause sandboxes",
-        "resume" => "resume sandboxes (none is ever paused)",
-        _ => "take snapshots",
-    };
-    Err(E2bError(
-        ApiError::new(
-            ErrorKind::Unsupported,
-            format!("sandbox {id} is running; sandboxer does not {verb} yet"),
-        )
-        .with_status(StatusCode::BAD_REQUEST)
-        .with_hint("keep it running (POST /sandboxes/{id}/timeout), or kill it"),
-    ))
+    let s = live_sandbox(&st, &caller, &id).await?;
+    if paused(&s) {
+        return Err(E2bError(ApiError::new(
+            ErrorKind::Conflict,
+            format!("sandbox {id} is already paused"),
+        )));
+    }
+    let m = st.manager.clone();
+    run_blocking(move || async move { m.pause(&id).await }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /snapshots`: none (sandboxer does not take snapshots yet).
-pub(crate) async fn snapshots(caller: Result<Caller, ApiError>) -> E2bResult {
-    caller?;
-    Ok(Json(Vec::<Value>::new()).into_response())
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ResumeBody {
+    timeout: Option<i64>,
+    auto_pause: Option<bool>,
+}
+
+/// `POST /sandboxes/{sandboxID}/resume` (E2B's older resume): 201 with the
+/// sandbox; 409 when it is not paused.
+pub(crate) async fn resume(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    PathParam(id): PathParam,
+    body: Result<JsonBody<ResumeBody>, ApiError>,
+) -> E2bResult {
+    let caller = caller?;
+    let JsonBody(b) = body?;
+    if b.auto_pause == Some(true) {
+        return Err(E2bError(ApiError::invalid(
+            "autoPause: sandboxer does not pause sandboxes at their timeout",
+        )));
+    }
+    let s = live_sandbox(&st, &caller, &id).await?;
+    if !paused(&s) {
+        return Err(E2bError(ApiError::new(
+            ErrorKind::Conflict,
+            format!("sandbox {id} is already running"),
+        )));
+    }
+    let ttl = b.timeout.map(|t| positive_secs(t, "timeout")).transpose()?;
+    let s = resume_of(&st, id, ttl).await?;
+    Ok((StatusCode::CREATED, Json(sandbox_view(&s, None))).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct SnapshotBody {
+    name: Option<String>,
+}
+
+/// E2B's `SnapshotInfo` of a snapshot.
+fn snapshot_info(s: &sandboxer_core::snapshot::Snapshot) -> Value {
+    let mut names = vec![s.id.clone()];
+    if let Some(n) = &s.name {
+        names.insert(0, n.clone());
+    }
+    json!({"snapshotID": s.id, "names": names})
+}
+
+/// `POST /sandboxes/{sandboxID}/snapshots`: 201 with the snapshot, whose
+/// id (or name) is a `templateID` for new sandboxes.
+pub(crate) async fn snapshot(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    PathParam(id): PathParam,
+    body: Result<JsonBody<SnapshotBody>, ApiError>,
+) -> E2bResult {
+    let caller = caller?;
+    let JsonBody(b) = body?;
+    live_sandbox(&st, &caller, &id).await?;
+    let m = st.manager.clone();
+    let actor = caller.actor.clone();
+    let snap = run_blocking(move || async move { m.snapshot(&id, b.name, &actor).await }).await?;
+    Ok((StatusCode::CREATED, Json(snapshot_info(&snap))).into_response())
+}
+
+/// The caller's ready snapshots, oldest first.
+async fn own_snapshots(
+    st: &ApiState,
+    caller: &Caller,
+) -> Result<Vec<sandboxer_core::snapshot::Snapshot>, E2bError> {
+    let m = st.manager.clone();
+    let actor = (!caller.is_admin()).then(|| caller.actor.clone());
+    Ok(run_blocking(move || async move {
+        m.snapshots(
+            actor.as_ref(),
+            &[sandboxer_core::snapshot::SnapshotState::Ready],
+        )
+    })
+    .await?)
+}
+
+/// The caller's ready snapshot whose id or name is `template` (the newest
+/// of that name).
+async fn snapshot_template(
+    st: &ApiState,
+    caller: &Caller,
+    template: &str,
+) -> Result<Option<sandboxer_core::snapshot::Snapshot>, E2bError> {
+    Ok(own_snapshots(st, caller)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|s| s.id == template || s.name.as_deref() == Some(template)))
+}
+
+/// `GET /snapshots`: the caller's ready snapshots (`sandboxID`: of that
+/// sandbox; `name`: of that id or name).
+pub(crate) async fn snapshots(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    RawQuery(q): RawQuery,
+) -> E2bResult {
+    let caller = caller?;
+    let p = Params::parse(crate::openapi::OpId::E2bListSnapshots, q.as_deref())?;
+    let source = p.one("sandboxID")?;
+    let name = p.one("name")?;
+    let list: Vec<Value> = own_snapshots(&st, &caller)
+        .await?
+        .iter()
+        .filter(|s| source.as_ref().is_none_or(|x| &s.source == x))
+        .filter(|s| {
+            name.as_ref()
+                .is_none_or(|n| &s.id == n || s.name.as_ref() == Some(n))
+        })
+        .map(snapshot_info)
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// `DELETE /templates/{templateID}`: the caller's snapshot of this id or
+/// name is deleted (204); anything else is 404.
+pub(crate) async fn delete_template(
+    State(st): State<ApiState>,
+    caller: Result<Caller, ApiError>,
+    PathParam(template): PathParam,
+) -> E2bResult {
+    let caller = caller?;
+    let Some(snap) = snapshot_template(&st, &caller, &template).await? else {
+        return Err(E2bError(ApiError::new(
+            ErrorKind::NotFound,
+            format!("template `{template}` not found"),
+        )));
+    };
+    let m = st.manager.clone();
+    run_blocking(move || async move { m.delete_snapshot(&snap.id).await }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -195,6 +195,8 @@ pub enum OpId {
     E2bSnapshotSandbox,
     #[strum(serialize = "e2bListSnapshots")]
     E2bListSnapshots,
+    #[strum(serialize = "e2bDeleteTemplate")]
+    E2bDeleteTemplate,
 }
 
 impl OpId {
@@ -330,11 +332,6 @@ const E2B_CREATED: [Resp; 4] = [
     ok(402, "The actor's credits do not cover the hold", "E2bError"),
     ok(503, "No route can place it now", "E2bError"),
 ];
-const E2B_NOT_YET_RESP: Resp = ok(
-    400,
-    "sandboxer does not pause, resume or snapshot sandboxes yet",
-    "E2bError",
-);
 const E2B_CREATE: &str =
     "E2B's create: `templateID` names a profile (its id, an alias it declares, \
     its id without `profile.`, or `base` for the default profile), `timeout` is the TTL in \
@@ -344,9 +341,6 @@ const E2B_CREATE: &str =
     once the sandbox is ready. `autoPause` and `volumeMounts` are refused.";
 const E2B_CONNECT: &str = "A running sandbox answers as at create; with `timeout`, it then \
     ends that many seconds from now. A sandbox that ended, or another actor's, is 404.";
-const E2B_NOT_YET: &str = "sandboxer does not pause, resume or snapshot sandboxes yet: a running \
-    sandbox of the caller gets 400 with E2B's error body (not 409, which the SDKs read as \
-    \"already paused\"), any other 404. Never a 5xx.";
 
 pub const OPERATIONS: &[Operation] = &[
     Operation {
@@ -1225,56 +1219,100 @@ pub const OPERATIONS: &[Operation] = &[
         method: Method::Post,
         path: "/sandboxes/{sandboxID}/pause",
         tag: "e2b",
-        summary: "E2B: pause (not offered yet: 400)",
-        description: E2B_NOT_YET,
+        summary: "E2B: pause",
+        description: "`sandboxer pause`: 204 once paused; 409 when it is already paused (the SDKs \
+            read that as success). `memory` is accepted; what a pause keeps is the extension's \
+            (docs/snapshots.md).",
         access: Access::Actor,
-        cli: "",
+        cli: "sandboxer pause ID",
         params: &[E2B_ID],
         body: None,
         body_required: false,
-        responses: &[E2B_NOT_YET_RESP, E2B_NOT_FOUND],
+        responses: &[
+            E2B_NO_CONTENT,
+            err(402, "The actor's credits do not cover the paused price"),
+            E2B_NOT_FOUND,
+            err(409, "Already paused"),
+            err(501, "Its extension cannot pause"),
+        ],
     },
     Operation {
         id: OpId::E2bResumeSandbox,
         method: Method::Post,
         path: "/sandboxes/{sandboxID}/resume",
         tag: "e2b",
-        summary: "E2B: resume (not offered yet: 400)",
-        description: E2B_NOT_YET,
+        summary: "E2B: resume (E2B's older route; connect resumes too)",
+        description: "`sandboxer resume`: `timeout` seconds from now when given, else the time it \
+            had left. 201 with the sandbox; 409 when it is not paused; 402 (still paused) when \
+            the credits do not cover the run.",
         access: Access::Actor,
-        cli: "",
+        cli: "sandboxer resume ID [--ttl DURATION]",
         params: &[E2B_ID],
-        body: None,
+        body: Some("E2bConnect"),
         body_required: false,
-        responses: &[E2B_NOT_YET_RESP, E2B_NOT_FOUND],
+        responses: &[
+            ok(201, "Resumed", "E2bSandbox"),
+            err(402, "The actor's credits do not cover the run"),
+            E2B_NOT_FOUND,
+            err(409, "Not paused"),
+        ],
     },
     Operation {
         id: OpId::E2bSnapshotSandbox,
         method: Method::Post,
         path: "/sandboxes/{sandboxID}/snapshots",
         tag: "e2b",
-        summary: "E2B: snapshot (not offered yet: 400)",
-        description: E2B_NOT_YET,
+        summary: "E2B: snapshot",
+        description: "`sandboxer snapshot`: 201 with E2B's `SnapshotInfo`; its `snapshotID` (a \
+            `snap-...` id) or its name is a `templateID` that creates a sandbox from it.",
         access: Access::Actor,
-        cli: "",
+        cli: "sandboxer snapshot ID [--name NAME]",
         params: &[E2B_ID],
-        body: None,
+        body: Some("SnapshotSandbox"),
         body_required: false,
-        responses: &[E2B_NOT_YET_RESP, E2B_NOT_FOUND],
+        responses: &[
+            ok(201, "The snapshot", "E2bSnapshotInfo"),
+            E2B_NOT_FOUND,
+            err(501, "Its extension cannot snapshot"),
+        ],
     },
     Operation {
         id: OpId::E2bListSnapshots,
         method: Method::Get,
         path: "/snapshots",
         tag: "e2b",
-        summary: "E2B: list snapshots (none yet)",
-        description: "Always empty until sandboxer takes snapshots.",
+        summary: "E2B: list snapshots",
+        description: "The caller's ready snapshots, oldest first.",
         access: Access::Actor,
-        cli: "",
-        params: &[],
+        cli: "sandboxer snapshots list --state ready",
+        params: &[
+            query("sandboxID", Kind::String, "Only the snapshots of this sandbox"),
+            query("name", Kind::String, "Only the snapshot of this id or name"),
+            query("limit", Kind::String, "Accepted; every snapshot is answered"),
+            query("nextToken", Kind::String, "Accepted; there is one page"),
+        ],
         body: None,
         body_required: false,
-        responses: &[ok(200, "No snapshots", "E2bSnapshots")],
+        responses: &[ok(200, "The snapshots", "E2bSnapshots")],
+    },
+    Operation {
+        id: OpId::E2bDeleteTemplate,
+        method: Method::Delete,
+        path: "/templates/{templateID}",
+        tag: "e2b",
+        summary: "E2B: delete a snapshot (a template)",
+        description: "`sandboxer snapshots delete`: the caller's snapshot of this id or name; 204 \
+            once deleted. Profiles are not deleted here: any other template is 404.",
+        access: Access::Actor,
+        cli: "sandboxer snapshots delete SNAP",
+        params: &[path("templateID", Kind::String, "A snapshot's id (`snap-...`) or name")],
+        body: None,
+        body_required: false,
+        responses: &[
+            E2B_NO_CONTENT,
+            err(404, "No snapshot of the caller's has this id or name"),
+            err(409, "It is being restored"),
+        ],
     },
 ];
 
@@ -1769,7 +1807,15 @@ fn schemas() -> Value {
                 "diskTotal": {"type": "integer"},
             },
         }},
-        "E2bSnapshots": {"type": "array", "maxItems": 0},
+        "E2bSnapshotInfo": {
+            "type": "object",
+            "required": ["snapshotID", "names"],
+            "properties": {
+                "snapshotID": {"type": "string", "pattern": "^snap-[a-z0-9]+$"},
+                "names": {"type": "array", "items": {"type": "string"}, "description": "Its name (when given) and its id"},
+            },
+        },
+        "E2bSnapshots": {"type": "array", "items": {"$ref": "#/components/schemas/E2bSnapshotInfo"}},
         "DashboardData": {
             "type": "object",
             "required": ["actor", "admin", "now", "sandboxes", "truncated", "accounts", "profiles", "hosts"],

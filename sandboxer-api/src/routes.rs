@@ -82,10 +82,11 @@ pub(crate) fn handler(op: &Operation) -> MethodRouter<ApiState> {
         OpId::E2bRefreshSandbox => on(filter, crate::e2b::refresh),
         OpId::E2bConnectSandbox | OpId::E2bConnectSandboxV2 => on(filter, crate::e2b::connect),
         OpId::E2bSandboxMetrics => on(filter, crate::e2b::metrics),
-        OpId::E2bPauseSandbox | OpId::E2bResumeSandbox | OpId::E2bSnapshotSandbox => {
-            on(filter, crate::e2b::not_yet)
-        }
+        OpId::E2bPauseSandbox => on(filter, crate::e2b::pause),
+        OpId::E2bResumeSandbox => on(filter, crate::e2b::resume),
+        OpId::E2bSnapshotSandbox => on(filter, crate::e2b::snapshot),
         OpId::E2bListSnapshots => on(filter, crate::e2b::snapshots),
+        OpId::E2bDeleteTemplate => on(filter, crate::e2b::delete_template),
         OpId::ListUploads => on(filter, crate::uploads::list_uploads),
         OpId::DeleteUpload => on(filter, crate::uploads::delete_upload),
     }

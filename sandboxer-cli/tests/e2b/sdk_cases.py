@@ -107,18 +107,54 @@ def connect_and_metrics():
     }
 
 
+def pause_connect_snapshot():
+    s = Sandbox.create(template="canary", timeout=600)
+    first = s.pause()
+    again = Sandbox.pause(s.sandbox_id)
+    paused = [i.sandbox_id for i in Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED])).next_items()]
+    state = Sandbox.get_info(s.sandbox_id).state.value
+    timeout_while_paused = err(lambda: s.set_timeout(60))
+    c = Sandbox.connect(s.sandbox_id, timeout=300)
+    info = Sandbox.get_info(s.sandbox_id)
+    snap = c.create_snapshot(name="warm")
+    listed = [x.snapshot_id for x in Sandbox.list_snapshots().next_items()]
+    restored = Sandbox.create(snap.snapshot_id)
+    by_name = Sandbox.create("warm")
+    deleted = Sandbox.delete_snapshot(snap.snapshot_id)
+    deleted_again = Sandbox.delete_snapshot(snap.snapshot_id)
+    return {
+        "id": s.sandbox_id,
+        "first": first,
+        "again": again,
+        "paused": paused,
+        "state": state,
+        "timeout_while_paused": timeout_while_paused,
+        "connected": c.sandbox_id,
+        "after": info.state.value,
+        "left": (info.end_at - info.started_at).total_seconds(),
+        "snapshot": snap.snapshot_id,
+        "names": snap.names,
+        "listed": listed,
+        "restored": restored.sandbox_id,
+        "by_name": by_name.sandbox_id,
+        "deleted": deleted,
+        "deleted_again": deleted_again,
+    }
+
+
 def not_offered():
     s = Sandbox.create(template="canary")
     return {
         "id": s.sandbox_id,
-        "pause": err(lambda: s.pause()),
+        "auto_pause": err(lambda: Sandbox.create(template="canary", lifecycle={"on_timeout": "pause"})),
         "unknown_template": err(lambda: Sandbox.create(template="no-such-template")),
         "env_vars": err(lambda: Sandbox.create(template="canary", envs={"FOO": "1"})),
     }
 
 
 CASES = {f.__name__: f for f in [create, list_metadata, timeout_and_kill, idempotent,
-                                 wrong_key, other_actor, connect_and_metrics, not_offered]}
+                                 wrong_key, other_actor, connect_and_metrics, not_offered,
+                                 pause_connect_snapshot]}
 
 if __name__ == "__main__":
     print(json.dumps(CASES[sys.argv[1]](), default=str))

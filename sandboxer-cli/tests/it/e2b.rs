@@ -170,18 +170,9 @@ sdk_test!(sdk_connect_and_metrics, |f, t| {
 
 sdk_test!(sdk_gets_clear_errors_for_what_is_not_offered, |f, t| {
     let r = f.sdk(t, "not_offered", &f.key);
+    let auto = r["auto_pause"]["message"].as_str().unwrap();
     assert!(
-        r["pause"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("400: sandbox"),
-        "{r}"
-    );
-    assert!(
-        r["pause"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("does not pause"),
+        auto.starts_with("400: ") && auto.contains("does not pause sandboxes at their timeout"),
         "{r}"
     );
     assert!(
@@ -201,6 +192,49 @@ sdk_test!(sdk_gets_clear_errors_for_what_is_not_offered, |f, t| {
     // Only the one sandbox was made.
     let all = f.h.run(&["list", "--json"]).ok().json();
     assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+});
+
+sdk_test!(sdk_pauses_connects_snapshots_and_restores, |f, t| {
+    let r = f.sdk(t, "pause_connect_snapshot", &f.key);
+    assert_eq!(
+        (r["first"].as_bool(), r["again"].as_bool()),
+        (Some(true), Some(false)),
+        "{r}"
+    );
+    assert_eq!(r["paused"], json!([r["id"]]), "{r}");
+    assert_eq!(r["state"], "paused", "{r}");
+    assert!(
+        r["timeout_while_paused"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is paused"),
+        "{r}"
+    );
+    // connect resumed it, for 300 s from then.
+    assert_eq!(r["connected"], r["id"]);
+    assert_eq!(r["after"], "running", "{r}");
+    let rec = f.record(&r["id"]);
+    assert_eq!(rec["state"], "ready", "{rec}");
+    assert!(
+        rec["paused_seconds"].as_u64().unwrap() >= 1,
+        "its pause counted: {rec}"
+    );
+    let snap = r["snapshot"].as_str().unwrap();
+    assert!(snap.starts_with("snap-"), "{r}");
+    assert_eq!(r["names"], json!(["warm", snap]), "{r}");
+    assert_eq!(r["listed"], json!([snap]), "{r}");
+    for made in [&r["restored"], &r["by_name"]] {
+        let rec = f.record(made);
+        assert_eq!(rec["from_snapshot"], snap, "{rec}");
+        assert_eq!(rec["state"], "ready", "{rec}");
+    }
+    assert_eq!(
+        (r["deleted"].as_bool(), r["deleted_again"].as_bool()),
+        (Some(true), Some(false)),
+        "{r}"
+    );
+    let snaps = f.h.run(&["snapshots", "get", snap, "--json"]).ok().json();
+    assert_eq!(snaps["state"], "deleted");
 });
 
 #[test]
