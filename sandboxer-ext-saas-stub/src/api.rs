@@ -25,6 +25,21 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 15;
 /// The state of a running sandbox.
 pub const STATE_RUNNING: &str = "running";
 
+/// The state of a paused sandbox.
+pub const STATE_PAUSED: &str = "paused";
+
+/// `POST /sandboxes/{id}/snapshots` answer (201), and one snapshot of
+/// `GET /snapshots`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// The snapshot's id, which is a `templateID` for new sandboxes.
+    #[serde(rename = "snapshotID")]
+    pub snapshot_id: String,
+    /// Its names (the name it was given, if any, and its id).
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
 /// `POST /sandboxes` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewSandbox {

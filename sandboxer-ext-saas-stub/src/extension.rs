@@ -11,16 +11,17 @@ use chrono::{DateTime, Utc};
 use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode};
 use sandboxer_core::extension::{
-    Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx,
+    Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx, SnapshotMade,
 };
 use sandboxer_core::model::Reachability;
+use sandboxer_core::snapshot::is_snapshot_id;
 use sandboxer_core::transport::Transport;
 use sandboxer_core::{Error, ErrorKind, Result};
 use serde_json::{json, Value};
 
 use crate::api::{
     is_provider_id, metadata_query, ApiError, CreatedSandbox, NewSandbox, SandboxDetail,
-    SetTimeout, API_KEY_HEADER, IDEMPOTENCY_HEADER, NEXT_TOKEN_HEADER, STATE_RUNNING,
+    SetTimeout, SnapshotInfo, API_KEY_HEADER, IDEMPOTENCY_HEADER, NEXT_TOKEN_HEADER, STATE_RUNNING,
 };
 use crate::secret::ApiKey;
 
@@ -39,6 +40,8 @@ pub const DEFAULT_TEMPLATE: &str = "base";
 pub const META_SANDBOXER_ID: &str = "sandboxer_id";
 /// [`Resource::kind`] of what `list_resources` reports.
 pub const RESOURCE_KIND: &str = "saas sandbox";
+/// The `kind` of a snapshot found at the provider (for the reaper).
+pub const SNAPSHOT_RESOURCE_KIND: &str = "saas snapshot";
 
 /// How many characters of a provider's error body go into an error message.
 const EXCERPT_CHARS: usize = 200;
@@ -154,6 +157,10 @@ enum Op {
     Teardown,
     Extend,
     List,
+    Pause,
+    Resume,
+    Snapshot,
+    DeleteSnapshot,
 }
 
 impl Op {
@@ -164,6 +171,10 @@ impl Op {
             Op::Teardown => "delete the sandbox",
             Op::Extend => "extend the sandbox",
             Op::List => "list sandboxes",
+            Op::Pause => "pause the sandbox",
+            Op::Resume => "resume the sandbox",
+            Op::Snapshot => "snapshot the sandbox",
+            Op::DeleteSnapshot => "delete the snapshot",
         }
     }
 
@@ -171,7 +182,13 @@ impl Op {
     fn failure_kind(self) -> ErrorKind {
         match self {
             Op::Provision | Op::WaitReady => ErrorKind::ProvisionFailed,
-            Op::Teardown | Op::Extend | Op::List => ErrorKind::Io,
+            Op::Teardown
+            | Op::Extend
+            | Op::List
+            | Op::Pause
+            | Op::Resume
+            | Op::Snapshot
+            | Op::DeleteSnapshot => ErrorKind::Io,
         }
     }
 }
@@ -605,15 +622,26 @@ impl Extension for SaasStubExtension {
             extend: true,
             list_resources: true,
             uses_host: false,
-            pause: false,
-            snapshot: false,
+            pause: true,
+            snapshot: true,
         }
     }
 
+    /// Create the sandbox (from the template of the route, or from the
+    /// provider snapshot of `ctx.restore`).
     async fn provision(&self, ctx: &SandboxCtx) -> Result<Provisioned> {
         let base = self.base(Some(&ctx.config))?;
+        let template_id = match &ctx.restore {
+            Some(r) => SnapHandle::parse(&r.handle).ok_or_else(|| {
+                Error::not_found(format!(
+                    "snapshot {} has no snapshot at the SaaS provider {}",
+                    r.snapshot_id, base.shown
+                ))
+            })?,
+            None => template(ctx)?,
+        };
         let body = NewSandbox {
-            template_id: template(ctx)?,
+            template_id,
             timeout: Some(seconds_until(ctx.expires_at)),
             metadata: BTreeMap::from([
                 (META_SANDBOXER_ID.to_string(), ctx.id.clone()),
@@ -869,7 +897,7 @@ impl Extension for SaasStubExtension {
     async fn list_resources(&self, _transport: Arc<dyn Transport>) -> Result<Vec<Resource>> {
         let base = self.base(None)?;
         let all = self.list_at(Op::List, &base, None).await?;
-        Ok(all
+        let mut out: Vec<Resource> = all
             .into_iter()
             .filter_map(|d| {
                 let sandbox_id = d.metadata.get(META_SANDBOXER_ID)?.clone();
@@ -880,11 +908,246 @@ impl Extension for SaasStubExtension {
                     name: d.sandbox_id,
                 })
             })
-            .collect())
+            .collect();
+        // Snapshots sandboxer made carry its `snap-...` id as their name.
+        for s in self.snapshots_at(Op::List, &base, None).await? {
+            if let Some(ours) = s.names.iter().find(|n| is_snapshot_id(n)) {
+                out.push(Resource {
+                    sandbox_id: ours.clone(),
+                    kind: SNAPSHOT_RESOURCE_KIND.to_string(),
+                    name: s.snapshot_id.clone(),
+                    running: false,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `POST /sandboxes/{id}/pause`; paused already (409) is fine.
+    async fn pause(&self, ctx: &SandboxCtx, handle: &Value) -> Result<()> {
+        let base = self.base(Some(&ctx.config))?;
+        for id in self.provider_ids(Op::Pause, &base, ctx, handle).await? {
+            let (status, resp) = self
+                .call(
+                    Op::Pause,
+                    &base,
+                    Method::POST,
+                    &format!("/sandboxes/{id}/pause"),
+                    None,
+                    self.config.request_timeout,
+                )
+                .await?;
+            if !(status.is_success() || status == StatusCode::CONFLICT) {
+                return Err(self.gone_or(Op::Pause, &base, ctx, status, &resp));
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /sandboxes/{id}/connect` with the time until its new expiry
+    /// (which resumes a paused sandbox), then what `wait_ready` confirms.
+    async fn resume(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &Value,
+        deadline: tokio::time::Instant,
+    ) -> Result<ReadyInfo> {
+        let base = self.base(Some(&ctx.config))?;
+        let body = json!({ "timeout": seconds_until(ctx.expires_at) });
+        for id in self.provider_ids(Op::Resume, &base, ctx, handle).await? {
+            let (status, resp) = self
+                .call(
+                    Op::Resume,
+                    &base,
+                    Method::POST,
+                    &format!("/sandboxes/{id}/connect"),
+                    Some(body.clone()),
+                    self.config.request_timeout,
+                )
+                .await?;
+            if !status.is_success() {
+                return Err(self.gone_or(Op::Resume, &base, ctx, status, &resp));
+            }
+        }
+        self.wait_ready(ctx, handle, deadline).await
+    }
+
+    /// `POST /sandboxes/{id}/snapshots`, named with the snapshot's id (so
+    /// the reaper can tell ours); the handle is the provider's snapshot id.
+    async fn snapshot(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &Value,
+        snapshot_id: &str,
+    ) -> Result<SnapshotMade> {
+        let base = self.base(Some(&ctx.config))?;
+        let ids = self.provider_ids(Op::Snapshot, &base, ctx, handle).await?;
+        let id = ids.first().ok_or_else(|| self.gone(&base, ctx))?;
+        let (status, resp) = self
+            .call(
+                Op::Snapshot,
+                &base,
+                Method::POST,
+                &format!("/sandboxes/{id}/snapshots"),
+                Some(json!({ "name": snapshot_id })),
+                self.config.request_timeout,
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(self.gone_or(Op::Snapshot, &base, ctx, status, &resp));
+        }
+        let info = serde_json::from_slice::<SnapshotInfo>(&resp)
+            .ok()
+            .filter(|i| is_provider_id(&i.snapshot_id))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "the SaaS provider {} answered a snapshot without a usable snapshotID: {}",
+                        base.shown,
+                        self.excerpt(&resp)
+                    ),
+                )
+            })?;
+        Ok(SnapshotMade {
+            handle: json!({ "snapshotID": info.snapshot_id }),
+            location: Some(format!("{} snapshot {}", base.shown, info.snapshot_id)),
+            size_bytes: None,
+        })
+    }
+
+    /// `DELETE /templates/{snapshotID}` of the provider snapshot in the
+    /// handle, or of every one named with `snapshot_id`; gone is fine.
+    async fn delete_snapshot(
+        &self,
+        _transport: Arc<dyn Transport>,
+        snapshot_id: &str,
+        handle: &Value,
+    ) -> Result<()> {
+        let base = self.base(None)?;
+        let mut ids: Vec<String> = SnapHandle::parse(handle).into_iter().collect();
+        for s in self
+            .snapshots_at(Op::DeleteSnapshot, &base, Some(snapshot_id))
+            .await?
+        {
+            if s.names.iter().any(|n| n == snapshot_id) && !ids.contains(&s.snapshot_id) {
+                ids.push(s.snapshot_id);
+            }
+        }
+        for id in ids.iter().filter(|i| is_provider_id(i)) {
+            let (status, resp) = self
+                .call(
+                    Op::DeleteSnapshot,
+                    &base,
+                    Method::DELETE,
+                    &format!("/templates/{id}"),
+                    None,
+                    self.config.request_timeout,
+                )
+                .await?;
+            if !(status.is_success() || status == StatusCode::NOT_FOUND) {
+                return Err(self.status_error(Op::DeleteSnapshot, &base, status, &resp));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot's handle: `{"snapshotID": ...}`, the provider's id.
+struct SnapHandle;
+
+impl SnapHandle {
+    fn parse(handle: &Value) -> Option<String> {
+        handle
+            .get("snapshotID")
+            .and_then(Value::as_str)
+            .filter(|id| is_provider_id(id))
+            .map(str::to_string)
     }
 }
 
 impl SaasStubExtension {
+    /// The provider ids of the sandbox: the handle's, else found by its
+    /// metadata.
+    async fn provider_ids(
+        &self,
+        op: Op,
+        base: &Base,
+        ctx: &SandboxCtx,
+        handle: &Value,
+    ) -> Result<Vec<String>> {
+        let ids = match Handle::parse(handle) {
+            Some(h) => vec![h.sandbox_id],
+            None => self.find(op, base, &ctx.id).await?,
+        };
+        if ids.is_empty() {
+            return Err(self.gone(base, ctx));
+        }
+        Ok(ids)
+    }
+
+    fn gone(&self, base: &Base, ctx: &SandboxCtx) -> Error {
+        Error::not_found(format!(
+            "the SaaS provider {} has no sandbox for {} (it may have ended at its timeout)",
+            base.shown, ctx.id
+        ))
+    }
+
+    /// A 404 is the sandbox gone; any other status its own error.
+    fn gone_or(
+        &self,
+        op: Op,
+        base: &Base,
+        ctx: &SandboxCtx,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Error {
+        if status == StatusCode::NOT_FOUND {
+            self.gone(base, ctx)
+        } else {
+            self.status_error(op, base, status, body)
+        }
+    }
+
+    /// `GET /snapshots`, those named `name` when given.
+    async fn snapshots_at(
+        &self,
+        op: Op,
+        base: &Base,
+        name: Option<&str>,
+    ) -> Result<Vec<SnapshotInfo>> {
+        let path = match name {
+            Some(n) => format!(
+                "/snapshots?{}",
+                serde_urlencoded::to_string([("name", n)]).unwrap_or_default()
+            ),
+            None => "/snapshots".to_string(),
+        };
+        let (status, body) = self
+            .call(
+                op,
+                base,
+                Method::GET,
+                &path,
+                None,
+                self.config.request_timeout,
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(self.status_error(op, base, status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            Error::new(
+                op.failure_kind(),
+                format!(
+                    "could not {}: the SaaS provider {} sent snapshots it cannot read: {e}",
+                    op.what(),
+                    base.shown
+                ),
+            )
+        })
+    }
+
     /// Best effort, for rollback inside `provision`: the error that made us
     /// roll back is the one the caller gets.
     async fn sweep_quietly(&self, base: &Base, sandboxer_id: &str) {

@@ -10,7 +10,18 @@
 //! | `GET /sandboxes/{id}` | 200 [`SandboxDetail`]; 404 |
 //! | `DELETE /sandboxes/{id}` | 204; 404 |
 //! | `POST /sandboxes/{id}/timeout` `{timeout}` | 204 (the sandbox now ends `timeout` s from now); 400; 404 |
-//! | `POST /v2/sandboxes/{id}/connect` (and `/sandboxes/{id}/connect`) `{timeout}` | 200 [`CreatedSandbox`], its timeout moved when given; 404 |
+//! | `POST /v2/sandboxes/{id}/connect` (and `/sandboxes/{id}/connect`) `{timeout}` | 200 [`CreatedSandbox`], its timeout moved when given; a paused one is resumed first (201); 404 |
+//! | `POST /sandboxes/{id}/pause` | 204; 409 already paused; 404 |
+//! | `POST /sandboxes/{id}/resume` `{timeout}` | 201 [`CreatedSandbox`]; 409 not paused; 404 |
+//! | `POST /sandboxes/{id}/snapshots` `{name}` | 201 [`SnapshotInfo`]; its `snapshotID` is a `templateID` that creates a sandbox from it; 404 |
+//! | `GET /snapshots[?sandboxID=..&name=..]` | 200 `[`[`SnapshotInfo`]`]` |
+//! | `DELETE /templates/{snapshotID}` | 204; 404 |
+//!
+//! A create whose `templateID` is a snapshot's (`snap_...`) starts from
+//! that snapshot; one of a deleted snapshot is 404.
+//!
+//! A paused sandbox keeps the time it had left and does not end at its
+//! `endAt` (nor count against the capacity) until it is resumed.
 //!
 //! Every request needs the header `X-API-Key` (401 without it or with
 //! another key). Errors are `{"code": N, "message": "..."}`. Timeouts are
@@ -76,9 +87,15 @@ use tokio::sync::Notify;
 
 use crate::api::{
     parse_metadata_query, ApiError, CreatedSandbox, NewSandbox, SandboxDetail, SetTimeout,
-    API_KEY_HEADER, DEFAULT_TIMEOUT_SECS, IDEMPOTENCY_HEADER, NEXT_TOKEN_HEADER, STATE_RUNNING,
+    SnapshotInfo, API_KEY_HEADER, DEFAULT_TIMEOUT_SECS, IDEMPOTENCY_HEADER, NEXT_TOKEN_HEADER,
+    STATE_PAUSED, STATE_RUNNING,
 };
 use crate::secret::ApiKey;
+
+/// What the stub's snapshot ids start with: a `templateID` with it that
+/// names no snapshot (a deleted one) is 404, as E2B answers an unknown
+/// template; any other template name is accepted.
+pub const SNAPSHOT_PREFIX: &str = "snap_";
 
 /// The longest timeout the stub accepts (24 h, E2B's ceiling).
 pub const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
@@ -119,6 +136,21 @@ struct Entry {
     started_at: DateTime<Utc>,
     end_at: DateTime<Utc>,
     metadata: BTreeMap<String, String>,
+    /// While paused: the time it had left.
+    paused_left: Option<chrono::Duration>,
+}
+
+impl Entry {
+    fn running(&self) -> bool {
+        self.paused_left.is_none()
+    }
+}
+
+/// A snapshot the stub keeps: what a sandbox made from it starts as.
+struct Snap {
+    name: Option<String>,
+    source: String,
+    template_id: String,
 }
 
 struct Inner {
@@ -127,6 +159,7 @@ struct Inner {
     sandboxes: Mutex<BTreeMap<String, Entry>>,
     /// Idempotency keys of creates, and the sandbox each made.
     keys: Mutex<BTreeMap<String, String>>,
+    snapshots: Mutex<BTreeMap<String, Snap>>,
     /// Wakes the reaper when a deadline moved.
     changed: Notify,
 }
@@ -150,6 +183,7 @@ impl StubState {
             client_id: random_token(8),
             sandboxes: Mutex::new(BTreeMap::new()),
             keys: Mutex::new(BTreeMap::new()),
+            snapshots: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
         }))
     }
@@ -158,9 +192,23 @@ impl StubState {
         &self.0.config
     }
 
-    /// How many sandboxes are running now.
+    /// How many sandboxes are running now (paused ones are not).
     pub fn running(&self) -> usize {
-        self.lock().len()
+        self.lock().values().filter(|e| e.running()).count()
+    }
+
+    /// How many sandboxes are paused now.
+    pub fn paused(&self) -> usize {
+        self.lock().values().filter(|e| !e.running()).count()
+    }
+
+    /// How many snapshots the stub keeps.
+    pub fn snapshot_count(&self) -> usize {
+        self.snaps().len()
+    }
+
+    fn snaps(&self) -> MutexGuard<'_, BTreeMap<String, Snap>> {
+        self.0.snapshots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The time on the stub's clock.
@@ -173,7 +221,7 @@ impl StubState {
         let mut map = self.0.sandboxes.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.now();
         map.retain(|id, e| {
-            let keep = e.end_at > now;
+            let keep = !e.running() || e.end_at > now;
             if !keep {
                 tracing::info!(sandbox = %id, "timeout reached, sandbox killed");
             }
@@ -189,7 +237,14 @@ impl StubState {
             client_id: self.0.client_id.clone(),
             started_at: Some(e.started_at),
             end_at: Some(e.end_at),
-            state: Some(STATE_RUNNING.to_string()),
+            state: Some(
+                if e.running() {
+                    STATE_RUNNING
+                } else {
+                    STATE_PAUSED
+                }
+                .to_string(),
+            ),
             metadata: e.metadata.clone(),
             domain: Some(self.0.config.domain.clone()),
             cpu_count: Some(2),
@@ -207,7 +262,12 @@ impl StubState {
         let state = self.clone();
         tokio::spawn(async move {
             loop {
-                let next = state.lock().values().map(|e| e.end_at).min();
+                let next = state
+                    .lock()
+                    .values()
+                    .filter(|e| e.running())
+                    .map(|e| e.end_at)
+                    .min();
                 let wait = next
                     .map(|t| (t - state.now()).to_std().unwrap_or(Duration::ZERO))
                     .unwrap_or(Duration::MAX)
@@ -231,6 +291,11 @@ pub fn router(state: StubState) -> Router {
         .route("/sandboxes/{id}/timeout", post(set_timeout))
         .route("/sandboxes/{id}/connect", post(connect))
         .route("/v2/sandboxes/{id}/connect", post(connect))
+        .route("/sandboxes/{id}/pause", post(pause))
+        .route("/sandboxes/{id}/resume", post(resume))
+        .route("/sandboxes/{id}/snapshots", post(snapshot))
+        .route("/snapshots", get(list_snapshots))
+        .route("/templates/{id}", axum::routing::delete(delete_snapshot))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     sandboxes
         .fallback(|| async { Reject(StatusCode::NOT_FOUND, "no such route".into()) })
@@ -388,15 +453,24 @@ async fn create(State(state): State<StubState>, headers: HeaderMap, body: Bytes)
     }
     let timeout = check_timeout(req.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS))?;
     let capacity = state.0.config.capacity;
+    // A snapshot's id is a template: the sandbox starts as its source was.
+    let restored = state
+        .snaps()
+        .get(&req.template_id)
+        .map(|s| (s.source.clone(), s.template_id.clone()));
+    if restored.is_none() && req.template_id.starts_with(SNAPSHOT_PREFIX) {
+        return Err(Reject(
+            StatusCode::NOT_FOUND,
+            format!("template {} not found", req.template_id),
+        ));
+    }
     let created = {
         let mut map = state.lock();
-        if map.len() >= capacity {
+        let running = map.values().filter(|e| e.running()).count();
+        if running >= capacity {
             return Err(Reject(
                 StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "capacity full: {} of {capacity} sandboxes running",
-                    map.len()
-                ),
+                format!("capacity full: {running} of {capacity} sandboxes running"),
             ));
         }
         let id = loop {
@@ -413,6 +487,7 @@ async fn create(State(state): State<StubState>, headers: HeaderMap, body: Bytes)
                 started_at: now,
                 end_at: end_at(now, timeout),
                 metadata: req.metadata,
+                paused_left: None,
             },
         );
         if let Some(k) = &key {
@@ -426,6 +501,9 @@ async fn create(State(state): State<StubState>, headers: HeaderMap, body: Bytes)
         id
     };
     state.0.changed.notify_one();
+    if let Some((source, template)) = &restored {
+        tracing::info!(sandbox = %created, snapshot = %req.template_id, %source, %template, "sandbox restored from a snapshot");
+    }
     tracing::info!(sandbox = %created, template = %req.template_id, timeout, "sandbox created");
     let body = CreatedSandbox {
         sandbox_id: created,
@@ -478,8 +556,8 @@ fn query_pairs(query: Option<String>) -> Result<Vec<(String, String)>, Reject> {
         .map_err(|e| Reject::bad_request(format!("invalid query: {e}")))
 }
 
-/// `GET /v2/sandboxes`: a page at a time; `paused` matches nothing (the
-/// stub does not pause).
+/// `GET /v2/sandboxes`: a page at a time; running and paused ones unless
+/// `state` names one.
 async fn list_v2(State(state): State<StubState>, RawQuery(query): RawQuery) -> Answer {
     let q = query_pairs(query)?;
     let one = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -497,12 +575,14 @@ async fn list_v2(State(state): State<StubState>, RawQuery(query): RawQuery) -> A
             .parse::<usize>()
             .map_err(|_| Reject::bad_request(format!("invalid nextToken {t}")))?,
     };
-    let running_wanted = one("state").is_none_or(|s| s.split(',').any(|s| s == STATE_RUNNING));
-    let all = if running_wanted {
-        state.matching(&q)?
-    } else {
-        Vec::new()
-    };
+    let states: Vec<String> = one("state")
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|| vec![STATE_RUNNING.to_string(), STATE_PAUSED.to_string()]);
+    let all: Vec<SandboxDetail> = state
+        .matching(&q)?
+        .into_iter()
+        .filter(|d| d.state.as_ref().is_some_and(|s| states.contains(s)))
+        .collect();
     let page: Vec<SandboxDetail> = all.iter().skip(offset).take(limit).cloned().collect();
     let mut resp = Json(page).into_response();
     if offset + limit < all.len() {
@@ -526,13 +606,145 @@ async fn connect(State(state): State<StubState>, Path(id): Path<String>, body: B
     };
     let mut map = state.lock();
     let e = map.get_mut(&id).ok_or_else(|| Reject::not_found(&id))?;
-    if let Some(t) = timeout {
+    let resumed = !e.running();
+    if resumed {
+        state.resume_entry(e, timeout)?;
+    } else if let Some(t) = timeout {
         e.end_at = end_at(state.now(), check_timeout(t)?);
     }
     let body = state.created(&id, e);
     drop(map);
     state.0.changed.notify_one();
-    Ok((StatusCode::OK, Json(body)).into_response())
+    let status = if resumed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+impl StubState {
+    /// Run a paused entry again: for `timeout` seconds, else the time it
+    /// had left.
+    fn resume_entry(&self, e: &mut Entry, timeout: Option<u64>) -> Result<(), Reject> {
+        let now = self.now();
+        let left = e.paused_left.unwrap_or_default();
+        e.end_at = match timeout {
+            Some(t) => end_at(now, check_timeout(t)?),
+            None => now + left,
+        };
+        e.paused_left = None;
+        Ok(())
+    }
+}
+
+/// `POST /sandboxes/{id}/pause`: 204; 409 when it is paused already.
+async fn pause(State(state): State<StubState>, Path(id): Path<String>) -> Answer {
+    let mut map = state.lock();
+    let e = map.get_mut(&id).ok_or_else(|| Reject::not_found(&id))?;
+    if !e.running() {
+        return Err(Reject(
+            StatusCode::CONFLICT,
+            format!("sandbox {id} is already paused"),
+        ));
+    }
+    e.paused_left = Some((e.end_at - state.now()).max(chrono::Duration::zero()));
+    drop(map);
+    state.0.changed.notify_one();
+    tracing::info!(sandbox = %id, "sandbox paused");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /sandboxes/{id}/resume`: 201; 409 when it is not paused.
+async fn resume(State(state): State<StubState>, Path(id): Path<String>, body: Bytes) -> Answer {
+    let timeout: Option<u64> = if body.is_empty() {
+        None
+    } else {
+        parse_body::<serde_json::Value>(&body)?
+            .get("timeout")
+            .and_then(serde_json::Value::as_u64)
+    };
+    let mut map = state.lock();
+    let e = map.get_mut(&id).ok_or_else(|| Reject::not_found(&id))?;
+    if e.running() {
+        return Err(Reject(
+            StatusCode::CONFLICT,
+            format!("sandbox {id} is already running"),
+        ));
+    }
+    state.resume_entry(e, timeout)?;
+    let body = state.created(&id, e);
+    drop(map);
+    state.0.changed.notify_one();
+    tracing::info!(sandbox = %id, "sandbox resumed");
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `POST /sandboxes/{id}/snapshots`: 201 with the new snapshot.
+async fn snapshot(State(state): State<StubState>, Path(id): Path<String>, body: Bytes) -> Answer {
+    let name: Option<String> = if body.is_empty() {
+        None
+    } else {
+        parse_body::<serde_json::Value>(&body)?
+            .get("name")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
+    let template_id = {
+        let map = state.lock();
+        map.get(&id)
+            .ok_or_else(|| Reject::not_found(&id))?
+            .template_id
+            .clone()
+    };
+    let snapshot_id = format!("{SNAPSHOT_PREFIX}{}", random_token(16));
+    let info = SnapshotInfo {
+        snapshot_id: snapshot_id.clone(),
+        names: name.iter().cloned().chain([snapshot_id.clone()]).collect(),
+    };
+    state.snaps().insert(
+        snapshot_id.clone(),
+        Snap {
+            name,
+            source: id.clone(),
+            template_id,
+        },
+    );
+    tracing::info!(sandbox = %id, snapshot = %snapshot_id, "snapshot taken");
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// `GET /snapshots`: every snapshot, by source sandbox or name when asked.
+async fn list_snapshots(State(state): State<StubState>, RawQuery(query): RawQuery) -> Answer {
+    let q = query_pairs(query)?;
+    let one = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (source, name) = (one("sandboxID"), one("name"));
+    let list: Vec<SnapshotInfo> = state
+        .snaps()
+        .iter()
+        .filter(|(_, s)| source.as_ref().is_none_or(|x| &s.source == x))
+        .filter(|(id, s)| {
+            name.as_ref()
+                .is_none_or(|n| *id == n || s.name.as_ref() == Some(n))
+        })
+        .map(|(id, s)| SnapshotInfo {
+            snapshot_id: id.clone(),
+            names: s.name.iter().cloned().chain([id.clone()]).collect(),
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// `DELETE /templates/{id}`: a snapshot; 404 for any other.
+async fn delete_snapshot(State(state): State<StubState>, Path(id): Path<String>) -> Answer {
+    if state.snaps().remove(&id).is_none() {
+        return Err(Reject(
+            StatusCode::NOT_FOUND,
+            format!("template {id} not found"),
+        ));
+    }
+    tracing::info!(snapshot = %id, "snapshot deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list(State(state): State<StubState>, RawQuery(query): RawQuery) -> Answer {
@@ -566,6 +778,12 @@ async fn set_timeout(
     {
         let mut map = state.lock();
         let e = map.get_mut(&id).ok_or_else(|| Reject::not_found(&id))?;
+        if !e.running() {
+            return Err(Reject(
+                StatusCode::CONFLICT,
+                format!("sandbox {id} is paused"),
+            ));
+        }
         e.end_at = end_at(state.now(), timeout);
     }
     state.0.changed.notify_one();

@@ -348,6 +348,86 @@ async fn the_stub_kills_a_sandbox_at_its_timeout() {
 }
 
 #[tokio::test]
+async fn a_paused_sandbox_outlives_its_timeout_and_a_snapshot_restores_at_the_provider() {
+    let clock = ManualClock::starting_now();
+    let key = format!("key-{}", new_sandbox_id());
+    let config = StubConfig {
+        clock: clock.clone(),
+        ..StubConfig::new(ApiKey::new(key.clone()))
+    };
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let state = server.state().clone();
+    let url = format!("http://{}", server.local_addr().unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let ext = SaasStubExtension::new(SaasConfig {
+        base_url: url,
+        api_key: Some(ApiKey::new(key)),
+        ..SaasConfig::default()
+    })
+    .unwrap();
+    let ctx = ctx_expiring(&new_sandbox_id(), Duration::from_secs(10));
+    let handle = ready_handle(&ext, &ctx).await;
+    ext.pause(&ctx, &handle).await.unwrap();
+    assert_eq!((state.running(), state.paused()), (0, 1));
+    // Paused, its 10 s pass at the provider and it is kept.
+    clock.advance(Duration::from_secs(60));
+    assert!(
+        listed(&ext, &ctx.id).await,
+        "a paused sandbox ended at its timeout"
+    );
+    let resources = ext.list_resources(transport()).await.unwrap();
+    let mine = resources.iter().find(|r| r.sandbox_id == ctx.id).unwrap();
+    assert!(!mine.running, "listed as running while paused: {mine:?}");
+
+    let snap = sandboxer_core::snapshot::new_snapshot_id();
+    let made = ext.snapshot(&ctx, &handle, &snap).await.unwrap();
+    assert_eq!(state.snapshot_count(), 1);
+    let resources = ext.list_resources(transport()).await.unwrap();
+    assert!(
+        resources.iter().any(|r| r.sandbox_id == snap),
+        "{resources:?}"
+    );
+
+    // Resumed for a minute from now: it runs, and ends a minute later.
+    let mut resumed = ctx.clone();
+    resumed.expires_at = Utc::now() + chrono::Duration::seconds(60);
+    let ready = ext
+        .resume(
+            &resumed,
+            &handle,
+            tokio::time::Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(!ready.reachability.address.is_empty());
+    assert_eq!((state.running(), state.paused()), (1, 0));
+
+    // A new sandbox from the snapshot.
+    let mut restored = ctx_expiring(&new_sandbox_id(), Duration::from_secs(30));
+    restored.restore = Some(sandboxer_core::extension::Restore {
+        snapshot_id: snap.clone(),
+        handle: made.handle.clone(),
+    });
+    ready_handle(&ext, &restored).await;
+    assert_eq!(state.running(), 2);
+
+    // Deleting by name alone (the handle lost) finds it too.
+    ext.delete_snapshot(transport(), &snap, &Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(state.snapshot_count(), 0);
+    let mut gone = restored.clone();
+    gone.id = new_sandbox_id();
+    let err = ext.provision(&gone).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ProvisionFailed, "{err:?}");
+}
+
+#[tokio::test]
 async fn extend_moves_the_providers_deadline() {
     let stub = Stub::start(4);
     let ext = stub.ext();
