@@ -33,7 +33,20 @@ pub const CONFIG_KEYS: &[&str] = &[
     "exclude",
     "compose_command",
     "env",
+    "pause_mode",
 ];
+
+/// How a stack is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PauseMode {
+    /// `compose pause`: the processes are frozen (cgroup freezer) and keep
+    /// their memory; resume is instant.
+    #[default]
+    Pause,
+    /// `compose stop`: the containers stop and free their memory; resume
+    /// starts them again (their processes start over, the files stay).
+    Stop,
+}
 
 /// Which compose command to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,6 +78,8 @@ pub struct ComposeConfig {
     /// Extra environment for every compose command (`${VAR}` in the
     /// compose file). The values are data: they are quoted.
     pub env: BTreeMap<String, String>,
+    /// `pause_mode`: `"pause"` (default) or `"stop"`.
+    pub pause_mode: PauseMode,
 }
 
 impl Default for ComposeConfig {
@@ -79,6 +94,7 @@ impl Default for ComposeConfig {
             exclude: DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
             compose_command: ComposeChoice::Auto,
             env: BTreeMap::new(),
+            pause_mode: PauseMode::Pause,
         }
     }
 }
@@ -141,6 +157,13 @@ impl ComposeConfig {
                     Some("v2") => cfg.compose_command = ComposeChoice::V2,
                     _ => problems.push(format!(
                         "`compose_command` must be \"auto\", \"v1\" (docker-compose) or \"v2\" (docker compose), got {value}"
+                    )),
+                },
+                "pause_mode" => match value.as_str() {
+                    Some("pause") => cfg.pause_mode = PauseMode::Pause,
+                    Some("stop") => cfg.pause_mode = PauseMode::Stop,
+                    _ => problems.push(format!(
+                        "`pause_mode` must be \"pause\" (freeze the processes) or \"stop\" (stop the containers, freeing their memory), got {value}"
                     )),
                 },
                 "env" => match value.as_object() {

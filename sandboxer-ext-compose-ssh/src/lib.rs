@@ -29,7 +29,17 @@
 //!   networks, volumes), then the work folder; idempotent, and it works from
 //!   the id alone (a lost handle, compose v1 or v2).
 //! - **list_resources**: compose projects (containers labelled with a
-//!   sandbox id) and work folders without containers.
+//!   sandbox id), work folders without containers, and snapshots.
+//! - **pause / resume**: `compose pause` / `unpause` (the processes frozen,
+//!   their memory kept), or with the route config `pause_mode = "stop"`,
+//!   `compose stop` / `start` (the memory freed; processes start over, the
+//!   files stay); resume then waits for readiness as `wait_ready` does.
+//! - **snapshot**: every service's container committed to an image
+//!   `sandboxer/SNAP:SERVICE`, every named volume of the project archived
+//!   with `docker cp` into `DATA/compose-snapshots/SNAP/volumes/` (made
+//!   under `.SNAP.partial`, renamed once whole). A create from it uploads
+//!   the repo as usual, fills the new project's volumes from the archives,
+//!   and brings the stack up on the committed images.
 //!
 //! Every value that reaches the host's shell is quoted with
 //! [`shell_quote`](sandboxer_core::transport::shell_quote); the input
@@ -55,7 +65,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use sandboxer_core::extension::{
-    Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx,
+    Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx, SnapshotMade,
 };
 use sandboxer_core::model::{is_sandbox_id, Reachability};
 use sandboxer_core::transport::{ExecOutput, Transport, Utf8Path};
@@ -65,10 +75,11 @@ mod config;
 mod ready;
 mod script;
 mod services;
+mod snapshot;
 mod upload;
 
 pub use config::{
-    ComposeChoice, ComposeConfig, CONFIG_KEYS, DEFAULT_COMPOSE_FILE, DEFAULT_EXCLUDES,
+    ComposeChoice, ComposeConfig, PauseMode, CONFIG_KEYS, DEFAULT_COMPOSE_FILE, DEFAULT_EXCLUDES,
     DEFAULT_FALLBACK_COMPOSE_FILES, DEFAULT_STOP_TIMEOUT,
 };
 pub use upload::{pack_repo, Excludes, Packed, MAX_UPLOAD_BYTES};
@@ -91,6 +102,8 @@ pub const REPO_INPUT: &str = "repo";
 pub const PROJECT_RESOURCE_KIND: &str = "compose project";
 /// The `kind` of a [`Resource`] for a work folder without containers.
 pub const WORK_FOLDER_RESOURCE_KIND: &str = "compose work folder";
+/// The `kind` of a [`Resource`] for a snapshot (its folder or images).
+pub const SNAPSHOT_RESOURCE_KIND: &str = "compose snapshot";
 
 /// Lines of stderr kept in an error.
 const STDERR_TAIL_LINES: usize = 10;
@@ -376,8 +389,8 @@ impl Extension for ComposeSshExtension {
             extend: false,
             list_resources: true,
             uses_host: true,
-            pause: false,
-            snapshot: false,
+            pause: true,
+            snapshot: true,
         }
     }
 
@@ -417,6 +430,10 @@ impl Extension for ComposeSshExtension {
             .ok()
             .and_then(|text| services::plain_services(&text));
         let version = self.compose_version(t, cfg.compose_command).await?;
+        let restore = match &ctx.restore {
+            Some(r) => Some(snapshot::Saved::parse(t, &r.snapshot_id, &r.handle)?),
+            None => None,
+        };
         let packed = tokio::task::spawn_blocking(move || pack_repo(&repo_path, &excludes))
             .await
             .map_err(|e| Error::internal(format!("packing the repo: {e}")))??;
@@ -437,17 +454,31 @@ impl Extension for ComposeSshExtension {
             Err(e) if e.kind() == ErrorKind::Conflict => return Err(e),
             Err(e) => Err(e),
             Ok(_) => {
-                bring_up(
-                    ctx,
-                    &cfg,
-                    &layout,
-                    version,
-                    &compose_file,
-                    local_services,
-                    deadline,
-                    &mut up_started,
-                )
-                .await
+                let filled = match &restore {
+                    Some(saved) => {
+                        // Compose finds the volumes made and filled.
+                        up_started = true;
+                        restore_volumes(t, &layout, saved, deadline).await
+                    }
+                    None => Ok(()),
+                };
+                match filled {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        bring_up(
+                            ctx,
+                            &cfg,
+                            &layout,
+                            version,
+                            &compose_file,
+                            local_services,
+                            restore.as_ref(),
+                            deadline,
+                            &mut up_started,
+                        )
+                        .await
+                    }
+                }
             }
         };
         match result {
@@ -549,8 +580,9 @@ impl Extension for ComposeSshExtension {
     }
 
     /// One `compose project` per sandbox id that labels containers (running
-    /// when one of them is up), and one `compose work folder` per folder in
-    /// `DATA/work` without containers.
+    /// when one of them is up), one `compose work folder` per folder in
+    /// `DATA/work` without containers, and one `compose snapshot` per
+    /// snapshot (its folder, whole or partial, or its images).
     async fn list_resources(&self, transport: Arc<dyn Transport>) -> Result<Vec<Resource>> {
         let t = &*transport;
         let root = data_root(t).join("work");
@@ -564,7 +596,234 @@ impl Extension for ComposeSshExtension {
                 &out,
             ));
         }
-        Ok(parse_listing(&out.stdout_str(), &root))
+        let mut found = parse_listing(&out.stdout_str(), &root);
+        let snaps = snapshot::snapshots_root(t);
+        let out = t.exec(&snapshot::list_script(&snaps), None).await?;
+        if !out.success() {
+            return Err(step_failed(
+                ErrorKind::Io,
+                "list",
+                t.host(),
+                "docker images sandboxer/snap-*; ls DATA/compose-snapshots",
+                &out,
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for line in out.stdout_str().lines() {
+            let Some((id, what)) = line.split_once(' ') else {
+                continue;
+            };
+            if !sandboxer_core::snapshot::is_snapshot_id(id) || !seen.insert(id.to_string()) {
+                continue;
+            }
+            let dir = snaps.join(id);
+            found.push(Resource {
+                sandbox_id: id.to_string(),
+                kind: SNAPSHOT_RESOURCE_KIND.to_string(),
+                name: match what {
+                    "partial" => snapshot::partial_dir(&dir).into_string(),
+                    "image" => snapshot::image_repo(id),
+                    _ => dir.into_string(),
+                },
+                running: false,
+            });
+        }
+        Ok(found)
+    }
+
+    /// `compose pause` (or `stop`, with `pause_mode = "stop"`).
+    async fn pause(&self, ctx: &SandboxCtx, handle: &Value) -> Result<()> {
+        let cfg = ComposeConfig::from_map(&ctx.config)?;
+        let verb = match cfg.pause_mode {
+            PauseMode::Pause => "pause",
+            PauseMode::Stop => "stop",
+        };
+        self.stack_step(ctx, &cfg, handle, verb).await
+    }
+
+    /// `compose unpause` (or `start`), then readiness as in `wait_ready`.
+    async fn resume(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &Value,
+        deadline: tokio::time::Instant,
+    ) -> Result<ReadyInfo> {
+        let cfg = ComposeConfig::from_map(&ctx.config)?;
+        let verb = match cfg.pause_mode {
+            PauseMode::Pause => "unpause",
+            PauseMode::Stop => "start",
+        };
+        self.stack_step(ctx, &cfg, handle, verb).await?;
+        self.wait_ready(ctx, handle, deadline).await
+    }
+
+    /// Commit every container and archive every named volume (see the
+    /// crate docs). A stack that is paused stays paused; a running one is
+    /// paused only while each container is committed.
+    async fn snapshot(
+        &self,
+        ctx: &SandboxCtx,
+        _handle: &Value,
+        snapshot_id: &str,
+    ) -> Result<SnapshotMade> {
+        let t = &*ctx.transport;
+        let layout = layout(t, &ctx.id)?;
+        let dir = snapshot::snapshot_dir(t, snapshot_id)?;
+        let inspect = t
+            .exec(&script::look_script(&layout), None)
+            .await
+            .map_err(|e| e.context(format!("step `snapshot` on {}", t.host())))?;
+        let text = inspect.stdout_str();
+        let json = text.split_once('\n').map_or("", |(_, j)| j);
+        let plan = snapshot::plan(json, &layout.project).map_err(|why| {
+            Error::new(
+                ErrorKind::Conflict,
+                format!("step `snapshot` on {}: {why}", t.host()),
+            )
+        })?;
+        let shown = format!(
+            "docker commit each container to {}:SERVICE; docker cp each volume to {dir}/volumes",
+            snapshot::image_repo(snapshot_id)
+        );
+        let out = t
+            .exec(&snapshot::snapshot_script(&plan, snapshot_id, &dir), None)
+            .await
+            .map_err(|e| e.context(format!("step `snapshot` on {} (`{shown}`)", t.host())))?;
+        if !out.success() {
+            return Err(step_failed(
+                ErrorKind::Io,
+                "snapshot",
+                t.host(),
+                &shown,
+                &out,
+            ));
+        }
+        Ok(SnapshotMade {
+            handle: snapshot::handle(&plan, snapshot_id, &dir),
+            location: Some(format!(
+                "{dir} and images {}",
+                snapshot::image_repo(snapshot_id)
+            )),
+            size_bytes: out.stdout_str().trim().parse().ok(),
+        })
+    }
+
+    /// Remove the snapshot's folder (and any part of it) and its images.
+    async fn delete_snapshot(
+        &self,
+        transport: Arc<dyn Transport>,
+        snapshot_id: &str,
+        _handle: &Value,
+    ) -> Result<()> {
+        let t = &*transport;
+        let dir = snapshot::snapshot_dir(t, snapshot_id)?;
+        let shown = format!(
+            "rm -rf {dir}; docker rmi {}",
+            snapshot::image_repo(snapshot_id)
+        );
+        let out = t
+            .exec(&snapshot::delete_script(snapshot_id, &dir), None)
+            .await?;
+        if !out.success() {
+            return Err(step_failed(
+                ErrorKind::Io,
+                "delete snapshot",
+                t.host(),
+                &shown,
+                &out,
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ComposeSshExtension {
+    /// Run `compose VERB` on the sandbox's stack (the compose command and
+    /// files from the handle, else from the config and the host).
+    async fn stack_step(
+        &self,
+        ctx: &SandboxCtx,
+        cfg: &ComposeConfig,
+        handle: &Value,
+        verb: &str,
+    ) -> Result<()> {
+        let t = &*ctx.transport;
+        let layout = layout(t, &ctx.id)?;
+        let (version, candidates) = self.teardown_plan(t, cfg, handle);
+        let version = match version {
+            Some(v) => v,
+            None => self.compose_version(t, cfg.compose_command).await?,
+        };
+        let Some((main, over)) = candidates.into_iter().next() else {
+            return Err(Error::not_found(format!(
+                "no compose file is known for {} on {}",
+                ctx.id,
+                t.host()
+            )));
+        };
+        let files = [main, over];
+        let compose = Compose {
+            layout: &layout,
+            version,
+            files: &files,
+            env: &cfg.env,
+        };
+        let (script, shown) = compose.script(&[verb]);
+        let out = t
+            .exec(&script, None)
+            .await
+            .map_err(|e| e.context(format!("step `{verb}` on {} (`{shown}`)", t.host())))?;
+        if !out.success() {
+            return Err(step_failed(ErrorKind::Io, verb, t.host(), &shown, &out));
+        }
+        Ok(())
+    }
+}
+
+/// Make and fill the restored project's volumes before `up`.
+async fn restore_volumes(
+    t: &dyn Transport,
+    layout: &Layout,
+    saved: &snapshot::Saved,
+    deadline: tokio::time::Instant,
+) -> Result<()> {
+    if saved.volumes.is_empty() {
+        return Ok(());
+    }
+    let shown = format!(
+        "docker volume create; docker cp - into each from {}/volumes",
+        saved.dir
+    );
+    let script = snapshot::restore_volumes_script(saved, &layout.project);
+    match tokio::time::timeout_at(deadline, t.exec(&script, None)).await {
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "step `restore volumes` on {}: `{shown}` did not finish within the ready timeout",
+                t.host()
+            ),
+        )),
+        Ok(r) => {
+            let out =
+                r.map_err(|e| e.context(format!("step `restore volumes` on {}", t.host())))?;
+            if out.status == snapshot::EXIT_NO_SNAPSHOT {
+                return Err(Error::not_found(format!(
+                    "step `restore volumes` on {}: the snapshot's folder {} is not there",
+                    t.host(),
+                    saved.dir
+                )));
+            }
+            if !out.success() {
+                return Err(step_failed(
+                    ErrorKind::ProvisionFailed,
+                    "restore volumes",
+                    t.host(),
+                    &shown,
+                    &out,
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -607,6 +866,7 @@ async fn bring_up(
     version: ComposeVersion,
     compose_file: &str,
     services: Option<Vec<String>>,
+    restore: Option<&snapshot::Saved>,
     deadline: tokio::time::Instant,
     up_started: &mut bool,
 ) -> Result<Value> {
@@ -643,7 +903,8 @@ async fn bring_up(
         }
     };
     let override_file = override_path(compose_file);
-    let body = override_body(&services, &ctx.id);
+    let images = restore.map(snapshot::Saved::images).unwrap_or_default();
+    let body = override_body(&services, &ctx.id, &images);
     let override_at = Utf8Path::new(&layout.work_dir)
         .join(&override_file)
         .into_string();
@@ -661,7 +922,13 @@ async fn bring_up(
         files: &files,
         ..compose
     };
-    let (script, shown) = compose.script(&["up", "-d"]);
+    // A restore runs the committed images: nothing is built.
+    let up: &[&str] = if restore.is_some() {
+        &["up", "-d", "--no-build"]
+    } else {
+        &["up", "-d"]
+    };
+    let (script, shown) = compose.script(up);
     *up_started = true;
     run_step(t, "compose up", &script, &shown, None, deadline).await?;
     tracing::debug!(sandbox = %ctx.id, host = t.host(), compose = version.as_str(), "compose stack up");
@@ -865,19 +1132,21 @@ fn override_path(compose_file: &str) -> String {
         .into_string()
 }
 
-/// The override: the sandbox label and variable on every service. JSON,
-/// which every compose reads as YAML.
-fn override_body(services: &[String], id: &str) -> String {
+/// The override: the sandbox label and variable on every service, and a
+/// restored service's committed image. JSON, which every compose reads as
+/// YAML.
+fn override_body(services: &[String], id: &str, images: &[(String, String)]) -> String {
     let services: serde_json::Map<String, Value> = services
         .iter()
         .map(|s| {
-            (
-                s.clone(),
-                json!({
-                    "labels": { SANDBOX_LABEL: id },
-                    "environment": { SANDBOX_ENV: id },
-                }),
-            )
+            let mut v = json!({
+                "labels": { SANDBOX_LABEL: id },
+                "environment": { SANDBOX_ENV: id },
+            });
+            if let Some((_, image)) = images.iter().find(|(svc, _)| svc == s) {
+                v["image"] = json!(image);
+            }
+            (s.clone(), v)
         })
         .collect();
     let mut body =
@@ -922,7 +1191,7 @@ mod tests {
 
     #[test]
     fn override_labels_every_service() {
-        let body = override_body(&["web".into(), "db".into()], "sbx-abc");
+        let body = override_body(&["web".into(), "db".into()], "sbx-abc", &[]);
         let v: Value = serde_json::from_str(&body).unwrap();
         for s in ["web", "db"] {
             assert_eq!(v["services"][s]["labels"][SANDBOX_LABEL], "sbx-abc");

@@ -17,7 +17,8 @@ use sandboxer_core::model::new_sandbox_id;
 use sandboxer_core::transport::Transport;
 use sandboxer_core::ErrorKind;
 use sandboxer_ext_compose_ssh::{
-    ComposeSshExtension, COMPOSE_SSH_EXTENSION_ID, OVERRIDE_FILE_NAME, SANDBOX_ENV, SANDBOX_LABEL,
+    ComposeConfig, ComposeSshExtension, COMPOSE_SSH_EXTENSION_ID, OVERRIDE_FILE_NAME, SANDBOX_ENV,
+    SANDBOX_LABEL,
 };
 use sandboxer_testkit::conformance::run_conformance;
 use sandboxer_testkit::testbed::{missing, require_docker, DEFAULT_IMAGE};
@@ -676,4 +677,144 @@ async fn teardown_without_the_work_folder_still_removes_the_stack() {
     std::fs::remove_dir_all(bed.work(&id)).unwrap();
     ext.teardown(&ctx, &handle).await.unwrap();
     assert_clean(&bed, &id);
+}
+
+/// A stack whose page lives in a named volume (written at first start
+/// only), so a file in the volume and one in the container's own
+/// filesystem can both be followed through a snapshot.
+const VOLUME_STACK: &str = r#"services:
+  web:
+    image: sandboxer/busybox:latest
+    init: true
+    command: ["sh", "-c", "[ -f /www/index.html ] || echo first > /www/index.html; exec httpd -f -p 80 -h /www"]
+    volumes:
+      - site:/www
+    ports:
+      - "127.0.0.1::80"
+volumes:
+  site:
+"#;
+
+/// The published port of the sandbox's `web` service.
+fn web_port(ready: &sandboxer_core::extension::ReadyInfo) -> u16 {
+    ready.reachability.ports["web"][0].published
+}
+
+/// Whether `GET /` answers within a second.
+fn serves(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.contains("200 OK").then_some(body)
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
+async fn a_paused_stack_does_not_serve_and_a_restore_keeps_the_container_and_volume_files() {
+    let test = "a_paused_stack_does_not_serve_and_a_restore_keeps_the_container_and_volume_files";
+    docker_ready(test);
+    let bed = Bed::new();
+    let repo = repo_with(bed.dir.path(), "docker-compose.e2e.yml", VOLUME_STACK);
+    let repo = repo.to_string_lossy().into_owned();
+    let ext = ComposeSshExtension::new();
+    let ctx = bed.ctx(&new_sandbox_id(), json!({}), &repo);
+    let handle = ext.provision(&ctx).await.unwrap().handle;
+    let ready = ext.wait_ready(&ctx, &handle, deadline()).await.unwrap();
+    let port = web_port(&ready);
+    assert!(serves(port).unwrap().contains("first"));
+    let c = labelled(&ctx.id).pop().unwrap();
+    docker(&[
+        "exec",
+        &c,
+        "sh",
+        "-c",
+        "echo in-volume > /www/index.html; echo in-container > /etc/marker",
+    ]);
+
+    ext.pause(&ctx, &handle).await.unwrap();
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Paused}}", &c]).trim(),
+        "true"
+    );
+    assert!(serves(port).is_none(), "a paused stack answered");
+    let resumed = ext.resume(&ctx, &handle, deadline()).await.unwrap();
+    assert!(serves(web_port(&resumed)).unwrap().contains("in-volume"));
+
+    // Snapshot a paused stack: it stays paused.
+    ext.pause(&ctx, &handle).await.unwrap();
+    let snap = sandboxer_core::snapshot::new_snapshot_id();
+    let made = ext.snapshot(&ctx, &handle, &snap).await.unwrap();
+    assert!(made.size_bytes.unwrap() > 0, "{made:?}");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Paused}}", &c]).trim(),
+        "true"
+    );
+    ext.teardown(&ctx, &handle).await.unwrap();
+    assert_clean(&bed, &ctx.id);
+
+    // The restore: a new project, the files of both kinds there.
+    let mut again = bed.ctx(&new_sandbox_id(), json!({}), &repo);
+    again.restore = Some(sandboxer_core::extension::Restore {
+        snapshot_id: snap.clone(),
+        handle: made.handle.clone(),
+    });
+    let h2 = ext.provision(&again).await.unwrap().handle;
+    let r2 = ext.wait_ready(&again, &h2, deadline()).await.unwrap();
+    assert!(serves(web_port(&r2)).unwrap().contains("in-volume"));
+    let c2 = labelled(&again.id).pop().unwrap();
+    assert_eq!(
+        docker(&["exec", &c2, "cat", "/etc/marker"]).trim(),
+        "in-container"
+    );
+    ext.teardown(&again, &h2).await.unwrap();
+    assert_clean(&bed, &again.id);
+
+    ext.delete_snapshot(bed.transport.clone(), &snap, &made.handle)
+        .await
+        .unwrap();
+    assert!(docker(&["images", "-q", &format!("sandboxer/{snap}")])
+        .trim()
+        .is_empty());
+    assert!(!bed.data.join("compose-snapshots").join(&snap).exists());
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
+async fn pause_mode_stop_stops_the_containers_and_start_serves_the_same_files() {
+    let test = "pause_mode_stop_stops_the_containers_and_start_serves_the_same_files";
+    docker_ready(test);
+    let bed = Bed::new();
+    let repo = repo_with(bed.dir.path(), "docker-compose.e2e.yml", VOLUME_STACK);
+    let repo = repo.to_string_lossy().into_owned();
+    let ext = ComposeSshExtension::new();
+    let ctx = bed.ctx(
+        &new_sandbox_id(),
+        json!({"pause_mode": "stop", "stop_timeout": "1s"}),
+        &repo,
+    );
+    let handle = ext.provision(&ctx).await.unwrap().handle;
+    ext.wait_ready(&ctx, &handle, deadline()).await.unwrap();
+    let c = labelled(&ctx.id).pop().unwrap();
+    docker(&["exec", &c, "sh", "-c", "echo kept > /www/index.html"]);
+    ext.pause(&ctx, &handle).await.unwrap();
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &c]).trim(),
+        "false"
+    );
+    let resumed = ext.resume(&ctx, &handle, deadline()).await.unwrap();
+    assert!(serves(web_port(&resumed)).unwrap().contains("kept"));
+    ext.teardown(&ctx, &handle).await.unwrap();
+    assert_clean(&bed, &ctx.id);
+    let err =
+        ComposeConfig::from_map(json!({"pause_mode": "freeze"}).as_object().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("`pause_mode` must be"), "{err}");
 }
