@@ -752,16 +752,16 @@ impl Manager {
                 .as_ref()
                 .map(|c| c.price_per_hour)
                 .unwrap_or_default(),
-            restore: sbx.from_snapshot.as_ref().and_then(|snap| {
+            restore: sbx.from_snapshot.as_ref().map(|snap| {
                 // Read when provisioning: a snapshot deleted meanwhile
                 // restores nothing, and the extension says so.
                 let rec = read(self.db.as_ref(), |tx| tx.snapshot(snap))
                     .ok()
                     .flatten();
-                Some(crate::extension::Restore {
+                crate::extension::Restore {
                     snapshot_id: snap.clone(),
                     handle: rec.map(|r| r.backend).unwrap_or_default(),
-                })
+                }
             }),
         }
     }

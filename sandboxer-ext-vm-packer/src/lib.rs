@@ -39,6 +39,17 @@
 //! - **attach mode** (`attach = { host, port, user }`): provision makes
 //!   nothing, ready is the same SSH login check, teardown detaches and
 //!   leaves the VM running.
+//! - **pause / resume** (boot mode): QMP `stop` / `cont` on the VM's QMP
+//!   FIFOs (`qmp.in`/`qmp.out`); resume then logs in as `wait_ready` does.
+//! - **snapshot** (boot mode): QMP `stop`, the memory and device state
+//!   migrated to `DATA/vm-snapshots/SNAP/state` (`migrate` to a `file:`),
+//!   the overlay copied beside it (the disk at that moment), `cont` when
+//!   it was running; made under `.SNAP.partial`, renamed once whole. A
+//!   create from it copies the overlay and starts qemu with `-incoming` on
+//!   the state, so the guest runs on from where it was (its processes and
+//!   memory-backed files included), on a port of its own. The route's
+//!   machine (memory, cpus, accel, kernel, initrd, image, NIC) must be the
+//!   snapshot's.
 //!
 //! Every value that reaches the host's shell is quoted with
 //! [`shell_quote`](sandboxer_core::transport::shell_quote); paths come from
@@ -65,10 +76,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use sandboxer_core::extension::{
-    Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx,
+    Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx, SnapshotMade,
 };
 use sandboxer_core::model::{Port, Reachability, SshTarget};
-use sandboxer_core::transport::{ExecOutput, Transport};
+use sandboxer_core::transport::{shell_quote, ExecOutput, Transport, Utf8PathBuf};
 use sandboxer_core::{Error, ErrorKind, Result};
 
 mod config;
@@ -163,8 +174,8 @@ impl Extension for VmPackerExtension {
             extend: false,
             list_resources: true,
             uses_host: true,
-            pause: false,
-            snapshot: false,
+            pause: true,
+            snapshot: true,
         }
     }
 
@@ -206,7 +217,12 @@ impl Extension for VmPackerExtension {
             forward_address: forward_address(boot, t),
             guest_ssh_port: boot.guest_ssh_port,
             extra_args: boot.qemu_args.clone(),
+            restore: None,
         };
+        let mut plan = plan;
+        if let Some(r) = &ctx.restore {
+            plan.restore = Some(restorable(t, &r.snapshot_id, &r.handle, &plan)?);
+        }
 
         let out = run(
             t,
@@ -220,7 +236,31 @@ impl Extension for VmPackerExtension {
         }
         let used = script::parse_used_ports(&out.stdout_str());
 
-        let launched = self.launch(t, &layout, &plan, boot, &used, deadline).await;
+        let mut launched = self.launch(t, &layout, &plan, boot, &used, deadline).await;
+        if plan.restore.is_some() {
+            if launched.is_ok() {
+                if let Err(e) = run(t, "restore", &script::run_restored_script(&layout), deadline)
+                    .await
+                    .and_then(|out| {
+                        if out.success() {
+                            Ok(())
+                        } else {
+                            Err(Error::new(
+                                ErrorKind::ProvisionFailed,
+                                format!(
+                                    "step `restore` on {}: running the restored VM exited with status {}{}",
+                                    t.host(),
+                                    out.status,
+                                    tail_suffix(&out)
+                                ),
+                            ))
+                        }
+                    })
+                {
+                    launched = Err(e);
+                }
+            }
+        }
         match launched {
             Ok((port, pid)) => {
                 tracing::debug!(sandbox = %ctx.id, host = t.host(), port, pid, "qemu started");
@@ -238,6 +278,7 @@ impl Extension for VmPackerExtension {
                 })
             }
             Err(e) => match remove(t, &layout, boot.stop_timeout).await {
+                Ok(()) if out_of_snapshot(&e) => Err(e),
                 Ok(()) => Err(e),
                 Err(re) => {
                     tracing::warn!(sandbox = %ctx.id, "rollback failed: {re}");
@@ -379,7 +420,8 @@ impl Extension for VmPackerExtension {
     }
 
     /// One `vm` resource per sandbox id with a folder in `DATA/vms` or a
-    /// qemu naming one; running when its qemu runs.
+    /// qemu naming one (running when its qemu runs), and one `vm snapshot`
+    /// per folder (whole or partial) in `DATA/vm-snapshots`.
     async fn list_resources(&self, transport: Arc<dyn Transport>) -> Result<Vec<Resource>> {
         let t = &*transport;
         let root = t.data_dir().join("vms");
@@ -395,8 +437,262 @@ impl Extension for VmPackerExtension {
                 ),
             ));
         }
-        Ok(script::parse_listing(&out.stdout_str(), root.as_str()))
+        let mut found = script::parse_listing(&out.stdout_str(), root.as_str());
+        let snaps = snapshots_root(t);
+        let out = t
+            .exec(
+                &format!(
+                    "cd {} 2>/dev/null || exit 0\nfor _s in snap-* .snap-*.partial; do [ -d \"$_s\" ] && echo \"$_s\"; done\nexit 0\n",
+                    shell_quote(snaps.as_str())
+                ),
+                None,
+            )
+            .await?;
+        for name in out.stdout_str().lines() {
+            let id = name.trim_start_matches('.').trim_end_matches(".partial");
+            if sandboxer_core::snapshot::is_snapshot_id(id) {
+                found.push(Resource {
+                    sandbox_id: id.to_string(),
+                    kind: SNAPSHOT_RESOURCE_KIND.to_string(),
+                    name: snaps.join(name).into_string(),
+                    running: false,
+                });
+            }
+        }
+        Ok(found)
     }
+
+    /// QMP `stop`: the guest's CPUs halt, its memory stays.
+    async fn pause(&self, ctx: &SandboxCtx, handle: &Value) -> Result<()> {
+        let layout = booted(ctx, handle, "pause")?;
+        qmp_step(&*ctx.transport, &layout, "stop").await
+    }
+
+    /// QMP `cont`, then the readiness login.
+    async fn resume(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &Value,
+        deadline: tokio::time::Instant,
+    ) -> Result<ReadyInfo> {
+        let layout = booted(ctx, handle, "resume")?;
+        qmp_step(&*ctx.transport, &layout, "cont").await?;
+        self.wait_ready(ctx, handle, deadline).await
+    }
+
+    /// Save memory, devices and disk (see the crate docs).
+    async fn snapshot(
+        &self,
+        ctx: &SandboxCtx,
+        handle: &Value,
+        snapshot_id: &str,
+    ) -> Result<SnapshotMade> {
+        let layout = booted(ctx, handle, "snapshot")?;
+        let cfg = VmConfig::from_map(&ctx.config)?;
+        let Mode::Boot(boot) = &cfg.mode else {
+            return Err(Error::unsupported(
+                "an attached VM is not sandboxer's to snapshot",
+            ));
+        };
+        let t = &*ctx.transport;
+        let dir = snapshot_dir(t, snapshot_id)?;
+        let partial = dir.with_file_name(format!(".{snapshot_id}.partial"));
+        let data = t.data_dir();
+        let machine = machine(boot, data);
+        let has_disk = boot.image.is_some();
+        let out = t
+            .exec(
+                &script::snapshot_script(&layout, dir.as_str(), partial.as_str(), has_disk),
+                None,
+            )
+            .await
+            .map_err(|e| e.context(format!("step `snapshot` on {}", t.host())))?;
+        if !out.success() {
+            return Err(Error::new(
+                if out.status == script::EXIT_NO_QMP {
+                    ErrorKind::Unsupported
+                } else {
+                    ErrorKind::Io
+                },
+                format!(
+                    "step `snapshot` on {}: saving the VM of {} to {dir} exited with status {}{}",
+                    t.host(),
+                    ctx.id,
+                    out.status,
+                    tail_suffix(&out)
+                ),
+            ));
+        }
+        Ok(SnapshotMade {
+            handle: json!({ "dir": dir, "machine": machine }),
+            location: Some(dir.into_string()),
+            size_bytes: out.stdout_str().trim().parse().ok(),
+        })
+    }
+
+    /// Remove the snapshot's folder and any part of it.
+    async fn delete_snapshot(
+        &self,
+        transport: Arc<dyn Transport>,
+        snapshot_id: &str,
+        _handle: &Value,
+    ) -> Result<()> {
+        let t = &*transport;
+        let dir = snapshot_dir(t, snapshot_id)?;
+        let partial = dir.with_file_name(format!(".{snapshot_id}.partial"));
+        let out = t
+            .exec(
+                &format!(
+                    "rm -rf {} {}",
+                    shell_quote(dir.as_str()),
+                    shell_quote(partial.as_str())
+                ),
+                None,
+            )
+            .await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "removing snapshot {dir} on {} exited with status {}{}",
+                    t.host(),
+                    out.status,
+                    tail_suffix(&out)
+                ),
+            ))
+        }
+    }
+}
+
+/// The `kind` of a snapshot folder found on a host.
+pub const SNAPSHOT_RESOURCE_KIND: &str = "vm snapshot";
+
+fn snapshots_root(t: &dyn Transport) -> Utf8PathBuf {
+    t.data_dir().join("vm-snapshots")
+}
+
+/// `DATA/vm-snapshots/SNAP`, for a well-formed snapshot id only. qemu
+/// takes it in a `file:` migration URI, where a comma ends the path.
+fn snapshot_dir(t: &dyn Transport, snap: &str) -> Result<Utf8PathBuf> {
+    if !sandboxer_core::snapshot::is_snapshot_id(snap) {
+        return Err(Error::invalid_input(format!(
+            "`{snap}` is not a snapshot id"
+        )));
+    }
+    let root = snapshots_root(t);
+    if root.as_str().contains(',') {
+        return Err(Error::invalid_config(format!(
+            "the data folder {} of {} has a comma, which qemu's migration URIs cannot carry",
+            t.data_dir(),
+            t.host()
+        ))
+        .with_hint("give the host a data folder without a comma to snapshot VMs there"));
+    }
+    Ok(root.join(snap))
+}
+
+/// What the guest sees of the machine: a restore must give it the same.
+fn machine(boot: &BootConfig, data: &sandboxer_core::transport::Utf8Path) -> Value {
+    json!({
+        "memory_mb": boot.memory_mb,
+        "cpus": boot.cpus,
+        "accel": boot.accel.as_str(),
+        "kernel": boot.kernel.as_deref().map(|k| boot.resolve(data, k)),
+        "initrd": boot.initrd.as_deref().map(|i| boot.resolve(data, i)),
+        "image": boot.image.as_deref().map(|i| boot.resolve(data, i)),
+        "append": boot.append,
+        "nic_model": boot.nic_model,
+    })
+}
+
+/// The snapshot folder to restore from, after checking that the route's
+/// machine is the snapshot's.
+fn restorable(t: &dyn Transport, snap: &str, handle: &Value, plan: &Plan) -> Result<String> {
+    let dir = snapshot_dir(t, snap)?;
+    if handle.get("dir").and_then(Value::as_str) != Some(dir.as_str()) {
+        return Err(Error::not_found(format!(
+            "snapshot {snap} is not a VM snapshot on {}",
+            t.host()
+        )));
+    }
+    let want = &handle["machine"];
+    let have = json!({
+        "memory_mb": plan.memory_mb,
+        "cpus": plan.cpus,
+        "accel": plan.accel.as_str(),
+        "kernel": plan.kernel,
+        "initrd": plan.initrd,
+        "image": plan.base,
+        "append": plan.append,
+        "nic_model": plan.nic_model,
+    });
+    if want != &have {
+        let differs: Vec<String> = have
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| want.get(k.as_str()) != Some(v))
+            .map(|(k, v)| {
+                format!(
+                    "{k} is {v} (the snapshot's: {})",
+                    want.get(k.as_str()).unwrap_or(&Value::Null)
+                )
+            })
+            .collect();
+        return Err(Error::invalid_config(format!(
+            "snapshot {snap} cannot be restored on this route's machine: {}",
+            differs.join(", ")
+        ))
+        .with_hint("restore a VM snapshot with the route config it was taken with"));
+    }
+    Ok(dir.into_string())
+}
+
+/// Whether a provision failed for want of its snapshot (nothing to add).
+fn out_of_snapshot(e: &Error) -> bool {
+    e.kind() == ErrorKind::NotFound
+}
+
+/// The layout of a booted VM; an attached one cannot `what`.
+fn booted(ctx: &SandboxCtx, handle: &Value, what: &str) -> Result<Layout> {
+    if handle.get("mode").and_then(Value::as_str) == Some("attach")
+        || matches!(
+            VmConfig::from_map(&ctx.config).map(|c| c.mode),
+            Ok(Mode::Attach(_))
+        )
+    {
+        return Err(Error::unsupported(format!(
+            "an attached VM is not sandboxer's to {what}"
+        )));
+    }
+    layout(&*ctx.transport, &ctx.id)
+}
+
+/// QMP `stop` or `cont`.
+async fn qmp_step(t: &dyn Transport, layout: &Layout, execute: &str) -> Result<()> {
+    let out = t
+        .exec(&script::run_state_script(layout, execute), None)
+        .await
+        .map_err(|e| e.context(format!("step `{execute}` on {}", t.host())))?;
+    if out.success() {
+        return Ok(());
+    }
+    let kind = match out.status {
+        script::EXIT_NO_QMP => ErrorKind::Unsupported,
+        _ => ErrorKind::Io,
+    };
+    Err(Error::new(
+        kind,
+        format!(
+            "step `{execute}` on {}: QMP `{execute}` of {} exited with status {}{}",
+            t.host(),
+            layout.id,
+            out.status,
+            tail_suffix(&out)
+        ),
+    ))
 }
 
 impl VmPackerExtension {

@@ -49,7 +49,23 @@ pub mod files {
     pub const MONITOR_OUT: &str = "monitor.out";
     /// Prefix of the monitor FIFOs (qemu's `-chardev pipe,path=`).
     pub const MONITOR: &str = "monitor";
+    /// Prefix of the QMP FIFOs (pause, resume, snapshot).
+    pub const QMP: &str = "qmp";
+    /// QMP's input FIFO.
+    pub const QMP_IN: &str = "qmp.in";
+    /// QMP's output FIFO.
+    pub const QMP_OUT: &str = "qmp.out";
+    /// In a snapshot folder: the VM's memory and device state (qemu's
+    /// migration stream).
+    pub const STATE: &str = "state";
 }
+
+/// QMP's FIFOs are missing: the VM was started by a release without them.
+pub const EXIT_NO_QMP: i32 = 49;
+/// A QMP command answered an error (the answer is on stdout).
+pub const EXIT_QMP_ERROR: i32 = 50;
+/// The snapshot to restore is not on the host.
+pub const EXIT_NO_SNAPSHOT: i32 = 51;
 
 /// Lines of qemu's log and of the console kept in an error.
 pub const TAIL_LINES: usize = 20;
@@ -106,6 +122,9 @@ pub struct Plan {
     pub forward_address: String,
     pub guest_ssh_port: u16,
     pub extra_args: Vec<String>,
+    /// A restore: the snapshot folder whose disk the overlay is copied from
+    /// and whose state qemu loads (`-incoming`).
+    pub restore: Option<String>,
 }
 
 /// Shell functions every script here uses. `_runs PID`: the process exists
@@ -164,15 +183,28 @@ pub fn prepare_script(layout: &Layout, plan: &Plan) -> String {
          mkdir \"$D\" 2>/dev/null || {{ [ -e \"$D\" ] && exit {EXIT_EXISTS}; mkdir \"$D\" || exit 1; }}\n\
          _fail() {{ rm -rf \"$D\"; exit \"$1\"; }}\n"
     ));
-    if let Some(base) = &plan.base {
+    if let Some(snap) = &plan.restore {
         s.push_str(&format!(
+            "[ -f {st} ] || {{ printf '%s\\n' \"snapshot not found: \"{sd} >&2; _fail {EXIT_NO_SNAPSHOT}; }}\n",
+            st = shell_quote(&Utf8Path::new(snap).join(files::STATE).into_string()),
+            sd = shell_quote(snap),
+        ));
+    }
+    match (&plan.base, &plan.restore) {
+        (Some(_), Some(snap)) => s.push_str(&format!(
+            "cp --sparse=always {src} \"$D/{ov}\" >&2 || _fail {EXIT_OVERLAY}\n",
+            src = shell_quote(&Utf8Path::new(snap).join(files::OVERLAY).into_string()),
+            ov = files::OVERLAY
+        )),
+        (Some(base), None) => s.push_str(&format!(
             "qemu-img create -q -f qcow2 -b {b} -F qcow2 \"$D/{ov}\" >&2 || _fail {EXIT_OVERLAY}\n",
             b = shell_quote(base),
             ov = files::OVERLAY
-        ));
+        )),
+        (None, _) => {}
     }
     s.push_str(&format!(
-        "mkfifo \"$D/{mi}\" \"$D/{mo}\" || _fail 1\n\
+        "mkfifo \"$D/{mi}\" \"$D/{mo}\" \"$D/{qi}\" \"$D/{qo}\" || _fail 1\n\
          : > \"$D/{con}\" || _fail 1\n\
          for f in /proc/net/tcp /proc/net/tcp6; do\n\
          \x20 [ -r \"$f\" ] || continue\n\
@@ -188,6 +220,8 @@ pub fn prepare_script(layout: &Layout, plan: &Plan) -> String {
          exit 0\n",
         mi = files::MONITOR_IN,
         mo = files::MONITOR_OUT,
+        qi = files::QMP_IN,
+        qo = files::QMP_OUT,
         con = files::CONSOLE_LOG,
         port = files::PORT,
     ));
@@ -245,8 +279,131 @@ pub fn qemu_args(layout: &Layout, plan: &Plan, port: u16) -> Vec<String> {
         "-mon",
         "chardev=monitor,mode=readline",
     ]);
+    let qmp = format!("pipe,id=qmp,path={}", opt_value(&layout.file(files::QMP)));
+    push(&["-chardev", &qmp, "-mon", "chardev=qmp,mode=control"]);
+    if let Some(snap) = &plan.restore {
+        // The memory and device state of the snapshot; the VM runs on from
+        // it once loaded.
+        let state = Utf8Path::new(snap).join(files::STATE);
+        push(&["-incoming", &format!("file:{state}")]);
+    }
     a.extend(plan.extra_args.iter().cloned());
     a
+}
+
+/// The shell function `_qmp EXECUTE [ARGUMENTS]` (after `D` is set): send
+/// one QMP command (with an id of this script's own, so no answer left in
+/// the FIFO by another is taken for it) and print its answer line, read
+/// with the shell's `read` a byte at a time (nothing after it is taken
+/// from the FIFO; awk would wait for a whole block). Its status is 1 when
+/// no answer came within 30 s, [`EXIT_QMP_ERROR`] when the answer is an
+/// error. Exits [`EXIT_NO_QMP`] when the VM has no QMP FIFOs.
+/// Capabilities are negotiated first (answered once, then an error that is
+/// ignored).
+pub fn qmp_prelude() -> String {
+    format!(
+        r#"[ -p "$D/{qi}" ] && [ -p "$D/{qo}" ] || {{ echo "no QMP in $D (a VM started by an older release)" >&2; exit {EXIT_NO_QMP}; }}
+exec 3<"$D/{qo}" 4>"$D/{qi}" || exit 1
+printf '%s\n' '{{"execute":"qmp_capabilities"}}' >&4 || exit 1
+_qn=0
+_qmp() {{
+  _qn=$((_qn + 1))
+  _id="sandboxer-$$-$_qn"
+  if [ -n "${{2:-}}" ]; then
+    printf '{{"execute":"%s","arguments":%s,"id":"%s"}}\n' "$1" "$2" "$_id" >&4 || return 1
+  else
+    printf '{{"execute":"%s","id":"%s"}}\n' "$1" "$_id" >&4 || return 1
+  fi
+  _a=$(timeout 30 sh -c 'while IFS= read -r _l; do case "$_l" in *"$1"*) printf "%s\n" "$_l"; exit 0 ;; esac; done; exit 1' sh "\"$_id\"" <&3) || return 1
+  [ -n "$_a" ] || return 1
+  printf '%s\n' "$_a"
+  case "$_a" in *'"error"'*) return {EXIT_QMP_ERROR} ;; esac
+  return 0
+}}
+"#,
+        qi = files::QMP_IN,
+        qo = files::QMP_OUT,
+    )
+}
+
+/// After a restored VM's launch: wait (up to 60 s) until qemu has loaded
+/// the snapshot's state, then run the guest (`cont`; a snapshot records
+/// the VM as paused, and qemu keeps a loaded VM the way it was recorded).
+pub fn run_restored_script(layout: &Layout) -> String {
+    format!(
+        r#"{PRELUDE}D={d}
+{prelude}_t=0
+while :; do
+  _s=$(_qmp query-status) || exit 1
+  case "$_s" in *'"inmigrate"'*) ;; *) break ;; esac
+  [ "$_t" -lt 3000 ] || {{ echo "qemu did not load the snapshot in 60 s: $_s" >&2; exit 1; }}
+  _nap
+done
+case "$_s" in *'"running": true'*) exit 0 ;; esac
+_qmp cont >/dev/null
+"#,
+        d = shell_quote(&layout.vm_dir),
+        prelude = qmp_prelude(),
+    )
+}
+
+/// Stop (`stop`) or continue (`cont`) the VM's CPUs through QMP.
+pub fn run_state_script(layout: &Layout, execute: &str) -> String {
+    format!(
+        "D={d}\n{prelude}_qmp {cmd} >/dev/null || exit $?\n",
+        d = shell_quote(&layout.vm_dir),
+        prelude = qmp_prelude(),
+        cmd = shell_quote(execute),
+    )
+}
+
+/// Save the VM into `snap` (made as `partial`, renamed once whole): stop
+/// its CPUs, migrate its memory and device state to `snap/state`, copy its
+/// overlay (the disk as of that moment), run it again when it was running,
+/// and print the bytes kept. On failure the partial folder is removed and
+/// a VM that ran runs again.
+pub fn snapshot_script(layout: &Layout, snap: &str, partial: &str, has_disk: bool) -> String {
+    let state = Utf8Path::new(partial).join(files::STATE);
+    let migrate = serde_json::json!({ "uri": format!("file:{state}") }).to_string();
+    let disk = if has_disk {
+        format!(
+            "cp --sparse=always \"$D/{ov}\" \"$T/{ov}\" || _fail\n",
+            ov = files::OVERLAY
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"{PRELUDE}D={d}
+S={s}
+T={t}
+{prelude}_ran=0
+_fail() {{ rm -rf "$T"; [ "$_ran" = 1 ] && _qmp cont >/dev/null; exit 1; }}
+_st=$(_qmp query-status) || exit 1
+case "$_st" in *'"running": true'*) _ran=1 ;; esac
+rm -rf "$T" && mkdir -p "$T" || exit 1
+_qmp stop >/dev/null || _fail
+_qmp migrate {migrate} >&2 || _fail
+_t=0
+while :; do
+  _m=$(_qmp query-migrate) || _fail
+  case "$_m" in
+    *'"completed"'*) break ;;
+    *'"failed"'*|*'"cancelled"'*) echo "migration to the snapshot failed: $_m" >&2; _fail ;;
+  esac
+  [ "$_t" -lt 3000 ] || {{ echo "migration to the snapshot did not finish in 60 s: $_m" >&2; _fail; }}
+  _nap
+done
+{disk}if [ "$_ran" = 1 ]; then _qmp cont >/dev/null || _fail; fi
+mv "$T" "$S" || _fail
+du -sk "$S" | cut -f1 | {{ read -r _k; echo $((_k * 1024)); }}
+"#,
+        d = shell_quote(&layout.vm_dir),
+        s = shell_quote(snap),
+        t = shell_quote(partial),
+        prelude = qmp_prelude(),
+        migrate = shell_quote(&migrate),
+    )
 }
 
 /// Claim `port`, start qemu detached (`-daemonize`: the launch returns once
@@ -544,6 +701,7 @@ mod tests {
             forward_address: "127.0.0.2".into(),
             guest_ssh_port: 22,
             extra_args: vec!["-cpu".into(), "max".into()],
+            restore: None,
         }
     }
 

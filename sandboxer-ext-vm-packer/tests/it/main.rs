@@ -651,3 +651,98 @@ fn the_profile_and_the_template_agree() {
         "the template's vm_name default is not the profile's image {image}"
     );
 }
+
+/// Run `command` in the VM over SSH at `target` (the image's key); its
+/// output.
+async fn in_vm(image: &Image, target: &sandboxer_core::model::SshTarget, command: &str) -> String {
+    let login = sandboxer_ext_vm_packer::ssh::SshLogin {
+        host: target.host.clone(),
+        port: target.port,
+        user: target.user.clone(),
+    };
+    let auth = sandboxer_ext_vm_packer::ssh::SshAuth::KeyFile(image.key().into());
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    sandboxer_ext_vm_packer::ssh::login_attempt(&login, &auth, command, until)
+        .await
+        .unwrap_or_else(|why| {
+            panic!(
+                "`{command}` in the VM at {}:{}: {why}",
+                target.host, target.port
+            )
+        })
+        .output
+}
+
+/// The issue's check of a VM snapshot: a marker in a memory-backed
+/// filesystem and a process started before the snapshot are there after
+/// the restore, reached over SSH on the restored VM's own port.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed: scripts/testbed up, then source .testbed/env"
+)]
+async fn a_restored_vm_runs_on_with_its_memory_files_and_processes() {
+    let image = require_vm("a_restored_vm_runs_on_with_its_memory_files_and_processes");
+    let _vm = vm_lock();
+    let bed = Bed::new();
+    let ext = VmPackerExtension::new();
+    let ready_by = || tokio::time::Instant::now() + READY_TIMEOUT;
+    let ctx = bed.ctx(&new_sandbox_id(), image.config());
+    let h = ext.provision(&ctx).await.unwrap().handle;
+    let r = ext.wait_ready(&ctx, &h, ready_by()).await.unwrap();
+    let h = r.handle.unwrap_or(h);
+    let ssh = r.reachability.ssh.unwrap();
+    let started = in_vm(
+        &image,
+        &ssh,
+        "mkdir -p /mnt/ram && mount -t tmpfs tmpfs /mnt/ram && echo marker-in-ram > /mnt/ram/marker \
+         && { sleep 100000 </dev/null >/dev/null 2>&1 & echo $! > /mnt/ram/sleeper.pid; } \
+         && cat /mnt/ram/sleeper.pid",
+    )
+    .await;
+    let sleeper: u32 = started.trim().parse().unwrap();
+
+    // Paused, then saved: the snapshot of a paused VM leaves it paused.
+    ext.pause(&ctx, &h).await.unwrap();
+    let snap = sandboxer_core::snapshot::new_snapshot_id();
+    let made = ext.snapshot(&ctx, &h, &snap).await.unwrap();
+    assert!(made.size_bytes.unwrap() > 0, "{made:?}");
+    let resumed = ext.resume(&ctx, &h, ready_by()).await.unwrap();
+    assert_eq!(resumed.reachability.ssh.as_ref().unwrap().port, ssh.port);
+    ext.teardown(&ctx, &h).await.unwrap();
+
+    let mut again = bed.ctx(&new_sandbox_id(), image.config());
+    again.restore = Some(sandboxer_core::extension::Restore {
+        snapshot_id: snap.clone(),
+        handle: made.handle.clone(),
+    });
+    let h2 = ext.provision(&again).await.unwrap().handle;
+    let r2 = ext.wait_ready(&again, &h2, ready_by()).await.unwrap();
+    let ssh2 = r2.reachability.ssh.clone().unwrap();
+    assert_ne!(ssh2.port, ssh.port, "the restored VM has a port of its own");
+    let seen = in_vm(
+        &image,
+        &ssh2,
+        &format!("cat /mnt/ram/marker; kill -0 {sleeper} && echo sleeper-alive"),
+    )
+    .await;
+    assert_eq!(seen, "marker-in-ram\nsleeper-alive");
+    ext.teardown(&again, &r2.handle.unwrap_or(h2))
+        .await
+        .unwrap();
+
+    // A route whose machine differs cannot restore it.
+    let mut other = image.config();
+    other["memory_mb"] = json!(384);
+    let mut wrong = bed.ctx(&new_sandbox_id(), other);
+    wrong.restore = again.restore.clone();
+    let err = ext.provision(&wrong).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("memory_mb is 384"), "{err}");
+
+    ext.delete_snapshot(bed.transport.clone(), &snap, &made.handle)
+        .await
+        .unwrap();
+    assert!(!bed.data.join("vm-snapshots").join(&snap).exists());
+    assert!(pids_naming(&bed.data.display().to_string()).is_empty());
+}
