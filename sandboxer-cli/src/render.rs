@@ -596,23 +596,6 @@ pub fn check(r: &sandboxer_credits::CheckReport) -> String {
     o
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_use_the_unit_that_fits() {
-        assert_eq!(gib(51.0 * 1024.0 * 1024.0), "51.0 MiB");
-        assert_eq!(gib(23.0 * (1u64 << 30) as f64), "23.0 GiB");
-        assert_eq!(gib(512.0), "512 B");
-        let line = telemetry_line(&serde_json::json!({
-            "cpus": 2, "disk_free_bytes": 53_477_376u64
-        }));
-        let line = line.unwrap();
-        assert!(line.contains("disk 51.0 MiB free"), "{line}");
-    }
-}
-
 /// `snapshot`, `snapshots get` and `snapshots delete` for people.
 pub fn snapshot_summary(s: &sandboxer_core::snapshot::Snapshot) -> String {
     let mut o = String::new();
@@ -672,4 +655,21 @@ pub fn snapshot_table(list: &[sandboxer_core::snapshot::Snapshot]) -> String {
         ],
         &rows,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_the_unit_that_fits() {
+        assert_eq!(gib(51.0 * 1024.0 * 1024.0), "51.0 MiB");
+        assert_eq!(gib(23.0 * (1u64 << 30) as f64), "23.0 GiB");
+        assert_eq!(gib(512.0), "512 B");
+        let line = telemetry_line(&serde_json::json!({
+            "cpus": 2, "disk_free_bytes": 53_477_376u64
+        }));
+        let line = line.unwrap();
+        assert!(line.contains("disk 51.0 MiB free"), "{line}");
+    }
 }

@@ -237,28 +237,32 @@ impl Extension for VmPackerExtension {
         let used = script::parse_used_ports(&out.stdout_str());
 
         let mut launched = self.launch(t, &layout, &plan, boot, &used, deadline).await;
-        if plan.restore.is_some() {
-            if launched.is_ok() {
-                if let Err(e) = run(t, "restore", &script::run_restored_script(&layout), deadline)
-                    .await
-                    .and_then(|out| {
-                        if out.success() {
-                            Ok(())
-                        } else {
-                            Err(Error::new(
-                                ErrorKind::ProvisionFailed,
-                                format!(
-                                    "step `restore` on {}: running the restored VM exited with status {}{}",
-                                    t.host(),
-                                    out.status,
-                                    tail_suffix(&out)
-                                ),
-                            ))
-                        }
-                    })
-                {
-                    launched = Err(e);
+        if plan.restore.is_some() && launched.is_ok() {
+            // qemu loads the saved state, then the guest is run.
+            let ran = run(
+                t,
+                "restore",
+                &script::run_restored_script(&layout),
+                deadline,
+            )
+            .await;
+            let ran = ran.and_then(|out| {
+                if out.success() {
+                    Ok(())
+                } else {
+                    Err(Error::new(
+                        ErrorKind::ProvisionFailed,
+                        format!(
+                            "step `restore` on {}: running the restored VM exited with status {}{}",
+                            t.host(),
+                            out.status,
+                            tail_suffix(&out)
+                        ),
+                    ))
                 }
+            });
+            if let Err(e) = ran {
+                launched = Err(e);
             }
         }
         match launched {

@@ -264,7 +264,7 @@ async fn a_paused_sandbox_pays_its_run_at_pause_and_only_the_paused_price_while_
         Some(fx.clock.now() + chrono::Duration::hours(1)),
         "a paused sandbox's deadline is the end of its paused retention"
     );
-    assert_eq!(fx.ext.paused.lock().unwrap().as_slice(), [id.clone()]);
+    assert_eq!(*fx.ext.paused.lock().unwrap(), vec![id.clone()]);
     // 100 s of running paid; an hour of the paused price held.
     let acc = fx.ledger.balance(&fx.actor).unwrap();
     assert_eq!((acc.spent, acc.held), (c("0.1"), c("0.36")));
@@ -338,8 +338,8 @@ async fn a_resume_the_credits_cannot_cover_is_refused_and_leaves_it_paused_with_
     assert_eq!(fx.entries(&id), before, "a refused resume writes no entry");
     assert_eq!(fx.ledger.balance(&fx.actor).unwrap(), held_before);
     assert_eq!(
-        fx.ext.paused.lock().unwrap().as_slice(),
-        [id.clone()],
+        *fx.ext.paused.lock().unwrap(),
+        vec![id.clone()],
         "nothing resumed"
     );
     // The 100 s it had left are affordable.
@@ -588,8 +588,8 @@ async fn the_reaper_fails_a_snapshot_whose_maker_died_and_removes_unrecorded_one
         SnapshotState::Failed
     );
     assert_eq!(
-        fx.ext.snapshots.lock().unwrap().as_slice(),
-        [snap.id.clone()],
+        *fx.ext.snapshots.lock().unwrap(),
+        vec![snap.id.clone()],
         "only the good snapshot is left"
     );
 }

@@ -77,6 +77,14 @@ pub(crate) fn record_from(public: &str, backend: Option<&str>) -> Result<Sandbox
     Ok(s)
 }
 
+/// Whether a stored snapshot state is one of `states` (all when empty).
+pub(crate) fn wanted_state(
+    state: &str,
+    states: &[sandboxer_core::snapshot::SnapshotState],
+) -> bool {
+    states.is_empty() || states.iter().any(|s| s.as_str() == state)
+}
+
 #[cfg(test)]
 mod tests {
     use sandboxer_core::lifecycle::State;
@@ -95,12 +103,4 @@ mod tests {
             assert_eq!(STATE_ENDED.contains(&quoted), s.is_terminal(), "{s}");
         }
     }
-}
-
-/// Whether a stored snapshot state is one of `states` (all when empty).
-pub(crate) fn wanted_state(
-    state: &str,
-    states: &[sandboxer_core::snapshot::SnapshotState],
-) -> bool {
-    states.is_empty() || states.iter().any(|s| s.as_str() == state)
 }
