@@ -98,6 +98,7 @@ struct Counts {
     idempotency_keys: u64,
     events_waiting: u64,
     uploads: u64,
+    snapshots: u64,
     tokens: u64,
     ledger_entries: u64,
 }
@@ -117,6 +118,7 @@ fn counts(db: &dyn Db) -> Result<Counts> {
             idempotency_keys: tx.idempotency_keys()?.len() as u64,
             events_waiting: tx.outbox_depth()?,
             uploads: tx.uploads(None)?.len() as u64,
+            snapshots: tx.snapshots(None, &[])?.len() as u64,
             tokens: tx.tokens()?.len() as u64,
             ledger_entries,
         })
@@ -135,12 +137,13 @@ fn info(env: &Env, json: bool) -> Result<i32> {
         }));
     } else {
         out(&format!(
-            "database        {}\nschema version  {version}\nrecords         {}\nidempotency     {}\nevents waiting  {}\nuploads         {}\ntokens          {}\nledger entries  {}",
+            "database        {}\nschema version  {version}\nrecords         {}\nidempotency     {}\nevents waiting  {}\nuploads         {}\nsnapshots       {}\ntokens          {}\nledger entries  {}",
             db.location(),
             c.records,
             c.idempotency_keys,
             c.events_waiting,
             c.uploads,
+            c.snapshots,
             c.tokens,
             c.ledger_entries
         ));
@@ -174,7 +177,7 @@ fn copy(env: &Env, to: &str, json: bool) -> Result<i32> {
         ));
     }
     // Everything is read in one read transaction (one consistent state)...
-    let (records, keys, events, uploads, tokens, entries, accounts, holds) =
+    let (records, keys, events, uploads, snapshots, tokens, entries, accounts, holds) =
         read(src.as_ref(), |tx| {
             let mut records = Vec::new();
             let mut q = sandboxer_core::store::db::ListQuery {
@@ -205,6 +208,7 @@ fn copy(env: &Env, to: &str, json: bool) -> Result<i32> {
                 tx.idempotency_keys()?,
                 tx.outbox(usize::MAX)?,
                 tx.uploads(None)?,
+                tx.snapshots(None, &[])?,
                 tx.tokens()?,
                 entries,
                 tx.all_derived(Derived::Accounts)?,
@@ -231,6 +235,9 @@ fn copy(env: &Env, to: &str, json: bool) -> Result<i32> {
         }
         for u in &uploads {
             tx.put_upload(u)?;
+        }
+        for snap in &snapshots {
+            tx.put_snapshot(snap)?;
         }
         for t in &tokens {
             tx.put_token(t)?;
@@ -267,11 +274,12 @@ fn copy(env: &Env, to: &str, json: bool) -> Result<i32> {
         }));
     } else {
         out(&format!(
-            "copied {} records, {} idempotency keys, {} waiting events, {} uploads, {} tokens and {} ledger entries from {} to {}\nuse it with: export SANDBOXER_DATABASE_URL='{}'",
+            "copied {} records, {} idempotency keys, {} waiting events, {} uploads, {} snapshots, {} tokens and {} ledger entries from {} to {}\nuse it with: export SANDBOXER_DATABASE_URL='{}'",
             into.records,
             into.idempotency_keys,
             into.events_waiting,
             into.uploads,
+            into.snapshots,
             into.tokens,
             into.ledger_entries,
             src.location(),

@@ -30,10 +30,13 @@
 //!   the id alone (a lost handle, compose v1 or v2).
 //! - **list_resources**: compose projects (containers labelled with a
 //!   sandbox id), work folders without containers, and snapshots.
-//! - **pause / resume**: `compose pause` / `unpause` (the processes frozen,
-//!   their memory kept), or with the route config `pause_mode = "stop"`,
-//!   `compose stop` / `start` (the memory freed; processes start over, the
-//!   files stay); resume then waits for readiness as `wait_ready` does.
+//! - **pause / resume**: `docker pause` / `unpause` of the stack's
+//!   containers, as `compose pause` does (the processes frozen by the
+//!   cgroup freezer, their memory kept), or with the route config
+//!   `pause_mode = "stop"`, `docker stop` / `start` as `compose stop` does
+//!   (the memory freed; processes start over, the files stay); resume then
+//!   waits for readiness as `wait_ready` does. One `docker` command each,
+//!   by label: compose's own start-up would cost more than the step.
 //! - **snapshot**: every service's container committed to an image
 //!   `sandboxer/SNAP:SERVICE`, every named volume of the project archived
 //!   with `docker cp` into `DATA/compose-snapshots/SNAP/volumes/` (made
@@ -638,7 +641,8 @@ impl Extension for ComposeSshExtension {
             PauseMode::Pause => "pause",
             PauseMode::Stop => "stop",
         };
-        self.stack_step(ctx, &cfg, handle, verb).await
+        let _ = handle;
+        self.stack_step(ctx, &cfg, verb).await
     }
 
     /// `compose unpause` (or `start`), then readiness as in `wait_ready`.
@@ -653,7 +657,7 @@ impl Extension for ComposeSshExtension {
             PauseMode::Pause => "unpause",
             PauseMode::Stop => "start",
         };
-        self.stack_step(ctx, &cfg, handle, verb).await?;
+        self.stack_step(ctx, &cfg, verb).await?;
         self.wait_ready(ctx, handle, deadline).await
     }
 
@@ -738,41 +742,31 @@ impl Extension for ComposeSshExtension {
 }
 
 impl ComposeSshExtension {
-    /// Run `compose VERB` on the sandbox's stack (the compose command and
-    /// files from the handle, else from the config and the host).
-    async fn stack_step(
-        &self,
-        ctx: &SandboxCtx,
-        cfg: &ComposeConfig,
-        handle: &Value,
-        verb: &str,
-    ) -> Result<()> {
+    /// `docker pause|unpause|stop|start` of the stack's containers (those
+    /// labelled with the sandbox id) in the state that step applies to, so
+    /// asking twice is fine: what compose's `pause`, `unpause`, `stop` and
+    /// `start` do, without compose's own start-up (a few hundred ms per
+    /// command), which dominated a resume. No container at all is
+    /// `NotFound`.
+    async fn stack_step(&self, ctx: &SandboxCtx, cfg: &ComposeConfig, verb: &str) -> Result<()> {
         let t = &*ctx.transport;
         let layout = layout(t, &ctx.id)?;
-        let (version, candidates) = self.teardown_plan(t, cfg, handle);
-        let version = match version {
-            Some(v) => v,
-            None => self.compose_version(t, cfg.compose_command).await?,
-        };
-        let Some((main, over)) = candidates.into_iter().next() else {
-            return Err(Error::not_found(format!(
-                "no compose file is known for {} on {}",
-                ctx.id,
-                t.host()
-            )));
-        };
-        let files = [main, over];
-        let compose = Compose {
-            layout: &layout,
-            version,
-            files: &files,
-            env: &cfg.env,
-        };
-        let (script, shown) = compose.script(&[verb]);
+        let script = script::containers_step_script(&layout, verb, cfg.stop_timeout_secs());
+        let shown = format!(
+            "docker {verb} (the containers labelled {SANDBOX_LABEL}={})",
+            ctx.id
+        );
         let out = t
             .exec(&script, None)
             .await
             .map_err(|e| e.context(format!("step `{verb}` on {} (`{shown}`)", t.host())))?;
+        if out.status == script::EXIT_NO_CONTAINERS {
+            return Err(Error::not_found(format!(
+                "step `{verb}` on {}: no container is labelled {SANDBOX_LABEL}={}",
+                t.host(),
+                ctx.id
+            )));
+        }
         if !out.success() {
             return Err(step_failed(ErrorKind::Io, verb, t.host(), &shown, &out));
         }

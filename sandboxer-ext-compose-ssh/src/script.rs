@@ -16,6 +16,30 @@ pub(crate) const WORKING_DIR_LABEL: &str = "com.docker.compose.project.working_d
 
 /// Exit status of the upload script when the work folder already exists.
 pub(crate) const EXIT_WORK_EXISTS: i32 = 98;
+/// Exit status of [`containers_step_script`] when no container is
+/// labelled with the sandbox id.
+pub(crate) const EXIT_NO_CONTAINERS: i32 = 44;
+
+/// `docker VERB` (`pause`, `unpause`, `stop`, `start`) of the sandbox's
+/// containers in the state the verb applies to (running, paused, running,
+/// exited); none in that state is fine, none at all is
+/// [`EXIT_NO_CONTAINERS`].
+pub(crate) fn containers_step_script(layout: &Layout, verb: &str, stop_timeout: u64) -> String {
+    let (from, args) = match verb {
+        "pause" => ("running", "pause".to_string()),
+        "unpause" => ("paused", "unpause".to_string()),
+        "stop" => ("running", format!("stop -t {stop_timeout}")),
+        _ => ("exited", "start".to_string()),
+    };
+    format!(
+        r#"_all=$(docker ps -aq --filter {filter}) || exit 1
+[ -n "$_all" ] || exit {EXIT_NO_CONTAINERS}
+_c=$(docker ps -aq --filter {filter} --filter status={from}) || exit 1
+[ -z "$_c" ] || docker {args} $_c >/dev/null
+"#,
+        filter = shell_quote(&format!("label={SANDBOX_LABEL}={}", layout.id)),
+    )
+}
 
 /// Where one sandbox lives on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]

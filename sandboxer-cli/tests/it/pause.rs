@@ -223,6 +223,82 @@ fn a_snapshot_killed_half_way_ends_failed_and_its_parts_are_removed() {
 }
 
 #[test]
+fn a_restore_killed_half_way_is_reaped_and_the_snapshot_restores_again() {
+    let h = home();
+    let rec = h.run(&["create", "--ttl", "1h", "--json"]).ok().json();
+    let id = rec["id"].as_str().unwrap().to_string();
+    let venue = h.data.join("venues").join(&id);
+    std::fs::write(venue.join("marker.txt"), "kept\n").unwrap();
+    // Enough to unpack that the kill lands while the restore runs.
+    let big: Vec<u8> = (0..64 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(venue.join("big.bin"), big).unwrap();
+    let snap = h.run(&["snapshot", &id, "--json"]).ok().json();
+    let snap_id = snap["id"].as_str().unwrap().to_string();
+    h.run(&["destroy", &id]).ok();
+
+    let mut child = h
+        .command(&["create", "--from-snapshot", &snap_id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let venues = h.data.join("venues");
+    let until = Instant::now() + Duration::from_secs(60);
+    let restoring = loop {
+        let made = std::fs::read_dir(&venues)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("sbx-"));
+        if let Some(v) = made {
+            break v;
+        }
+        assert!(Instant::now() < until, "the restore never started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before the kill"
+        );
+        std::thread::yield_now();
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The start script the CLI ran outlives it on this host: let it end.
+    let until = Instant::now() + Duration::from_secs(60);
+    while restoring.exists() && !restoring.join("agent.pid").exists() {
+        assert!(Instant::now() < until, "the start script never ended");
+        std::thread::yield_now();
+    }
+    let list = h
+        .run(&["list", "--state", "provisioning", "--json"])
+        .ok()
+        .json();
+    let new_id = list[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["from_snapshot"], snap_id.as_str(), "{list:#}");
+
+    h.run(&["reap-stale", "--grace", "0s"]).ok();
+    let after = h.run(&["get", &new_id, "--json"]).ok().json();
+    assert_eq!(after["state"], "destroyed", "{after:#}");
+    assert_eq!(after["reason"], "reaped", "{after:#}");
+    assert!(!restoring.exists(), "the half-made venue is gone");
+    // The snapshot is untouched and restores again.
+    let again = h.run(&["snapshots", "get", &snap_id, "--json"]).ok().json();
+    assert_eq!(again["state"], "ready");
+    let restored = h
+        .run(&["create", "--from-snapshot", &snap_id, "--json"])
+        .ok()
+        .json();
+    let v = venues.join(restored["id"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(v.join("marker.txt")).unwrap(),
+        "kept\n"
+    );
+    h.run(&["destroy", restored["id"].as_str().unwrap()]).ok();
+    h.run(&["snapshots", "delete", &snap_id]).ok();
+}
+
+#[test]
 fn the_api_pauses_resumes_and_snapshots_for_the_owner_only() {
     let h = home();
     let srv = Served::start(&h, &[]);

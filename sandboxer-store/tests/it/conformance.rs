@@ -26,6 +26,7 @@ pub fn run(open: Open<'_>) {
     idempotency(db.as_ref());
     outbox(db.as_ref());
     uploads_and_tokens(db.as_ref());
+    snapshots(db.as_ref());
     ledger(db.as_ref());
     a_failed_transaction_leaves_nothing(db.as_ref());
     concurrent_increments(open);
@@ -281,6 +282,70 @@ fn uploads_and_tokens(db: &dyn Db) {
     assert!(transact(db, |tx| tx.remove_token("harness")).unwrap());
     assert!(!transact(db, |tx| tx.remove_token("harness")).unwrap());
     assert_eq!(transact(db, |tx| tx.token_by_hash(&t.hash)).unwrap(), None);
+}
+
+fn snapshots(db: &dyn Db) {
+    use sandboxer_core::snapshot::{Snapshot, SnapshotState};
+    let at = model::now();
+    let snap = |id: &str, who: &str| Snapshot {
+        id: id.to_string(),
+        name: Some("warm".into()),
+        source: "sbx-src0000001".into(),
+        profile: "profile.p".into(),
+        profile_version: 1,
+        extension: "ext.x".into(),
+        host: "h1".into(),
+        location: None,
+        size_bytes: None,
+        actor: actor(who),
+        state: SnapshotState::Creating,
+        reason: None,
+        created_at: at,
+        ready_at: None,
+        deleted_at: None,
+        updated_at: at,
+        storage_price_per_hour: Default::default(),
+        storage_cost: None,
+        worker: None,
+        backend: json!({"dir": "/d/snap"}),
+    };
+    let (mut a, b) = (
+        snap("snap-conf000001", "agt:s1"),
+        snap("snap-conf000002", "agt:s2"),
+    );
+    transact(db, |tx| {
+        tx.put_snapshot(&a)?;
+        tx.put_snapshot(&b)
+    })
+    .unwrap();
+    a.state = SnapshotState::Ready;
+    a.size_bytes = Some(4096);
+    transact(db, |tx| tx.put_snapshot(&a)).unwrap();
+    assert_eq!(
+        transact(db, |tx| tx.snapshot(&a.id)).unwrap(),
+        Some(a.clone()),
+        "the whole record comes back, private backend too"
+    );
+    assert_eq!(
+        transact(db, |tx| tx.snapshot("snap-nosuch0001")).unwrap(),
+        None
+    );
+    let ids = |who: Option<&str>, states: &[SnapshotState]| -> Vec<String> {
+        let who = who.map(actor);
+        transact(db, |tx| tx.snapshots(who.as_ref(), states))
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    };
+    assert_eq!(
+        ids(None, &[]),
+        vec![a.id.clone(), b.id.clone()],
+        "oldest first"
+    );
+    assert_eq!(ids(Some("agt:s2"), &[]), vec![b.id.clone()]);
+    assert_eq!(ids(None, &[SnapshotState::Ready]), vec![a.id.clone()]);
+    assert!(ids(Some("agt:s1"), &[SnapshotState::Deleted]).is_empty());
 }
 
 fn ledger(db: &dyn Db) {
