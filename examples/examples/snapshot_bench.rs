@@ -94,6 +94,13 @@ async fn pause_rounds(
     Ok((p, r))
 }
 
+/// `/proc/loadavg`'s three figures, `1.10 / 1.38 / 1.39`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" / "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn p50(v: &[Duration]) -> f64 {
     Summary::of(v).map_or(f64::NAN, |s| s.p50)
 }
@@ -109,6 +116,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let started = chrono::Utc::now();
+    let load_before = load_average();
     let home = tempfile::tempdir()?;
     let t: Arc<dyn Transport> = Arc::new(LocalTransport::new(home.path().join("data")));
     let mut latency: BTreeMap<&str, (Vec<Duration>, Vec<Duration>)> = BTreeMap::new();
@@ -238,7 +247,10 @@ async fn main() -> anyhow::Result<()> {
 
     let mut md = String::from("<!-- bench:snapshots -->\n## Pause, resume and snapshots\n\n");
     md.push_str(&format!(
-        "`scripts/bench snapshots` ({runs} runs of each kind, taking turns; every figure calls the extension on `local` as the manager does, without its store commits).\n\n"
+        "- run: {} to {} UTC, `scripts/bench snapshots` (release build)\n- load average (1 / 5 / 15 min): {load_before} before, {} after\n- every figure calls the extension on `local` as the manager does, without its store commits; p50 by nearest rank\n- VM: {runs} cold boots and {runs} restores, taking turns (and the first boot, which made the VM that was saved); compose: {runs} stacks, each created, paused, resumed and torn down\n\n",
+        started.format("%Y-%m-%d %H:%M:%S"),
+        chrono::Utc::now().format("%H:%M:%S"),
+        load_average()
     ));
     md.push_str(
         "| comparison | sandboxer | baseline | ratio | target | met |\n|---|---|---|---|---|---|\n",
@@ -260,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
     );
     for (name, (p, r)) in &latency {
         md.push_str(&format!(
-            "| {name} | {:.1} ms | {:.1} ms | {} |\n",
+            "| {name} | {:.2} ms | {:.2} ms | {} |\n",
             p50(p),
             p50(r),
             p.len()

@@ -264,6 +264,37 @@ fn with_spinner(m: Manager) -> (Manager, Option<indicatif::ProgressBar>) {
     }
 }
 
+/// Run `step` on the manager with a spinner (on a terminal), cleared
+/// before the result is shown.
+async fn spinning<T>(m: Manager, step: impl AsyncFnOnce(&Manager) -> Result<T>) -> Result<T> {
+    let (m, pb) = with_spinner(m);
+    let r = step(&m).await;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    r
+}
+
+/// A sandbox record as `--json` prints it, or for people; exit 0.
+fn show_record(sbx: &sandboxer_core::model::Sandbox, json: bool, color: bool) -> Result<i32> {
+    if json {
+        print_json(&render::Public(sbx));
+    } else {
+        out(&render::summary(sbx, color));
+    }
+    Ok(exit::code::OK)
+}
+
+/// A snapshot record as `--json` prints it, or for people; exit 0.
+fn show_snapshot(snap: &sandboxer_core::snapshot::Snapshot, json: bool) -> Result<i32> {
+    if json {
+        print_json(&render::public_snapshot(snap));
+    } else {
+        out(&render::snapshot_summary(snap));
+    }
+    Ok(exit::code::OK)
+}
+
 pub(crate) fn out(s: &str) {
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(s.as_bytes());
@@ -333,13 +364,7 @@ async fn dispatch_inner(env: &Env, cli: Cli) -> Result<i32> {
             if let Some(pb) = pb {
                 pb.finish_and_clear();
             }
-            let sbx = result?;
-            if json {
-                print_json(&render::Public(&sbx));
-            } else {
-                out(&render::summary(&sbx, color));
-            }
-            Ok(exit::code::OK)
+            show_record(&result?, json, color)
         }
         Command::FinishCreate { id } => {
             let m = env.manager(false)?;
@@ -348,13 +373,7 @@ async fn dispatch_inner(env: &Env, cli: Cli) -> Result<i32> {
         }
         Command::Get { id } => {
             let m = env.manager(false)?;
-            let sbx = m.get(&id)?;
-            if json {
-                print_json(&render::Public(&sbx));
-            } else {
-                out(&render::summary(&sbx, color));
-            }
-            Ok(exit::code::OK)
+            show_record(&m.get(&id)?, json, color)
         }
         Command::List(a) => {
             let m = env.manager(false)?;
@@ -388,91 +407,44 @@ async fn dispatch_inner(env: &Env, cli: Cli) -> Result<i32> {
             Ok(exit::code::OK)
         }
         Command::Destroy { id } => {
-            let (m, pb) = with_spinner(env.manager(false)?);
-            let r = m.destroy(&id, EndReason::Destroyed).await;
-            if let Some(pb) = pb {
-                pb.finish_and_clear();
-            }
-            let sbx = r?;
-            if json {
-                print_json(&render::Public(&sbx));
-            } else {
-                out(&render::summary(&sbx, color));
-            }
-            Ok(exit::code::OK)
+            let sbx = spinning(env.manager(false)?, async |m| {
+                m.destroy(&id, EndReason::Destroyed).await
+            })
+            .await?;
+            show_record(&sbx, json, color)
         }
         Command::Recreate { id, no_wait } => {
-            let (m, pb) = with_spinner(env.manager(true)?);
-            let r = m.recreate(&id, !no_wait).await;
-            if let Some(pb) = pb {
-                pb.finish_and_clear();
-            }
-            let sbx = r?;
+            let sbx = spinning(env.manager(true)?, async |m| {
+                m.recreate(&id, !no_wait).await
+            })
+            .await?;
             if no_wait && sbx.state() == sandboxer_core::lifecycle::State::Provisioning {
                 spawn_finisher(&sbx.id)?;
             }
-            if json {
-                print_json(&render::Public(&sbx));
-            } else {
-                out(&render::summary(&sbx, color));
-            }
-            Ok(exit::code::OK)
+            show_record(&sbx, json, color)
         }
         Command::ExtendTtl { id, by } => {
             let by = sandboxer_core::duration::parse_duration(&by)
                 .map_err(|e| Error::invalid_input(format!("extend-ttl: {e}")))?;
             let m = env.manager(true)?;
-            let sbx = m.extend_ttl(&id, by).await?;
-            if json {
-                print_json(&render::Public(&sbx));
-            } else {
-                out(&render::summary(&sbx, color));
-            }
-            Ok(exit::code::OK)
+            show_record(&m.extend_ttl(&id, by).await?, json, color)
         }
         Command::Pause { id } => {
-            let (m, pb) = with_spinner(env.manager(true)?);
-            let r = m.pause(&id).await;
-            if let Some(pb) = pb {
-                pb.finish_and_clear();
-            }
-            let sbx = r?;
-            if json {
-                print_json(&render::Public(&sbx));
-            } else {
-                out(&render::summary(&sbx, color));
-            }
-            Ok(exit::code::OK)
+            let sbx = spinning(env.manager(true)?, async |m| m.pause(&id).await).await?;
+            show_record(&sbx, json, color)
         }
         Command::Resume { id, ttl } => {
             let ttl = parse_ttl(ttl.as_deref())?;
-            let (m, pb) = with_spinner(env.manager(true)?);
-            let r = m.resume(&id, ttl).await;
-            if let Some(pb) = pb {
-                pb.finish_and_clear();
-            }
-            let sbx = r?;
-            if json {
-                print_json(&render::Public(&sbx));
-            } else {
-                out(&render::summary(&sbx, color));
-            }
-            Ok(exit::code::OK)
+            let sbx = spinning(env.manager(true)?, async |m| m.resume(&id, ttl).await).await?;
+            show_record(&sbx, json, color)
         }
         Command::Snapshot { id, name, actor } => {
             let actor = parse_actor(actor.as_deref())?;
-            let (m, pb) = with_spinner(env.manager(true)?);
-            let r = m.snapshot(&id, name, &actor).await;
-            if let Some(pb) = pb {
-                pb.finish_and_clear();
-            }
-            let snap = r?;
-            if json {
-                print_json(&render::public_snapshot(&snap));
-            } else {
-                out(&render::snapshot_summary(&snap));
-            }
-            Ok(exit::code::OK)
+            let snap = spinning(env.manager(true)?, async |m| {
+                m.snapshot(&id, name, &actor).await
+            })
+            .await?;
+            show_snapshot(&snap, json)
         }
         Command::Snapshots(cmd) => {
             let m = env.manager(true)?;
@@ -495,25 +467,13 @@ async fn dispatch_inner(env: &Env, cli: Cli) -> Result<i32> {
                     } else {
                         out(&render::snapshot_table(&list));
                     }
+                    Ok(exit::code::OK)
                 }
-                args::SnapshotsCmd::Get { id } => {
-                    let snap = m.snapshot_record(&id)?;
-                    if json {
-                        print_json(&render::public_snapshot(&snap));
-                    } else {
-                        out(&render::snapshot_summary(&snap));
-                    }
-                }
+                args::SnapshotsCmd::Get { id } => show_snapshot(&m.snapshot_record(&id)?, json),
                 args::SnapshotsCmd::Delete { id } => {
-                    let snap = m.delete_snapshot(&id).await?;
-                    if json {
-                        print_json(&render::public_snapshot(&snap));
-                    } else {
-                        out(&render::snapshot_summary(&snap));
-                    }
+                    show_snapshot(&m.delete_snapshot(&id).await?, json)
                 }
             }
-            Ok(exit::code::OK)
         }
         Command::Profiles(cmd) => {
             let m = env.manager(true)?;

@@ -32,6 +32,28 @@ impl ExecOutput {
 
 /// Quote `s` for a POSIX shell: the result is one word whatever `s` holds.
 /// Every value that reaches a shell goes through this.
+/// `rm -rf` every path on the transport's host (`what` names them in the
+/// error: `snapshot`, ...); paths that are not there are fine.
+pub async fn remove_paths(t: &dyn Transport, paths: &[&Utf8Path], what: &str) -> crate::Result<()> {
+    let words: Vec<String> = paths.iter().map(|p| shell_quote(p.as_str())).collect();
+    let out = t
+        .exec(&format!("rm -rf -- {}", words.join(" ")), None)
+        .await?;
+    if out.success() {
+        return Ok(());
+    }
+    Err(crate::Error::new(
+        crate::ErrorKind::Io,
+        format!(
+            "removing {what} {} on {} failed (exit {}): {}",
+            paths.first().map_or("", |p| p.as_str()),
+            t.host(),
+            out.status,
+            out.stderr_tail(5)
+        ),
+    ))
+}
+
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()

@@ -411,6 +411,14 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Reject> 
         .map_err(|e| Reject::bad_request(format!("invalid request body: {e}")))
 }
 
+/// Field `name` of an optional JSON body (none: `None`).
+fn optional_field(body: &[u8], name: &str) -> Result<Option<serde_json::Value>, Reject> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    Ok(parse_body::<serde_json::Value>(body)?.get(name).cloned())
+}
+
 fn check_timeout(timeout: u64) -> Result<u64, Reject> {
     if (1..=MAX_TIMEOUT_SECS).contains(&timeout) {
         Ok(timeout)
@@ -597,13 +605,7 @@ async fn list_v2(State(state): State<StubState>, RawQuery(query): RawQuery) -> A
 /// `POST /v2/sandboxes/{id}/connect`: a running sandbox, its timeout moved
 /// when one is given.
 async fn connect(State(state): State<StubState>, Path(id): Path<String>, body: Bytes) -> Answer {
-    let timeout: Option<u64> = if body.is_empty() {
-        None
-    } else {
-        parse_body::<serde_json::Value>(&body)?
-            .get("timeout")
-            .and_then(serde_json::Value::as_u64)
-    };
+    let timeout = optional_field(&body, "timeout")?.and_then(|v| v.as_u64());
     let mut map = state.lock();
     let e = map.get_mut(&id).ok_or_else(|| Reject::not_found(&id))?;
     let resumed = !e.running();
@@ -657,13 +659,7 @@ async fn pause(State(state): State<StubState>, Path(id): Path<String>) -> Answer
 
 /// `POST /sandboxes/{id}/resume`: 201; 409 when it is not paused.
 async fn resume(State(state): State<StubState>, Path(id): Path<String>, body: Bytes) -> Answer {
-    let timeout: Option<u64> = if body.is_empty() {
-        None
-    } else {
-        parse_body::<serde_json::Value>(&body)?
-            .get("timeout")
-            .and_then(serde_json::Value::as_u64)
-    };
+    let timeout = optional_field(&body, "timeout")?.and_then(|v| v.as_u64());
     let mut map = state.lock();
     let e = map.get_mut(&id).ok_or_else(|| Reject::not_found(&id))?;
     if e.running() {
@@ -682,14 +678,7 @@ async fn resume(State(state): State<StubState>, Path(id): Path<String>, body: By
 
 /// `POST /sandboxes/{id}/snapshots`: 201 with the new snapshot.
 async fn snapshot(State(state): State<StubState>, Path(id): Path<String>, body: Bytes) -> Answer {
-    let name: Option<String> = if body.is_empty() {
-        None
-    } else {
-        parse_body::<serde_json::Value>(&body)?
-            .get("name")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_string)
-    };
+    let name = optional_field(&body, "name")?.and_then(|v| v.as_str().map(str::to_string));
     let template_id = {
         let map = state.lock();
         map.get(&id)

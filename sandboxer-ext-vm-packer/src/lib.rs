@@ -79,7 +79,7 @@ use sandboxer_core::extension::{
     Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx, SnapshotMade,
 };
 use sandboxer_core::model::{Port, Reachability, SshTarget};
-use sandboxer_core::transport::{shell_quote, ExecOutput, Transport, Utf8PathBuf};
+use sandboxer_core::transport::{remove_paths, shell_quote, ExecOutput, Transport, Utf8PathBuf};
 use sandboxer_core::{Error, ErrorKind, Result};
 
 mod config;
@@ -544,29 +544,7 @@ impl Extension for VmPackerExtension {
         let t = &*transport;
         let dir = snapshot_dir(t, snapshot_id)?;
         let partial = dir.with_file_name(format!(".{snapshot_id}.partial"));
-        let out = t
-            .exec(
-                &format!(
-                    "rm -rf {} {}",
-                    shell_quote(dir.as_str()),
-                    shell_quote(partial.as_str())
-                ),
-                None,
-            )
-            .await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "removing snapshot {dir} on {} exited with status {}{}",
-                    t.host(),
-                    out.status,
-                    tail_suffix(&out)
-                ),
-            ))
-        }
+        remove_paths(t, &[&dir, &partial], "snapshot").await
     }
 }
 

@@ -38,7 +38,7 @@ use sandboxer_core::extension::{
 };
 use sandboxer_core::model::{is_sandbox_id, Reachability};
 use sandboxer_core::snapshot::is_snapshot_id;
-use sandboxer_core::transport::{shell_quote, Transport, Utf8Path, Utf8PathBuf};
+use sandboxer_core::transport::{remove_paths, shell_quote, Transport, Utf8Path, Utf8PathBuf};
 use sandboxer_core::{Error, ErrorKind, Result};
 
 use crate::agent::{files, AgentExited, AgentReady};
@@ -372,25 +372,7 @@ impl Extension for CanaryExtension {
         let out = t
             .exec(&extend_script(venue.as_str(), &rfc3339(expires_at)), None)
             .await?;
-        match out.status {
-            0 => Ok(()),
-            EXIT_NO_VENUE => Err(Error::not_found(format!(
-                "no canary venue {venue} on {}",
-                t.host()
-            ))),
-            EXIT_NOT_RUNNING => Err(Error::conflict(format!(
-                "the canary agent in {venue} on {} no longer runs",
-                t.host()
-            ))),
-            status => Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "writing the deadline of {venue} on {} failed (exit {status}): {}",
-                    t.host(),
-                    out.stderr_tail(5)
-                ),
-            )),
-        }
+        venue_step(t, &venue, "writing the deadline of", out)
     }
 
     /// Stop the agent's process group (`SIGSTOP`): it uses no CPU until
@@ -477,30 +459,7 @@ impl Extension for CanaryExtension {
     ) -> Result<()> {
         let t = &*transport;
         let dir = snapshot_dir(t, snapshot_id)?;
-        let partial = partial_dir(&dir);
-        let out = t
-            .exec(
-                &format!(
-                    "rm -rf {} {}",
-                    shell_quote(dir.as_str()),
-                    shell_quote(partial.as_str())
-                ),
-                None,
-            )
-            .await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "removing snapshot {dir} on {} failed (exit {}): {}",
-                    t.host(),
-                    out.status,
-                    out.stderr_tail(5)
-                ),
-            ))
-        }
+        remove_paths(t, &[&dir, &partial_dir(&dir)], "snapshot").await
     }
 
     /// Every venue folder under `DATA/venues/`, running when its agent

@@ -457,6 +457,15 @@ fn the_access_matrix_holds_for_every_route() {
         .as_str()
         .unwrap()
         .to_string();
+    // Snapshots: the operator's of a, two of the agent's of b.
+    let snap = |who: &str, of: &str| {
+        s.post(&format!("/v1/sandboxes/{of}/snapshots"), who, json!({}))
+            .expect(201)["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (sa, sb, sc) = (snap(&adm, &a), snap(&agt, &b), snap(&agt, &b));
 
     let callers: [(&str, Option<&str>); 5] = [
         ("adm", Some(&adm)),
@@ -520,6 +529,79 @@ fn the_access_matrix_holds_for_every_route() {
             "POST",
             format!("/v1/sandboxes/{b}/extend-ttl"),
             Some(json!({"by": "1m"})),
+            [200, 200, 404],
+        ),
+        // Paused by the operator, then paused already; resumed, then
+        // running already: both answer the record.
+        (
+            "pauseSandbox",
+            "POST",
+            format!("/v1/sandboxes/{a}/pause"),
+            None,
+            [200, 404, 404],
+        ),
+        (
+            "resumeSandbox",
+            "POST",
+            format!("/v1/sandboxes/{a}/resume"),
+            None,
+            [200, 404, 404],
+        ),
+        (
+            "pauseSandbox",
+            "POST",
+            format!("/v1/sandboxes/{b}/pause"),
+            None,
+            [200, 200, 404],
+        ),
+        (
+            "resumeSandbox",
+            "POST",
+            format!("/v1/sandboxes/{b}/resume"),
+            None,
+            [200, 200, 404],
+        ),
+        (
+            "snapshotSandbox",
+            "POST",
+            format!("/v1/sandboxes/{b}/snapshots"),
+            None,
+            [201, 201, 404],
+        ),
+        (
+            "listSnapshots",
+            "GET",
+            "/v1/snapshots".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            "listSnapshots",
+            "GET",
+            "/v1/snapshots?actor=agt:harness".into(),
+            None,
+            [200, 200, 403],
+        ),
+        (
+            "getSnapshot",
+            "GET",
+            format!("/v1/snapshots/{sa}"),
+            None,
+            [200, 404, 404],
+        ),
+        (
+            "getSnapshot",
+            "GET",
+            format!("/v1/snapshots/{sb}"),
+            None,
+            [200, 200, 404],
+        ),
+        // Deleted by the operator; deleting it again answers it.
+        (
+            "deleteSnapshot",
+            "DELETE",
+            format!("/v1/snapshots/{sb}"),
+            None,
             [200, 200, 404],
         ),
         (
@@ -859,26 +941,28 @@ fn the_access_matrix_holds_for_every_route() {
             Some(json!({})),
             [200, 200, 404],
         ),
+        // Paused by the admin; then E2B's "already paused" (409).
         (
             "e2bPauseSandbox",
             "POST",
             format!("/sandboxes/{mine}/pause"),
             None,
-            [400, 400, 404],
+            [204, 409, 404],
         ),
+        // Resumed by the admin; then E2B's "not paused" (409).
         (
             "e2bResumeSandbox",
             "POST",
             format!("/sandboxes/{mine}/resume"),
             None,
-            [400, 400, 404],
+            [201, 409, 404],
         ),
         (
             "e2bSnapshotSandbox",
             "POST",
             format!("/sandboxes/{mine}/snapshots"),
             None,
-            [400, 400, 404],
+            [201, 201, 404],
         ),
         (
             "e2bListSnapshots",
@@ -886,6 +970,14 @@ fn the_access_matrix_holds_for_every_route() {
             "/snapshots".into(),
             None,
             [200, 200, 200],
+        ),
+        // Deleted by the operator: then unknown to every caller.
+        (
+            "e2bDeleteTemplate",
+            "DELETE",
+            format!("/templates/{sc}"),
+            None,
+            [204, 404, 404],
         ),
         (
             "e2bCreateSandboxV2",
@@ -1259,9 +1351,23 @@ fn a_fuzz_of_every_operation_in_the_openapi_document_never_gets_a_5xx() {
                 for _ in 0..2 {
                     ids.push(crate::security::upload_of(&s, &adm, &[("f", "x")]));
                 }
+            } else if path.starts_with("/v1/snapshots/") || path.contains("{templateID}") {
+                for _ in 0..2 {
+                    let sbx = s.post("/v1/sandboxes", &adm, json!({})).id();
+                    let snap = s
+                        .post(&format!("/v1/sandboxes/{sbx}/snapshots"), &adm, json!({}))
+                        .expect(201);
+                    ids.push(snap["id"].as_str().unwrap().to_string());
+                }
             } else if path.contains("{id}") || path.contains("{sandboxID}") {
                 for _ in 0..2 {
-                    ids.push(s.post("/v1/sandboxes", &adm, json!({})).id());
+                    let sbx = s.post("/v1/sandboxes", &adm, json!({})).id();
+                    // Only a paused sandbox resumes.
+                    if path.ends_with("/resume") {
+                        s.post(&format!("/v1/sandboxes/{sbx}/pause"), &adm, json!({}))
+                            .expect(200);
+                    }
+                    ids.push(sbx);
                 }
             }
             let strategy = case_strategy(&op, &path, &doc, &ids);
@@ -1336,8 +1442,7 @@ fn a_fuzz_of_every_operation_in_the_openapi_document_never_gets_a_5xx() {
         }
     }
     // The fuzz reached past validation: successes on every operation that
-    // documents one (the E2B pause, resume and snapshot routes document
-    // none: they refuse until sandboxer pauses sandboxes).
+    // documents one.
     let succeeds: BTreeSet<String> = operations(&doc)
         .into_iter()
         .filter(|o| {

@@ -291,9 +291,13 @@ async fn wrong_or_missing_key_is_unauthorized_and_never_shown() {
     assert!(err.hint().unwrap().contains("SANDBOXER_SAAS_STUB_API_KEY"));
 }
 
-#[tokio::test]
-async fn the_stub_kills_a_sandbox_at_its_timeout() {
-    // The stub in this process, on a clock the test moves.
+/// The stub served from this process on a clock the test moves (it runs
+/// until the test's runtime ends), its state, and the extension on it.
+async fn stub_on_a_manual_clock() -> (
+    Arc<ManualClock>,
+    sandboxer_ext_saas_stub::server::StubState,
+    Arc<SaasStubExtension>,
+) {
     let clock = ManualClock::starting_now();
     let key = format!("key-{}", new_sandbox_id());
     let config = StubConfig {
@@ -303,19 +307,22 @@ async fn the_stub_kills_a_sandbox_at_its_timeout() {
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap();
+    let state = server.state().clone();
     let url = format!("http://{}", server.local_addr().unwrap());
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    let ext = Arc::new(
-        SaasStubExtension::new(SaasConfig {
-            base_url: url,
-            api_key: Some(ApiKey::new(key)),
-            ..SaasConfig::default()
-        })
-        .expect("extension"),
-    );
+    tokio::spawn(server.run(std::future::pending::<()>()));
+    let ext = SaasStubExtension::new(SaasConfig {
+        base_url: url,
+        api_key: Some(ApiKey::new(key)),
+        ..SaasConfig::default()
+    })
+    .expect("extension");
+    (clock, state, Arc::new(ext))
+}
+
+#[tokio::test]
+async fn the_stub_kills_a_sandbox_at_its_timeout() {
+    // The stub in this process, on a clock the test moves.
+    let (clock, _state, ext) = stub_on_a_manual_clock().await;
     let ctx = ctx_expiring(&new_sandbox_id(), Duration::from_secs(1));
     let handle = ready_handle(&ext, &ctx).await;
     assert!(listed(&ext, &ctx.id).await, "ready but not listed");
@@ -349,27 +356,7 @@ async fn the_stub_kills_a_sandbox_at_its_timeout() {
 
 #[tokio::test]
 async fn a_paused_sandbox_outlives_its_timeout_and_a_snapshot_restores_at_the_provider() {
-    let clock = ManualClock::starting_now();
-    let key = format!("key-{}", new_sandbox_id());
-    let config = StubConfig {
-        clock: clock.clone(),
-        ..StubConfig::new(ApiKey::new(key.clone()))
-    };
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let state = server.state().clone();
-    let url = format!("http://{}", server.local_addr().unwrap());
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    let ext = SaasStubExtension::new(SaasConfig {
-        base_url: url,
-        api_key: Some(ApiKey::new(key)),
-        ..SaasConfig::default()
-    })
-    .unwrap();
+    let (clock, state, ext) = stub_on_a_manual_clock().await;
     let ctx = ctx_expiring(&new_sandbox_id(), Duration::from_secs(10));
     let handle = ready_handle(&ext, &ctx).await;
     ext.pause(&ctx, &handle).await.unwrap();
