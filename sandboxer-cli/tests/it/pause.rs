@@ -1,6 +1,7 @@
 //! Pause, resume and snapshots of the canary, end to end through the real
 //! binary and `sandboxer serve`.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -363,4 +364,45 @@ fn the_api_pauses_resumes_and_snapshots_for_the_owner_only() {
     let r = srv.post(&format!("/v1/sandboxes/{id}/pause"), &alice, json!({}));
     assert_eq!(r.status, 409, "{:#}", r.json);
     srv.kill();
+}
+
+#[test]
+fn snapshot_artifacts_no_record_keeps_are_orphans_the_reaper_removes() {
+    let h = home();
+    let rec = h.run(&["create", "--ttl", "1h", "--json"]).ok().json();
+    let id = rec["id"].as_str().unwrap().to_string();
+    let kept = h.run(&["snapshot", &id, "--json"]).ok().json();
+    let kept = kept["id"].as_str().unwrap().to_string();
+    // Left by something that is gone: a whole snapshot folder and a partial
+    // one, neither with a record.
+    let snaps = h.data.join("snapshots");
+    std::fs::create_dir_all(snaps.join("snap-norecord001")).unwrap();
+    std::fs::write(snaps.join("snap-norecord001").join("venue.tar"), b"x").unwrap();
+    std::fs::create_dir_all(snaps.join(".snap-norecord002.partial")).unwrap();
+
+    let stale = h
+        .run(&["inspect", "stale", "--grace", "0s", "--json"])
+        .ok()
+        .json();
+    let orphans: BTreeSet<String> = stale["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "orphan")
+        .map(|i| i["sandbox_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        orphans,
+        BTreeSet::from(["snap-norecord001".to_string(), "snap-norecord002".to_string()]),
+        "{stale:#}"
+    );
+    h.run(&["reap-stale", "--grace", "0s"]).ok();
+    let left: BTreeSet<String> = std::fs::read_dir(&snaps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, BTreeSet::from([kept.clone()]), "the recorded one stays");
+    h.run(&["destroy", &id]).ok();
+    h.run(&["snapshots", "delete", &kept]).ok();
 }
