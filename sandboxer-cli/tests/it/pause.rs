@@ -393,7 +393,10 @@ fn snapshot_artifacts_no_record_keeps_are_orphans_the_reaper_removes() {
         .collect();
     assert_eq!(
         orphans,
-        BTreeSet::from(["snap-norecord001".to_string(), "snap-norecord002".to_string()]),
+        BTreeSet::from([
+            "snap-norecord001".to_string(),
+            "snap-norecord002".to_string()
+        ]),
         "{stale:#}"
     );
     h.run(&["reap-stale", "--grace", "0s"]).ok();
@@ -402,7 +405,11 @@ fn snapshot_artifacts_no_record_keeps_are_orphans_the_reaper_removes() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, BTreeSet::from([kept.clone()]), "the recorded one stays");
+    assert_eq!(
+        left,
+        BTreeSet::from([kept.clone()]),
+        "the recorded one stays"
+    );
     h.run(&["destroy", &id]).ok();
     h.run(&["snapshots", "delete", &kept]).ok();
 }
