@@ -24,7 +24,7 @@ impl FolderExtension {
         if !is_sandbox_id(id) {
             return Err(Error::invalid_input(format!("`{id}` is not a sandbox id")));
         }
-        Ok(format!("{}/folders/{id}", transport.data_dir()))
+        Ok(transport.data_dir().join("folders").join(id).into_string())
     }
 }
 
@@ -110,7 +110,7 @@ impl Extension for FolderExtension {
     }
 
     async fn list_resources(&self, transport: Arc<dyn Transport>) -> Result<Vec<Resource>> {
-        let root = format!("{}/folders", transport.data_dir());
+        let root = transport.data_dir().join("folders").into_string();
         let out = transport
             .exec(
                 &format!("ls -1 {} 2>/dev/null || true", shell_quote(&root)),

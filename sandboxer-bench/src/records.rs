@@ -76,7 +76,10 @@ fn canary_route() -> RouteTrace {
 /// later. Every fourth carried an idempotency key. About 1.1 KB as JSON.
 pub fn canary_record(i: u64, data_dir: &str, created_at: DateTime<Utc>) -> Result<Sandbox> {
     let id = record_id(i);
-    let venue = format!("{data_dir}/venues/{id}");
+    let venue = sandboxer_core::transport::Utf8Path::new(data_dir)
+        .join("venues")
+        .join(&id)
+        .into_string();
     let pid = 10_000 + (i * 7919) % 50_000;
     let mut s = Sandbox::new(NewSandbox {
         id: id.clone(),

@@ -93,16 +93,13 @@ impl SqliteDb {
     /// Refuse what is not ours (before any write), then set the journal
     /// mode and apply the migrations this file lacks.
     fn check_and_migrate(&self, mut conn: Connection) -> Result<()> {
-        let tables: Vec<String> = {
-            let mut st = conn
-                .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-                .map_err(|e| self.error("reading", e))?;
-            let rows = st
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(|e| self.error("reading", e))?;
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let tables: Vec<String> = until_not_busy(deadline, || {
+            let mut st = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
             rows.collect::<std::result::Result<_, _>>()
-                .map_err(|e| self.error("reading", e))?
-        };
+        })
+        .map_err(|e| self.error("reading", e))?;
         let version = if tables.iter().any(|t| t == META_TABLE) {
             let v: Option<String> = conn
                 .query_row(
@@ -129,7 +126,10 @@ impl SqliteDb {
                 ))
                 .with_hint("use the sandboxer release that wrote it (or a newer one)"));
         }
-        conn.pragma_update(None, "journal_mode", "WAL")
+        // A fresh file opened by several processes at once: the switch to
+        // WAL wants the file to itself, and SQLite answers "busy" at once
+        // (without its busy handler) when waiting could deadlock.
+        until_not_busy(deadline, || conn.pragma_update(None, "journal_mode", "WAL"))
             .map_err(|e| self.error("opening", e))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.error("opening", e))?;
@@ -208,6 +208,30 @@ impl SqliteDb {
 
     fn error(&self, what: &str, e: rusqlite::Error) -> Error {
         map_error(&self.path, what, e)
+    }
+}
+
+/// Run `f` again while SQLite answers "busy" or "locked" at once (where its
+/// busy handler does not wait, to avoid a deadlock), backing off from 5 ms
+/// to 100 ms, until `deadline`; then its last answer.
+fn until_not_busy<T>(
+    deadline: std::time::Instant,
+    mut f: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match f() {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
     }
 }
 

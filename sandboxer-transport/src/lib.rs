@@ -25,12 +25,12 @@
 //! let t = LocalTransport::new(dir.clone());
 //! assert_eq!((t.host(), t.address()), ("local", "127.0.0.1"));
 //!
-//! let file = format!("{}/notes/hello.txt", t.data_dir());
-//! t.write_file(&file, b"hi there\n", 0o600).await.unwrap();
-//! let out = t.exec(&format!("cat {}", shell_quote(&file)), None).await.unwrap();
+//! let file = t.data_dir().join("notes").join("hello.txt");
+//! t.write_file(file.as_str(), b"hi there\n", 0o600).await.unwrap();
+//! let out = t.exec(&format!("cat {}", shell_quote(file.as_str())), None).await.unwrap();
 //! assert!(out.success());
 //! assert_eq!(out.stdout_str(), "hi there\n");
-//! assert_eq!(t.read_file(&format!("{}/missing", t.data_dir())).await.unwrap(), None);
+//! assert_eq!(t.read_file(t.data_dir().join("missing").as_str()).await.unwrap(), None);
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! # });
 //! ```
