@@ -601,6 +601,28 @@ impl Manager {
         )
     }
 
+    /// Extension `extension` and a transport to `host` (the local one for
+    /// an extension that does not use hosts).
+    pub(crate) async fn reach(
+        &self,
+        extension: &str,
+        host: &str,
+    ) -> Result<(
+        Arc<dyn crate::extension::Extension>,
+        Arc<dyn crate::transport::Transport>,
+    )> {
+        let ext = self.registry().get(extension).ok_or_else(|| {
+            crate::Error::unsupported(format!("{extension} is not in this build"))
+        })?;
+        let spec = if ext.capabilities().uses_host {
+            self.hosts().require(host)?
+        } else {
+            HostSpec::local()
+        };
+        let transport = self.connector().connect(&spec).await?;
+        Ok((ext, transport))
+    }
+
     /// A snapshot left `creating` by a dead process (failed, its parts
     /// removed), or an artifact no live record keeps (removed).
     async fn reap_snapshot(&self, item: &StaleItem) -> Result<String> {
@@ -608,15 +630,7 @@ impl Manager {
             let s = self.delete_snapshot(&item.sandbox_id).await?;
             return Ok(format!("parts removed; snapshot {}", s.state));
         }
-        let ext = self.registry().get(&item.extension).ok_or_else(|| {
-            crate::Error::unsupported(format!("{} is not in this build", item.extension))
-        })?;
-        let spec = if ext.capabilities().uses_host {
-            self.hosts().require(&item.host)?
-        } else {
-            HostSpec::local()
-        };
-        let transport = self.connector().connect(&spec).await?;
+        let (ext, transport) = self.reach(&item.extension, &item.host).await?;
         ext.delete_snapshot(transport, &item.sandbox_id, &serde_json::Value::Null)
             .await?;
         Ok("removed".to_string())
@@ -633,15 +647,7 @@ impl Manager {
                 }
             });
         }
-        let ext = self.registry().get(&item.extension).ok_or_else(|| {
-            crate::Error::unsupported(format!("{} is not in this build", item.extension))
-        })?;
-        let spec = if ext.capabilities().uses_host {
-            self.hosts().require(&item.host)?
-        } else {
-            HostSpec::local()
-        };
-        let transport = self.connector().connect(&spec).await?;
+        let (ext, transport) = self.reach(&item.extension, &item.host).await?;
         let ctx = SandboxCtx {
             id: item.sandbox_id.clone(),
             profile: String::new(),

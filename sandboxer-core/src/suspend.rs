@@ -502,18 +502,10 @@ impl Manager {
             ))
             .with_hint("delete it once those sandboxes are ready"));
         }
-        let ext = self.registry().get(&snap.extension).ok_or_else(|| {
-            Error::unsupported(format!(
-                "snapshot {snap_id} was made by {}, which this build does not have",
-                snap.extension
-            ))
-        })?;
-        let spec = if ext.capabilities().uses_host {
-            self.hosts().require(&snap.host)?
-        } else {
-            crate::hosts::HostSpec::local()
-        };
-        let transport = self.connector().connect(&spec).await?;
+        let (ext, transport) = self
+            .reach(&snap.extension, &snap.host)
+            .await
+            .map_err(|e| e.context(format!("deleting snapshot {snap_id}")))?;
         ext.delete_snapshot(transport, snap_id, &snap.backend)
             .await
             .map_err(|e| e.context(format!("deleting snapshot {snap_id} on {}", snap.host)))?;
