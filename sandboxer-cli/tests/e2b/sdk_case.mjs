@@ -13,6 +13,14 @@ await s.setTimeout(600_000)
 const after = await Sandbox.getInfo(s.sandboxId)
 const metrics = await s.getMetrics()
 const connected = await Sandbox.connect(s.sandboxId)
+const paused = await s.pause()
+const pausedState = (await Sandbox.getInfo(s.sandboxId)).state
+const resumed = await Sandbox.connect(s.sandboxId)
+const resumedState = (await Sandbox.getInfo(s.sandboxId)).state
+const snap = await s.createSnapshot()
+const restored = await Sandbox.create(snap.snapshotId)
+await restored.kill()
+const deleted = await Sandbox.deleteSnapshot(snap.snapshotId)
 const other = await name(() => Sandbox.getInfo(s.sandboxId, { apiKey: process.env.OTHER_API_KEY }))
 const killed = await s.kill()
 const gone = await name(() => Sandbox.getInfo(s.sandboxId))
@@ -26,6 +34,13 @@ console.log(JSON.stringify({
   listed,
   metrics: metrics.length,
   connected: connected.sandboxId,
+  paused,
+  pausedState,
+  resumed: resumed.sandboxId,
+  resumedState,
+  snapshot: snap.snapshotId,
+  restored: restored.sandboxId,
+  deleted,
   other,
   killed,
   gone,

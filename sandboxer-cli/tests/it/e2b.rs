@@ -280,6 +280,22 @@ fn js_sdk_lifecycle() {
     assert_eq!(r["listed"], json!([r["id"]]));
     assert_eq!(r["metrics"], 1);
     assert_eq!(r["connected"], r["id"]);
+    // pause, connect (which resumes), createSnapshot, a create from it and
+    // deleteSnapshot, as the JavaScript SDK calls them.
+    assert_eq!(r["paused"], true, "{r}");
+    assert_eq!(r["pausedState"], "paused", "{r}");
+    assert_eq!(
+        (&r["resumed"], &r["resumedState"]),
+        (&r["id"], &json!("running")),
+        "{r}"
+    );
+    assert!(r["snapshot"].as_str().unwrap().starts_with("snap-"), "{r}");
+    assert_eq!(
+        f.record(&r["restored"])["from_snapshot"],
+        r["snapshot"],
+        "{r}"
+    );
+    assert_eq!(r["deleted"], true, "{r}");
     assert_eq!(r["other"]["type"], "SandboxNotFoundError", "{r}");
     assert_eq!(r["killed"], true);
     assert_eq!(r["gone"]["type"], "SandboxNotFoundError", "{r}");
