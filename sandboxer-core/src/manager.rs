@@ -752,17 +752,9 @@ impl Manager {
                 .as_ref()
                 .map(|c| c.price_per_hour)
                 .unwrap_or_default(),
-            restore: sbx.from_snapshot.as_ref().map(|snap| {
-                // Read when provisioning: a snapshot deleted meanwhile
-                // restores nothing, and the extension says so.
-                let rec = read(self.db.as_ref(), |tx| tx.snapshot(snap))
-                    .ok()
-                    .flatten();
-                crate::extension::Restore {
-                    snapshot_id: snap.clone(),
-                    handle: rec.map(|r| r.backend).unwrap_or_default(),
-                }
-            }),
+            // Filled by provisioning only (`try_candidate`): nothing else
+            // reads it.
+            restore: None,
         }
     }
 
@@ -803,7 +795,16 @@ impl Manager {
             .transport_for(&sbx.host, ext.capabilities().uses_host)
             .await
             .map_err(failed("connect"))?;
-        let ctx = self.ctx_for(sbx, Some(profile), transport);
+        let mut ctx = self.ctx_for(sbx, Some(profile), transport);
+        if let Some(snap) = &sbx.from_snapshot {
+            // Read when provisioning: a snapshot deleted meanwhile restores
+            // nothing, and the extension says so.
+            let rec = read(self.db.as_ref(), |tx| tx.snapshot(snap)).map_err(failed("restore"))?;
+            ctx.restore = Some(crate::extension::Restore {
+                snapshot_id: snap.clone(),
+                handle: rec.map(|r| r.backend).unwrap_or_default(),
+            });
+        }
         self.say(&format!(
             "provisioning {} on {} ({})",
             sbx.id, sbx.host, sbx.extension

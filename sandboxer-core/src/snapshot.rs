@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::credits::Micros;
+use crate::extension::Resource;
 use crate::model::{Actor, Worker};
+use crate::transport::{Utf8Path, Utf8PathBuf};
 
 /// Where a snapshot is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -137,6 +139,53 @@ pub fn is_snapshot_id(s: &str) -> bool {
     })
 }
 
+/// Where the snapshot folder `dir` (`.../SNAP`) is made before it is
+/// whole: `.SNAP.partial` beside it, renamed to `dir` last, so nothing
+/// under a snapshot's own name is ever a part.
+pub fn partial_dir(dir: &Utf8Path) -> Utf8PathBuf {
+    dir.with_file_name(format!(".{}.partial", dir.file_name().unwrap_or("snap")))
+}
+
+/// A POSIX sh fragment that prints one `SNAP whole` or `SNAP partial` line
+/// per snapshot folder under `root` (nothing when `root` is missing). It
+/// runs in a subshell: the caller's folder and exit status are untouched.
+pub fn folders_listing(root: &Utf8Path) -> String {
+    format!(
+        r#"( cd {root} 2>/dev/null || exit 0
+for _s in snap-* .snap-*.partial; do
+  [ -d "$_s" ] || continue
+  case "$_s" in
+    .*) _s=${{_s#.}}; echo "${{_s%.partial}} partial" ;;
+    *) echo "$_s whole" ;;
+  esac
+done )
+"#,
+        root = crate::transport::shell_quote(root.as_str()),
+    )
+}
+
+/// A line of [`folders_listing`] under `root` as the resource of kind
+/// `kind` (a snapshot's folder, whole or partial); `None` for any other
+/// line.
+pub fn listed_folder(line: &str, root: &Utf8Path, kind: &str) -> Option<Resource> {
+    let (id, what) = line.split_once(' ')?;
+    if !is_snapshot_id(id) {
+        return None;
+    }
+    let dir = root.join(id);
+    let name = match what {
+        "whole" => dir,
+        "partial" => partial_dir(&dir),
+        _ => return None,
+    };
+    Some(Resource {
+        sandbox_id: id.to_string(),
+        kind: kind.to_string(),
+        name: name.into_string(),
+        running: false,
+    })
+}
+
 /// The `NotFound` error for a snapshot id.
 pub fn unknown_snapshot(id: &str) -> crate::Error {
     crate::Error::not_found(format!("no snapshot `{id}`"))
@@ -154,6 +203,21 @@ mod tests {
         assert!(!is_snapshot_id("snap-"));
         assert!(!is_snapshot_id("snap-../x"));
         assert!(!is_snapshot_id("sbx-abc"));
+    }
+
+    #[test]
+    fn folder_listings_name_whole_and_partial_snapshots_only() {
+        let root = Utf8Path::new("/d/snapshots");
+        let r = listed_folder("snap-abc whole", root, "k").unwrap();
+        assert_eq!(
+            (r.sandbox_id.as_str(), r.name.as_str()),
+            ("snap-abc", "/d/snapshots/snap-abc")
+        );
+        let r = listed_folder("snap-abc partial", root, "k").unwrap();
+        assert_eq!(r.name, "/d/snapshots/.snap-abc.partial");
+        assert_eq!(listed_folder("sbx-abc 1", root, "k"), None);
+        assert_eq!(listed_folder("snap-abc image", root, "k"), None);
+        assert!(folders_listing(Utf8Path::new("/a b")).starts_with("( cd '/a b' "));
     }
 
     #[test]

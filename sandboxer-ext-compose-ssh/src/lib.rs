@@ -613,23 +613,19 @@ impl Extension for ComposeSshExtension {
         }
         let mut seen = std::collections::BTreeSet::new();
         for line in out.stdout_str().lines() {
-            let Some((id, what)) = line.split_once(' ') else {
-                continue;
+            // A snapshot's images, or its folder (whole or partial).
+            let listed = match line.strip_suffix(" image") {
+                Some(id) if sandboxer_core::snapshot::is_snapshot_id(id) => Some(Resource {
+                    sandbox_id: id.to_string(),
+                    kind: SNAPSHOT_RESOURCE_KIND.to_string(),
+                    name: snapshot::image_repo(id),
+                    running: false,
+                }),
+                _ => sandboxer_core::snapshot::listed_folder(line, &snaps, SNAPSHOT_RESOURCE_KIND),
             };
-            if !sandboxer_core::snapshot::is_snapshot_id(id) || !seen.insert(id.to_string()) {
-                continue;
+            if let Some(r) = listed.filter(|r| seen.insert(r.sandbox_id.clone())) {
+                found.push(r);
             }
-            let dir = snaps.join(id);
-            found.push(Resource {
-                sandbox_id: id.to_string(),
-                kind: SNAPSHOT_RESOURCE_KIND.to_string(),
-                name: match what {
-                    "partial" => snapshot::partial_dir(&dir).into_string(),
-                    "image" => snapshot::image_repo(id),
-                    _ => dir.into_string(),
-                },
-                running: false,
-            });
         }
         Ok(found)
     }

@@ -33,10 +33,7 @@ pub(crate) fn snapshots_root(t: &dyn Transport) -> Utf8PathBuf {
     t.data_dir().join("compose-snapshots")
 }
 
-/// `.SNAP.partial` beside the snapshot's folder.
-pub(crate) fn partial_dir(dir: &Utf8Path) -> Utf8PathBuf {
-    dir.with_file_name(format!(".{}.partial", dir.file_name().unwrap_or("snap")))
-}
+pub(crate) use sandboxer_core::snapshot::partial_dir;
 
 /// A name docker takes as an image tag and a file name: compose service
 /// and volume names are `[a-zA-Z0-9._-]`.
@@ -271,17 +268,9 @@ pub(crate) fn list_script(root: &Utf8Path) -> String {
         r#"if command -v docker >/dev/null 2>&1; then
   docker images --format '{{{{.Repository}}}}' | sed -n 's|^sandboxer/\(snap-[a-z0-9]*\)$|\1 image|p' | sort -u
 fi
-cd {root} 2>/dev/null || exit 0
-for _s in snap-* .snap-*.partial; do
-  [ -d "$_s" ] || continue
-  case "$_s" in
-    .*) _s=${{_s#.}}; echo "${{_s%.partial}} partial" ;;
-    *) echo "$_s whole" ;;
-  esac
-done
-exit 0
+{folders}exit 0
 "#,
-        root = shell_quote(root.as_str()),
+        folders = sandboxer_core::snapshot::folders_listing(root),
     )
 }
 

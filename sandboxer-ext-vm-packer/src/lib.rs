@@ -79,7 +79,7 @@ use sandboxer_core::extension::{
     Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx, SnapshotMade,
 };
 use sandboxer_core::model::{Port, Reachability, SshTarget};
-use sandboxer_core::transport::{remove_paths, shell_quote, ExecOutput, Transport, Utf8PathBuf};
+use sandboxer_core::transport::{remove_paths, ExecOutput, Transport, Utf8PathBuf};
 use sandboxer_core::{Error, ErrorKind, Result};
 
 mod config;
@@ -444,25 +444,11 @@ impl Extension for VmPackerExtension {
         let mut found = script::parse_listing(&out.stdout_str(), root.as_str());
         let snaps = snapshots_root(t);
         let out = t
-            .exec(
-                &format!(
-                    "cd {} 2>/dev/null || exit 0\nfor _s in snap-* .snap-*.partial; do [ -d \"$_s\" ] && echo \"$_s\"; done\nexit 0\n",
-                    shell_quote(snaps.as_str())
-                ),
-                None,
-            )
+            .exec(&sandboxer_core::snapshot::folders_listing(&snaps), None)
             .await?;
-        for name in out.stdout_str().lines() {
-            let id = name.trim_start_matches('.').trim_end_matches(".partial");
-            if sandboxer_core::snapshot::is_snapshot_id(id) {
-                found.push(Resource {
-                    sandbox_id: id.to_string(),
-                    kind: SNAPSHOT_RESOURCE_KIND.to_string(),
-                    name: snaps.join(name).into_string(),
-                    running: false,
-                });
-            }
-        }
+        found.extend(out.stdout_str().lines().filter_map(|line| {
+            sandboxer_core::snapshot::listed_folder(line, &snaps, SNAPSHOT_RESOURCE_KIND)
+        }));
         Ok(found)
     }
 
@@ -500,7 +486,7 @@ impl Extension for VmPackerExtension {
         };
         let t = &*ctx.transport;
         let dir = snapshot_dir(t, snapshot_id)?;
-        let partial = dir.with_file_name(format!(".{snapshot_id}.partial"));
+        let partial = sandboxer_core::snapshot::partial_dir(&dir);
         let data = t.data_dir();
         let machine = machine(boot, data);
         let has_disk = boot.image.is_some();
@@ -543,7 +529,7 @@ impl Extension for VmPackerExtension {
     ) -> Result<()> {
         let t = &*transport;
         let dir = snapshot_dir(t, snapshot_id)?;
-        let partial = dir.with_file_name(format!(".{snapshot_id}.partial"));
+        let partial = sandboxer_core::snapshot::partial_dir(&dir);
         remove_paths(t, &[&dir, &partial], "snapshot").await
     }
 }

@@ -37,7 +37,7 @@ use sandboxer_core::extension::{
     Capabilities, Extension, Provisioned, ReadyInfo, Resource, SandboxCtx, SnapshotMade,
 };
 use sandboxer_core::model::{is_sandbox_id, Reachability};
-use sandboxer_core::snapshot::is_snapshot_id;
+use sandboxer_core::snapshot::{folders_listing, is_snapshot_id, partial_dir};
 use sandboxer_core::transport::{remove_paths, shell_quote, Transport, Utf8Path, Utf8PathBuf};
 use sandboxer_core::{Error, ErrorKind, Result};
 
@@ -495,20 +495,12 @@ impl Extension for CanaryExtension {
                         name: venues.join(id).into_string(),
                         running: what == "1",
                     })
-                } else if is_snapshot_id(id) {
-                    let dir = snapshots.join(id);
-                    Some(Resource {
-                        sandbox_id: id.to_string(),
-                        kind: SNAPSHOT_RESOURCE_KIND.to_string(),
-                        name: if what == "partial" {
-                            partial_dir(&dir).into_string()
-                        } else {
-                            dir.into_string()
-                        },
-                        running: false,
-                    })
                 } else {
-                    None
+                    sandboxer_core::snapshot::listed_folder(
+                        &format!("{id} {what}"),
+                        &snapshots,
+                        SNAPSHOT_RESOURCE_KIND,
+                    )
                 }
             })
             .collect())
@@ -524,11 +516,6 @@ fn snapshot_dir(t: &dyn Transport, id: &str) -> Result<Utf8PathBuf> {
         return Err(Error::invalid_input(format!("`{id}` is not a snapshot id")));
     }
     Ok(data_root(t).join("snapshots").join(id))
-}
-
-/// Where a snapshot is made before it is whole: `.SNAP.partial` beside it.
-fn partial_dir(dir: &Utf8Path) -> Utf8PathBuf {
-    dir.with_file_name(format!(".{}.partial", dir.file_name().unwrap_or("snap")))
 }
 
 /// The outcome of a pause or resume script.
@@ -787,18 +774,10 @@ if cd {vs} 2>/dev/null; then
     if _sbx_alive "$_v"; then echo "$_v 1"; else echo "$_v 0"; fi
   done
 fi
-cd {ss} 2>/dev/null || exit 0
-for _s in snap-* .snap-*.partial; do
-  [ -d "$_s" ] || continue
-  case "$_s" in
-    .*) _s=${{_s#.}}; echo "${{_s%.partial}} partial" ;;
-    *) echo "$_s whole" ;;
-  esac
-done
-"#,
+{snapshots}"#,
         prelude = crate::sh::PRELUDE,
         vs = shell_quote(venues),
-        ss = shell_quote(snapshots),
+        snapshots = folders_listing(Utf8Path::new(snapshots)),
     )
 }
 
