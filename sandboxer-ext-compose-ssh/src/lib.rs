@@ -631,13 +631,12 @@ impl Extension for ComposeSshExtension {
     }
 
     /// `compose pause` (or `stop`, with `pause_mode = "stop"`).
-    async fn pause(&self, ctx: &SandboxCtx, handle: &Value) -> Result<()> {
+    async fn pause(&self, ctx: &SandboxCtx, _handle: &Value) -> Result<()> {
         let cfg = ComposeConfig::from_map(&ctx.config)?;
         let verb = match cfg.pause_mode {
             PauseMode::Pause => "pause",
             PauseMode::Stop => "stop",
         };
-        let _ = handle;
         self.stack_step(ctx, &cfg, verb).await
     }
 
