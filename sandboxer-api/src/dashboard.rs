@@ -14,12 +14,16 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::Utc;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use sandboxer_core::lifecycle::State as LifeState;
 use sandboxer_core::manager::ListFilter;
 use sandboxer_core::model::Actor;
 use sandboxer_core::store::db::{read, Derived, ListQuery};
-use serde_json::{json, Value};
+use sandboxer_credits::Account;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::extract::{Caller, Params};
@@ -29,6 +33,54 @@ use crate::ApiState;
 const INDEX: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/app.js");
 const STYLE: &str = include_str!("dashboard/app.css");
+
+/// `GET /v1/dashboard`: what the page shows, in one answer.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "DashboardData")]
+pub struct DashboardData<'a> {
+    pub actor: &'a Actor,
+    /// Whether the token is an `adm` token.
+    pub admin: bool,
+    /// The server's clock (time left counts from here).
+    pub now: DateTime<Utc>,
+    /// Newest first.
+    pub sandboxes: Vec<Public<'a>>,
+    /// More sandboxes match than the 500 listed.
+    pub truncated: bool,
+    /// Records per state (adm only).
+    pub counts: Option<BTreeMap<String, u64>>,
+    pub accounts: Vec<ActorAccount>,
+    /// Profile ids, for the filter.
+    pub profiles: Vec<&'a str>,
+    /// Host names, for the filter.
+    pub hosts: Vec<String>,
+    /// The State Hub outbox (adm only).
+    pub events: Option<EventsView>,
+}
+
+/// One actor's account.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ActorAccount {
+    #[schemars(with = "Actor")]
+    pub actor: String,
+    #[serde(flatten)]
+    pub account: Account,
+}
+
+/// The State Hub outbox, as the dashboard shows it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EventsView {
+    /// Events waiting for delivery.
+    pub depth: u64,
+    /// The age of the oldest waiting event, in seconds.
+    pub oldest_age_secs: Option<i64>,
+    /// The hub failed; relays leave it alone until then.
+    pub backing_off_until: Option<DateTime<Utc>>,
+    /// The most recent failed delivery.
+    pub last_error: Option<sandboxer_events::LastError>,
+    /// What this server's relay last did.
+    pub relay: crate::metrics::RelayView,
+}
 
 /// The most sandboxes one dashboard request lists.
 pub const DASHBOARD_MAX: usize = 500;
@@ -124,27 +176,30 @@ pub(crate) async fn data(
             let mut accounts = Vec::new();
             let mut outbox = None;
             if admin {
-                let mut c = serde_json::Map::new();
-                for s in STATES {
-                    c.insert(s.to_string(), json!(0));
-                }
+                let mut c: BTreeMap<String, u64> =
+                    STATES.iter().map(|s| (s.to_string(), 0)).collect();
                 for row in tx.census()? {
-                    let n = c.get(&row.state).and_then(Value::as_u64).unwrap_or(0);
-                    c.insert(row.state, json!(n + row.count));
+                    *c.entry(row.state).or_default() += row.count;
                 }
-                counts = Some(Value::Object(c));
-                for (actor, mut v) in tx.all_derived(Derived::Accounts)? {
-                    v["actor"] = json!(actor);
-                    accounts.push(v);
+                counts = Some(c);
+                for (actor, v) in tx.all_derived(Derived::Accounts)? {
+                    let account = serde_json::from_value(v).map_err(|e| {
+                        sandboxer_core::Error::new(
+                            sandboxer_core::ErrorKind::StoreCorrupt,
+                            format!("the account of {actor} in the store: {e}"),
+                        )
+                    })?;
+                    accounts.push(ActorAccount { actor, account });
                 }
                 let depth = tx.outbox_depth()?;
-                let window: Vec<Value> = tx.outbox(1000)?.into_iter().map(|i| i.event).collect();
+                let window: Vec<serde_json::Value> =
+                    tx.outbox(1000)?.into_iter().map(|i| i.event).collect();
                 outbox = Some((depth, window));
             } else {
-                let mut v = serde_json::to_value(sandboxer_credits::db::account_in(tx, &own)?)
-                    .expect("json");
-                v["actor"] = json!(own.to_string());
-                accounts.push(v);
+                accounts.push(ActorAccount {
+                    actor: own.to_string(),
+                    account: sandboxer_credits::db::account_in(tx, &own)?,
+                });
             }
             Ok((page, counts, accounts, outbox))
         })
@@ -153,13 +208,13 @@ pub(crate) async fn data(
     let now = Utc::now();
     let events = outbox.map(|(depth, window)| {
         let s = sandboxer_events::status(&window, None, now);
-        json!({
-            "depth": depth,
-            "oldest_age_secs": s.oldest_age_secs,
-            "backing_off_until": s.backing_off_until,
-            "last_error": s.last_error,
-            "relay": st.metrics.relay_view(),
-        })
+        EventsView {
+            depth,
+            oldest_age_secs: s.oldest_age_secs,
+            backing_off_until: s.backing_off_until,
+            last_error: s.last_error,
+            relay: st.metrics.relay_view(),
+        }
     });
     let m = &st.manager;
     let profiles: Vec<&str> = m.catalog().list().iter().map(|p| p.id.as_str()).collect();
@@ -168,17 +223,17 @@ pub(crate) async fn data(
         hosts.insert(0, "local".to_string());
     }
     let records: Vec<Public<'_>> = page.records.iter().rev().map(Public).collect();
-    Ok(Json(json!({
-        "actor": caller.actor.to_string(),
-        "admin": admin,
-        "now": now,
-        "sandboxes": records,
-        "truncated": page.next.is_some(),
-        "counts": counts,
-        "accounts": accounts,
-        "profiles": profiles,
-        "hosts": hosts,
-        "events": events,
-    }))
+    Ok(Json(DashboardData {
+        actor: &caller.actor,
+        admin,
+        now,
+        sandboxes: records,
+        truncated: page.next.is_some(),
+        counts,
+        accounts,
+        profiles,
+        hosts,
+        events,
+    })
     .into_response())
 }

@@ -37,8 +37,9 @@ use sandboxer_core::model::Sandbox;
 use sandboxer_core::routing::Constraints;
 use sandboxer_core::store::db::ListQuery;
 use sandboxer_core::ErrorKind;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::extract::{Caller, JsonBody, Params, PathParam};
@@ -82,12 +83,24 @@ impl IntoResponse for E2bError {
             Some(h) => format!("{} ({h})", e.message),
             None => e.message.clone(),
         };
-        (
-            e.status,
-            Json(json!({"code": e.status.as_u16(), "message": message, "error_code": e.code})),
-        )
-            .into_response()
+        let body = E2bErrorBody {
+            code: e.status.as_u16(),
+            message,
+            error_code: e.kind,
+        };
+        (e.status, Json(body)).into_response()
     }
+}
+
+/// E2B's error body.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "E2bError")]
+pub struct E2bErrorBody {
+    /// The HTTP status.
+    pub code: u16,
+    pub message: String,
+    /// sandboxer's error kind.
+    pub error_code: ErrorKind,
 }
 
 type E2bResult = Result<Response, E2bError>;
@@ -149,61 +162,126 @@ fn inventory(s: &Sandbox) -> Option<HostInventory> {
 
 const MIB: u64 = 1024 * 1024;
 
-/// `Sandbox` (the create and connect answer).
-fn sandbox_view(s: &Sandbox, alias: Option<&str>) -> Value {
-    let mut v = json!({
-        "templateID": s.profile,
-        "sandboxID": s.id,
-        "clientID": CLIENT_ID,
-        "envdVersion": ENVD_VERSION,
-        "domain": Value::Null,
-    });
-    if let Some(a) = alias {
-        v["alias"] = json!(a);
+/// E2B's `Sandbox` (the create and connect answer).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "E2bSandbox")]
+pub struct SandboxView<'a> {
+    /// The profile id.
+    #[serde(rename = "templateID")]
+    pub template_id: &'a str,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: &'a str,
+    /// The template name asked for, when not the profile id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<&'a str>,
+    #[serde(rename = "clientID")]
+    pub client_id: &'static str,
+    /// What the SDKs need to accept the sandbox; no envd runs.
+    pub envd_version: &'static str,
+    /// Always null: sandboxes are reached at their record's address.
+    pub domain: Option<String>,
+}
+
+fn sandbox_view<'a>(s: &'a Sandbox, alias: Option<&'a str>) -> SandboxView<'a> {
+    SandboxView {
+        template_id: &s.profile,
+        sandbox_id: &s.id,
+        alias,
+        client_id: CLIENT_ID,
+        envd_version: ENVD_VERSION,
+        domain: None,
     }
-    v
+}
+
+/// E2B's sandbox states.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum E2bState {
+    Running,
+    Paused,
+}
+
+/// E2B's `SandboxDetail` and `ListedSandbox`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "E2bSandboxDetail")]
+pub struct DetailView<'a> {
+    /// The profile id.
+    #[serde(rename = "templateID")]
+    pub template_id: &'a str,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: &'a str,
+    #[serde(rename = "clientID")]
+    pub client_id: &'static str,
+    pub started_at: DateTime<Utc>,
+    pub end_at: DateTime<Utc>,
+    pub envd_version: &'static str,
+    pub cpu_count: u32,
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u64,
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: u64,
+    pub metadata: &'a BTreeMap<String, String>,
+    pub state: E2bState,
+    /// Always null.
+    pub domain: Option<String>,
 }
 
 /// `SandboxDetail` and `ListedSandbox`: resources from the host telemetry
 /// the sandbox reported (0 where it reported none).
-fn detail_view(s: &Sandbox) -> Value {
+fn detail_view(s: &Sandbox) -> DetailView<'_> {
     let end = s
         .expires_at
         .unwrap_or(s.created_at + chrono::Duration::seconds(s.ttl_seconds as i64));
     let inv = inventory(s);
     let inv = inv.as_ref();
     let disk = inv.and_then(|i| i.disk_total_bytes.or(i.disk_free_bytes));
-    json!({
-        "templateID": s.profile,
-        "sandboxID": s.id,
-        "clientID": CLIENT_ID,
-        "startedAt": s.created_at,
-        "endAt": end,
-        "envdVersion": ENVD_VERSION,
-        "cpuCount": inv.and_then(|i| i.cpus).unwrap_or(0),
-        "memoryMB": inv.and_then(|i| i.mem_total_bytes).map_or(0, |b| b / MIB),
-        "diskSizeMB": disk.map_or(0, |b| b / MIB),
-        "metadata": s.metadata,
-        "state": if paused(s) { "paused" } else { "running" },
-        "domain": Value::Null,
-    })
+    DetailView {
+        template_id: &s.profile,
+        sandbox_id: &s.id,
+        client_id: CLIENT_ID,
+        started_at: s.created_at,
+        end_at: end,
+        envd_version: ENVD_VERSION,
+        cpu_count: inv.and_then(|i| i.cpus).unwrap_or(0),
+        memory_mb: inv.and_then(|i| i.mem_total_bytes).map_or(0, |b| b / MIB),
+        disk_size_mb: disk.map_or(0, |b| b / MIB),
+        metadata: &s.metadata,
+        state: if paused(s) {
+            E2bState::Paused
+        } else {
+            E2bState::Running
+        },
+        domain: None,
+    }
 }
 
 /// `NewSandbox` and `NewSandboxV2`: the fields sandboxer reads. The rest
 /// of what the SDKs send (network, lifecycle defaults) is accepted and
 /// left alone; what sandboxer cannot honour is refused.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "E2bNewSandbox")]
 pub(crate) struct NewSandboxBody {
+    /// A profile id, one of its aliases, or a snapshot's id or name.
     #[serde(rename = "templateID")]
+    #[schemars(example = &"canary")]
     template_id: String,
+    /// The TTL in seconds.
+    #[schemars(range(min = 1))]
     timeout: Option<i64>,
+    /// Labels kept on the record, listed and filtered on.
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
+    /// The profile's inputs.
     #[serde(default)]
     env_vars: Option<BTreeMap<String, String>>,
+    /// Only false: sandboxes are destroyed, not paused, when their time ends.
     auto_pause: Option<bool>,
+    /// Only empty: sandboxer mounts no volumes.
     #[serde(default)]
+    #[schemars(length(max = 0))]
     volume_mounts: Option<Vec<Value>>,
 }
 
@@ -468,7 +546,7 @@ pub(crate) async fn list_v2(
         .await?
     };
     let total = all.len();
-    let page: Vec<Value> = all
+    let page: Vec<DetailView<'_>> = all
         .iter()
         .skip(offset)
         .take(limit)
@@ -535,8 +613,11 @@ pub(crate) async fn kill(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "E2bTimeout")]
 pub(crate) struct TimeoutBody {
+    /// Seconds from now.
+    #[schemars(range(min = 1))]
     timeout: i64,
 }
 
@@ -575,8 +656,11 @@ pub(crate) async fn set_timeout(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(rename = "E2bRefresh")]
 pub(crate) struct RefreshBody {
+    /// Seconds from now (default 60).
+    #[schemars(range(min = 1))]
     duration: Option<i64>,
 }
 
@@ -595,8 +679,11 @@ pub(crate) async fn refresh(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(rename = "E2bConnect")]
 pub(crate) struct ConnectBody {
+    /// Seconds from now.
+    #[schemars(range(min = 1))]
     timeout: Option<i64>,
 }
 
@@ -626,6 +713,23 @@ pub(crate) async fn connect(
     Ok((StatusCode::OK, Json(sandbox_view(&s, None))).into_response())
 }
 
+/// One of E2B's `SandboxMetric`s: the host telemetry the sandbox reported.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "E2bMetric")]
+pub struct Metric {
+    pub timestamp: DateTime<Utc>,
+    pub timestamp_unix: i64,
+    pub cpu_count: u32,
+    /// The 1-minute load over the CPUs, as a percentage (at most 100).
+    pub cpu_used_pct: f64,
+    pub mem_used: u64,
+    pub mem_total: u64,
+    pub mem_cache: u64,
+    pub disk_used: u64,
+    pub disk_total: u64,
+}
+
 /// `GET /sandboxes/{sandboxID}/metrics`: what the sandbox's host reported
 /// at ready (the canary's telemetry), as one sample; none where nothing
 /// was reported.
@@ -639,7 +743,7 @@ pub(crate) async fn metrics(
     Params::parse(crate::openapi::OpId::E2bSandboxMetrics, q.as_deref())?;
     let s = running_sandbox(&st, &caller, &id).await?;
     let Some(t) = inventory(&s) else {
-        return Ok(Json(Vec::<Value>::new()).into_response());
+        return Ok(Json(Vec::<Metric>::new()).into_response());
     };
     let at = t.collected_at;
     let cpus = t.cpus.unwrap_or(0);
@@ -653,17 +757,17 @@ pub(crate) async fn metrics(
     let mem_avail = t.mem_available_bytes.unwrap_or(mem_total);
     let disk_total = t.disk_total_bytes.unwrap_or(0);
     let disk_free = t.disk_free_bytes.unwrap_or(disk_total);
-    Ok(Json(json!([{
-        "timestamp": at,
-        "timestampUnix": at.timestamp(),
-        "cpuCount": cpus,
-        "cpuUsedPct": used_pct,
-        "memUsed": mem_total.saturating_sub(mem_avail),
-        "memTotal": mem_total,
-        "memCache": 0,
-        "diskUsed": disk_total.saturating_sub(disk_free),
-        "diskTotal": disk_total,
-    }]))
+    Ok(Json([Metric {
+        timestamp: at,
+        timestamp_unix: at.timestamp(),
+        cpu_count: cpus,
+        cpu_used_pct: used_pct,
+        mem_used: mem_total.saturating_sub(mem_avail),
+        mem_total,
+        mem_cache: 0,
+        disk_used: disk_total.saturating_sub(disk_free),
+        disk_total,
+    }])
     .into_response())
 }
 
@@ -692,10 +796,14 @@ pub(crate) async fn pause(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "E2bResume")]
 pub(crate) struct ResumeBody {
+    /// Seconds from now (default: the time it had left).
+    #[schemars(range(min = 1))]
     timeout: Option<i64>,
+    /// Only false.
     auto_pause: Option<bool>,
 }
 
@@ -726,18 +834,34 @@ pub(crate) async fn resume(
     Ok((StatusCode::CREATED, Json(sandbox_view(&s, None))).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[schemars(rename = "E2bSnapshotSandbox")]
 pub(crate) struct SnapshotBody {
+    /// A name to create sandboxes from it by (as `templateID`).
     name: Option<String>,
 }
 
-/// E2B's `SnapshotInfo` of a snapshot.
-fn snapshot_info(s: &sandboxer_core::snapshot::Snapshot) -> Value {
-    let mut names = vec![s.id.clone()];
-    if let Some(n) = &s.name {
-        names.insert(0, n.clone());
+/// E2B's `SnapshotInfo`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "E2bSnapshotInfo")]
+pub struct SnapshotInfo<'a> {
+    #[serde(rename = "snapshotID")]
+    #[schemars(regex(pattern = r"^snap-[a-z0-9]+$"))]
+    pub snapshot_id: &'a str,
+    /// Its name (when given) and its id.
+    pub names: Vec<&'a str>,
+}
+
+fn snapshot_info(s: &sandboxer_core::snapshot::Snapshot) -> SnapshotInfo<'_> {
+    SnapshotInfo {
+        snapshot_id: &s.id,
+        names: s
+            .name
+            .as_deref()
+            .into_iter()
+            .chain([s.id.as_str()])
+            .collect(),
     }
-    json!({"snapshotID": s.id, "names": names})
 }
 
 /// `POST /sandboxes/{sandboxID}/snapshots`: 201 with the snapshot, whose
@@ -798,8 +922,8 @@ pub(crate) async fn snapshots(
     let p = Params::parse(crate::openapi::OpId::E2bListSnapshots, q.as_deref())?;
     let source = p.one("sandboxID")?;
     let name = p.one("name")?;
-    let list: Vec<Value> = own_snapshots(&st, &caller)
-        .await?
+    let own = own_snapshots(&st, &caller).await?;
+    let list: Vec<SnapshotInfo<'_>> = own
         .iter()
         .filter(|s| source.as_ref().is_none_or(|x| &s.source == x))
         .filter(|s| {

@@ -25,12 +25,22 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// Every error: the kind (the same names as the CLI's `--json` errors), a
+/// message for people and an optional hint.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody<'a> {
+    pub code: ErrorKind,
+    pub message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<&'a str>,
+}
+
 /// An error on its way to the client.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    /// `ErrorKind::as_str()` of the error.
-    pub code: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
     pub hint: Option<String>,
 }
@@ -39,7 +49,7 @@ impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ApiError {
             status: status_of(kind),
-            code: kind.as_str(),
+            kind,
             message: message.into(),
             hint: None,
         }
@@ -71,12 +81,12 @@ impl ApiError {
     }
 
     /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({ "code": self.code, "message": self.message });
-        if let Some(h) = &self.hint {
-            v["hint"] = serde_json::Value::String(h.clone());
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            code: self.kind,
+            message: &self.message,
+            hint: self.hint.as_deref(),
         }
-        v
     }
 }
 
@@ -88,7 +98,7 @@ impl From<Error> for ApiError {
         }
         ApiError {
             status: status_of(kind),
-            code: kind.as_str(),
+            kind,
             message: e.message().to_string(),
             hint: e.hint().map(str::to_string),
         }
@@ -146,7 +156,7 @@ mod tests {
             .with_hint("list them")
             .into();
         assert_eq!(
-            e.body(),
+            serde_json::to_value(e.body()).unwrap(),
             serde_json::json!({"code": "not_found", "message": "no sandbox `sbx-x`", "hint": "list them"})
         );
     }

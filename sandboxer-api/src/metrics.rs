@@ -84,7 +84,7 @@ pub struct Metrics {
 }
 
 /// What this server's State Hub relay last did (for the dashboard).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, schemars::JsonSchema)]
 pub struct RelayView {
     /// Whether this server runs a relay (a hub is configured).
     pub running: bool,

@@ -7,10 +7,31 @@
 //! the document served at `/openapi.json` cannot drift from the routes.
 //! `docs/openapi.json` is a copy a test keeps equal.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use sandboxer_core::ErrorKind;
+use sandboxer_core::credits::Micros;
+use sandboxer_core::duration::DurationText;
+use sandboxer_core::lifecycle::State;
+use sandboxer_core::model::Actor;
+use sandboxer_core::profile::Profile;
+use sandboxer_core::reaper::StaleReport;
+use sandboxer_core::routing::Decision;
+use sandboxer_core::snapshot::{Snapshot, SnapshotState};
+use sandboxer_credits::Entry;
+use sandboxer_telemetry::HostInventory;
+use schemars::generate::{Contract, SchemaSettings};
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
+
+use crate::dashboard::DashboardData;
+use crate::error::ErrorBody;
+use crate::uploads::UploadView;
+use crate::views::{
+    Balance, CheckAnswer, GrantResult, Health, HostRow, ProfileRow, Public, ReapAnswer, Usage,
+    WhoAmI,
+};
+use crate::{e2b, routes};
 
 /// Who may call an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,13 +108,43 @@ pub struct Param {
     pub description: &'static str,
 }
 
+/// How the schema of a body is made: by its type's [`JsonSchema`] (see
+/// [`schema_of`]), so the document describes what the handlers serialize.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// The schema of `T`, as a reference into `components/schemas` (or inline
+/// for types that are not named there, such as lists).
+pub fn schema_of<T: JsonSchema + ?Sized>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// What a response carries.
+#[derive(Debug, Clone, Copy)]
+pub enum RespBody {
+    /// JSON of this schema.
+    Json(SchemaFn),
+    /// Nothing (204).
+    Empty,
+    /// The error body (`Error`, or `E2bError` on the E2B routes), by the
+    /// shared response of its status.
+    Error,
+}
+
 /// One documented response.
 #[derive(Debug, Clone, Copy)]
 pub struct Resp {
     pub status: u16,
     pub description: &'static str,
-    /// A schema in `components/schemas`; `None` for the error body.
-    pub schema: Option<&'static str>,
+    pub body: RespBody,
+}
+
+/// What a request carries.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestBody {
+    /// JSON of this schema.
+    Json(SchemaFn),
+    /// A repo archive: tar, optionally gzip-compressed.
+    Archive,
 }
 
 /// Every operation of the API, by its OpenAPI `operationId`. The router
@@ -237,9 +288,9 @@ pub struct Operation {
     /// The CLI command that does the same.
     pub cli: &'static str,
     pub params: &'static [Param],
-    /// The request body's schema (the body is optional when `body_required`
-    /// is false: an empty body is `{}`).
-    pub body: Option<&'static str>,
+    /// The request body (optional when `body_required` is false: an empty
+    /// body is `{}`).
+    pub body: Option<RequestBody>,
     pub body_required: bool,
     pub responses: &'static [Resp],
 }
@@ -262,11 +313,11 @@ const fn query(name: &'static str, kind: Kind, description: &'static str) -> Par
     }
 }
 
-const fn ok(status: u16, description: &'static str, schema: &'static str) -> Resp {
+const fn ok(status: u16, description: &'static str, schema: SchemaFn) -> Resp {
     Resp {
         status,
         description,
-        schema: Some(schema),
+        body: RespBody::Json(schema),
     }
 }
 
@@ -274,7 +325,15 @@ const fn err(status: u16, description: &'static str) -> Resp {
     Resp {
         status,
         description,
-        schema: None,
+        body: RespBody::Error,
+    }
+}
+
+const fn empty(status: u16, description: &'static str) -> Resp {
+    Resp {
+        status,
+        description,
+        body: RespBody::Empty,
     }
 }
 
@@ -319,18 +378,30 @@ const E2B_ID: Param = path(
 const E2B_NOT_FOUND: Resp = ok(
     404,
     "No running sandbox of that id for this caller",
-    "E2bError",
+    schema_of::<e2b::E2bErrorBody>,
 );
-const E2B_NO_CONTENT: Resp = ok(204, "Done", "Empty");
+const E2B_NO_CONTENT: Resp = empty(204, "Done");
 const E2B_CREATED: [Resp; 4] = [
     ok(
         201,
         "Created and running (or the one the Idempotency-Key made)",
-        "E2bSandbox",
+        schema_of::<e2b::SandboxView<'static>>,
     ),
-    ok(404, "No template of that name", "E2bError"),
-    ok(402, "The actor's credits do not cover the hold", "E2bError"),
-    ok(503, "No route can place it now", "E2bError"),
+    ok(
+        404,
+        "No template of that name",
+        schema_of::<e2b::E2bErrorBody>,
+    ),
+    ok(
+        402,
+        "The actor's credits do not cover the hold",
+        schema_of::<e2b::E2bErrorBody>,
+    ),
+    ok(
+        503,
+        "No route can place it now",
+        schema_of::<e2b::E2bErrorBody>,
+    ),
 ];
 const E2B_CREATE: &str =
     "E2B's create: `templateID` names a profile (its id, an alias it declares, \
@@ -355,7 +426,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The server runs", "Health")],
+        responses: &[ok(200, "The server runs", schema_of::<Health>)],
     },
     Operation {
         id: OpId::Openapi,
@@ -370,7 +441,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The document", "OpenApiDocument")],
+        responses: &[ok(200, "The document", schema_of::<OpenApiDocument>)],
     },
     Operation {
         id: OpId::Whoami,
@@ -384,7 +455,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The caller", "WhoAmI")],
+        responses: &[ok(200, "The caller", schema_of::<WhoAmI<'static>>)],
     },
     Operation {
         id: OpId::CreateSandbox,
@@ -402,15 +473,15 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer create",
         params: &[],
-        body: Some("CreateSandbox"),
+        body: Some(RequestBody::Json(schema_of::<routes::CreateBody>)),
         body_required: false,
         responses: &[
-            ok(201, "Created and ready", "Sandbox"),
-            ok(200, "The idempotency key's existing sandbox", "Sandbox"),
+            ok(201, "Created and ready", schema_of::<Public<'static>>),
+            ok(200, "The idempotency key's existing sandbox", schema_of::<Public<'static>>),
             ok(
                 202,
                 "Recorded; provisioning goes on (`wait: false`)",
-                "Sandbox",
+                schema_of::<Public<'static>>,
             ),
             BAD_REQUEST,
             err(
@@ -462,7 +533,7 @@ pub const OPERATIONS: &[Operation] = &[
         ],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The records", "SandboxList"), BAD_REQUEST],
+        responses: &[ok(200, "The records", schema_of::<Vec<Public<'static>>>), BAD_REQUEST],
     },
     Operation {
         id: OpId::Dashboard,
@@ -489,7 +560,7 @@ pub const OPERATIONS: &[Operation] = &[
         ],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The dashboard's data", "DashboardData"), BAD_REQUEST],
+        responses: &[ok(200, "The dashboard's data", schema_of::<DashboardData<'static>>), BAD_REQUEST],
     },
     Operation {
         id: OpId::GetSandbox,
@@ -503,7 +574,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[SANDBOX_ID],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The record", "Sandbox"), NOT_FOUND_SANDBOX],
+        responses: &[ok(200, "The record", schema_of::<Public<'static>>), NOT_FOUND_SANDBOX],
     },
     Operation {
         id: OpId::DestroySandbox,
@@ -519,7 +590,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: None,
         body_required: false,
         responses: &[
-            ok(200, "The record, destroyed", "Sandbox"),
+            ok(200, "The record, destroyed", schema_of::<Public<'static>>),
             NOT_FOUND_SANDBOX,
             CONFLICT,
             err(501, "The sandbox's extension is not in this build"),
@@ -541,14 +612,14 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer recreate ID",
         params: &[SANDBOX_ID],
-        body: Some("RecreateSandbox"),
+        body: Some(RequestBody::Json(schema_of::<routes::RecreateBody>)),
         body_required: false,
         responses: &[
-            ok(201, "The new sandbox, ready", "Sandbox"),
+            ok(201, "The new sandbox, ready", schema_of::<Public<'static>>),
             ok(
                 202,
                 "The new sandbox, provisioning (`wait: false`)",
-                "Sandbox",
+                schema_of::<Public<'static>>,
             ),
             BAD_REQUEST,
             NOT_FOUND_SANDBOX,
@@ -571,10 +642,10 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer extend-ttl ID DURATION",
         params: &[SANDBOX_ID],
-        body: Some("ExtendTtl"),
+        body: Some(RequestBody::Json(schema_of::<routes::ExtendBody>)),
         body_required: true,
         responses: &[
-            ok(200, "The record with its new expiry", "Sandbox"),
+            ok(200, "The record with its new expiry", schema_of::<Public<'static>>),
             BAD_REQUEST,
             err(402, "The actor's credits do not cover the extra time"),
             NOT_FOUND_SANDBOX,
@@ -599,7 +670,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: None,
         body_required: false,
         responses: &[
-            ok(200, "The record, paused", "Sandbox"),
+            ok(200, "The record, paused", schema_of::<Public<'static>>),
             err(402, "The actor's credits do not cover the paused price"),
             NOT_FOUND_SANDBOX,
             err(409, "The sandbox is not ready (provisioning, resuming, destroying, ended)"),
@@ -620,10 +691,10 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer resume ID [--ttl DURATION]",
         params: &[SANDBOX_ID],
-        body: Some("ResumeSandbox"),
+        body: Some(RequestBody::Json(schema_of::<routes::ResumeBody>)),
         body_required: false,
         responses: &[
-            ok(200, "The record, ready", "Sandbox"),
+            ok(200, "The record, ready", schema_of::<Public<'static>>),
             BAD_REQUEST,
             err(402, "The actor's credits do not cover the run"),
             NOT_FOUND_SANDBOX,
@@ -644,10 +715,10 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer snapshot ID [--name NAME]",
         params: &[SANDBOX_ID],
-        body: Some("SnapshotSandbox"),
+        body: Some(RequestBody::Json(schema_of::<routes::SnapshotBody>)),
         body_required: false,
         responses: &[
-            ok(201, "The snapshot, ready", "Snapshot"),
+            ok(201, "The snapshot, ready", schema_of::<Snapshot>),
             BAD_REQUEST,
             NOT_FOUND_SANDBOX,
             err(409, "The sandbox is not ready or paused"),
@@ -671,7 +742,7 @@ pub const OPERATIONS: &[Operation] = &[
         ],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The snapshots", "SnapshotList"), BAD_REQUEST],
+        responses: &[ok(200, "The snapshots", schema_of::<Vec<Snapshot>>), BAD_REQUEST],
     },
     Operation {
         id: OpId::GetSnapshot,
@@ -685,7 +756,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[SNAPSHOT_ID],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The snapshot", "Snapshot"), NOT_FOUND_SNAPSHOT],
+        responses: &[ok(200, "The snapshot", schema_of::<Snapshot>), NOT_FOUND_SNAPSHOT],
     },
     Operation {
         id: OpId::DeleteSnapshot,
@@ -702,7 +773,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: None,
         body_required: false,
         responses: &[
-            ok(200, "The snapshot, deleted", "Snapshot"),
+            ok(200, "The snapshot, deleted", schema_of::<Snapshot>),
             NOT_FOUND_SNAPSHOT,
             err(409, "It is being made or restored"),
             err(502, "The host is unreachable"),
@@ -720,7 +791,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The catalog", "ProfileList")],
+        responses: &[ok(200, "The catalog", schema_of::<Vec<ProfileRow>>)],
     },
     Operation {
         id: OpId::GetProfile,
@@ -735,7 +806,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: None,
         body_required: false,
         responses: &[
-            ok(200, "The profile", "Profile"),
+            ok(200, "The profile", schema_of::<Profile>),
             err(404, "No such profile"),
         ],
     },
@@ -786,7 +857,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: None,
         body_required: false,
         responses: &[
-            ok(200, "The decision", "Decision"),
+            ok(200, "The decision", schema_of::<Decision>),
             BAD_REQUEST,
             err(
                 403,
@@ -808,7 +879,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The hosts", "HostList")],
+        responses: &[ok(200, "The hosts", schema_of::<Vec<HostRow>>)],
     },
     Operation {
         id: OpId::HostTelemetry,
@@ -829,7 +900,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: None,
         body_required: false,
         responses: &[
-            ok(200, "The inventory", "HostInventory"),
+            ok(200, "The inventory", schema_of::<HostInventory>),
             err(404, "No such host"),
             err(502, "The host is unreachable"),
             err(504, "The host did not answer in time"),
@@ -851,7 +922,7 @@ pub const OPERATIONS: &[Operation] = &[
         )],
         body: None,
         body_required: false,
-        responses: &[ok(200, "What is stale", "StaleReport"), BAD_REQUEST],
+        responses: &[ok(200, "What is stale", schema_of::<StaleReport>), BAD_REQUEST],
     },
     Operation {
         id: OpId::ReapStale,
@@ -865,9 +936,9 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Admin,
         cli: "sandboxer reap-stale",
         params: &[],
-        body: Some("ReapRequest"),
+        body: Some(RequestBody::Json(schema_of::<routes::ReapBody>)),
         body_required: false,
-        responses: &[ok(200, "What was done", "ReapReport"), BAD_REQUEST],
+        responses: &[ok(200, "What was done", schema_of::<ReapAnswer>), BAD_REQUEST],
     },
     Operation {
         id: OpId::CreditsBalance,
@@ -888,7 +959,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: None,
         body_required: false,
         responses: &[
-            ok(200, "The account", "Balance"),
+            ok(200, "The account", schema_of::<Balance<'static>>),
             BAD_REQUEST,
             err(403, "Another actor's account, and the token is not `adm`"),
         ],
@@ -905,14 +976,14 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Admin,
         cli: "sandboxer credits grant --actor ACTOR AMOUNT",
         params: &[],
-        body: Some("GrantRequest"),
+        body: Some(RequestBody::Json(schema_of::<routes::GrantBody>)),
         body_required: true,
         responses: &[
-            ok(201, "Granted", "GrantResult"),
+            ok(201, "Granted", schema_of::<GrantResult<'static>>),
             ok(
                 200,
                 "The key was applied before; nothing changed",
-                "GrantResult",
+                schema_of::<GrantResult<'static>>,
             ),
             BAD_REQUEST,
             err(409, "The key was used for a different grant"),
@@ -936,7 +1007,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: None,
         body_required: false,
         responses: &[
-            ok(200, "The entries", "LedgerEntries"),
+            ok(200, "The entries", schema_of::<Vec<Entry>>),
             BAD_REQUEST,
             err(403, "Another actor's entries, and the token is not `adm`"),
         ],
@@ -958,7 +1029,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: None,
         body_required: false,
         responses: &[
-            ok(200, "The usage", "Usage"),
+            ok(200, "The usage", schema_of::<Usage<'static>>),
             BAD_REQUEST,
             err(403, "Another actor's usage, and the token is not `adm`"),
         ],
@@ -977,7 +1048,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The report", "CheckReport")],
+        responses: &[ok(200, "The report", schema_of::<CheckAnswer>)],
     },
     Operation {
         id: OpId::UploadRepo,
@@ -995,10 +1066,10 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "",
         params: &[],
-        body: Some("RepoArchive"),
+        body: Some(RequestBody::Archive),
         body_required: true,
         responses: &[
-            ok(201, "Unpacked and recorded", "Upload"),
+            ok(201, "Unpacked and recorded", schema_of::<UploadView<'static>>),
             BAD_REQUEST,
             err(408, "The body did not arrive within the server's body deadline"),
             err(413, "Larger than the server takes (sent or unpacked)"),
@@ -1016,7 +1087,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The uploads", "UploadList")],
+        responses: &[ok(200, "The uploads", schema_of::<Vec<UploadView<'static>>>)],
     },
     Operation {
         id: OpId::DeleteUpload,
@@ -1036,7 +1107,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: None,
         body_required: false,
         responses: &[
-            ok(200, "Deleted", "Upload"),
+            ok(200, "Deleted", schema_of::<UploadView<'static>>),
             err(404, "No such upload (or it belongs to another actor)"),
             err(409, "A live sandbox uses it"),
         ],
@@ -1052,7 +1123,7 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer create",
         params: &[],
-        body: Some("E2bNewSandbox"),
+        body: Some(RequestBody::Json(schema_of::<e2b::NewSandboxBody>)),
         body_required: true,
         responses: &E2B_CREATED,
     },
@@ -1066,7 +1137,7 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer create",
         params: &[],
-        body: Some("E2bNewSandbox"),
+        body: Some(RequestBody::Json(schema_of::<e2b::NewSandboxBody>)),
         body_required: true,
         responses: &E2B_CREATED,
     },
@@ -1093,7 +1164,7 @@ pub const OPERATIONS: &[Operation] = &[
         ],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The sandboxes", "E2bListedSandboxes")],
+        responses: &[ok(200, "The sandboxes", schema_of::<Vec<e2b::DetailView<'static>>>)],
     },
     Operation {
         id: OpId::E2bListSandboxes,
@@ -1107,7 +1178,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[query("metadata", Kind::Metadata, "Metadata the sandboxes have: `key=value&key2=value2`")],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The sandboxes", "E2bListedSandboxes")],
+        responses: &[ok(200, "The sandboxes", schema_of::<Vec<e2b::DetailView<'static>>>)],
     },
     Operation {
         id: OpId::E2bGetSandbox,
@@ -1122,7 +1193,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[E2B_ID],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The sandbox", "E2bSandboxDetail"), E2B_NOT_FOUND],
+        responses: &[ok(200, "The sandbox", schema_of::<e2b::DetailView<'static>>), E2B_NOT_FOUND],
     },
     Operation {
         id: OpId::E2bKillSandbox,
@@ -1149,7 +1220,7 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer extend-ttl ID",
         params: &[E2B_ID],
-        body: Some("E2bTimeout"),
+        body: Some(RequestBody::Json(schema_of::<e2b::TimeoutBody>)),
         body_required: true,
         responses: &[E2B_NO_CONTENT, E2B_NOT_FOUND],
     },
@@ -1163,7 +1234,7 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer extend-ttl ID",
         params: &[E2B_ID],
-        body: Some("E2bRefresh"),
+        body: Some(RequestBody::Json(schema_of::<e2b::RefreshBody>)),
         body_required: false,
         responses: &[E2B_NO_CONTENT, E2B_NOT_FOUND],
     },
@@ -1177,9 +1248,9 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer get ID",
         params: &[E2B_ID],
-        body: Some("E2bConnect"),
+        body: Some(RequestBody::Json(schema_of::<e2b::ConnectBody>)),
         body_required: false,
-        responses: &[ok(200, "The sandbox", "E2bSandbox"), E2B_NOT_FOUND],
+        responses: &[ok(200, "The sandbox", schema_of::<e2b::SandboxView<'static>>), E2B_NOT_FOUND],
     },
     Operation {
         id: OpId::E2bConnectSandboxV2,
@@ -1191,9 +1262,9 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer get ID",
         params: &[E2B_ID],
-        body: Some("E2bConnect"),
+        body: Some(RequestBody::Json(schema_of::<e2b::ConnectBody>)),
         body_required: false,
-        responses: &[ok(200, "The sandbox", "E2bSandbox"), E2B_NOT_FOUND],
+        responses: &[ok(200, "The sandbox", schema_of::<e2b::SandboxView<'static>>), E2B_NOT_FOUND],
     },
     Operation {
         id: OpId::E2bSandboxMetrics,
@@ -1212,7 +1283,7 @@ pub const OPERATIONS: &[Operation] = &[
         ],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The samples", "E2bMetrics"), E2B_NOT_FOUND],
+        responses: &[ok(200, "The samples", schema_of::<Vec<e2b::Metric>>), E2B_NOT_FOUND],
     },
     Operation {
         id: OpId::E2bPauseSandbox,
@@ -1248,10 +1319,10 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer resume ID [--ttl DURATION]",
         params: &[E2B_ID],
-        body: Some("E2bConnect"),
+        body: Some(RequestBody::Json(schema_of::<e2b::ResumeBody>)),
         body_required: false,
         responses: &[
-            ok(201, "Resumed", "E2bSandbox"),
+            ok(201, "Resumed", schema_of::<e2b::SandboxView<'static>>),
             err(402, "The actor's credits do not cover the run"),
             E2B_NOT_FOUND,
             err(409, "Not paused"),
@@ -1268,10 +1339,10 @@ pub const OPERATIONS: &[Operation] = &[
         access: Access::Actor,
         cli: "sandboxer snapshot ID [--name NAME]",
         params: &[E2B_ID],
-        body: Some("SnapshotSandbox"),
+        body: Some(RequestBody::Json(schema_of::<e2b::SnapshotBody>)),
         body_required: false,
         responses: &[
-            ok(201, "The snapshot", "E2bSnapshotInfo"),
+            ok(201, "The snapshot", schema_of::<e2b::SnapshotInfo<'static>>),
             E2B_NOT_FOUND,
             err(501, "Its extension cannot snapshot"),
         ],
@@ -1293,7 +1364,7 @@ pub const OPERATIONS: &[Operation] = &[
         ],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The snapshots", "E2bSnapshots")],
+        responses: &[ok(200, "The snapshots", schema_of::<Vec<e2b::SnapshotInfo<'static>>>)],
     },
     Operation {
         id: OpId::E2bDeleteTemplate,
@@ -1325,18 +1396,18 @@ pub fn operation(id: OpId) -> &'static Operation {
         .unwrap_or_else(|| panic!("no operation `{id}` in the route table"))
 }
 
-fn kind_schema(k: Kind) -> Value {
+fn kind_schema(k: Kind, g: &mut SchemaGenerator) -> Value {
     match k {
         Kind::String => json!({"type": "string", "minLength": 1}),
         Kind::SandboxId => {
             json!({"type": "string", "pattern": "^sbx-[a-z0-9]+$", "example": "sbx-q3v7k2m4xa"})
         }
         Kind::ProfileId => json!({"type": "string", "example": "profile.sandbox-canary"}),
-        Kind::Actor => json!({"$ref": "#/components/schemas/Actor"}),
-        Kind::Duration => json!({"$ref": "#/components/schemas/Duration"}),
-        Kind::Amount => json!({"$ref": "#/components/schemas/Amount"}),
+        Kind::Actor => g.subschema_for::<Actor>().to_value(),
+        Kind::Duration => g.subschema_for::<DurationText>().to_value(),
+        Kind::Amount => g.subschema_for::<Micros>().to_value(),
         Kind::Bool => json!({"type": "boolean"}),
-        Kind::States => json!({"type": "array", "items": {"$ref": "#/components/schemas/State"}}),
+        Kind::States => g.subschema_for::<Vec<State>>().to_value(),
         Kind::Extensions => {
             json!({"type": "array", "items": {"type": "string", "example": "ext.canary"}})
         }
@@ -1346,9 +1417,7 @@ fn kind_schema(k: Kind) -> Value {
         Kind::SnapshotId => {
             json!({"type": "string", "pattern": "^snap-[a-z0-9]+$", "example": "snap-q3v7k2m4xa"})
         }
-        Kind::SnapshotStates => {
-            json!({"type": "array", "items": {"type": "string", "enum": ["creating", "ready", "failed", "deleted"]}})
-        }
+        Kind::SnapshotStates => g.subschema_for::<Vec<SnapshotState>>().to_value(),
         Kind::Limit => json!({
             "type": "integer",
             "minimum": 1,
@@ -1368,13 +1437,13 @@ fn kind_schema(k: Kind) -> Value {
     }
 }
 
-fn param_json(p: &Param) -> Value {
+fn param_json(p: &Param, g: &mut SchemaGenerator) -> Value {
     let mut v = json!({
         "name": p.name,
         "in": match p.location { In::Path => "path", In::Query => "query" },
         "required": p.location == In::Path,
         "description": p.description,
-        "schema": kind_schema(p.kind),
+        "schema": kind_schema(p.kind, g),
     });
     if matches!(p.kind, Kind::States | Kind::Extensions) {
         v["style"] = json!("form");
@@ -1383,46 +1452,46 @@ fn param_json(p: &Param) -> Value {
     v
 }
 
-fn operation_json(op: &Operation) -> Value {
+fn operation_json(op: &Operation, g: &mut Generators) -> Value {
     let mut responses = Map::new();
-    let mut add = |status: u16, description: &str, schema: Option<&str>| {
+    let e2b = op.tag == "e2b";
+    let mut add = |status: u16, description: &str, body: RespBody| {
         let key = status.to_string();
         if responses.contains_key(&key) {
             return;
         }
-        let schema = match schema {
-            None if op.tag == "e2b" => Some("E2bError"),
-            other => other,
-        };
-        let r = match schema {
-            Some("Empty") => json!({"description": description}),
-            Some(s) => json!({
+        let json = |schema: Schema| {
+            json!({
                 "description": description,
-                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}}
-            }),
-            None => {
+                "content": {"application/json": {"schema": schema}}
+            })
+        };
+        let r = match body {
+            RespBody::Empty => json!({"description": description}),
+            RespBody::Json(schema) => json(schema(&mut g.serialize)),
+            RespBody::Error if e2b => json(g.serialize.subschema_for::<crate::e2b::E2bErrorBody>()),
+            RespBody::Error => {
                 json!({"$ref": format!("#/components/responses/{}", error_response_name(status))})
             }
         };
         responses.insert(key, r);
-        let _ = description;
     };
     for r in op.responses {
-        add(r.status, r.description, r.schema);
+        add(r.status, r.description, r.body);
     }
     if op.access != Access::Public {
-        add(401, "", None);
+        add(401, "", RespBody::Error);
         if op.access == Access::Admin {
-            add(403, "", None);
+            add(403, "", RespBody::Error);
         }
         if !op.params.iter().all(|p| p.location == In::Path) || op.body.is_some() {
-            add(400, "", None);
+            add(400, "", RespBody::Error);
         }
         if op.body.is_some() {
-            add(408, "", None);
-            add(413, "", None);
+            add(408, "", RespBody::Error);
+            add(413, "", RespBody::Error);
         }
-        add(500, "", None);
+        add(500, "", RespBody::Error);
     }
     let mut v = json!({
         "operationId": op.id.as_str(),
@@ -1439,7 +1508,12 @@ fn operation_json(op: &Operation) -> Value {
         v["security"] = json!([]);
     }
     if !op.params.is_empty() {
-        v["parameters"] = Value::Array(op.params.iter().map(param_json).collect());
+        v["parameters"] = Value::Array(
+            op.params
+                .iter()
+                .map(|p| param_json(p, &mut g.serialize))
+                .collect(),
+        );
     }
     if op.tag == "e2b" {
         v["security"] = json!([{"apiKey": []}, {"bearer": []}]);
@@ -1461,17 +1535,21 @@ fn operation_json(op: &Operation) -> Value {
             "schema": {"type": "string", "minLength": 1, "maxLength": 200},
         }));
     }
-    if op.body == Some("RepoArchive") {
-        let binary = json!({"schema": {"$ref": "#/components/schemas/RepoArchive"}});
-        v["requestBody"] = json!({
-            "required": op.body_required,
-            "content": {"application/x-tar": binary, "application/gzip": binary, "application/octet-stream": binary},
-        });
-    } else if let Some(body) = op.body {
-        v["requestBody"] = json!({
-            "required": op.body_required,
-            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}},
-        });
+    match op.body {
+        Some(RequestBody::Archive) => {
+            let binary = json!({"schema": g.deserialize.subschema_for::<RepoArchive>()});
+            v["requestBody"] = json!({
+                "required": op.body_required,
+                "content": {"application/x-tar": binary, "application/gzip": binary, "application/octet-stream": binary},
+            });
+        }
+        Some(RequestBody::Json(schema)) => {
+            v["requestBody"] = json!({
+                "required": op.body_required,
+                "content": {"application/json": {"schema": schema(&mut g.deserialize)}},
+            });
+        }
+        None => {}
     }
     v
 }
@@ -1495,7 +1573,7 @@ fn error_response_name(status: u16) -> &'static str {
     }
 }
 
-fn error_responses() -> Value {
+fn error_responses(g: &mut SchemaGenerator) -> Value {
     let table: [(u16, &str); 13] = [
         (400, "Invalid input: a parameter or the body is wrong (`invalid_input`), or malformed JSON; the message says what and where"),
         (401, "No token, or a token that is unknown or revoked (`unauthorized`)"),
@@ -1511,628 +1589,83 @@ fn error_responses() -> Value {
         (503, "No placement: every host or provider is full, unreachable or excluded (`no_placement`)"),
         (504, "Timed out (`timeout`)"),
     ];
+    let error = g.subschema_for::<ErrorBody<'static>>();
     let mut m = Map::new();
     for (status, description) in table {
         m.insert(
             error_response_name(status).to_string(),
             json!({
                 "description": description,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                "content": {"application/json": {"schema": error}},
             }),
         );
     }
     Value::Object(m)
 }
 
-fn nullable(schema: Value) -> Value {
-    json!({"anyOf": [schema, {"type": "null"}]})
+/// The two generators of the document: responses are described as the
+/// handlers serialize them, request bodies as they are read.
+struct Generators {
+    serialize: SchemaGenerator,
+    deserialize: SchemaGenerator,
 }
 
-fn nullable_ref(name: &str) -> Value {
-    nullable(json!({"$ref": format!("#/components/schemas/{name}")}))
+fn generator(contract: Contract) -> SchemaGenerator {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas/".into();
+    settings.meta_schema = None;
+    settings.contract = contract;
+    settings.into_generator()
 }
 
-fn time() -> Value {
-    json!({"type": "string", "format": "date-time"})
+impl Generators {
+    /// `components/schemas`: the named schemas both generators made. A
+    /// name is one schema: a type described differently when read and when
+    /// written must be named apart.
+    fn schemas(&mut self) -> Value {
+        let mut all = self.serialize.take_definitions(true);
+        for (name, schema) in self.deserialize.take_definitions(true) {
+            match all.get(&name) {
+                Some(other) if *other != schema => {
+                    panic!("`{name}` is read and written differently; name the two types apart")
+                }
+                _ => {
+                    all.insert(name, schema);
+                }
+            }
+        }
+        Value::Object(all)
+    }
 }
 
-fn schemas() -> Value {
-    let kinds: Vec<&str> = [
-        ErrorKind::NotFound,
-        ErrorKind::InvalidInput,
-        ErrorKind::InvalidConfig,
-        ErrorKind::Conflict,
-        ErrorKind::Unsupported,
-        ErrorKind::Unreachable,
-        ErrorKind::Timeout,
-        ErrorKind::NoPlacement,
-        ErrorKind::ProvisionFailed,
-        ErrorKind::InsufficientCredits,
-        ErrorKind::StoreCorrupt,
-        ErrorKind::Unauthorized,
-        ErrorKind::Forbidden,
-        ErrorKind::Io,
-        ErrorKind::Internal,
-    ]
-    .iter()
-    .map(|k| k.as_str())
-    .collect();
-    let string = json!({"type": "string"});
-    let opt_string = nullable(string.clone());
-    let opt_time = nullable(time());
-    let string_map = json!({"type": "object", "additionalProperties": {"type": "string"}});
-    json!({
-        "Error": {
-            "type": "object",
-            "description": "Every error: the kind (the same names as the CLI's `--json` errors), a message for people and an optional hint.",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string", "enum": kinds},
-                "message": string,
-                "hint": string,
-            },
-        },
-        "Health": {
-            "type": "object",
-            "required": ["status", "version"],
-            "properties": {"status": {"type": "string", "enum": ["ok"]}, "version": string},
-        },
-        "OpenApiDocument": {"type": "object", "description": "An OpenAPI 3.1 document."},
-        "WhoAmI": {
-            "type": "object",
-            "required": ["actor", "token"],
-            "properties": {"actor": {"$ref": "#/components/schemas/Actor"}, "token": {"type": "string", "description": "The token's name (never its secret)"}},
-        },
-        "Actor": {
-            "type": "string",
-            "description": "`adm:NAME` (operator), `agt:NAME` (agent) or `atm:NAME` (automation); NAME is 1-64 of letters, digits, `.`, `_`, `-`, `@`.",
-            "pattern": "^(adm|agt|atm):[A-Za-z0-9._@-]{1,64}$",
-            "example": "agt:harness",
-        },
-        "Duration": {
-            "type": "string",
-            "description": "A duration with units: `90s`, `30m`, `2h`, `1d`, `1h30m`.",
-            "pattern": "^([0-9]+[smhd])+$",
-            "example": "30m",
-        },
-        "Amount": {
-            "type": "string",
-            "description": "Credits: a non-negative decimal with at most 6 places.",
-            "pattern": "^[0-9]+(\\.[0-9]{1,6})?$",
-            "example": "2.5",
-        },
-        "State": {"type": "string", "enum": ["provisioning", "ready", "pausing", "paused", "resuming", "destroying", "destroyed", "failed"]},
-        "CreateSandbox": {
-            "type": "object",
-            "additionalProperties": false,
-            "description": "The same as `sandboxer create`'s options. Every field is optional; `{}` creates the canary on the default host.",
-            "properties": {
-                "profile": {"type": "string", "default": "profile.sandbox-canary", "example": "profile.sandbox-canary"},
-                "inputs": {"type": "object", "additionalProperties": {"type": "string"}, "description": "The profile's inputs (`--input NAME=VALUE`)"},
-                "ttl": {"$ref": "#/components/schemas/Duration"},
-                "actor": {"$ref": "#/components/schemas/Actor"},
-                "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
-                "wait": {"type": "boolean", "default": true, "description": "Wait until ready (false: answer 202 as soon as it is recorded; the server finishes provisioning)"},
-                "host": {"type": "string", "description": "Place on this host and nowhere else", "example": "local"},
-                "max_price": {"$ref": "#/components/schemas/Amount"},
-                "only": {"type": "array", "items": {"type": "string"}, "description": "Only these extensions"},
-                "ignore": {"type": "array", "items": {"type": "string"}, "description": "Never these extensions"},
-                "no_fallback": {"type": "boolean", "default": false},
-                "from_snapshot": {"type": "string", "pattern": "^snap-[a-z0-9]+$", "description": "Restore this snapshot: the profile is the snapshot's (`profile` may be left out, or must match), and the sandbox is placed where the snapshot lives"},
-            },
-        },
-        "ResumeSandbox": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {"ttl": {"allOf": [{"$ref": "#/components/schemas/Duration"}], "description": "Run this long from now instead of the time it had left"}},
-        },
-        "SnapshotSandbox": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}},
-        },
-        "Snapshot": {
-            "type": "object",
-            "description": "A snapshot record, exactly as `sandboxer snapshots get ID --json` prints it.",
-            "required": ["id", "source", "profile", "profile_version", "extension", "host", "actor", "state", "created_at", "updated_at"],
-            "properties": {
-                "id": {"type": "string", "pattern": "^snap-[a-z0-9]+$"},
-                "name": {"type": "string"},
-                "source": {"type": "string", "description": "The sandbox it was taken of"},
-                "profile": {"type": "string"},
-                "profile_version": {"type": "integer", "minimum": 1},
-                "extension": {"type": "string"},
-                "host": {"type": "string", "description": "Where it lives (the provider's name for a SaaS extension)"},
-                "location": {"type": "string", "description": "Where on it: a folder, an image, a provider's id"},
-                "size_bytes": {"type": "integer", "minimum": 0},
-                "actor": {"$ref": "#/components/schemas/Actor"},
-                "state": {"type": "string", "enum": ["creating", "ready", "failed", "deleted"]},
-                "reason": {"type": "string", "description": "Why it failed"},
-                "created_at": time(),
-                "ready_at": time(),
-                "deleted_at": time(),
-                "updated_at": time(),
-                "storage_price_per_hour": {"$ref": "#/components/schemas/Amount"},
-                "storage_cost": {"$ref": "#/components/schemas/Amount"},
-                "worker": {"type": "object", "description": "The process making it", "properties": {"pid": {"type": "integer"}, "boot_id": {"type": "string"}}},
-            },
-        },
-        "SnapshotList": {"type": "array", "items": {"$ref": "#/components/schemas/Snapshot"}},
-        "RecreateSandbox": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {"wait": {"type": "boolean", "default": true}},
-        },
-        "ExtendTtl": {
-            "type": "object",
-            "additionalProperties": false,
-            "required": ["by"],
-            "properties": {"by": {"$ref": "#/components/schemas/Duration"}},
-        },
-        "ReapRequest": {
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-                "dry_run": {"type": "boolean", "default": false, "description": "Say what would be done; change nothing"},
-                "grace": {"allOf": [{"$ref": "#/components/schemas/Duration"}], "default": "2m"},
-            },
-        },
-        "GrantRequest": {
-            "type": "object",
-            "additionalProperties": false,
-            "required": ["actor", "amount"],
-            "properties": {
-                "actor": {"$ref": "#/components/schemas/Actor"},
-                "amount": {"anyOf": [{"$ref": "#/components/schemas/Amount"}, {"type": "integer", "minimum": 1}], "description": "Above zero"},
-                "key": {"type": "string", "minLength": 1, "description": "Makes the grant idempotent"},
-            },
-        },
-        "Sandbox": {
-            "type": "object",
-            "description": "The sandbox record, exactly as `sandboxer get ID --json` prints it. Field names are a contract; more fields may be added.",
-            "required": ["id", "profile", "profile_version", "extension", "host", "state", "reason", "actor",
-                         "created_at", "ready_at", "expires_at", "ended_at", "inputs", "reachability", "route",
-                         "recreated_from", "recreated_as", "cost", "ttl_seconds"],
-            "properties": {
-                "id": {"type": "string", "example": "sbx-q3v7k2m4xa"},
-                "profile": string,
-                "profile_version": {"type": "integer", "minimum": 1},
-                "extension": string,
-                "host": string,
-                "state": {"$ref": "#/components/schemas/State"},
-                "reason": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "`destroyed`, `expired`, `reaped`, `recreated` or `failed: ...`"},
-                "actor": {"$ref": "#/components/schemas/Actor"},
-                "created_at": time(),
-                "updated_at": time(),
-                "ready_at": opt_time,
-                "expires_at": opt_time,
-                "ended_at": opt_time,
-                "inputs": string_map,
-                "reachability": nullable_ref("Reachability"),
-                "route": {"$ref": "#/components/schemas/RouteTrace"},
-                "recreated_from": opt_string,
-                "recreated_as": opt_string,
-                "cost": nullable_ref("Cost"),
-                "ttl_seconds": {"type": "integer", "minimum": 0},
-                "idempotency_key": string,
-                "telemetry": {"type": "object", "description": "Host telemetry the sandbox reported (canary)"},
-                "worker": {"type": "object", "description": "The process provisioning it", "properties": {"pid": {"type": "integer"}, "boot_id": string}},
-                "metadata": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Labels its creator attached (E2B's metadata); absent when none"},
-                "from_snapshot": {"type": "string", "description": "The snapshot it was created from"},
-                "paused_at": time(),
-                "ttl_remaining_seconds": {"type": "integer", "minimum": 0, "description": "While paused: the running time it has left"},
-                "resumed_at": time(),
-                "paused_seconds": {"type": "integer", "minimum": 0, "description": "Seconds spent paused, over all its pauses; absent when none"},
-                "expired": {"type": "boolean", "const": true, "description": "Present on a provisioning or ready sandbox past its deadline: the next reaper pass ends it `expired` (derived when shown, never stored)"},
-            },
-        },
-        "SandboxList": {"type": "array", "items": {"$ref": "#/components/schemas/Sandbox"}},
-        "E2bError": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "integer", "description": "The HTTP status"},
-                "message": string,
-                "error_code": {"type": "string", "description": "sandboxer's error kind"},
-            },
-        },
-        "E2bNewSandbox": {
-            "type": "object",
-            "required": ["templateID"],
-            "properties": {
-                "templateID": {"type": "string", "example": "canary"},
-                "timeout": {"type": "integer", "minimum": 1, "description": "The TTL in seconds"},
-                "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-                "envVars": {"type": "object", "additionalProperties": {"type": "string"}, "description": "The profile's inputs"},
-                "autoPause": {"type": "boolean", "description": "Only false"},
-                "volumeMounts": {"type": "array", "maxItems": 0},
-            },
-        },
-        "E2bSandbox": {
-            "type": "object",
-            "required": ["templateID", "sandboxID", "clientID", "envdVersion"],
-            "properties": {
-                "templateID": {"type": "string", "description": "The profile id"},
-                "sandboxID": string,
-                "alias": {"type": "string", "description": "The template name asked for, when not the profile id"},
-                "clientID": string,
-                "envdVersion": {"type": "string", "description": "What the SDKs need to accept the sandbox; no envd runs"},
-                "domain": {"type": ["string", "null"]},
-            },
-        },
-        "E2bSandboxDetail": {
-            "type": "object",
-            "required": ["templateID", "sandboxID", "clientID", "startedAt", "endAt", "envdVersion", "cpuCount", "memoryMB", "diskSizeMB", "state"],
-            "properties": {
-                "templateID": string,
-                "sandboxID": string,
-                "clientID": string,
-                "startedAt": {"type": "string", "format": "date-time"},
-                "endAt": {"type": "string", "format": "date-time"},
-                "envdVersion": string,
-                "cpuCount": {"type": "integer"},
-                "memoryMB": {"type": "integer"},
-                "diskSizeMB": {"type": "integer"},
-                "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-                "state": {"type": "string", "enum": ["running", "paused"]},
-                "domain": {"type": ["string", "null"]},
-            },
-        },
-        "E2bListedSandboxes": {"type": "array", "items": {"$ref": "#/components/schemas/E2bSandboxDetail"}},
-        "E2bTimeout": {
-            "type": "object",
-            "required": ["timeout"],
-            "properties": {"timeout": {"type": "integer", "minimum": 1, "description": "Seconds from now"}},
-        },
-        "E2bRefresh": {
-            "type": "object",
-            "properties": {"duration": {"type": "integer", "minimum": 1, "description": "Seconds from now (default 60)"}},
-        },
-        "E2bConnect": {
-            "type": "object",
-            "properties": {"timeout": {"type": "integer", "minimum": 1, "description": "Seconds from now"}},
-        },
-        "E2bMetrics": {"type": "array", "items": {
-            "type": "object",
-            "required": ["timestamp", "timestampUnix", "cpuCount", "cpuUsedPct", "memUsed", "memTotal", "diskUsed", "diskTotal"],
-            "properties": {
-                "timestamp": {"type": "string", "format": "date-time"},
-                "timestampUnix": {"type": "integer"},
-                "cpuCount": {"type": "integer"},
-                "cpuUsedPct": {"type": "number"},
-                "memUsed": {"type": "integer"},
-                "memTotal": {"type": "integer"},
-                "memCache": {"type": "integer"},
-                "diskUsed": {"type": "integer"},
-                "diskTotal": {"type": "integer"},
-            },
-        }},
-        "E2bSnapshotInfo": {
-            "type": "object",
-            "required": ["snapshotID", "names"],
-            "properties": {
-                "snapshotID": {"type": "string", "pattern": "^snap-[a-z0-9]+$"},
-                "names": {"type": "array", "items": {"type": "string"}, "description": "Its name (when given) and its id"},
-            },
-        },
-        "E2bSnapshots": {"type": "array", "items": {"$ref": "#/components/schemas/E2bSnapshotInfo"}},
-        "DashboardData": {
-            "type": "object",
-            "required": ["actor", "admin", "now", "sandboxes", "truncated", "accounts", "profiles", "hosts"],
-            "properties": {
-                "actor": {"$ref": "#/components/schemas/Actor"},
-                "admin": {"type": "boolean", "description": "Whether the token is an `adm` token"},
-                "now": {"type": "string", "format": "date-time", "description": "The server's clock (time left counts from here)"},
-                "sandboxes": {"type": "array", "items": {"$ref": "#/components/schemas/Sandbox"}, "description": "Newest first"},
-                "truncated": {"type": "boolean", "description": "More sandboxes match than the 500 listed"},
-                "counts": {"type": ["object", "null"], "additionalProperties": {"type": "integer"}, "description": "Records per state (adm only)"},
-                "accounts": {"type": "array", "items": {
-                    "type": "object",
-                    "required": ["actor", "granted", "available", "held", "spent"],
-                    "properties": {
-                        "actor": {"$ref": "#/components/schemas/Actor"},
-                        "granted": {"$ref": "#/components/schemas/Amount"},
-                        "available": {"$ref": "#/components/schemas/Amount"},
-                        "held": {"$ref": "#/components/schemas/Amount"},
-                        "spent": {"$ref": "#/components/schemas/Amount"},
-                    },
-                }},
-                "profiles": {"type": "array", "items": string, "description": "Profile ids, for the filter"},
-                "hosts": {"type": "array", "items": string, "description": "Host names, for the filter"},
-                "events": {"type": ["object", "null"], "description": "The State Hub outbox (adm only)", "properties": {
-                    "depth": {"type": "integer"},
-                    "oldest_age_secs": {"type": ["integer", "null"]},
-                    "backing_off_until": {"type": ["string", "null"], "format": "date-time"},
-                    "last_error": {"type": ["object", "null"]},
-                    "relay": {"type": "object", "description": "What this server's relay last did"},
-                }},
-            },
-        },
-        "Reachability": {
-            "type": "object",
-            "required": ["address"],
-            "properties": {
-                "address": string,
-                "ports": {"type": "object", "additionalProperties": {"type": "array", "items": {"$ref": "#/components/schemas/Port"}}},
-                "urls": string_map,
-                "ssh": nullable_ref("SshTarget"),
-                "details": {"type": "object"},
-            },
-        },
-        "Port": {
-            "type": "object",
-            "required": ["target", "published", "protocol"],
-            "properties": {"target": {"type": "integer"}, "published": {"type": "integer"}, "protocol": string},
-        },
-        "SshTarget": {
-            "type": "object",
-            "required": ["host", "port", "user"],
-            "properties": {"host": string, "port": {"type": "integer"}, "user": string},
-        },
-        "Candidate": {
-            "type": "object",
-            "required": ["route", "extension", "host", "price_per_hour"],
-            "properties": {"route": {"type": "integer"}, "extension": string, "host": string, "price_per_hour": {"$ref": "#/components/schemas/Amount"}},
-        },
-        "Skipped": {
-            "type": "object",
-            "required": ["route", "extension", "host", "reason"],
-            "properties": {"route": {"type": "integer"}, "extension": string, "host": string, "reason": string},
-        },
-        "RouteTrace": {
-            "type": "object",
-            "required": ["policy", "chosen", "skipped"],
-            "properties": {
-                "policy": string,
-                "chosen": nullable_ref("Candidate"),
-                "skipped": {"type": "array", "items": {"$ref": "#/components/schemas/Skipped"}},
-                "remaining": {"type": "array", "items": {"$ref": "#/components/schemas/Candidate"}},
-            },
-        },
-        "Cost": {
-            "type": "object",
-            "required": ["price_per_hour", "held", "settled"],
-            "properties": {
-                "price_per_hour": {"$ref": "#/components/schemas/Amount"},
-                "held": {"$ref": "#/components/schemas/Amount"},
-                "settled": nullable_ref("Amount"),
-            },
-        },
-        "Decision": {
-            "type": "object",
-            "required": ["policy", "candidates", "rejected"],
-            "properties": {
-                "policy": string,
-                "candidates": {"type": "array", "items": {"$ref": "#/components/schemas/Candidate"}, "description": "In the order they would be tried; the first is chosen"},
-                "rejected": {"type": "array", "items": {"$ref": "#/components/schemas/Skipped"}},
-            },
-        },
-        "ProfileRow": {
-            "type": "object",
-            "required": ["id", "version", "extensions", "available", "missing_extensions", "source", "description"],
-            "properties": {
-                "id": string,
-                "version": {"type": "integer"},
-                "extensions": {"type": "array", "items": string},
-                "available": {"type": "boolean", "description": "At least one of its extensions is in this build"},
-                "missing_extensions": {"type": "array", "items": string},
-                "source": string,
-                "description": string,
-            },
-        },
-        "ProfileList": {"type": "array", "items": {"$ref": "#/components/schemas/ProfileRow"}},
-        "Profile": {
-            "type": "object",
-            "required": ["id", "version", "description", "inputs", "default_ttl", "max_ttl", "ready_timeout", "policy", "routes", "source"],
-            "properties": {
-                "id": string,
-                "version": {"type": "integer"},
-                "description": string,
-                "inputs": {"type": "object", "additionalProperties": {
-                    "type": "object",
-                    "required": ["required", "help", "default"],
-                    "properties": {"required": {"type": "boolean"}, "help": string, "default": opt_string},
-                }},
-                "default_ttl": {"$ref": "#/components/schemas/Duration"},
-                "max_ttl": {"$ref": "#/components/schemas/Duration"},
-                "ready_timeout": {"$ref": "#/components/schemas/Duration"},
-                "policy": {"type": "string", "enum": ["ordered", "burst", "cheapest"]},
-                "routes": {"type": "array", "items": {
-                    "type": "object",
-                    "required": ["extension", "config", "placement", "price_per_hour"],
-                    "properties": {
-                        "extension": string,
-                        "config": {"type": "object"},
-                        "placement": {"type": "array", "items": string},
-                        "price_per_hour": {"$ref": "#/components/schemas/Amount"},
-                    },
-                }},
-                "source": {"type": "object", "required": ["kind"], "properties": {"kind": {"type": "string", "enum": ["builtin", "file"]}, "path": string, "overrides": {"type": "boolean"}}},
-            },
-        },
-        "HostRow": {
-            "type": "object",
-            "required": ["name", "kind", "address", "port", "user", "identity_file", "capacity", "live", "labels", "default", "reachable", "error"],
-            "properties": {
-                "name": string,
-                "kind": {"type": "string", "enum": ["local", "ssh"]},
-                "address": string,
-                "port": nullable(json!({"type": "integer"})),
-                "user": opt_string,
-                "identity_file": {"anyOf": [{"type": "string"}, {"type": "null"}], "description": "Only for `adm` tokens (null otherwise)"},
-                "capacity": nullable(json!({"type": "integer"})),
-                "live": {"type": "integer"},
-                "labels": string_map,
-                "default": {"type": "boolean"},
-                "reachable": {"type": "boolean"},
-                "error": opt_string,
-            },
-        },
-        "HostList": {"type": "array", "items": {"$ref": "#/components/schemas/HostRow"}},
-        "HostInventory": {
-            "type": "object",
-            "description": "Every measurement is null when the host did not report it; see docs/host-telemetry.md.",
-            "required": ["host", "collected_at", "docker"],
-            "properties": {
-                "host": string,
-                "collected_at": time(),
-                "cpus": nullable(json!({"type": "integer"})),
-                "load_1": nullable(json!({"type": "number"})),
-                "load_5": nullable(json!({"type": "number"})),
-                "load_15": nullable(json!({"type": "number"})),
-                "mem_total_bytes": nullable(json!({"type": "integer"})),
-                "mem_available_bytes": nullable(json!({"type": "integer"})),
-                "disk_free_bytes": nullable(json!({"type": "integer"})),
-                "disk_path": opt_string,
-                "kernel": opt_string,
-                "docker": {"type": "object", "required": ["present", "version"], "properties": {"present": {"type": "boolean"}, "version": opt_string}},
-                "venues_running": nullable(json!({"type": "integer"})),
-            },
-        },
-        "StaleItem": {
-            "type": "object",
-            "required": ["kind", "sandbox_id", "host", "extension", "state", "detail", "resource"],
-            "properties": {
-                "kind": {"type": "string", "enum": ["expired", "stuck", "orphan", "ghost"]},
-                "sandbox_id": string,
-                "host": string,
-                "extension": string,
-                "state": nullable_ref("State"),
-                "detail": string,
-                "resource": nullable(json!({"type": "object", "properties": {"sandbox_id": string, "kind": string, "name": string, "running": {"type": "boolean"}}})),
-            },
-        },
-        "Unchecked": {
-            "type": "object",
-            "required": ["host", "extension", "reason"],
-            "properties": {"host": string, "extension": string, "reason": string},
-        },
-        "StaleReport": {
-            "type": "object",
-            "required": ["checked_at", "grace_seconds", "items", "unchecked"],
-            "properties": {
-                "checked_at": opt_time,
-                "grace_seconds": {"type": "integer"},
-                "items": {"type": "array", "items": {"$ref": "#/components/schemas/StaleItem"}},
-                "unchecked": {"type": "array", "items": {"$ref": "#/components/schemas/Unchecked"}},
-                "uploads": {"type": "array", "items": {"$ref": "#/components/schemas/SweptUpload"}, "description": "Uploads nothing needs any more (absent when none)"},
-            },
-        },
-        "SweptUpload": {
-            "type": "object",
-            "required": ["id", "actor", "detail"],
-            "properties": {
-                "id": {"type": "string"},
-                "actor": nullable_ref("Actor"),
-                "detail": {"type": "string"},
-            },
-        },
-        "ReapReport": {
-            "type": "object",
-            "required": ["dry_run", "reaped", "unchecked", "ok"],
-            "properties": {
-                "dry_run": {"type": "boolean"},
-                "reaped": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/StaleItem"}], "properties": {
-                    "outcome": {"type": "string", "description": "`destroyed`, `torn down`, `would reap` (dry run) or `failed: ...`"},
-                    "ok": {"type": "boolean"},
-                }}},
-                "unchecked": {"type": "array", "items": {"$ref": "#/components/schemas/Unchecked"}},
-                "uploads": {"type": "array", "items": {"$ref": "#/components/schemas/SweptUpload"}, "description": "Uploads removed, or that would be (absent when none)"},
-                "ok": {"type": "boolean", "description": "Every item was reaped"},
-            },
-        },
-        "Account": {
-            "type": "object",
-            "required": ["granted", "available", "held", "spent"],
-            "properties": {
-                "granted": {"$ref": "#/components/schemas/Amount"},
-                "available": {"$ref": "#/components/schemas/Amount"},
-                "held": {"$ref": "#/components/schemas/Amount"},
-                "spent": {"$ref": "#/components/schemas/Amount"},
-            },
-        },
-        "Balance": {
-            "type": "object",
-            "required": ["actor", "account"],
-            "properties": {"actor": {"$ref": "#/components/schemas/Actor"}, "account": {"$ref": "#/components/schemas/Account"}},
-        },
-        "LedgerEntry": {
-            "type": "object",
-            "description": "One ledger entry; the fields besides id, at and kind depend on the kind (see sandboxer-credits).",
-            "required": ["id", "at", "kind"],
-            "properties": {
-                "id": string,
-                "at": time(),
-                "kind": {"type": "string", "enum": ["grant", "hold", "extend", "settle", "void"]},
-                "actor": {"$ref": "#/components/schemas/Actor"},
-                "by": {"$ref": "#/components/schemas/Actor"},
-                "sandbox_id": string,
-                "amount": {"$ref": "#/components/schemas/Amount"},
-            },
-        },
-        "LedgerEntries": {"type": "array", "items": {"$ref": "#/components/schemas/LedgerEntry"}},
-        "GrantResult": {
-            "type": "object",
-            "required": ["entry", "duplicate", "actor", "account"],
-            "properties": {
-                "entry": {"$ref": "#/components/schemas/LedgerEntry"},
-                "duplicate": {"type": "boolean", "description": "The key was applied before; nothing changed"},
-                "actor": {"$ref": "#/components/schemas/Actor"},
-                "account": {"$ref": "#/components/schemas/Account"},
-            },
-        },
-        "UsageRow": {
-            "type": "object",
-            "required": ["sandbox_id", "extension", "host", "profile", "price_per_hour", "held", "seconds", "cost", "state", "opened_at"],
-            "properties": {
-                "sandbox_id": string,
-                "extension": string,
-                "host": string,
-                "profile": string,
-                "price_per_hour": {"$ref": "#/components/schemas/Amount"},
-                "held": {"$ref": "#/components/schemas/Amount"},
-                "seconds": nullable(json!({"type": "integer"})),
-                "cost": nullable_ref("Amount"),
-                "state": {"type": "string", "enum": ["open", "settled", "voided"]},
-                "opened_at": time(),
-            },
-        },
-        "Usage": {
-            "type": "object",
-            "required": ["actor", "usage"],
-            "properties": {"actor": {"$ref": "#/components/schemas/Actor"}, "usage": {"type": "array", "items": {"$ref": "#/components/schemas/UsageRow"}}},
-        },
-        "RepoArchive": {
+/// The document itself, as `GET /openapi.json` answers it.
+struct OpenApiDocument;
+
+impl JsonSchema for OpenApiDocument {
+    fn schema_name() -> Cow<'static, str> {
+        "OpenApiDocument".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "object", "description": "An OpenAPI 3.1 document."})
+    }
+}
+
+/// A repo archive as `POST /v1/uploads` reads it.
+struct RepoArchive;
+
+impl JsonSchema for RepoArchive {
+    fn schema_name() -> Cow<'static, str> {
+        "RepoArchive".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
             "type": "string",
             "format": "binary",
             "description": "A tar archive of the repo folder, optionally gzip-compressed",
-        },
-        "Upload": {
-            "type": "object",
-            "required": ["id", "actor", "created_at", "files", "bytes", "used_by", "use_as"],
-            "properties": {
-                "id": {"type": "string", "pattern": "^upl-[a-z0-9]+$"},
-                "actor": {"$ref": "#/components/schemas/Actor"},
-                "created_at": time(),
-                "files": {"type": "integer", "minimum": 0},
-                "bytes": {"type": "integer", "minimum": 0},
-                "used_by": {"type": "array", "items": {"type": "string"}},
-                "use_as": {"type": "string", "description": "The `repo` input value that names this upload in a create", "example": "upload:upl-q3v7k2m4xa"},
-            },
-        },
-        "UploadList": {"type": "array", "items": {"$ref": "#/components/schemas/Upload"}},
-        "CheckReport": {
-            "type": "object",
-            "required": ["entries", "actors", "open_holds", "violations", "ok"],
-            "properties": {
-                "entries": {"type": "integer"},
-                "actors": {"type": "integer"},
-                "open_holds": {"type": "integer"},
-                "violations": {"type": "array", "items": {"type": "object"}},
-                "ok": {"type": "boolean"},
-            },
-        },
-    })
+        })
+    }
 }
 
 /// The whole document (built once).
@@ -2142,13 +1675,19 @@ pub fn document() -> &'static Value {
 }
 
 fn build() -> Value {
+    let mut g = Generators {
+        serialize: generator(Contract::Serialize),
+        deserialize: generator(Contract::Deserialize),
+    };
     let mut paths = Map::new();
     for op in OPERATIONS {
         let item = paths
             .entry(op.path.to_string())
             .or_insert_with(|| json!({}));
-        item[op.method.as_str()] = operation_json(op);
+        item[op.method.as_str()] = operation_json(op, &mut g);
     }
+    let responses = error_responses(&mut g.serialize);
+    let schemas = g.schemas();
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -2177,8 +1716,8 @@ fn build() -> Value {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "A token from `sandboxer tokens add` (`sbxt_...`)"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "A sandboxer token as E2B's API key (the E2B SDKs' E2B_API_KEY)"},
             },
-            "responses": error_responses(),
-            "schemas": schemas(),
+            "responses": responses,
+            "schemas": schemas,
         },
     })
 }

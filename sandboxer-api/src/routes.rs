@@ -19,8 +19,8 @@ use sandboxer_core::routing::Constraints;
 use sandboxer_core::store::db::{Cursor, ListQuery};
 use sandboxer_core::{Error, ErrorKind};
 use sandboxer_credits::EntryFilter;
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::error::ApiError;
 use crate::extract::{Admin, Caller, JsonBody, Params, PathParam};
@@ -167,7 +167,11 @@ async fn visible_sandbox(st: &ApiState, caller: &Caller, id: &str) -> Result<San
 }
 
 async fn health() -> Response {
-    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})).into_response()
+    Json(crate::views::Health {
+        status: crate::views::HealthStatus::Ok,
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .into_response()
 }
 
 async fn openapi_doc() -> Response {
@@ -175,7 +179,11 @@ async fn openapi_doc() -> Response {
 }
 
 async fn whoami(caller: Caller) -> Response {
-    Json(json!({"actor": caller.actor.to_string(), "token": caller.token})).into_response()
+    Json(crate::views::WhoAmI {
+        actor: &caller.actor,
+        token: &caller.token,
+    })
+    .into_response()
 }
 
 pub(crate) async fn not_found(uri: Uri) -> ApiError {
@@ -192,24 +200,47 @@ pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     .with_hint("GET /openapi.json lists every route and its methods")
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The same as `sandboxer create`'s options. Every field is optional; `{}`
+/// creates the canary on the default host.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+#[schemars(rename = "CreateSandbox")]
+pub(crate) struct CreateBody {
+    /// The profile (default `profile.sandbox-canary`).
+    #[schemars(example = &"profile.sandbox-canary")]
     profile: Option<String>,
+    /// The profile's inputs (`--input NAME=VALUE`).
     #[serde(default)]
     inputs: BTreeMap<String, String>,
+    #[schemars(with = "Option<sandboxer_core::duration::DurationText>")]
     ttl: Option<String>,
+    /// Create on behalf of this actor (only `adm` tokens may name another).
+    #[schemars(with = "Option<Actor>")]
     actor: Option<String>,
+    #[schemars(length(min = 1, max = 200))]
     idempotency_key: Option<String>,
+    /// Wait until ready (default); false answers 202 as soon as it is
+    /// recorded, and the server finishes provisioning.
     wait: Option<bool>,
+    /// Place on this host and nowhere else.
+    #[schemars(example = &"local")]
     host: Option<String>,
+    /// The highest price per hour to pay.
+    #[schemars(with = "Option<Micros>")]
     max_price: Option<String>,
+    /// Only these extensions.
     #[serde(default)]
     only: Vec<String>,
+    /// Never these extensions.
     #[serde(default)]
     ignore: Vec<String>,
+    /// Do not fall back to the next route when one fails.
     #[serde(default)]
     no_fallback: bool,
+    /// Restore this snapshot: the profile is the snapshot's (`profile` may
+    /// be left out, or must match), and the sandbox is placed where the
+    /// snapshot lives.
+    #[schemars(regex(pattern = r"^snap-[a-z0-9]+$"))]
     from_snapshot: Option<String>,
 }
 
@@ -406,9 +437,11 @@ async fn destroy_sandbox(
     Ok(record_response(StatusCode::OK, &sbx))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RecreateBody {
+#[schemars(rename = "RecreateSandbox")]
+pub(crate) struct RecreateBody {
+    /// Wait until the new sandbox is ready (default); false answers 202.
     wait: Option<bool>,
 }
 
@@ -429,9 +462,12 @@ async fn recreate_sandbox(
     Ok(record_response(StatusCode::CREATED, &new))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ExtendBody {
+#[schemars(rename = "ExtendTtl")]
+pub(crate) struct ExtendBody {
+    /// How much longer.
+    #[schemars(with = "sandboxer_core::duration::DurationText")]
     by: String,
 }
 
@@ -460,9 +496,12 @@ async fn pause_sandbox(
     Ok(record_response(StatusCode::OK, &sbx))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ResumeBody {
+#[schemars(rename = "ResumeSandbox")]
+pub(crate) struct ResumeBody {
+    /// Run this long from now instead of the time it had left.
+    #[schemars(with = "Option<sandboxer_core::duration::DurationText>")]
     ttl: Option<String>,
 }
 
@@ -479,9 +518,12 @@ async fn resume_sandbox(
     Ok(record_response(StatusCode::OK, &sbx))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SnapshotBody {
+#[schemars(rename = "SnapshotSandbox")]
+pub(crate) struct SnapshotBody {
+    /// A name to find it by.
+    #[schemars(length(min = 1, max = 128))]
     name: Option<String>,
 }
 
@@ -657,11 +699,15 @@ async fn inspect_stale(
     Ok(Json(serde_json::to_value(report).expect("json")).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ReapBody {
+#[schemars(rename = "ReapRequest")]
+pub(crate) struct ReapBody {
+    /// Say what would be done; change nothing.
     #[serde(default)]
     dry_run: bool,
+    /// Leave alone what changed more recently than this (default `2m`).
+    #[schemars(with = "Option<sandboxer_core::duration::DurationText>")]
     grace: Option<String>,
 }
 
@@ -673,9 +719,11 @@ async fn reap_stale(
     let grace = parse_grace(b.grace.as_deref())?;
     let m = st.manager.clone();
     let report = offload(move || async move { m.reap_stale(grace, b.dry_run).await }).await?;
-    let mut v = serde_json::to_value(&report).expect("json");
-    v["ok"] = json!(report.all_ok());
-    Ok(Json(v).into_response())
+    Ok(Json(crate::views::ReapAnswer {
+        ok: report.all_ok(),
+        report,
+    })
+    .into_response())
 }
 
 /// Whose credits: `asked` (only `adm` may ask for another actor), else the
@@ -694,12 +742,32 @@ async fn credits_balance(
     let ledger = st.ledger.clone();
     let who = actor.clone();
     let acct = offload(move || async move { ledger.balance(&who) }).await?;
-    Ok(Json(json!({"actor": actor.to_string(), "account": acct})).into_response())
+    Ok(Json(crate::views::Balance {
+        actor: &actor,
+        account: acct,
+    })
+    .into_response())
 }
 
 /// An amount as a decimal string (`"0.5"`) or a whole number (`25`).
 #[derive(Debug)]
-struct AmountField(String);
+pub(crate) struct AmountField(String);
+
+impl JsonSchema for AmountField {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AmountOrWhole".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [generator.subschema_for::<Micros>(), {"type": "integer", "minimum": 1}],
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for AmountField {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -723,11 +791,16 @@ impl<'de> Deserialize<'de> for AmountField {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct GrantBody {
+#[schemars(rename = "GrantRequest")]
+pub(crate) struct GrantBody {
+    #[schemars(with = "Actor")]
     actor: String,
+    /// Above zero.
     amount: AmountField,
+    /// Makes the grant idempotent.
+    #[schemars(length(min = 1))]
     key: Option<String>,
 }
 
@@ -763,12 +836,12 @@ async fn grant_credits(
     };
     Ok((
         status,
-        Json(json!({
-            "entry": applied.entry,
-            "duplicate": applied.duplicate,
-            "actor": to.to_string(),
-            "account": acct,
-        })),
+        Json(crate::views::GrantResult {
+            entry: applied.entry,
+            duplicate: applied.duplicate,
+            actor: &to,
+            account: acct,
+        }),
     )
         .into_response())
 }
@@ -807,13 +880,19 @@ async fn credits_usage(
     let ledger = st.ledger.clone();
     let who = actor.clone();
     let rows = offload(move || async move { ledger.usage(&who) }).await?;
-    Ok(Json(json!({"actor": actor.to_string(), "usage": rows})).into_response())
+    Ok(Json(crate::views::Usage {
+        actor: &actor,
+        usage: rows,
+    })
+    .into_response())
 }
 
 async fn credits_check(State(st): State<ApiState>, _admin: Admin) -> Result<Response, ApiError> {
     let ledger = st.ledger.clone();
     let report = offload(move || async move { ledger.check() }).await?;
-    let mut v = serde_json::to_value(&report).expect("json");
-    v["ok"] = json!(report.is_ok());
-    Ok(Json(v).into_response())
+    Ok(Json(crate::views::CheckAnswer {
+        ok: report.is_ok(),
+        report,
+    })
+    .into_response())
 }

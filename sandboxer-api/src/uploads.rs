@@ -343,11 +343,13 @@ fn check_link(at: &Path, target: &Path) -> Result<(), &'static str> {
 }
 
 /// The answer to an upload: the record, and how to use it.
-#[derive(Debug, Serialize)]
-struct UploadView<'a> {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Upload")]
+pub(crate) struct UploadView<'a> {
     #[serde(flatten)]
     upload: &'a UploadRecord,
-    /// The input value that names it in a create.
+    /// The `repo` input value that names this upload in a create.
+    #[schemars(example = &"upload:upl-q3v7k2m4xa")]
     use_as: String,
 }
 
@@ -768,7 +770,7 @@ mod tests {
             let mut inputs = std::collections::BTreeMap::from([("repo".to_string(), raw.clone())]);
             let e = policy.check_inputs(&mut inputs).unwrap_err();
             assert_eq!(inputs["repo"], raw, "the input is left as it was");
-            answers.insert(e.body().to_string());
+            answers.insert(serde_json::to_string(&e.body()).unwrap());
         }
         assert_eq!(answers.len(), 1, "{answers:?}");
         // No roots: every path is refused.

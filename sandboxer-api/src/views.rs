@@ -6,13 +6,16 @@ use std::collections::BTreeMap;
 use sandboxer_core::extension::Registry;
 use sandboxer_core::hosts::HostKind;
 use sandboxer_core::manager::Manager;
-use sandboxer_core::model::Sandbox;
+use sandboxer_core::model::{Actor, Sandbox};
 use sandboxer_core::profile::Profile;
+use sandboxer_core::reaper::ReapReport;
+use sandboxer_credits::{Account, CheckReport, Entry, UsageRow};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Serialize;
 
 /// The record as consumers read it (`backend` is extension-private), in the
 /// record's own field order (`id` first), as `list --json` prints it too.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct Public<'a>(pub &'a Sandbox);
 
 impl Serialize for Public<'_> {
@@ -29,6 +32,37 @@ impl Serialize for Public<'_> {
     }
 }
 
+/// The record's schema, with the derived `expired`.
+impl JsonSchema for Public<'_> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Sandbox".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let mut schema = Sandbox::json_schema(generator);
+        schema.insert(
+            "description".into(),
+            "The sandbox record, exactly as `sandboxer get ID --json` prints it. Field names are a \
+             contract; more fields may be added."
+                .into(),
+        );
+        if let Some(props) = schema
+            .get_mut("properties")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            props.insert(
+                "expired".into(),
+                serde_json::json!({
+                    "type": "boolean",
+                    "const": true,
+                    "description": "Present on a provisioning or ready sandbox past its deadline: the next reaper pass ends it `expired` (derived when shown, never stored)",
+                }),
+            );
+        }
+        schema
+    }
+}
+
 /// A snapshot record as consumers read it (`backend` left out).
 pub fn public_snapshot(s: &sandboxer_core::snapshot::Snapshot) -> serde_json::Value {
     sandboxer_core::model::public_view(|| serde_json::to_value(s)).expect("a snapshot serializes")
@@ -42,7 +76,7 @@ pub fn write_records<W: std::io::Write>(w: W, list: &[Sandbox]) -> std::io::Resu
 }
 
 /// One line of `profiles list`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ProfileRow {
     pub id: String,
     pub version: u32,
@@ -76,14 +110,23 @@ pub fn profile_rows(list: &[&Profile], reg: &Registry) -> Vec<ProfileRow> {
         .collect()
 }
 
+/// How a host is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostRowKind {
+    Local,
+    Ssh,
+}
+
 /// One line of `hosts list`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct HostRow {
     pub name: String,
-    pub kind: &'static str,
+    pub kind: HostRowKind,
     pub address: String,
     pub port: Option<u16>,
     pub user: Option<String>,
+    /// Only for `adm` tokens (null otherwise).
     pub identity_file: Option<String>,
     pub capacity: Option<u32>,
     pub live: u32,
@@ -133,7 +176,11 @@ pub async fn probe_hosts(m: &Manager) -> Vec<HostRow> {
             HostRow {
                 live: live.get(&h.name).copied().unwrap_or(0),
                 default: h.name == m.hosts().default,
-                kind: if h.is_local() { "local" } else { "ssh" },
+                kind: if h.is_local() {
+                    HostRowKind::Local
+                } else {
+                    HostRowKind::Ssh
+                },
                 name: h.name,
                 address: h.address,
                 port,
@@ -146,4 +193,73 @@ pub async fn probe_hosts(m: &Manager) -> Vec<HostRow> {
             }
         })
         .collect()
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Health {
+    pub status: HealthStatus,
+    /// The server's version.
+    pub version: &'static str,
+}
+
+/// A server that answers is up.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+}
+
+/// `GET /v1/whoami`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "WhoAmI")]
+pub struct WhoAmI<'a> {
+    pub actor: &'a Actor,
+    /// The token's name (never its secret).
+    pub token: &'a str,
+}
+
+/// An actor's balance.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Balance<'a> {
+    pub actor: &'a Actor,
+    pub account: Account,
+}
+
+/// What a grant did.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GrantResult<'a> {
+    /// The grant as applied (for a duplicate, the original).
+    pub entry: Entry,
+    /// The key was applied before; nothing changed.
+    pub duplicate: bool,
+    pub actor: &'a Actor,
+    pub account: Account,
+}
+
+/// An actor's usage, one row per metered sandbox.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Usage<'a> {
+    pub actor: &'a Actor,
+    pub usage: Vec<UsageRow>,
+}
+
+/// What `reap-stale` did, and whether all of it worked.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "ReapReport")]
+pub struct ReapAnswer {
+    #[serde(flatten)]
+    pub report: ReapReport,
+    /// Every item was reaped.
+    pub ok: bool,
+}
+
+/// What `credits check` found, and whether every invariant holds.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "CheckReport")]
+pub struct CheckAnswer {
+    #[serde(flatten)]
+    pub report: CheckReport,
+    /// No invariant is broken.
+    pub ok: bool,
 }

@@ -124,6 +124,22 @@ impl Serialize for Micros {
     }
 }
 
+impl schemars::JsonSchema for Micros {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Amount".into()
+    }
+
+    /// The decimal string it serializes as.
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "Credits as a decimal string with at most 6 places; amounts a request gives are never negative.",
+            "pattern": "^-?[0-9]+(\\.[0-9]{1,6})?$",
+            "example": "2.5",
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Micros {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;

@@ -21,6 +21,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// The schema of a duration as written in records, requests and answers
+/// (`#[schemars(with = "DurationText")]` on a field that serializes with
+/// [`format_duration`] or is read with [`parse_duration`]).
+pub struct DurationText;
+
+impl schemars::JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration with units: `90s`, `30m`, `2h`, `1d`, `1h30m`, `500ms` (requests also take humantime's longer forms such as `2 hours`).",
+            "pattern": "^([0-9]+(ms|s|m|h|d))+$",
+            "example": "30m",
+        })
+    }
+}
+
 /// The shortest form `parse_duration` reads back: `1h30m`, `45s`, `2d`
 /// (whole seconds; humantime's own formatter writes `1h 30m`, which would
 /// change every record and message people already read).

@@ -5,7 +5,17 @@ use std::fmt;
 
 /// What went wrong, coarse enough to act on. The CLI maps each kind to a
 /// documented exit code and the HTTP API to a status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// No sandbox, profile, host or extension by that name.

@@ -109,7 +109,7 @@ pub struct ReadyInfo {
 }
 
 /// A resource an extension found on a host (for the reaper).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Resource {
     /// The sandbox id the resource is labelled with.
     pub sandbox_id: String,

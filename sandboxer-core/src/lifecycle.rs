@@ -23,7 +23,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The state names consumers see in `state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Provisioning,
@@ -278,11 +278,27 @@ impl Lifecycle {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 struct Repr {
     state: State,
+    /// `destroyed`, `expired`, `reaped`, `recreated` or `failed: ...`
     #[serde(default)]
     reason: Option<String>,
+}
+
+/// The schema of what it serializes as: `state` and `reason`.
+impl schemars::JsonSchema for Lifecycle {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Lifecycle".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <Repr as schemars::JsonSchema>::json_schema(generator)
+    }
 }
 
 impl From<Lifecycle> for Repr {

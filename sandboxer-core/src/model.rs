@@ -136,6 +136,22 @@ impl Serialize for Actor {
     }
 }
 
+impl schemars::JsonSchema for Actor {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Actor".into()
+    }
+
+    /// The written form, as [`Actor::check`] accepts it.
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`adm:NAME` (operator), `agt:NAME` (agent) or `atm:NAME` (automation); NAME is 1-64 of letters, digits, `.`, `_`, `-`, `@`.",
+            "pattern": "^(adm|agt|atm):[A-Za-z0-9._@-]{1,64}$",
+            "example": "agt:harness",
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Actor {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -172,7 +188,7 @@ pub fn is_sandbox_id(s: &str) -> bool {
 }
 
 /// One published port of a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Port {
     /// The port inside the sandbox (container or VM side).
     pub target: u16,
@@ -187,7 +203,7 @@ fn tcp() -> String {
 }
 
 /// An SSH login a consumer can use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SshTarget {
     pub host: String,
     pub port: u16,
@@ -195,7 +211,7 @@ pub struct SshTarget {
 }
 
 /// What a consumer needs to reach a ready sandbox.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Reachability {
     /// The address to connect to (an IP or DNS name).
     pub address: String,
@@ -214,7 +230,7 @@ pub struct Reachability {
 }
 
 /// A placement candidate: one route of the profile on one place.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Candidate {
     /// Index of the route in the profile.
     pub route: usize,
@@ -225,7 +241,7 @@ pub struct Candidate {
 }
 
 /// A candidate that was not used, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Skipped {
     pub route: usize,
     pub extension: String,
@@ -235,7 +251,7 @@ pub struct Skipped {
 
 /// The placement decision: the policy, the chosen candidate and every skipped
 /// one with its reason (including candidates tried and failed).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RouteTrace {
     pub policy: String,
     pub chosen: Option<Candidate>,
@@ -247,7 +263,7 @@ pub struct RouteTrace {
 }
 
 /// Cost of a metered sandbox, in credits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Cost {
     pub price_per_hour: Micros,
     pub held: Micros,
@@ -259,8 +275,9 @@ pub struct Cost {
 }
 
 /// The sandbox record. See the module docs: the field names are a contract.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Sandbox {
+    #[schemars(example = &"sbx-q3v7k2m4xa")]
     pub id: String,
     pub profile: String,
     pub profile_version: u32,
@@ -314,6 +331,7 @@ pub struct Sandbox {
     /// Extension-private state needed for teardown (opaque to everyone else;
     /// left out of the public view, see [`public_view`]).
     #[serde(default, skip_serializing_if = "hide_backend")]
+    #[schemars(skip)]
     pub backend: serde_json::Value,
     /// When the record last changed.
     pub updated_at: DateTime<Utc>,
@@ -324,6 +342,7 @@ pub struct Sandbox {
     /// How many lifecycle events this sandbox has produced (numbers the
     /// next event id).
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(skip)]
     pub event_seq: u32,
 }
 
@@ -336,7 +355,7 @@ fn is_zero_u64(n: &u64) -> bool {
 }
 
 /// A process on a machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Worker {
     pub pid: u32,
     /// The machine's boot id (`/proc/sys/kernel/random/boot_id`).

@@ -41,7 +41,7 @@ use crate::uploads::SweptUpload;
 use crate::Result;
 
 /// What is wrong with a stale item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StaleKind {
     Expired,
@@ -62,7 +62,7 @@ impl StaleKind {
 }
 
 /// One stale thing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct StaleItem {
     pub kind: StaleKind,
     pub sandbox_id: String,
@@ -77,7 +77,7 @@ pub struct StaleItem {
 }
 
 /// A host or provider the inspection could not look at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Unchecked {
     pub host: String,
     pub extension: String,
@@ -85,7 +85,7 @@ pub struct Unchecked {
 }
 
 /// What `inspect stale` found.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct StaleReport {
     pub checked_at: Option<DateTime<Utc>>,
     pub grace_seconds: u64,
@@ -93,13 +93,13 @@ pub struct StaleReport {
     /// Hosts whose resources could not be listed: orphans and ghosts there
     /// are unknown (never guessed).
     pub unchecked: Vec<Unchecked>,
-    /// Uploaded repos nothing needs any more (see [`crate::uploads`]).
+    /// Uploaded repos nothing needs any more (`sandboxer_core::uploads`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uploads: Vec<SweptUpload>,
 }
 
 /// What the reaper did with one item.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Reaped {
     #[serde(flatten)]
     pub item: StaleItem,
@@ -109,7 +109,7 @@ pub struct Reaped {
 }
 
 /// What `reap-stale` did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ReapReport {
     pub dry_run: bool,
     pub reaped: Vec<Reaped>,

@@ -55,7 +55,7 @@ pub struct Input<'a> {
 }
 
 /// The resolver's answer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Decision {
     pub policy: String,
     /// In the order to try them.

@@ -21,7 +21,7 @@ use crate::model::{Actor, Worker};
 use crate::transport::{Utf8Path, Utf8PathBuf};
 
 /// Where a snapshot is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SnapshotState {
     /// Its extension is making it.
@@ -75,9 +75,10 @@ impl std::str::FromStr for SnapshotState {
 
 /// A snapshot record. Its field names are a contract like the sandbox
 /// record's (`snapshots get --json`, `/v1/snapshots`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Snapshot {
     /// `snap-` and 10 characters of lowercase base32.
+    #[schemars(regex(pattern = r"^snap-[a-z0-9]+$"), example = &"snap-q3v7k2m4xa")]
     pub id: String,
     /// A name its maker gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +121,7 @@ pub struct Snapshot {
     /// Extension-private state restore and delete read (left out of the
     /// public view, like a sandbox's `backend`).
     #[serde(default, skip_serializing_if = "crate::model::hide_backend")]
+    #[schemars(skip)]
     pub backend: serde_json::Value,
 }
 

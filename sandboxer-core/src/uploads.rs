@@ -45,9 +45,10 @@ pub const UPLOADS_DIR: &str = "uploads";
 pub const DEFAULT_UNUSED_RETENTION: Duration = Duration::from_secs(60 * 60);
 
 /// One uploaded repo.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UploadRecord {
     /// `upl-...`
+    #[schemars(regex(pattern = r"^upl-[a-z0-9]+$"))]
     pub id: String,
     /// Who uploaded it; only this actor's creates may use it.
     pub actor: Actor,
@@ -117,7 +118,7 @@ pub(crate) fn claim(
 }
 
 /// An upload the sweep removed (or, dry, would remove).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SweptUpload {
     pub id: String,
     /// The owner; `None` for a folder that had no record.

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::state::*;
 
 /// One broken invariant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum Violation {
     /// A balance went below zero (after `entry`, or in the final accounts).
@@ -112,7 +112,7 @@ impl fmt::Display for Violation {
 }
 
 /// What [`check`] found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CheckReport {
     pub entries: usize,
     pub actors: usize,

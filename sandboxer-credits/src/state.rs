@@ -23,11 +23,11 @@ use sandboxer_core::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 
 /// One line of the ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "LedgerEntry")]
 pub struct Entry {
-    /// Derived from what the entry pays for (see [`hold_id`] and its
-    /// siblings), so a retried operation maps to the same id and is applied
-    /// once.
+    /// Derived from what the entry pays for (`hold_id` and its siblings),
+    /// so a retried operation maps to the same id and is applied once.
     pub id: String,
     /// When it was written.
     pub at: DateTime<Utc>,
@@ -36,7 +36,7 @@ pub struct Entry {
 }
 
 /// What an entry does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EntryKind {
     /// An operator (`adm:`) adds credits to an actor's account.
@@ -439,7 +439,9 @@ impl Entry {
 }
 
 /// One actor's balance. `granted = available + held + spent` always.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Account {
     /// Every credit ever granted.
     pub granted: Micros,
@@ -452,7 +454,7 @@ pub struct Account {
 }
 
 /// Where a hold is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldState {
     Open,
@@ -522,7 +524,7 @@ pub struct Hold {
 }
 
 /// One sandbox in an actor's usage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct UsageRow {
     pub sandbox_id: String,
     pub extension: String,

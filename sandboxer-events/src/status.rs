@@ -30,7 +30,7 @@ pub struct OutboxStatus {
     pub entries: Vec<EntryStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct LastError {
     pub event_id: String,
     pub at: DateTime<Utc>,

@@ -12,7 +12,7 @@ use sandboxer_core::{Error, ErrorKind, Result};
 
 /// What a host has, at one moment. Every measurement is `None` when the host
 /// did not report it (no `/proc`, a tool missing, an odd line).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostInventory {
     /// The sandboxer host name (`local` or the hosts-file name).
     pub host: String,
@@ -44,7 +44,7 @@ pub struct HostInventory {
 }
 
 /// Docker on the host.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DockerInfo {
     /// A `docker` command is on the PATH.
     pub present: bool,

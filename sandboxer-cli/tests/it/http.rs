@@ -1046,7 +1046,26 @@ fn valid(schema: &Value, doc: &Value, depth: u32) -> BoxedStrategy<Value> {
     if let Some(e) = schema.get("enum").and_then(Value::as_array) {
         return proptest::sample::select(e.clone()).boxed();
     }
-    let example = schema.get("example").cloned();
+    if let Some(c) = schema.get("const") {
+        return Just(c.clone()).boxed();
+    }
+    // `"type": ["string", "null"]`: one of the types, the rest of the schema
+    // kept.
+    if let Some(types) = schema.get("type").and_then(Value::as_array) {
+        let s: Vec<BoxedStrategy<Value>> = types
+            .iter()
+            .map(|t| {
+                let mut one = schema.clone();
+                one["type"] = t.clone();
+                valid(&one, doc, depth)
+            })
+            .collect();
+        return proptest::strategy::Union::new(s).boxed();
+    }
+    let example = schema
+        .get("example")
+        .or_else(|| schema.pointer("/examples/0"))
+        .cloned();
     match schema.get("type").and_then(Value::as_str) {
         Some("string") => {
             let from_pattern = match schema.get("pattern").and_then(Value::as_str) {
@@ -1065,7 +1084,11 @@ fn valid(schema: &Value, doc: &Value, depth: u32) -> BoxedStrategy<Value> {
         }
         Some("integer") => {
             let min = schema.get("minimum").and_then(Value::as_i64).unwrap_or(0);
-            (min..min + 100_000).prop_map(|n| json!(n)).boxed()
+            let max = schema
+                .get("maximum")
+                .and_then(Value::as_i64)
+                .unwrap_or(min + 100_000);
+            (min..=max).prop_map(|n| json!(n)).boxed()
         }
         Some("number") => (0.0f64..1e6).prop_map(|n| json!(n)).boxed(),
         Some("boolean") => any::<bool>().prop_map(Value::Bool).boxed(),

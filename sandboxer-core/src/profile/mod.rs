@@ -23,7 +23,7 @@ pub use catalog::Catalog;
 pub use parse::{parse_profile, parse_profile_diagnostics, render_profile, Diagnostic};
 
 /// How the routing resolver orders a profile's candidates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// Routes in the order written, hosts in placement order.
@@ -46,7 +46,7 @@ impl Policy {
 }
 
 /// One input a profile accepts (`--input NAME=VALUE`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct InputSpec {
     pub required: bool,
     pub help: String,
@@ -55,7 +55,7 @@ pub struct InputSpec {
 }
 
 /// One way to fulfil a profile.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Route {
     /// Extension id, e.g. `ext.compose-ssh`.
     pub extension: String,
@@ -70,7 +70,7 @@ pub struct Route {
 }
 
 /// Where a profile came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ProfileSource {
     /// Embedded in the binary.
@@ -96,7 +96,7 @@ impl fmt::Display for ProfileSource {
 }
 
 /// A validated profile.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Profile {
     pub id: String,
     pub version: u32,
@@ -107,16 +107,20 @@ pub struct Profile {
     pub aliases: Vec<String>,
     pub inputs: BTreeMap<String, InputSpec>,
     #[serde(with = "secs")]
+    #[schemars(with = "crate::duration::DurationText")]
     pub default_ttl: Duration,
     #[serde(with = "secs")]
+    #[schemars(with = "crate::duration::DurationText")]
     pub max_ttl: Duration,
     /// How long provisioning plus readiness may take.
     #[serde(with = "secs")]
+    #[schemars(with = "crate::duration::DurationText")]
     pub ready_timeout: Duration,
     pub policy: Policy,
     /// How long a paused sandbox is kept; then the reaper destroys it
     /// (`expired`).
     #[serde(with = "secs")]
+    #[schemars(with = "crate::duration::DurationText")]
     pub paused_retention: Duration,
     /// Credits an hour held while a metered sandbox is paused (zero: free).
     pub paused_price_per_hour: Micros,
