@@ -41,6 +41,12 @@ impl schemars::JsonSchema for DurationText {
     }
 }
 
+/// Serialize a duration as [`format_duration`] writes it
+/// (`#[serde(serialize_with = "...")]`).
+pub fn serialize_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
 /// The shortest form `parse_duration` reads back: `1h30m`, `45s`, `2d`
 /// (whole seconds; humantime's own formatter writes `1h 30m`, which would
 /// change every record and message people already read).

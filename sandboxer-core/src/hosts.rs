@@ -44,19 +44,10 @@ pub struct HostSpec {
     /// sandboxer's data folder on the host; default
     /// `~/.local/share/sandboxer` of the login user.
     pub data_dir: Option<String>,
-    #[serde(with = "secs")]
+    #[serde(serialize_with = "crate::duration::serialize_text")]
     pub connect_timeout: Duration,
-    #[serde(with = "secs")]
+    #[serde(serialize_with = "crate::duration::serialize_text")]
     pub command_timeout: Duration,
-}
-
-mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::duration::format_duration(*d))
-    }
 }
 
 impl HostSpec {

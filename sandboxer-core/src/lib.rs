@@ -33,6 +33,7 @@ pub mod paths;
 pub mod process;
 pub mod profile;
 pub mod reaper;
+pub mod route_config;
 pub mod routing;
 pub mod snapshot;
 pub mod store;

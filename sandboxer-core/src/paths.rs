@@ -34,6 +34,17 @@ pub fn home_dir() -> PathBuf {
     PathBuf::from("/")
 }
 
+/// `~` and `~/rest` from the home dir; other paths as written.
+pub fn expand_home(s: &str) -> PathBuf {
+    if s == "~" {
+        return home_dir();
+    }
+    match s.strip_prefix("~/") {
+        Some(rest) => home_dir().join(rest),
+        None => PathBuf::from(s),
+    }
+}
+
 fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }

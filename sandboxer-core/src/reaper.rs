@@ -160,12 +160,13 @@ pub fn classify_records<'a>(
         // A ready (or paused) record past its deadline is expired at once:
         // the deadline is explicit, and nothing is in flight that the grace
         // protects.
+        let expired = s
+            .expires_at
+            .filter(|e| *e < now)
+            .map(|exp| format!("expired {} ago", human_age(exp, now)));
         if matches!(s.state(), State::Ready | State::Paused) {
-            if let Some(exp) = s.expires_at.filter(|e| *e < now) {
-                out.push(item(
-                    StaleKind::Expired,
-                    format!("expired {} ago", human_age(exp, now)),
-                ));
+            if let Some(detail) = expired {
+                out.push(item(StaleKind::Expired, detail));
                 continue;
             }
         }
@@ -211,29 +212,25 @@ pub fn classify_records<'a>(
             continue;
         }
         match s.state() {
-            State::Ready | State::Provisioning => {
-                if let Some(exp) = s.expires_at.filter(|e| *e < now) {
-                    out.push(item(
-                        StaleKind::Expired,
-                        format!("expired {} ago", human_age(exp, now)),
-                    ));
+            // (A ready one past its deadline was taken above.)
+            State::Provisioning => {
+                if let Some(detail) = expired {
+                    out.push(item(StaleKind::Expired, detail));
                     continue;
                 }
-                if s.state() == State::Provisioning {
-                    let rt = ready_timeouts
-                        .get(&s.profile)
-                        .copied()
-                        .unwrap_or(Duration::from_secs(300));
-                    if older_than(s.created_at, now, rt + grace) {
-                        out.push(item(
-                            StaleKind::Stuck,
-                            format!(
-                                "provisioning for {} (ready timeout {})",
-                                human_age(s.created_at, now),
-                                crate::duration::format_duration(rt)
-                            ),
-                        ));
-                    }
+                let rt = ready_timeouts
+                    .get(&s.profile)
+                    .copied()
+                    .unwrap_or(Duration::from_secs(300));
+                if older_than(s.created_at, now, rt + grace) {
+                    out.push(item(
+                        StaleKind::Stuck,
+                        format!(
+                            "provisioning for {} (ready timeout {})",
+                            human_age(s.created_at, now),
+                            crate::duration::format_duration(rt)
+                        ),
+                    ));
                 }
             }
             State::Destroying if older_than(s.updated_at, now, grace) => {

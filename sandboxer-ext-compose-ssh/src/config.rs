@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sandboxer_core::duration::parse_duration;
-use sandboxer_core::{Error, Result};
+use sandboxer_core::route_config::{self, one_of, string_list, unknown_key};
+use sandboxer_core::Result;
 use serde_json::Value;
+
+use crate::COMPOSE_SSH_EXTENSION_ID;
 
 /// `compose_file` when the profile does not say.
 pub const DEFAULT_COMPOSE_FILE: &str = "docker-compose.e2e.yml";
@@ -132,12 +134,9 @@ impl ComposeConfig {
                         "`fallback_compose_files` must be a list of strings, got {value}"
                     )),
                 },
-                "stop_timeout" => match value.as_str().map(parse_duration) {
-                    Some(Ok(d)) => cfg.stop_timeout = d,
-                    Some(Err(why)) => problems.push(format!("`stop_timeout`: {why}")),
-                    None => problems.push(format!(
-                        "`stop_timeout` must be a duration string such as \"5s\", got {value}"
-                    )),
+                "stop_timeout" => match route_config::duration(key, value, "5s") {
+                    Ok(d) => cfg.stop_timeout = d,
+                    Err(problem) => problems.push(problem),
                 },
                 "exclude" => match string_list(value) {
                     Some(list) => {
@@ -151,18 +150,25 @@ impl ComposeConfig {
                         "`exclude` must be a list of patterns (strings), got {value}"
                     )),
                 },
-                "compose_command" => match value.as_str() {
-                    Some("auto") => cfg.compose_command = ComposeChoice::Auto,
-                    Some("v1") => cfg.compose_command = ComposeChoice::V1,
-                    Some("v2") => cfg.compose_command = ComposeChoice::V2,
-                    _ => problems.push(format!(
+                "compose_command" => match one_of(
+                    value,
+                    &[
+                        ("auto", ComposeChoice::Auto),
+                        ("v1", ComposeChoice::V1),
+                        ("v2", ComposeChoice::V2),
+                    ],
+                ) {
+                    Some(c) => cfg.compose_command = c,
+                    None => problems.push(format!(
                         "`compose_command` must be \"auto\", \"v1\" (docker-compose) or \"v2\" (docker compose), got {value}"
                     )),
                 },
-                "pause_mode" => match value.as_str() {
-                    Some("pause") => cfg.pause_mode = PauseMode::Pause,
-                    Some("stop") => cfg.pause_mode = PauseMode::Stop,
-                    _ => problems.push(format!(
+                "pause_mode" => match one_of(
+                    value,
+                    &[("pause", PauseMode::Pause), ("stop", PauseMode::Stop)],
+                ) {
+                    Some(m) => cfg.pause_mode = m,
+                    None => problems.push(format!(
                         "`pause_mode` must be \"pause\" (freeze the processes) or \"stop\" (stop the containers, freeing their memory), got {value}"
                     )),
                 },
@@ -184,27 +190,15 @@ impl ComposeConfig {
                         "`env` must be a table of strings, got {value}"
                     )),
                 },
-                other => problems.push(format!(
-                    "unknown key `{other}`; the keys are {}",
-                    CONFIG_KEYS
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
+                other => problems.push(unknown_key(other, CONFIG_KEYS)),
             }
         }
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(Error::invalid_config(format!(
-                "the ext.compose-ssh route config has {} problem{}:\n  - {}",
-                problems.len(),
-                if problems.len() == 1 { "" } else { "s" },
-                problems.join("\n  - ")
-            ))
-            .with_hint("see sandboxer-ext-compose-ssh/README.md for the config keys"))
-        }
+        route_config::check(
+            COMPOSE_SSH_EXTENSION_ID,
+            "sandboxer-ext-compose-ssh/README.md",
+            problems,
+        )?;
+        Ok(cfg)
     }
 
     /// The compose files to look for in the repo, in order.
@@ -222,14 +216,6 @@ impl ComposeConfig {
     pub fn stop_timeout_secs(&self) -> u64 {
         self.stop_timeout.as_secs()
     }
-}
-
-fn string_list(value: &Value) -> Option<Vec<String>> {
-    value
-        .as_array()?
-        .iter()
-        .map(|v| v.as_str().map(str::to_string))
-        .collect()
 }
 
 /// A compose file path: relative, inside the repo, plain.

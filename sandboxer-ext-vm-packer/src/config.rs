@@ -5,9 +5,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sandboxer_core::duration::parse_duration;
+use sandboxer_core::route_config::{self, int_in, one_of, string_list, unknown_key};
 use sandboxer_core::transport::{Utf8Path, Utf8PathBuf};
-use sandboxer_core::{Error, Result};
+use sandboxer_core::Result;
 use serde_json::Value;
 
 /// `memory_mb` when the profile does not say.
@@ -235,10 +235,9 @@ impl VmConfig {
                         "`cpus` must be an integer from 1 to 256, got {value}"
                     )),
                 },
-                "accel" => match value.as_str() {
-                    Some("tcg") => boot.accel = Accel::Tcg,
-                    Some("kvm") => boot.accel = Accel::Kvm,
-                    _ => problems.push(format!(
+                "accel" => match one_of(value, &[("tcg", Accel::Tcg), ("kvm", Accel::Kvm)]) {
+                    Some(a) => boot.accel = a,
+                    None => problems.push(format!(
                         "`accel` must be \"tcg\" (emulation, works everywhere) or \"kvm\", got {value}"
                     )),
                 },
@@ -250,7 +249,7 @@ impl VmConfig {
                 },
                 "ssh_key" => match value.as_str() {
                     Some(s) if !s.trim().is_empty() && !s.chars().any(|c| c.is_control()) => {
-                        ssh_key = Some(expand_home(s))
+                        ssh_key = Some(sandboxer_core::paths::expand_home(s))
                     }
                     _ => problems.push(format!(
                         "`ssh_key` must be the path of a private key file on this machine, got {value}"
@@ -287,12 +286,9 @@ impl VmConfig {
                         "`nic_model` must be a qemu NIC model such as \"e1000\" or \"virtio-net-pci\", got {value}"
                     )),
                 },
-                "stop_timeout" => match value.as_str().map(parse_duration) {
-                    Some(Ok(d)) => boot.stop_timeout = d,
-                    Some(Err(why)) => problems.push(format!("`stop_timeout`: {why}")),
-                    None => problems.push(format!(
-                        "`stop_timeout` must be a duration string such as \"10s\", got {value}"
-                    )),
+                "stop_timeout" => match route_config::duration(k, value, "10s") {
+                    Ok(d) => boot.stop_timeout = d,
+                    Err(problem) => problems.push(problem),
                 },
                 "qemu" => match value.as_str() {
                     Some(s) if !s.is_empty() && !s.chars().any(|c| c.is_control() || c == ' ') => {
@@ -320,14 +316,7 @@ impl VmConfig {
                     Ok(a) => attach = Some(a),
                     Err(mut why) => problems.append(&mut why),
                 },
-                other => problems.push(format!(
-                    "unknown key `{other}`; the keys are {}",
-                    CONFIG_KEYS
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
+                other => problems.push(unknown_key(other, CONFIG_KEYS)),
             }
         }
 
@@ -362,22 +351,17 @@ impl VmConfig {
                 Mode::Boot(boot)
             }
         };
-        if problems.is_empty() {
-            Ok(VmConfig {
-                mode,
-                ssh_user,
-                ssh_key,
-                packer_template,
-            })
-        } else {
-            Err(Error::invalid_config(format!(
-                "the ext.vm-packer route config has {} problem{}:\n  - {}",
-                problems.len(),
-                if problems.len() == 1 { "" } else { "s" },
-                problems.join("\n  - ")
-            ))
-            .with_hint("see sandboxer-ext-vm-packer/README.md for the config keys"))
-        }
+        route_config::check(
+            crate::VM_PACKER_EXTENSION_ID,
+            "sandboxer-ext-vm-packer/README.md",
+            problems,
+        )?;
+        Ok(VmConfig {
+            mode,
+            ssh_user,
+            ssh_key,
+            packer_template,
+        })
     }
 
     /// The boot config, if this route boots a VM.
@@ -434,14 +418,7 @@ fn parse_attach(value: &Value) -> std::result::Result<AttachConfig, Vec<String>>
                 Some(s) if is_user_name(s) => user = s.to_string(),
                 _ => problems.push(format!("`attach.user` must be a user name, got {v}")),
             },
-            other => problems.push(format!(
-                "unknown key `attach.{other}`; the keys are {}",
-                ATTACH_KEYS
-                    .iter()
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            other => problems.push(unknown_key(&format!("attach.{other}"), ATTACH_KEYS)),
         }
     }
     if host.is_none() {
@@ -471,18 +448,6 @@ fn path_value(key: &str, value: &Value, problems: &mut Vec<String>) -> Option<St
     }
 }
 
-fn int_in(value: &Value, lo: i64, hi: i64) -> Option<i64> {
-    value.as_i64().filter(|n| (lo..=hi).contains(n))
-}
-
-fn string_list(value: &Value) -> Option<Vec<String>> {
-    value
-        .as_array()?
-        .iter()
-        .map(|v| v.as_str().map(str::to_string))
-        .collect()
-}
-
 fn is_user_name(s: &str) -> bool {
     let mut chars = s.chars();
     s.len() <= 32
@@ -504,13 +469,6 @@ fn is_host(s: &str) -> bool {
         && s.len() <= 253
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || ".-:_".contains(c))
-}
-
-fn expand_home(p: &str) -> PathBuf {
-    match p.strip_prefix("~/") {
-        Some(rest) => sandboxer_core::paths::home_dir().join(rest),
-        None => PathBuf::from(p),
-    }
 }
 
 #[cfg(test)]

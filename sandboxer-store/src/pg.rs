@@ -28,7 +28,7 @@ use sandboxer_core::uploads::UploadRecord;
 use sandboxer_core::{Error, ErrorKind, Result};
 
 use crate::rows::*;
-use crate::schema::{self, LATEST, META_TABLE};
+use crate::schema::{self, META_TABLE};
 
 /// The advisory lock every write transaction holds (an arbitrary key
 /// that names sandboxer's write lock).
@@ -161,13 +161,7 @@ impl PgDb {
         } else {
             0
         };
-        if version > LATEST {
-            return Err(self
-                .corrupt(&format!(
-                    "its schema is version {version}; this build knows up to {LATEST}"
-                ))
-                .with_hint("use the sandboxer release that wrote it (or a newer one)"));
-        }
+        schema::check_known(version, |why| self.corrupt(why))?;
         for (v, sql) in schema::MIGRATIONS.iter().filter(|(v, _)| *v > version) {
             let sql = schema::sql_for(sql, schema::Backend::Postgres);
             let mut tx = c.transaction().map_err(|e| self.err("migrating", e))?;
@@ -294,6 +288,22 @@ fn unique(e: &postgres::Error) -> bool {
 impl PgTx<'_> {
     fn err(&self, what: &str, e: postgres::Error) -> Error {
         map_error(self.url, what, e)
+    }
+
+    /// The `record` of row `id` of `table` (uploads, snapshots), read as a
+    /// `what`.
+    fn record_by_id<T: serde::de::DeserializeOwned>(
+        &mut self,
+        table: &str,
+        what: &str,
+        id: &str,
+    ) -> Result<Option<T>> {
+        let row = self
+            .tx
+            .query_opt(&format!("SELECT record FROM {table} WHERE id = $1"), &[&id])
+            .map_err(|e| self.err("reading", e))?;
+        row.map(|r| from_json(what, r.get::<_, &str>(0)))
+            .transpose()
     }
 }
 
@@ -591,12 +601,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn upload(&mut self, id: &str) -> Result<Option<UploadRecord>> {
-        let row = self
-            .tx
-            .query_opt("SELECT record FROM uploads WHERE id = $1", &[&id])
-            .map_err(|e| self.err("reading", e))?;
-        row.map(|r| from_json("upload", r.get::<_, &str>(0)))
-            .transpose()
+        self.record_by_id("uploads", "upload", id)
     }
 
     fn put_upload(&mut self, u: &UploadRecord) -> Result<()> {
@@ -632,12 +637,7 @@ impl Tx for PgTx<'_> {
     }
 
     fn snapshot(&mut self, id: &str) -> Result<Option<Snapshot>> {
-        let row = self
-            .tx
-            .query_opt("SELECT record FROM snapshots WHERE id = $1", &[&id])
-            .map_err(|e| self.err("reading", e))?;
-        row.map(|r| from_json("snapshot", r.get::<_, &str>(0)))
-            .transpose()
+        self.record_by_id("snapshots", "snapshot", id)
     }
 
     fn put_snapshot(&mut self, s: &Snapshot) -> Result<()> {

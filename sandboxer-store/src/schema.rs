@@ -32,6 +32,21 @@ pub fn sql_for(sql: &str, backend: Backend) -> String {
 }
 
 /// The table that marks a sandboxer database and holds its version.
+/// A stored schema version this build can open: `corrupt` makes the error
+/// (naming the database) for one from a newer release.
+pub fn check_known(
+    version: u32,
+    corrupt: impl FnOnce(&str) -> sandboxer_core::Error,
+) -> sandboxer_core::Result<()> {
+    if version > LATEST {
+        return Err(corrupt(&format!(
+            "its schema is version {version}; this build knows up to {LATEST}"
+        ))
+        .with_hint("use the sandboxer release that wrote it (or a newer one)"));
+    }
+    Ok(())
+}
+
 pub const META_TABLE: &str = "sandboxer_meta";
 
 #[cfg(test)]

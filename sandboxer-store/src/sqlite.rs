@@ -18,7 +18,7 @@ use sandboxer_core::uploads::UploadRecord;
 use sandboxer_core::{Error, ErrorKind, Result};
 
 use crate::rows::*;
-use crate::schema::{self, LATEST, META_TABLE};
+use crate::schema::{self, META_TABLE};
 
 /// How long a writer waits for another process's transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -119,13 +119,7 @@ impl SqliteDb {
         } else {
             0
         };
-        if version > LATEST {
-            return Err(self
-                .corrupt(&format!(
-                    "its schema is version {version}; this build knows up to {LATEST}"
-                ))
-                .with_hint("use the sandboxer release that wrote it (or a newer one)"));
-        }
+        schema::check_known(version, |why| self.corrupt(why))?;
         // A fresh file opened by several processes at once: the switch to
         // WAL wants the file to itself, and SQLite answers "busy" at once
         // (without its busy handler) when waiting could deadlock.
@@ -209,6 +203,36 @@ impl SqliteDb {
     fn error(&self, what: &str, e: rusqlite::Error) -> Error {
         map_error(&self.path, what, e)
     }
+
+    /// `f` in a transaction: a write one (`BEGIN IMMEDIATE`: the write lock
+    /// up front) or a read one.
+    fn run(
+        &self,
+        write: bool,
+        f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send),
+    ) -> Result<()> {
+        let (behavior, committing) = if write {
+            (TransactionBehavior::Immediate, "committing to")
+        } else {
+            (TransactionBehavior::Deferred, "reading")
+        };
+        let mut conn = self.checkout()?;
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(behavior)
+                .map_err(|e| self.error("starting a transaction on", e))?;
+            let mut t = SqliteTx {
+                tx,
+                path: &self.path,
+            };
+            f(&mut t)?;
+            t.tx.commit().map_err(|e| self.error(committing, e))
+        })();
+        // A connection whose transaction failed half-way is rolled back by
+        // the drop of its `Transaction`; it can be reused.
+        self.checkin(conn);
+        result
+    }
 }
 
 /// Run `f` again while SQLite answers "busy" or "locked" at once (where its
@@ -273,39 +297,11 @@ fn map_error(path: &Path, what: &str, e: rusqlite::Error) -> Error {
 
 impl Db for SqliteDb {
     fn transaction(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()> {
-        let mut conn = self.checkout()?;
-        let result = (|| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| self.error("starting a transaction on", e))?;
-            let mut t = SqliteTx {
-                tx,
-                path: &self.path,
-            };
-            f(&mut t)?;
-            t.tx.commit().map_err(|e| self.error("committing to", e))
-        })();
-        // A connection whose transaction failed half-way is rolled back by
-        // the drop of its `Transaction`; it can be reused.
-        self.checkin(conn);
-        result
+        self.run(true, f)
     }
 
     fn read(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<()> + Send)) -> Result<()> {
-        let mut conn = self.checkout()?;
-        let result = (|| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Deferred)
-                .map_err(|e| self.error("starting a transaction on", e))?;
-            let mut t = SqliteTx {
-                tx,
-                path: &self.path,
-            };
-            f(&mut t)?;
-            t.tx.commit().map_err(|e| self.error("reading", e))
-        })();
-        self.checkin(conn);
-        result
+        self.run(false, f)
     }
 
     fn location(&self) -> String {
@@ -351,6 +347,25 @@ impl SqliteTx<'_> {
 
     fn err(&self, what: &str, e: rusqlite::Error) -> Error {
         map_error(self.path, what, e)
+    }
+
+    /// The `record` of row `id` of `table` (uploads, snapshots), read as a
+    /// `what`.
+    fn record_by_id<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &str,
+        what: &str,
+        id: &str,
+    ) -> Result<Option<T>> {
+        let rec: Option<String> = self
+            .row(
+                &format!("SELECT record FROM {table} WHERE id = ?1"),
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err("reading", e))?;
+        rec.map(|r| from_json(what, &r)).transpose()
     }
 
     fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -656,14 +671,7 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn upload(&mut self, id: &str) -> Result<Option<UploadRecord>> {
-        let rec: Option<String> = self
-            .tx
-            .query_row("SELECT record FROM uploads WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| self.err("reading", e))?;
-        rec.map(|r| from_json("upload", &r)).transpose()
+        self.record_by_id("uploads", "upload", id)
     }
 
     fn put_upload(&mut self, u: &UploadRecord) -> Result<()> {
@@ -704,14 +712,7 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn snapshot(&mut self, id: &str) -> Result<Option<Snapshot>> {
-        let rec: Option<String> = self
-            .tx
-            .query_row("SELECT record FROM snapshots WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| self.err("reading", e))?;
-        rec.map(|r| from_json("snapshot", &r)).transpose()
+        self.record_by_id("snapshots", "snapshot", id)
     }
 
     fn put_snapshot(&mut self, s: &Snapshot) -> Result<()> {

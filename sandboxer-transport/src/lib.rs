@@ -65,7 +65,7 @@ pub async fn connect(
     match &spec.kind {
         HostKind::Local => {
             let data_dir = match &spec.data_dir {
-                Some(d) => expand_home(d),
+                Some(d) => sandboxer_core::paths::expand_home(d),
                 None => local_data_dir.to_path_buf(),
             };
             let t = LocalTransport::new(data_dir)
@@ -109,14 +109,5 @@ impl DefaultConnector {
 impl Connector for DefaultConnector {
     async fn connect(&self, host: &HostSpec) -> Result<Arc<dyn Transport>> {
         connect(host, &self.local_data_dir, &self.config_dir).await
-    }
-}
-
-/// `~/x` -> `$HOME/x`; anything else unchanged.
-fn expand_home(p: &str) -> PathBuf {
-    match p.strip_prefix("~/") {
-        Some(rest) => sandboxer_core::paths::home_dir().join(rest),
-        None if p == "~" => sandboxer_core::paths::home_dir(),
-        None => PathBuf::from(p),
     }
 }

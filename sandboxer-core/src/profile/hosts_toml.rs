@@ -2,7 +2,7 @@
 //! [`crate::hosts::parse_hosts`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use toml_edit::Key;
@@ -42,17 +42,6 @@ pub(crate) const HOST_KEYS: &[&str] = &[
     "connect_timeout",
     "command_timeout",
 ];
-
-/// `~` and `~/rest` from the home dir; other paths as written.
-pub(crate) fn expand_home(s: &str) -> PathBuf {
-    if s == "~" {
-        return crate::paths::home_dir();
-    }
-    match s.strip_prefix("~/") {
-        Some(rest) => crate::paths::home_dir().join(rest),
-        None => PathBuf::from(s),
-    }
-}
 
 pub(crate) fn walk_hosts(w: &mut Walker<'_>, root: &toml_edit::Table) -> Option<Hosts> {
     let root = Tbl {
@@ -187,10 +176,12 @@ pub(crate) fn walk_host(
             Some("identity_file = \"~/.ssh/id_ed25519\""),
         )
         .and_then(|f| w.non_empty_string(&f))
-        .map(|s| expand_home(&s));
+        .map(|s| crate::paths::expand_home(&s));
     let known_hosts = match w.field(t, "known_hosts", None) {
         None => Some(None),
-        Some(f) => w.non_empty_string(&f).map(|s| Some(expand_home(&s))),
+        Some(f) => w
+            .non_empty_string(&f)
+            .map(|s| Some(crate::paths::expand_home(&s))),
     };
     let capacity = match w.field(t, "capacity", None) {
         None => Some(None),

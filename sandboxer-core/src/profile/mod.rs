@@ -106,20 +106,20 @@ pub struct Profile {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
     pub inputs: BTreeMap<String, InputSpec>,
-    #[serde(with = "secs")]
+    #[serde(serialize_with = "crate::duration::serialize_text")]
     #[schemars(with = "crate::duration::DurationText")]
     pub default_ttl: Duration,
-    #[serde(with = "secs")]
+    #[serde(serialize_with = "crate::duration::serialize_text")]
     #[schemars(with = "crate::duration::DurationText")]
     pub max_ttl: Duration,
     /// How long provisioning plus readiness may take.
-    #[serde(with = "secs")]
+    #[serde(serialize_with = "crate::duration::serialize_text")]
     #[schemars(with = "crate::duration::DurationText")]
     pub ready_timeout: Duration,
     pub policy: Policy,
     /// How long a paused sandbox is kept; then the reaper destroys it
     /// (`expired`).
-    #[serde(with = "secs")]
+    #[serde(serialize_with = "crate::duration::serialize_text")]
     #[schemars(with = "crate::duration::DurationText")]
     pub paused_retention: Duration,
     /// Credits an hour held while a metered sandbox is paused (zero: free).
@@ -226,15 +226,6 @@ impl Profile {
             .with_hint(format!("ask for at most {max}")));
         }
         Ok(ttl)
-    }
-}
-
-mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::duration::format_duration(*d))
     }
 }
 
