@@ -9,3 +9,4 @@ pub mod net;
 pub mod pg;
 pub mod stats;
 pub mod testbed;
+pub mod wait;

@@ -40,7 +40,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
@@ -327,18 +327,7 @@ pub fn docker_answers(timeout: Duration) -> bool {
     else {
         return false;
     };
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.success(),
-            Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-        }
-    }
+    crate::wait::exit_of(&mut child, timeout).is_some_and(|s| s.success())
 }
 
 /// Stops the sshd of testbed host `host_name` (see [`Testbed::stop_host`]).

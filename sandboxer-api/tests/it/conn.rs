@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::start_with;
+use sandboxer_testkit::wait;
 
 const LIMITS: ConnLimits = ConnLimits {
     head_timeout: Duration::from_millis(400),
@@ -127,15 +128,14 @@ async fn a_flood_stops_at_the_cap_and_the_server_keeps_serving() {
     drop(held);
     // Once the flood is gone (its slots come back as the server sees each
     // connection close), a normal request is served.
-    let mut ok = false;
-    for _ in 0..50 {
-        let r = s.http.get(format!("{}/healthz", s.base)).send().await;
-        if r.is_ok_and(|r| r.status() == 200) {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(ok, "the server serves again after the flood");
+    wait::until_async(
+        Duration::from_secs(5),
+        "the server to serve again after the flood",
+        || async {
+            let r = s.http.get(format!("{}/healthz", s.base)).send().await;
+            r.is_ok_and(|r| r.status() == 200).then_some(())
+        },
+    )
+    .await;
     s.stop().await;
 }

@@ -1,9 +1,10 @@
 //! The canary on `local`, end to end through the real binary.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::home;
+use sandboxer_testkit::wait;
 
 /// Whether the process runs (a zombie waiting for an init that does not
 /// reap counts as gone).
@@ -145,10 +146,7 @@ extension = "ext.canary"
         .ok()
         .json();
     let pid = agent_pid(&rec);
-    let started = Instant::now();
-    while pid_alive(pid) && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait::within(Duration::from_secs(20), || (!pid_alive(pid)).then_some(()));
     assert!(
         !pid_alive(pid) || zombie(pid),
         "the agent must exit at its deadline"
@@ -199,18 +197,10 @@ fn no_wait_returns_provisioning_then_becomes_ready() {
     let rec = h.run(&["create", "--no-wait", "--json"]).ok().json();
     assert_eq!(rec["state"], "provisioning");
     let id = rec["id"].as_str().unwrap().to_string();
-    let started = Instant::now();
-    let mut state = String::new();
-    while started.elapsed() < Duration::from_secs(30) {
-        state = h.run(&["get", &id, "--json"]).ok().json()["state"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        if state != "provisioning" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let state = wait::until(Duration::from_secs(30), "the end of provisioning", || {
+        let state = h.run(&["get", &id, "--json"]).ok().json()["state"].clone();
+        (state != "provisioning").then_some(state)
+    });
     assert_eq!(state, "ready");
     h.run(&["destroy", &id]).ok();
 }

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use sandboxer_testkit::home::{Home, Run};
 use sandboxer_testkit::testbed::{require_docker, require_testbed, Testbed, HOSTS, SPARE_HOST};
+use sandboxer_testkit::wait;
 use serde_json::Value;
 
 use crate::home;
@@ -246,18 +247,14 @@ impl Bed {
                 .filter(|c| c.contains(id))
                 .collect()
         };
-        let until = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = mentions();
-            if left.is_empty() {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < until,
-                "processes of {id} still running after 60 s: {left:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let ended = wait::within(Duration::from_secs(60), || {
+            mentions().is_empty().then_some(())
+        });
+        assert!(
+            ended.is_some(),
+            "processes of {id} still running after 60 s: {:?}",
+            mentions()
+        );
     }
 
     /// A folder of this home (for consumer repos and markers).
@@ -465,17 +462,7 @@ fn error_of(run: &Run) -> (String, String) {
 
 /// Wait (bounded) for `child` to end; kill it past `limit`.
 fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            return child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait::exit_of(child, limit).unwrap_or_else(|| child.wait().unwrap())
 }
 
 fn read_all(mut r: impl std::io::Read) -> String {
@@ -953,22 +940,25 @@ fn an_ssh_connection_killed_mid_provision_fails_and_reap_stale_cleans_up() {
             .spawn()
             .unwrap();
         // The override is written right before `compose up`.
-        let started = Instant::now();
-        let mut seen = false;
-        while started.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none() {
-            let found = std::fs::read_dir(&work).ok().and_then(|mut rd| {
-                rd.find(|e| {
+        // (A create that ended before is no use either: the wait gives up.)
+        let seen = wait::within(Duration::from_secs(60), || {
+            let written = std::fs::read_dir(&work).ok().is_some_and(|mut rd| {
+                rd.any(|e| {
                     e.as_ref()
                         .is_ok_and(|e| e.path().join(".sandboxer-compose.override.yml").exists())
                 })
             });
-            if found.is_some() {
-                seen = true;
-                break;
+            if written {
+                Some(true)
+            } else {
+                child.try_wait().unwrap().map(|_| false)
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(seen, "create never got to `compose up` on spare01");
+        });
+        assert_eq!(
+            seen,
+            Some(true),
+            "create never got to `compose up` on spare01"
+        );
         let stopped = lock.stop().unwrap();
         let status = wait_child(&mut child, Duration::from_secs(90));
         let stdout = read_all(child.stdout.take().unwrap());

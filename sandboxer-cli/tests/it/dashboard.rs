@@ -13,7 +13,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 use crate::compose::Bed;
 use crate::http::{token, Served};
+use sandboxer_testkit::wait;
 
 /// `chromedriver` on a free loopback port, stopped when dropped.
 struct Driver {
@@ -57,20 +58,14 @@ impl Driver {
         let url = format!("http://127.0.0.1:{port}");
         // Ready when its status says so (it answers within a second or two).
         let http = reqwest::blocking::Client::new();
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = http
-                .get(format!("{url}/status"))
+        wait::until(Duration::from_secs(30), "chromedriver to be ready", || {
+            http.get(format!("{url}/status"))
                 .send()
                 .ok()
                 .and_then(|r| r.json::<Value>().ok())
-                .is_some_and(|v| v["value"]["ready"] == json!(true));
-            if ready {
-                break;
-            }
-            assert!(Instant::now() < until, "chromedriver did not become ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                .is_some_and(|v| v["value"]["ready"] == json!(true))
+                .then_some(())
+        });
         Driver { child, url }
     }
 }
@@ -103,26 +98,23 @@ async fn shot(c: &Client, name: &str) -> PathBuf {
 /// Poll `js` (an expression) in the page until it is `true`; fail after
 /// 20 s with `what` and the page's status line.
 async fn until(c: &Client, what: &str, js: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let holds = wait::within_async(Duration::from_secs(20), || async {
         let v = c
             .execute(&format!("return !!({js});"), vec![])
             .await
             .expect("script");
-        if v == json!(true) {
-            return;
-        }
-        if Instant::now() > deadline {
-            let status = c
-                .execute(
-                    "return document.querySelector('#status').textContent + ' | ' + document.querySelector('#signin-error').textContent;",
-                    vec![],
-                )
-                .await
-                .unwrap_or_default();
-            panic!("waited 20s for {what} ({js}); page status: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        (v == json!(true)).then_some(())
+    })
+    .await;
+    if holds.is_none() {
+        let status = c
+            .execute(
+                "return document.querySelector('#status').textContent + ' | ' + document.querySelector('#signin-error').textContent;",
+                vec![],
+            )
+            .await
+            .unwrap_or_default();
+        panic!("waited 20s for {what} ({js}); page status: {status}");
     }
 }
 
@@ -315,11 +307,11 @@ fn dashboard_in_a_real_browser() {
             {
                 let _ = link.send_keys(&Key::Enter).await;
             }
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline && js(&c, &format!("return {opened};")).await != json!(true) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            if js(&c, &format!("return {opened};")).await == json!(true) {
+            let shown = wait::within_async(Duration::from_secs(2), || async {
+                (js(&c, &format!("return {opened};")).await == json!(true)).then_some(())
+            })
+            .await;
+            if shown.is_some() {
                 break;
             }
         }

@@ -8,12 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use reqwest::blocking::Client;
 use sandboxer_testkit::home::Home;
+use sandboxer_testkit::wait;
 use serde_json::{json, Value};
 
 use crate::home;
@@ -117,17 +118,7 @@ impl Served {
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            if Instant::now() > until {
-                let _ = self.child.kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait::exit_of(&mut self.child, Duration::from_secs(30)).and_then(|st| st.code())
     }
 }
 
@@ -319,16 +310,13 @@ fn the_whole_lifecycle_over_http_gives_the_cli_records() {
         (202, Some("provisioning"))
     );
     let bg = r.id();
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait::until(Duration::from_secs(60), format!("{bg} to be ready"), || {
         let st = s.get(&format!("/v1/sandboxes/{bg}"), &agt).expect(200)["state"].clone();
-        if st == "ready" {
-            break;
+        if st != "ready" {
+            assert_eq!(st, "provisioning");
         }
-        assert_eq!(st, "provisioning");
-        assert!(Instant::now() < until, "{bg} never got ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (st == "ready").then_some(())
+    });
 
     // Recreate: a new one, linked; the old one ends `recreated`.
     let new = s
@@ -1582,16 +1570,15 @@ fn the_server_reaps_expired_sandboxes_on_its_interval() {
         .as_str()
         .unwrap()
         .to_string();
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = s.get(&format!("/v1/sandboxes/{id}"), &adm).expect(200);
-        if r["state"] == "destroyed" {
-            assert_eq!(r["reason"], "expired");
-            break;
-        }
-        assert!(Instant::now() < until, "not reaped: {r}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let r = wait::until(
+        Duration::from_secs(30),
+        format!("{id} to be reaped"),
+        || {
+            let r = s.get(&format!("/v1/sandboxes/{id}"), &adm).expect(200);
+            (r["state"] == "destroyed").then_some(r)
+        },
+    );
+    assert_eq!(r["reason"], "expired");
     assert_eq!(s.stop(), Some(0));
     destroy_all(&h);
 }

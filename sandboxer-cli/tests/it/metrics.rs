@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use serde_json::json;
 
 use crate::http::{token, Served};
+use sandboxer_testkit::wait;
 
 /// `promtool check metrics` on `text`; panics with its complaints.
 fn promtool_check(test: &str, text: &str) {
@@ -166,18 +167,9 @@ fn metrics_follow_the_lifecycle_and_pass_promtool() {
 
     // The host probe (at start, then every --probe-interval): local is up,
     // the host that is down is not.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let probed = loop {
-        let t = scrape(&srv);
-        if t.contains(r#"sandboxer_host_up{host="gone01"}"#) {
-            break t;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "no host probe within 30s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let probed = wait::until(std::time::Duration::from_secs(30), "a host probe", || {
+        Some(scrape(&srv)).filter(|t| t.contains(r#"sandboxer_host_up{host="gone01"}"#))
+    });
     promtool_check(test, &probed);
     assert_eq!(value(&probed, r#"sandboxer_host_up{host="gone01"}"#), 0.0);
     assert_eq!(value(&probed, r#"sandboxer_host_up{host="local"}"#), 1.0);

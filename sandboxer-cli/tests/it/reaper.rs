@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sandboxer_testkit::home::Home;
+use sandboxer_testkit::wait;
 
 use crate::home;
 
@@ -30,14 +31,13 @@ fn stale(h: &Home) -> Vec<serde_json::Value> {
 
 /// Poll (bounded) until `inspect stale` lists `n` items of `kind`.
 fn wait_stale(h: &Home, kind: &str, n: usize) -> Vec<serde_json::Value> {
-    let started = Instant::now();
-    loop {
-        let items: Vec<_> = stale(h).into_iter().filter(|i| i["kind"] == kind).collect();
-        if items.len() >= n || started.elapsed() > Duration::from_secs(30) {
-            return items;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let items = || -> Vec<serde_json::Value> {
+        stale(h).into_iter().filter(|i| i["kind"] == kind).collect()
+    };
+    wait::within(Duration::from_secs(30), || {
+        Some(items()).filter(|found| found.len() >= n)
+    })
+    .unwrap_or_else(items)
 }
 
 #[test]

@@ -6,10 +6,11 @@
 //! voiding what never became ready; the event relays of two replicas
 //! draining one outbox, and their reapers retrying the same stuck destroys.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sandboxer_testkit::home::Home;
 use sandboxer_testkit::pg::PgScratch;
+use sandboxer_testkit::wait;
 use serde_json::{json, Value};
 
 use crate::credits::PAID;
@@ -148,19 +149,14 @@ fn a_replica_killed_mid_create_is_cleaned_up_by_another() {
     // Within a few reaper passes (no grace to wait out: the doomed
     // replica's process is certainly gone), nothing is left provisioning
     // and nothing stays held for a create that never became ready.
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait::until(Duration::from_secs(60), "no record in provisioning", || {
         let records = list(&h);
         assert_eq!(records.len(), 4);
-        if records.iter().all(|r| r["state"] != "provisioning") {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "still provisioning after 60s: {records:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        records
+            .iter()
+            .all(|r| r["state"] != "provisioning")
+            .then_some(())
+    });
     let usage = h
         .run(&["credits", "usage", "--actor", "agt:k", "--json"])
         .ok()
@@ -263,21 +259,21 @@ fn two_replicas_relay_every_event_once_and_end_each_stuck_destroy_once() {
             .call("DELETE", &format!("/v1/sandboxes/{id}"), Some(&agent), None)
             .expect(200);
     }
-    let until = Instant::now() + Duration::from_secs(60);
-    while !list(&h).iter().all(|r| r["state"] == "destroyed") {
-        assert!(Instant::now() < until, "not all destroyed: {:#?}", list(&h));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait::until(Duration::from_secs(60), "every record destroyed", || {
+        list(&h)
+            .iter()
+            .all(|r| r["state"] == "destroyed")
+            .then_some(())
+    });
     hub.set_mode(HubMode::Accept);
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = h.run(&["events", "status", "--json"]).ok().json();
-        if st["events"] == 0 {
-            break;
-        }
-        assert!(Instant::now() < until, "the relays left events: {st:#}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait::until(
+        Duration::from_secs(60),
+        "the relays to deliver every event",
+        || {
+            let st = h.run(&["events", "status", "--json"]).ok().json();
+            (st["events"] == 0).then_some(())
+        },
+    );
     // Every sandbox: recorded, ready, destroying (the destroyed through
     // the API), destroyed - each event once, from whichever relay.
     let mut destroyed: BTreeMap<String, usize> = BTreeMap::new();

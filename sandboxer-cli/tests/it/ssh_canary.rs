@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::compose::Bed;
+use sandboxer_testkit::wait;
 
 /// Every agent binary under `DATA/agents/*/sandboxer`.
 fn agent_binaries(data: &Path) -> Vec<PathBuf> {
@@ -158,10 +159,9 @@ fn canary_over_ssh_uploads_the_binary_once_and_reports_telemetry() {
         assert_eq!(d["state"], "destroyed");
         assert!(!data.join("venues").join(id).exists(), "venue of {id} left");
     }
-    let started = Instant::now();
-    while pids.iter().any(|p| pid_alive(*p)) && started.elapsed().as_secs() < 10 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait::within(std::time::Duration::from_secs(10), || {
+        (!pids.iter().any(|p| pid_alive(*p))).then_some(())
+    });
     assert!(!pids.iter().any(|p| pid_alive(*p)), "agents still run");
     assert_eq!(
         agent_binaries(&data),

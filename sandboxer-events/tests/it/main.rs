@@ -15,6 +15,7 @@ use sandboxer_events::outbox::{Backoff, FailureKind};
 use sandboxer_events::stub_hub::{HubMode, StubHub};
 use sandboxer_events::{Relay, RelayOptions};
 use sandboxer_testkit::net::ClosedPort;
+use sandboxer_testkit::wait;
 
 /// The `seq`th event of sandbox `sbx`, as the core numbers them: 1
 /// recorded (provisioning), 2 ready, 3 destroying, 4 destroyed.
@@ -443,18 +444,16 @@ async fn run_delivers_what_arrives_until_shutdown() {
             ],
         );
         waker.wake();
-        let t = Instant::now();
-        while hub.received_ids().len() < 2 * (batch + 1) {
-            assert!(t.elapsed() < Duration::from_secs(5), "not delivered");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait::until_async(Duration::from_secs(5), "the batch delivered", || async {
+            (hub.received_ids().len() >= 2 * (batch + 1)).then_some(())
+        })
+        .await;
     }
     // The removal follows the answer closely.
-    let t = Instant::now();
-    while !outbox(&f.store).is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(5), "not removed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait::until_async(Duration::from_secs(5), "the outbox emptied", || async {
+        outbox(&f.store).is_empty().then_some(())
+    })
+    .await;
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(2), task)
         .await

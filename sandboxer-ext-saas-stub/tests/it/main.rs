@@ -15,6 +15,7 @@ use sandboxer_core::transport::Transport;
 use sandboxer_core::{Error, ErrorKind};
 use sandboxer_ext_saas_stub::server::{Server, StubConfig};
 use sandboxer_ext_saas_stub::{ApiKey, SaasConfig, SaasStubExtension};
+use sandboxer_testkit::wait;
 use serde_json::{json, Value};
 
 const STUB: &str = env!("CARGO_BIN_EXE_sandboxer-saas-stub");
@@ -672,14 +673,8 @@ async fn sigterm_stops_the_stub_cleanly() {
     let pid = stub.child.id() as libc::pid_t;
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let limit = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = stub.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < limit, "the stub ignored SIGTERM for 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = wait::exit_of(&mut stub.child, Duration::from_secs(10))
+        .expect("the stub ignored SIGTERM for 10 s");
     assert!(status.success(), "{status:?}");
 }
 

@@ -23,6 +23,7 @@ use sandboxer_core::ErrorKind;
 use sandboxer_ext_vm_packer::{files, VmPackerExtension, VM_PACKER_EXTENSION_ID, VM_RESOURCE_KIND};
 use sandboxer_testkit::conformance::run_conformance;
 use sandboxer_testkit::testbed::require_testbed;
+use sandboxer_testkit::wait;
 
 use support::*;
 
@@ -448,10 +449,11 @@ async fn stopped_and_folderless_vms_are_found() {
         .args(["-KILL", &pid.to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pids_naming(&format!("sandboxer-{id}")).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait::within(Duration::from_secs(10), || {
+        pids_naming(&format!("sandboxer-{id}"))
+            .is_empty()
+            .then_some(())
+    });
     let listed = ext.list_resources(bed.transport.clone()).await.unwrap();
     let r = listed.iter().find(|r| r.sandbox_id == id).expect("listed");
     assert!(!r.running, "{r:?}");

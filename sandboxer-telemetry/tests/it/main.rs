@@ -17,6 +17,7 @@ use sandboxer_telemetry::{
     gather, venue_files, AgentExited, AgentReady, CanaryExtension, HostInventory,
 };
 use sandboxer_testkit::conformance::run_conformance;
+use sandboxer_testkit::wait;
 use sandboxer_transport::LocalTransport;
 use serde_json::Value;
 
@@ -133,27 +134,15 @@ fn group_and_session(pid: u32) -> (u32, u32) {
 
 /// Poll for a file, at most `limit`.
 async fn wait_for_file(path: &Path, limit: Duration) -> Option<Vec<u8>> {
-    let start = Instant::now();
-    loop {
-        if let Ok(b) = std::fs::read(path) {
-            return Some(b);
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::within_async(limit, || async { std::fs::read(path).ok() }).await
 }
 
 async fn wait_gone(pid: u32) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        if process_gone(pid) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+    wait::within_async(Duration::from_secs(5), || async {
+        process_gone(pid).then_some(())
+    })
+    .await
+    .is_some()
 }
 
 #[tokio::test]

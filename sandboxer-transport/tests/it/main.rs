@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sandboxer_core::hosts::{HostKind, HostSpec};
 use sandboxer_core::transport::{shell_quote, Transport};
 use sandboxer_core::ErrorKind;
+use sandboxer_testkit::wait;
 use sandboxer_transport::{connect, LocalTransport};
 
 fn local(dir: &Path) -> LocalTransport {
@@ -33,31 +34,15 @@ fn process_gone(pid: u32) -> bool {
 }
 
 fn wait_gone(pid: u32) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        if process_gone(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
+    wait::within(Duration::from_secs(5), || process_gone(pid).then_some(())).is_some()
 }
 
 fn read_pid(path: &Path) -> u32 {
-    let start = Instant::now();
-    loop {
-        if let Some(pid) = std::fs::read_to_string(path)
+    wait::until(Duration::from_secs(5), format!("a pid in {path:?}"), || {
+        std::fs::read_to_string(path)
             .ok()
             .and_then(|s| s.trim().parse().ok())
-        {
-            return pid;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no pid in {path:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    })
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use sandboxer_core::hosts::{HostKind, HostSpec, Hosts};
 use sandboxer_core::transport::{shell_quote, Connector as _, Transport};
 use sandboxer_core::ErrorKind;
 use sandboxer_testkit::testbed::{require_testbed, Testbed};
+use sandboxer_testkit::wait;
 use sandboxer_transport::{trust_host_key, DefaultConnector, SshTransport};
 
 fn host(tb: &Testbed, name: &str) -> HostSpec {
@@ -735,11 +736,10 @@ async fn ssh_a_connection_dropped_mid_command_is_unreachable() {
         let t = t.clone();
         tokio::spawn(async move { t.exec(&script, None).await })
     };
-    let started = Instant::now();
-    while !mark.exists() {
-        assert!(started.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until_async(Duration::from_secs(10), "the command to start", || async {
+        mark.exists().then_some(())
+    })
+    .await;
     let stopped = tb.stopped_host("spare01").unwrap();
     let err = tokio::time::timeout(Duration::from_secs(10), running)
         .await
