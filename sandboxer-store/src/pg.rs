@@ -285,9 +285,43 @@ fn unique(e: &postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
+/// The whole row of a sandbox: `$1` the id, then its columns.
+const INSERT_SANDBOX: &str = "INSERT INTO sandboxes (id, state, actor, profile, host, extension, created_at, expires_at, ended_at, record, backend)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+const UPDATE_SANDBOX: &str = "UPDATE sandboxes SET state = $2, actor = $3, profile = $4, host = $5, extension = $6,
+     created_at = $7, expires_at = $8, ended_at = $9, record = $10, backend = $11 WHERE id = $1";
+
 impl PgTx<'_> {
     fn err(&self, what: &str, e: postgres::Error) -> Error {
         map_error(self.url, what, e)
+    }
+
+    /// Run `sql` (an insert or update of a whole sandbox row: `$1` the id,
+    /// then its columns) for `s`; the rows it touched.
+    fn write_sandbox(
+        &mut self,
+        sql: &str,
+        s: &Sandbox,
+        on_error: impl FnOnce(&Self, postgres::Error) -> Error,
+    ) -> Result<u64> {
+        let (rec, backend) = record_columns(s)?;
+        let result = self.tx.execute(
+            sql,
+            &[
+                &s.id,
+                &s.state().as_str(),
+                &s.actor.to_string(),
+                &s.profile,
+                &s.host,
+                &s.extension,
+                &ts(s.created_at),
+                &s.expires_at.map(ts),
+                &s.ended_at.map(ts),
+                &rec,
+                &backend,
+            ],
+        );
+        result.map_err(|e| on_error(self, e))
     }
 
     /// The `record` of row `id` of `table` (uploads, snapshots), read as a
@@ -321,57 +355,18 @@ impl Tx for PgTx<'_> {
     }
 
     fn insert_sandbox(&mut self, s: &Sandbox) -> Result<()> {
-        let (rec, backend) = record_columns(s)?;
-        self.tx
-            .execute(
-                "INSERT INTO sandboxes (id, state, actor, profile, host, extension, created_at, expires_at, ended_at, record, backend)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                &[
-                    &s.id,
-                    &s.state().as_str(),
-                    &s.actor.to_string(),
-                    &s.profile,
-                    &s.host,
-                    &s.extension,
-                    &ts(s.created_at),
-                    &s.expires_at.map(ts),
-                    &s.ended_at.map(ts),
-                    &rec,
-                    &backend,
-                ],
-            )
-            .map_err(|e| {
-                if unique(&e) {
-                    Error::conflict(format!("sandbox {} is already recorded", s.id))
-                } else {
-                    self.err("writing", e)
-                }
-            })?;
+        self.write_sandbox(INSERT_SANDBOX, s, |tx, e| {
+            if unique(&e) {
+                Error::conflict(format!("sandbox {} is already recorded", s.id))
+            } else {
+                tx.err("writing", e)
+            }
+        })?;
         Ok(())
     }
 
     fn update_sandbox(&mut self, s: &Sandbox) -> Result<()> {
-        let (rec, backend) = record_columns(s)?;
-        let n = self
-            .tx
-            .execute(
-                "UPDATE sandboxes SET state = $2, actor = $3, profile = $4, host = $5, extension = $6,
-                 created_at = $7, expires_at = $8, ended_at = $9, record = $10, backend = $11 WHERE id = $1",
-                &[
-                    &s.id,
-                    &s.state().as_str(),
-                    &s.actor.to_string(),
-                    &s.profile,
-                    &s.host,
-                    &s.extension,
-                    &ts(s.created_at),
-                    &s.expires_at.map(ts),
-                    &s.ended_at.map(ts),
-                    &rec,
-                    &backend,
-                ],
-            )
-            .map_err(|e| self.err("writing", e))?;
+        let n = self.write_sandbox(UPDATE_SANDBOX, s, |tx, e| tx.err("writing", e))?;
         if n == 0 {
             return Err(sandboxer_core::store::unknown_sandbox(&s.id));
         }

@@ -328,6 +328,12 @@ struct SqliteTx<'a> {
     path: &'a Path,
 }
 
+/// The whole row of a sandbox: `?1` the id, then its columns.
+const INSERT_SANDBOX: &str = "INSERT INTO sandboxes (id, state, actor, profile, host, extension, created_at, expires_at, ended_at, record, backend)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+const UPDATE_SANDBOX: &str = "UPDATE sandboxes SET state = ?2, actor = ?3, profile = ?4, host = ?5, extension = ?6,
+     created_at = ?7, expires_at = ?8, ended_at = ?9, record = ?10, backend = ?11 WHERE id = ?1";
+
 impl SqliteTx<'_> {
     /// Run a statement, prepared once per connection (statements are
     /// cached: a ledger entry's transaction runs six).
@@ -368,6 +374,34 @@ impl SqliteTx<'_> {
         rec.map(|r| from_json(what, &r)).transpose()
     }
 
+    /// Run `sql` (an insert or update of a whole sandbox row: `?1` the id,
+    /// then its columns) for `s`; the rows it touched.
+    fn write_sandbox(
+        &self,
+        sql: &str,
+        s: &Sandbox,
+        on_error: impl FnOnce(&Self, rusqlite::Error) -> Error,
+    ) -> Result<usize> {
+        let (rec, backend) = record_columns(s)?;
+        self.exec(
+            sql,
+            params![
+                s.id,
+                s.state().as_str(),
+                s.actor.to_string(),
+                s.profile,
+                s.host,
+                s.extension,
+                ts(s.created_at),
+                s.expires_at.map(ts),
+                s.ended_at.map(ts),
+                rec,
+                backend
+            ],
+        )
+        .map_err(|e| on_error(self, e))
+    }
+
     fn is_unique_violation(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
     }
@@ -387,56 +421,18 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn insert_sandbox(&mut self, s: &Sandbox) -> Result<()> {
-        let (rec, backend) = record_columns(s)?;
-        self.exec(
-                "INSERT INTO sandboxes (id, state, actor, profile, host, extension, created_at, expires_at, ended_at, record, backend)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    s.id,
-                    s.state().as_str(),
-                    s.actor.to_string(),
-                    s.profile,
-                    s.host,
-                    s.extension,
-                    ts(s.created_at),
-                    s.expires_at.map(ts),
-                    s.ended_at.map(ts),
-                    rec,
-                    backend
-                ],
-            )
-            .map_err(|e| {
-                if Self::is_unique_violation(&e) {
-                    Error::conflict(format!("sandbox {} is already recorded", s.id))
-                } else {
-                    self.err("writing", e)
-                }
-            })?;
+        self.write_sandbox(INSERT_SANDBOX, s, |tx, e| {
+            if Self::is_unique_violation(&e) {
+                Error::conflict(format!("sandbox {} is already recorded", s.id))
+            } else {
+                tx.err("writing", e)
+            }
+        })?;
         Ok(())
     }
 
     fn update_sandbox(&mut self, s: &Sandbox) -> Result<()> {
-        let (rec, backend) = record_columns(s)?;
-        let n = self
-            .tx
-            .execute(
-                "UPDATE sandboxes SET state = ?2, actor = ?3, profile = ?4, host = ?5, extension = ?6,
-                 created_at = ?7, expires_at = ?8, ended_at = ?9, record = ?10, backend = ?11 WHERE id = ?1",
-                params![
-                    s.id,
-                    s.state().as_str(),
-                    s.actor.to_string(),
-                    s.profile,
-                    s.host,
-                    s.extension,
-                    ts(s.created_at),
-                    s.expires_at.map(ts),
-                    s.ended_at.map(ts),
-                    rec,
-                    backend
-                ],
-            )
-            .map_err(|e| self.err("writing", e))?;
+        let n = self.write_sandbox(UPDATE_SANDBOX, s, |tx, e| tx.err("writing", e))?;
         if n == 0 {
             return Err(sandboxer_core::store::unknown_sandbox(&s.id));
         }
