@@ -151,7 +151,16 @@ pub enum RequestBody {
 /// matches on it exhaustively, so an operation without a handler does not
 /// compile.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::Display, strum::EnumIter,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumIter,
+    strum::EnumCount,
 )]
 pub enum OpId {
     #[strum(serialize = "health")]
@@ -1387,13 +1396,26 @@ pub const OPERATIONS: &[Operation] = &[
     },
 ];
 
-/// The operation with this id (every [`OpId`] is in the table: a test
-/// walks them all).
+/// The table holds every operation once, in the order of [`OpId`]: checked
+/// when the crate compiles, so [`operation`] cannot miss.
+const _: () = {
+    assert!(
+        OPERATIONS.len() == <OpId as strum::EnumCount>::COUNT,
+        "an OpId without an operation in the table, or one too many"
+    );
+    let mut i = 0;
+    while i < OPERATIONS.len() {
+        assert!(
+            OPERATIONS[i].id as usize == i,
+            "the route table is not in the order of OpId"
+        );
+        i += 1;
+    }
+};
+
+/// The operation with this id.
 pub fn operation(id: OpId) -> &'static Operation {
-    OPERATIONS
-        .iter()
-        .find(|o| o.id == id)
-        .unwrap_or_else(|| panic!("no operation `{id}` in the route table"))
+    &OPERATIONS[id as usize]
 }
 
 fn kind_schema(k: Kind, g: &mut SchemaGenerator) -> Value {

@@ -288,7 +288,8 @@ fn unique(e: &postgres::Error) -> bool {
 /// The whole row of a sandbox: `$1` the id, then its columns.
 const INSERT_SANDBOX: &str = "INSERT INTO sandboxes (id, state, actor, profile, host, extension, created_at, expires_at, ended_at, record, backend)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-const UPDATE_SANDBOX: &str = "UPDATE sandboxes SET state = $2, actor = $3, profile = $4, host = $5, extension = $6,
+const UPDATE_SANDBOX: &str =
+    "UPDATE sandboxes SET state = $2, actor = $3, profile = $4, host = $5, extension = $6,
      created_at = $7, expires_at = $8, ended_at = $9, record = $10, backend = $11 WHERE id = $1";
 
 impl PgTx<'_> {
