@@ -31,6 +31,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use sandboxer_core::e2b as wire;
 use sandboxer_core::lifecycle::{EndReason, State as LifeState};
 use sandboxer_core::manager::{CreateRequest, ListFilter};
 use sandboxer_core::model::Sandbox;
@@ -46,12 +47,6 @@ use crate::extract::{Caller, JsonBody, Params, PathParam};
 use crate::routes::{run_blocking, DEFAULT_PROFILE};
 use crate::ApiState;
 use sandboxer_telemetry::HostInventory;
-
-/// The `envdVersion` answered: the lowest with which the E2B SDKs make
-/// every lifecycle call (2.x refuses a create below 0.1.0 and metrics below
-/// 0.1.5, and warns about disk metrics below 0.2.4). No envd runs; see the
-/// module docs.
-pub const ENVD_VERSION: &str = "0.2.4";
 
 /// The `clientID` answered (deprecated in E2B's API, still required).
 const CLIENT_ID: &str = "sandboxer";
@@ -83,24 +78,13 @@ impl IntoResponse for E2bError {
             Some(h) => format!("{} ({h})", e.message),
             None => e.message.clone(),
         };
-        let body = E2bErrorBody {
+        let body = wire::ErrorBody {
             code: e.status.as_u16(),
             message,
-            error_code: e.kind,
+            error_code: Some(e.kind.as_str().to_string()),
         };
         (e.status, Json(body)).into_response()
     }
-}
-
-/// E2B's error body.
-#[derive(Debug, Serialize, JsonSchema)]
-#[schemars(rename = "E2bError")]
-pub struct E2bErrorBody {
-    /// The HTTP status.
-    pub code: u16,
-    pub message: String,
-    /// sandboxer's error kind.
-    pub error_code: ErrorKind,
 }
 
 type E2bResult = Result<Response, E2bError>;
@@ -162,97 +146,44 @@ fn inventory(s: &Sandbox) -> Option<HostInventory> {
 
 const MIB: u64 = 1024 * 1024;
 
-/// E2B's `Sandbox` (the create and connect answer).
-#[derive(Debug, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-#[schemars(rename = "E2bSandbox")]
-pub struct SandboxView<'a> {
-    /// The profile id.
-    #[serde(rename = "templateID")]
-    pub template_id: &'a str,
-    #[serde(rename = "sandboxID")]
-    pub sandbox_id: &'a str,
-    /// The template name asked for, when not the profile id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alias: Option<&'a str>,
-    #[serde(rename = "clientID")]
-    pub client_id: &'static str,
-    /// What the SDKs need to accept the sandbox; no envd runs.
-    pub envd_version: &'static str,
-    /// Always null: sandboxes are reached at their record's address.
-    pub domain: Option<String>,
-}
-
-fn sandbox_view<'a>(s: &'a Sandbox, alias: Option<&'a str>) -> SandboxView<'a> {
-    SandboxView {
-        template_id: &s.profile,
-        sandbox_id: &s.id,
-        alias,
-        client_id: CLIENT_ID,
-        envd_version: ENVD_VERSION,
+/// E2B's `Sandbox` of `s` (the create, connect and resume answer).
+fn sandbox_view(s: &Sandbox, alias: Option<&str>) -> wire::Sandbox {
+    wire::Sandbox {
+        template_id: s.profile.clone(),
+        sandbox_id: s.id.clone(),
+        alias: alias.map(str::to_string),
+        client_id: CLIENT_ID.to_string(),
+        envd_version: wire::ENVD_VERSION.to_string(),
         domain: None,
     }
 }
 
-/// E2B's sandbox states.
-#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum E2bState {
-    Running,
-    Paused,
-}
-
-/// E2B's `SandboxDetail` and `ListedSandbox`.
-#[derive(Debug, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-#[schemars(rename = "E2bSandboxDetail")]
-pub struct DetailView<'a> {
-    /// The profile id.
-    #[serde(rename = "templateID")]
-    pub template_id: &'a str,
-    #[serde(rename = "sandboxID")]
-    pub sandbox_id: &'a str,
-    #[serde(rename = "clientID")]
-    pub client_id: &'static str,
-    pub started_at: DateTime<Utc>,
-    pub end_at: DateTime<Utc>,
-    pub envd_version: &'static str,
-    pub cpu_count: u32,
-    #[serde(rename = "memoryMB")]
-    pub memory_mb: u64,
-    #[serde(rename = "diskSizeMB")]
-    pub disk_size_mb: u64,
-    pub metadata: &'a BTreeMap<String, String>,
-    pub state: E2bState,
-    /// Always null.
-    pub domain: Option<String>,
-}
-
-/// `SandboxDetail` and `ListedSandbox`: resources from the host telemetry
-/// the sandbox reported (0 where it reported none).
-fn detail_view(s: &Sandbox) -> DetailView<'_> {
+/// E2B's `SandboxDetail` and `ListedSandbox` of `s`: resources from the
+/// host telemetry the sandbox reported (0 where it reported none).
+fn detail_view(s: &Sandbox) -> wire::SandboxDetail {
     let end = s
         .expires_at
         .unwrap_or(s.created_at + chrono::Duration::seconds(s.ttl_seconds as i64));
     let inv = inventory(s);
     let inv = inv.as_ref();
     let disk = inv.and_then(|i| i.disk_total_bytes.or(i.disk_free_bytes));
-    DetailView {
-        template_id: &s.profile,
-        sandbox_id: &s.id,
-        client_id: CLIENT_ID,
+    wire::SandboxDetail {
+        template_id: s.profile.clone(),
+        sandbox_id: s.id.clone(),
+        client_id: CLIENT_ID.to_string(),
         started_at: s.created_at,
         end_at: end,
-        envd_version: ENVD_VERSION,
+        envd_version: wire::ENVD_VERSION.to_string(),
         cpu_count: inv.and_then(|i| i.cpus).unwrap_or(0),
         memory_mb: inv.and_then(|i| i.mem_total_bytes).map_or(0, |b| b / MIB),
         disk_size_mb: disk.map_or(0, |b| b / MIB),
-        metadata: &s.metadata,
+        metadata: s.metadata.clone(),
         state: if paused(s) {
-            E2bState::Paused
+            wire::STATE_PAUSED
         } else {
-            E2bState::Running
-        },
+            wire::STATE_RUNNING
+        }
+        .to_string(),
         domain: None,
     }
 }
@@ -546,7 +477,7 @@ pub(crate) async fn list_v2(
         .await?
     };
     let total = all.len();
-    let page: Vec<DetailView<'_>> = all
+    let page: Vec<wire::SandboxDetail> = all
         .iter()
         .skip(offset)
         .take(limit)
@@ -841,27 +772,8 @@ pub(crate) struct SnapshotBody {
     name: Option<String>,
 }
 
-/// E2B's `SnapshotInfo`.
-#[derive(Debug, Serialize, JsonSchema)]
-#[schemars(rename = "E2bSnapshotInfo")]
-pub struct SnapshotInfo<'a> {
-    #[serde(rename = "snapshotID")]
-    #[schemars(regex(pattern = r"^snap-[a-z0-9]+$"))]
-    pub snapshot_id: &'a str,
-    /// Its name (when given) and its id.
-    pub names: Vec<&'a str>,
-}
-
-fn snapshot_info(s: &sandboxer_core::snapshot::Snapshot) -> SnapshotInfo<'_> {
-    SnapshotInfo {
-        snapshot_id: &s.id,
-        names: s
-            .name
-            .as_deref()
-            .into_iter()
-            .chain([s.id.as_str()])
-            .collect(),
-    }
+fn snapshot_info(s: &sandboxer_core::snapshot::Snapshot) -> wire::SnapshotInfo {
+    wire::SnapshotInfo::new(&s.id, s.name.as_deref())
 }
 
 /// `POST /sandboxes/{sandboxID}/snapshots`: 201 with the snapshot, whose
@@ -923,7 +835,7 @@ pub(crate) async fn snapshots(
     let source = p.one("sandboxID")?;
     let name = p.one("name")?;
     let own = own_snapshots(&st, &caller).await?;
-    let list: Vec<SnapshotInfo<'_>> = own
+    let list: Vec<wire::SnapshotInfo> = own
         .iter()
         .filter(|s| source.as_ref().is_none_or(|x| &s.source == x))
         .filter(|s| {

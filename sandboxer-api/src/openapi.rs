@@ -21,6 +21,7 @@ use sandboxer_core::snapshot::{Snapshot, SnapshotState};
 use sandboxer_credits::Entry;
 use sandboxer_telemetry::HostInventory;
 use schemars::generate::{Contract, SchemaSettings};
+use schemars::transform::RecursiveTransform;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
@@ -387,29 +388,29 @@ const E2B_ID: Param = path(
 const E2B_NOT_FOUND: Resp = ok(
     404,
     "No running sandbox of that id for this caller",
-    schema_of::<e2b::E2bErrorBody>,
+    schema_of::<sandboxer_core::e2b::ErrorBody>,
 );
 const E2B_NO_CONTENT: Resp = empty(204, "Done");
 const E2B_CREATED: [Resp; 4] = [
     ok(
         201,
         "Created and running (or the one the Idempotency-Key made)",
-        schema_of::<e2b::SandboxView<'static>>,
+        schema_of::<sandboxer_core::e2b::Sandbox>,
     ),
     ok(
         404,
         "No template of that name",
-        schema_of::<e2b::E2bErrorBody>,
+        schema_of::<sandboxer_core::e2b::ErrorBody>,
     ),
     ok(
         402,
         "The actor's credits do not cover the hold",
-        schema_of::<e2b::E2bErrorBody>,
+        schema_of::<sandboxer_core::e2b::ErrorBody>,
     ),
     ok(
         503,
         "No route can place it now",
-        schema_of::<e2b::E2bErrorBody>,
+        schema_of::<sandboxer_core::e2b::ErrorBody>,
     ),
 ];
 const E2B_CREATE: &str =
@@ -1173,7 +1174,7 @@ pub const OPERATIONS: &[Operation] = &[
         ],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The sandboxes", schema_of::<Vec<e2b::DetailView<'static>>>)],
+        responses: &[ok(200, "The sandboxes", schema_of::<Vec<sandboxer_core::e2b::SandboxDetail>>)],
     },
     Operation {
         id: OpId::E2bListSandboxes,
@@ -1187,7 +1188,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[query("metadata", Kind::Metadata, "Metadata the sandboxes have: `key=value&key2=value2`")],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The sandboxes", schema_of::<Vec<e2b::DetailView<'static>>>)],
+        responses: &[ok(200, "The sandboxes", schema_of::<Vec<sandboxer_core::e2b::SandboxDetail>>)],
     },
     Operation {
         id: OpId::E2bGetSandbox,
@@ -1202,7 +1203,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[E2B_ID],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The sandbox", schema_of::<e2b::DetailView<'static>>), E2B_NOT_FOUND],
+        responses: &[ok(200, "The sandbox", schema_of::<sandboxer_core::e2b::SandboxDetail>), E2B_NOT_FOUND],
     },
     Operation {
         id: OpId::E2bKillSandbox,
@@ -1259,7 +1260,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[E2B_ID],
         body: Some(RequestBody::Json(schema_of::<e2b::ConnectBody>)),
         body_required: false,
-        responses: &[ok(200, "The sandbox", schema_of::<e2b::SandboxView<'static>>), E2B_NOT_FOUND],
+        responses: &[ok(200, "The sandbox", schema_of::<sandboxer_core::e2b::Sandbox>), E2B_NOT_FOUND],
     },
     Operation {
         id: OpId::E2bConnectSandboxV2,
@@ -1273,7 +1274,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[E2B_ID],
         body: Some(RequestBody::Json(schema_of::<e2b::ConnectBody>)),
         body_required: false,
-        responses: &[ok(200, "The sandbox", schema_of::<e2b::SandboxView<'static>>), E2B_NOT_FOUND],
+        responses: &[ok(200, "The sandbox", schema_of::<sandboxer_core::e2b::Sandbox>), E2B_NOT_FOUND],
     },
     Operation {
         id: OpId::E2bSandboxMetrics,
@@ -1331,7 +1332,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: Some(RequestBody::Json(schema_of::<e2b::ResumeBody>)),
         body_required: false,
         responses: &[
-            ok(201, "Resumed", schema_of::<e2b::SandboxView<'static>>),
+            ok(201, "Resumed", schema_of::<sandboxer_core::e2b::Sandbox>),
             err(402, "The actor's credits do not cover the run"),
             E2B_NOT_FOUND,
             err(409, "Not paused"),
@@ -1351,7 +1352,7 @@ pub const OPERATIONS: &[Operation] = &[
         body: Some(RequestBody::Json(schema_of::<e2b::SnapshotBody>)),
         body_required: false,
         responses: &[
-            ok(201, "The snapshot", schema_of::<e2b::SnapshotInfo<'static>>),
+            ok(201, "The snapshot", schema_of::<sandboxer_core::e2b::SnapshotInfo>),
             E2B_NOT_FOUND,
             err(501, "Its extension cannot snapshot"),
         ],
@@ -1373,7 +1374,7 @@ pub const OPERATIONS: &[Operation] = &[
         ],
         body: None,
         body_required: false,
-        responses: &[ok(200, "The snapshots", schema_of::<Vec<e2b::SnapshotInfo<'static>>>)],
+        responses: &[ok(200, "The snapshots", schema_of::<Vec<sandboxer_core::e2b::SnapshotInfo>>)],
     },
     Operation {
         id: OpId::E2bDeleteTemplate,
@@ -1491,7 +1492,10 @@ fn operation_json(op: &Operation, g: &mut Generators) -> Value {
         let r = match body {
             RespBody::Empty => json!({"description": description}),
             RespBody::Json(schema) => json(schema(&mut g.serialize)),
-            RespBody::Error if e2b => json(g.serialize.subschema_for::<crate::e2b::E2bErrorBody>()),
+            RespBody::Error if e2b => json(
+                g.serialize
+                    .subschema_for::<sandboxer_core::e2b::ErrorBody>(),
+            ),
             RespBody::Error => {
                 json!({"$ref": format!("#/components/responses/{}", error_response_name(status))})
             }
@@ -1636,6 +1640,15 @@ fn generator(contract: Contract) -> SchemaGenerator {
     let mut settings = SchemaSettings::draft2020_12();
     settings.definitions_path = "/components/schemas/".into();
     settings.meta_schema = None;
+    if contract == Contract::Serialize {
+        // A default says what a reader assumes for a field left out; an
+        // answer writes every field it has.
+        settings
+            .transforms
+            .push(Box::new(RecursiveTransform(|s: &mut Schema| {
+                s.remove("default");
+            })));
+    }
     settings.contract = contract;
     settings.into_generator()
 }

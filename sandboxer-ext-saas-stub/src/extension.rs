@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::api::{
     is_provider_id, metadata_query, ApiError, CreatedSandbox, NewSandbox, SandboxDetail,
-    SetTimeout, SnapshotInfo, API_KEY_HEADER, IDEMPOTENCY_HEADER, NEXT_TOKEN_HEADER, STATE_RUNNING,
+    SetTimeout, SnapshotInfo, API_KEY_HEADER, IDEMPOTENCY_HEADER, NEXT_TOKEN_HEADER,
 };
 use crate::secret::ApiKey;
 
@@ -775,7 +775,7 @@ impl Extension for SaasStubExtension {
                             ),
                         )
                     })?;
-                    if detail.state.as_deref().unwrap_or(STATE_RUNNING) == STATE_RUNNING {
+                    if detail.running() {
                         // The provider's domain; one that names none (another
                         // sandboxer) is reached at the route's `domain` or
                         // the host of its base URL.
@@ -904,7 +904,7 @@ impl Extension for SaasStubExtension {
                 Some(Resource {
                     sandbox_id,
                     kind: RESOURCE_KIND.to_string(),
-                    running: d.state.as_deref().unwrap_or(STATE_RUNNING) == STATE_RUNNING,
+                    running: d.running(),
                     name: d.sandbox_id,
                 })
             })

@@ -87,8 +87,8 @@ use tokio::sync::Notify;
 
 use crate::api::{
     parse_metadata_query, ApiError, CreatedSandbox, NewSandbox, SandboxDetail, SetTimeout,
-    SnapshotInfo, API_KEY_HEADER, DEFAULT_TIMEOUT_SECS, IDEMPOTENCY_HEADER, NEXT_TOKEN_HEADER,
-    STATE_PAUSED, STATE_RUNNING,
+    SnapshotInfo, API_KEY_HEADER, DEFAULT_TIMEOUT_SECS, ENVD_VERSION, IDEMPOTENCY_HEADER,
+    NEXT_TOKEN_HEADER, STATE_PAUSED, STATE_RUNNING,
 };
 use crate::secret::ApiKey;
 
@@ -99,10 +99,6 @@ pub const SNAPSHOT_PREFIX: &str = "snap_";
 
 /// The longest timeout the stub accepts (24 h, E2B's ceiling).
 pub const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;
-
-/// The stub's `envdVersion` (E2B reports the version of its in-sandbox
-/// daemon; the SDKs' lifecycle calls need at least 0.2.4).
-const ENVD_VERSION: &str = "0.2.4";
 
 /// How the stub behaves.
 #[derive(Debug, Clone)]
@@ -235,22 +231,20 @@ impl StubState {
             sandbox_id: id.to_string(),
             template_id: e.template_id.clone(),
             client_id: self.0.client_id.clone(),
-            started_at: Some(e.started_at),
-            end_at: Some(e.end_at),
-            state: Some(
-                if e.running() {
-                    STATE_RUNNING
-                } else {
-                    STATE_PAUSED
-                }
-                .to_string(),
-            ),
+            started_at: e.started_at,
+            end_at: e.end_at,
+            state: if e.running() {
+                STATE_RUNNING
+            } else {
+                STATE_PAUSED
+            }
+            .to_string(),
             metadata: e.metadata.clone(),
             domain: Some(self.0.config.domain.clone()),
-            cpu_count: Some(2),
-            memory_mb: Some(512),
-            disk_size_mb: Some(1024),
-            envd_version: Some(ENVD_VERSION.to_string()),
+            cpu_count: 2,
+            memory_mb: 512,
+            disk_size_mb: 1024,
+            envd_version: ENVD_VERSION.to_string(),
         }
     }
 
@@ -381,6 +375,7 @@ impl IntoResponse for Reject {
         let body = ApiError {
             code: self.0.as_u16(),
             message: self.1,
+            error_code: None,
         };
         (self.0, Json(body)).into_response()
     }
@@ -516,9 +511,10 @@ async fn create(State(state): State<StubState>, headers: HeaderMap, body: Bytes)
     let body = CreatedSandbox {
         sandbox_id: created,
         template_id: req.template_id,
+        alias: None,
         client_id: state.0.client_id.clone(),
         domain: Some(state.0.config.domain.clone()),
-        envd_version: Some(ENVD_VERSION.to_string()),
+        envd_version: ENVD_VERSION.to_string(),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -528,9 +524,10 @@ impl StubState {
         CreatedSandbox {
             sandbox_id: id.to_string(),
             template_id: e.template_id.clone(),
+            alias: None,
             client_id: self.0.client_id.clone(),
             domain: Some(self.0.config.domain.clone()),
-            envd_version: Some(ENVD_VERSION.to_string()),
+            envd_version: ENVD_VERSION.to_string(),
         }
     }
 
@@ -589,7 +586,7 @@ async fn list_v2(State(state): State<StubState>, RawQuery(query): RawQuery) -> A
     let all: Vec<SandboxDetail> = state
         .matching(&q)?
         .into_iter()
-        .filter(|d| d.state.as_ref().is_some_and(|s| states.contains(s)))
+        .filter(|d| states.contains(&d.state))
         .collect();
     let page: Vec<SandboxDetail> = all.iter().skip(offset).take(limit).cloned().collect();
     let mut resp = Json(page).into_response();
@@ -687,10 +684,7 @@ async fn snapshot(State(state): State<StubState>, Path(id): Path<String>, body: 
             .clone()
     };
     let snapshot_id = format!("{SNAPSHOT_PREFIX}{}", random_token(16));
-    let info = SnapshotInfo {
-        snapshot_id: snapshot_id.clone(),
-        names: name.iter().cloned().chain([snapshot_id.clone()]).collect(),
-    };
+    let info = SnapshotInfo::new(&snapshot_id, name.as_deref());
     state.snaps().insert(
         snapshot_id.clone(),
         Snap {
@@ -716,10 +710,7 @@ async fn list_snapshots(State(state): State<StubState>, RawQuery(query): RawQuer
             name.as_ref()
                 .is_none_or(|n| *id == n || s.name.as_ref() == Some(n))
         })
-        .map(|(id, s)| SnapshotInfo {
-            snapshot_id: id.clone(),
-            names: s.name.iter().cloned().chain([id.clone()]).collect(),
-        })
+        .map(|(id, s)| SnapshotInfo::new(id, s.name.as_deref()))
         .collect();
     Ok(Json(list).into_response())
 }
