@@ -1156,11 +1156,12 @@ pub const OPERATIONS: &[Operation] = &[
         method: Method::Get,
         path: "/v2/sandboxes",
         tag: "e2b",
-        summary: "E2B: list running sandboxes, a page at a time",
-        description: "The caller's running sandboxes (every actor's for `adm` tokens), newest first \
-            unless `order=asc`, filtered by `metadata` (`key=value&key2=value2`, each part \
-            URL-encoded), `template` and `startedAfter`. `X-Next-Token` holds the next page's \
-            `nextToken`; `X-Total-Running` the number that match. Nothing is ever `paused`.",
+        summary: "E2B: list running and paused sandboxes, a page at a time",
+        description: "The caller's live sandboxes (every actor's for `adm` tokens), running and \
+            paused unless `state` names one, newest first unless `order=asc`, filtered by \
+            `metadata` (`key=value&key2=value2`, each part URL-encoded), `template` and \
+            `startedAfter`. `X-Next-Token` holds the next page's `nextToken`; \
+            `X-Total-Running` the number that match.",
         access: Access::Actor,
         cli: "sandboxer list --live",
         params: &[
@@ -1182,7 +1183,8 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/sandboxes",
         tag: "e2b",
         summary: "E2B: list running sandboxes (the older route, one page)",
-        description: "As `GET /v2/sandboxes`, every match in one answer.",
+        description: "The caller's running sandboxes (not the paused ones), filtered by \
+            `metadata`, every match in one answer.",
         access: Access::Actor,
         cli: "sandboxer list --live",
         params: &[query("metadata", Kind::Metadata, "Metadata the sandboxes have: `key=value&key2=value2`")],
@@ -1483,6 +1485,12 @@ fn operation_json(op: &Operation, g: &mut Generators) -> Value {
         if responses.contains_key(&key) {
             return;
         }
+        // An E2B route's error is E2B's body, inline, described as the
+        // shared responses describe its status.
+        let description = match description {
+            "" => error_description(status),
+            given => given,
+        };
         let json = |schema: Schema| {
             json!({
                 "description": description,
@@ -1599,8 +1607,15 @@ fn error_response_name(status: u16) -> &'static str {
     }
 }
 
-fn error_responses(g: &mut SchemaGenerator) -> Value {
-    let table: [(u16, &str); 13] = [
+/// What an error status means, as the shared responses say it.
+fn error_description(status: u16) -> &'static str {
+    ERRORS
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or("An error", |(_, d)| d)
+}
+
+const ERRORS: [(u16, &str); 13] = [
         (400, "Invalid input: a parameter or the body is wrong (`invalid_input`), or malformed JSON; the message says what and where"),
         (401, "No token, or a token that is unknown or revoked (`unauthorized`)"),
         (402, "The actor's credits do not cover it (`insufficient_credits`)"),
@@ -1614,10 +1629,12 @@ fn error_responses(g: &mut SchemaGenerator) -> Value {
         (502, "Provisioning or teardown failed (`provision_failed`) or a host or provider is unreachable (`unreachable`)"),
         (503, "No placement: every host or provider is full, unreachable or excluded (`no_placement`)"),
         (504, "Timed out (`timeout`)"),
-    ];
+];
+
+fn error_responses(g: &mut SchemaGenerator) -> Value {
     let error = g.subschema_for::<ErrorBody<'static>>();
     let mut m = Map::new();
-    for (status, description) in table {
+    for (status, description) in ERRORS {
         m.insert(
             error_response_name(status).to_string(),
             json!({

@@ -1,6 +1,7 @@
 //! The official E2B SDKs, installed once per checkout for tests that drive
 //! sandboxer's E2B front door with real clients: the Python SDK in a
-//! virtualenv (`target/e2b-sdk/venv`, `pip install e2b==VERSION`) and the
+//! virtualenv (`target/e2b-sdk/venv`, `pip install e2b==VERSION`, with
+//! `openapi-spec-validator` beside it) and the
 //! JavaScript SDK (`target/e2b-sdk/js`, `npm install e2b@JS_VERSION`).
 
 use std::path::PathBuf;
@@ -9,6 +10,11 @@ use std::process::Command;
 /// The Python SDK version the tests pin (the one docs/e2b-compatibility.md
 /// was checked with).
 pub const VERSION: &str = "2.63.0";
+
+/// The version of `openapi-spec-validator` (an OpenAPI 3.1 validator that
+/// is not sandboxer's) installed beside the Python SDK, for the test that
+/// checks the served document with it.
+pub const SPEC_VALIDATOR_VERSION: &str = "0.9.0";
 
 /// The JavaScript SDK version the tests pin.
 pub const JS_VERSION: &str = "2.51.0";
@@ -67,7 +73,8 @@ pub fn node_dir(test: &str) -> PathBuf {
     dir
 }
 
-/// The virtualenv's `python`, with `e2b` installed; made on first use
+/// The virtualenv's `python`, with `e2b` and `openapi-spec-validator`
+/// installed; made on first use
 /// (under a lock, so parallel tests make it once). A test called `test`
 /// fails (never passes) when it cannot be made.
 #[track_caller]
@@ -78,7 +85,7 @@ pub fn python(test: &str) -> PathBuf {
     lock.lock().expect("locking target/e2b-sdk");
     let venv = root.join("venv");
     let py = venv.join("bin").join("python");
-    let stamp = venv.join(format!(".e2b-{VERSION}"));
+    let stamp = venv.join(format!(".e2b-{VERSION}-oasv-{SPEC_VALIDATOR_VERSION}"));
     if !stamp.exists() {
         let _ = std::fs::remove_dir_all(&venv);
         let fix = "install python3-venv (scripts/testbed up does) and reach PyPI";
@@ -97,8 +104,9 @@ pub fn python(test: &str) -> PathBuf {
                 "--quiet",
                 "--disable-pip-version-check",
                 &format!("e2b=={VERSION}"),
+                &format!("openapi-spec-validator=={SPEC_VALIDATOR_VERSION}"),
             ]),
-            "pip install e2b",
+            "pip install e2b openapi-spec-validator",
             fix,
         );
         std::fs::write(&stamp, VERSION).unwrap();

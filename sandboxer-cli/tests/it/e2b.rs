@@ -301,3 +301,40 @@ fn js_sdk_lifecycle() {
     assert_eq!(r["gone"]["type"], "SandboxNotFoundError", "{r}");
     assert_eq!(f.record(&r["id"])["state"], "destroyed");
 }
+
+#[test]
+#[cfg_attr(
+    not(sandboxer_testbed),
+    ignore = "needs the testbed (openapi-spec-validator from PyPI): scripts/testbed up, then source .testbed/env"
+)]
+fn an_openapi_validator_that_is_not_ours_accepts_the_served_document() {
+    let test = "an_openapi_validator_that_is_not_ours_accepts_the_served_document";
+    let f = front();
+    let doc = f.srv.call("GET", "/openapi.json", None, None).expect(200);
+    let file = f.h.dir.path().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let py = sandboxer_testkit::e2b_sdk::python(test);
+    let out = Command::new(py)
+        .args([
+            "-c",
+            "import json, sys\n\
+             from openapi_spec_validator import validate\n\
+             from openapi_spec_validator.versions import get_spec_version\n\
+             doc = json.load(open(sys.argv[1]))\n\
+             validate(doc)\n\
+             print(get_spec_version(doc))",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator refused the document: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.contains("3.1"),
+        "validated as {version}, not as OpenAPI 3.1"
+    );
+}
