@@ -664,7 +664,10 @@ async fn credits(env: &Env, cmd: args::CreditsCmd, json: bool) -> Result<i32> {
             )?;
             let acct = ledger.balance(&actor)?;
             if json {
-                print_json(&serde_json::json!({ "actor": actor.to_string(), "account": acct }));
+                print_json(&sandboxer_api::views::Balance {
+                    actor: &actor,
+                    account: acct,
+                });
             } else {
                 out(&render::account(&actor, &acct));
             }
@@ -686,12 +689,12 @@ async fn credits(env: &Env, cmd: args::CreditsCmd, json: bool) -> Result<i32> {
             let applied = ledger.grant(&by, &to, amount, key.as_deref())?;
             let acct = ledger.balance(&to)?;
             if json {
-                print_json(&serde_json::json!({
-                    "entry": applied.entry,
-                    "duplicate": applied.duplicate,
-                    "actor": to.to_string(),
-                    "account": acct,
-                }));
+                print_json(&sandboxer_api::views::GrantResult {
+                    entry: applied.entry.clone(),
+                    duplicate: applied.duplicate,
+                    actor: &to,
+                    account: acct,
+                });
             } else {
                 let again = if applied.duplicate {
                     " (already applied; nothing changed)"
@@ -724,7 +727,10 @@ async fn credits(env: &Env, cmd: args::CreditsCmd, json: bool) -> Result<i32> {
             )?;
             let rows = ledger.usage(&actor)?;
             if json {
-                print_json(&serde_json::json!({ "actor": actor.to_string(), "usage": rows }));
+                print_json(&sandboxer_api::views::Usage {
+                    actor: &actor,
+                    usage: rows,
+                });
             } else {
                 out(&render::usage(&actor, &rows));
             }
