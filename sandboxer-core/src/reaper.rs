@@ -374,40 +374,27 @@ impl Manager {
                 if !seen.insert(r.sandbox_id.clone()) {
                     continue;
                 }
-                if is_snapshot_id(&r.sandbox_id) {
-                    // A snapshot artifact: an orphan when no record keeps it.
+                // Whether no record keeps it, the record's state for the
+                // item, and that state as the detail tells it.
+                let (orphan, state, recorded) = if is_snapshot_id(&r.sandbox_id) {
+                    // A snapshot artifact: its snapshot record keeps it.
                     let rec = snapshot_of.get(r.sandbox_id.as_str());
                     let orphan = match rec {
                         None => true,
                         Some(s) => !s.state.is_live() && older_than(s.updated_at, now, grace),
                     };
-                    if orphan && !flagged.contains(&r.sandbox_id) {
-                        items.push(StaleItem {
-                            kind: StaleKind::Orphan,
-                            sandbox_id: r.sandbox_id.clone(),
-                            host: place.clone(),
-                            extension: ext.id().to_string(),
-                            state: None,
-                            detail: match rec {
-                                None => format!("{} {} has no record", r.kind, r.name),
-                                Some(s) => format!(
-                                    "{} {} outlived its record ({})",
-                                    r.kind, r.name, s.state
-                                ),
-                            },
-                            resource: Some(r.clone()),
-                        });
-                    }
-                    continue;
-                }
-                let rec = self.find(&r.sandbox_id)?;
-                let rec = rec.as_ref();
-                let orphan = match rec {
-                    None => true,
-                    Some(s) => {
-                        matches!(s.state(), State::Destroyed | State::Failed)
-                            && s.ended_at.is_none_or(|t| older_than(t, now, grace))
-                    }
+                    (orphan, None, rec.map(|s| s.state.to_string()))
+                } else {
+                    let rec = self.find(&r.sandbox_id)?;
+                    let orphan = match &rec {
+                        None => true,
+                        Some(s) => {
+                            matches!(s.state(), State::Destroyed | State::Failed)
+                                && s.ended_at.is_none_or(|t| older_than(t, now, grace))
+                        }
+                    };
+                    let state = rec.as_ref().map(|s| s.state());
+                    (orphan, state, state.map(|st| st.to_string()))
                 };
                 if orphan && !flagged.contains(&r.sandbox_id) {
                     items.push(StaleItem {
@@ -415,11 +402,11 @@ impl Manager {
                         sandbox_id: r.sandbox_id.clone(),
                         host: place.clone(),
                         extension: ext.id().to_string(),
-                        state: rec.map(|s| s.state()),
-                        detail: match rec {
+                        state,
+                        detail: match recorded {
                             None => format!("{} {} has no record", r.kind, r.name),
-                            Some(s) => {
-                                format!("{} {} outlived its record ({})", r.kind, r.name, s.state())
+                            Some(st) => {
+                                format!("{} {} outlived its record ({st})", r.kind, r.name)
                             }
                         },
                         resource: Some(r.clone()),

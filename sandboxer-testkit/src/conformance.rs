@@ -104,6 +104,25 @@ impl Suite<'_> {
         Some(resources.iter().any(|r| r.sandbox_id == ctx.id))
     }
 
+    /// Where the extension can list resources: whether `ctx`'s sandbox is
+    /// listed is `want` (`when` names the step).
+    async fn expect_listed(&self, ctx: &SandboxCtx, want: bool, when: &str) {
+        if let Some(listed) = self.listed(ctx).await {
+            assert_eq!(
+                listed,
+                want,
+                "{}: {} {} by list_resources {when}",
+                self.name(),
+                ctx.id,
+                if want {
+                    "is not listed"
+                } else {
+                    "is still listed"
+                }
+            );
+        }
+    }
+
     /// Ready means a consumer can reach it: every reported field is filled.
     fn check_reachability(&self, ctx: &SandboxCtx, ready: &ReadyInfo, when: &str) {
         let r = &ready.reachability;
@@ -142,23 +161,9 @@ impl Suite<'_> {
         let ready = self.ready(&ctx, &handle).await;
         self.check_reachability(&ctx, &ready, "after wait_ready");
         let handle = ready.handle.clone().unwrap_or(handle);
-        if let Some(listed) = self.listed(&ctx).await {
-            assert!(
-                listed,
-                "{}: {} is ready but list_resources does not list it",
-                self.name(),
-                ctx.id
-            );
-        }
+        self.expect_listed(&ctx, true, "once ready").await;
         self.teardown(&ctx, &handle, "after ready").await;
-        if let Some(listed) = self.listed(&ctx).await {
-            assert!(
-                !listed,
-                "{}: {} is still listed after teardown",
-                self.name(),
-                ctx.id
-            );
-        }
+        self.expect_listed(&ctx, false, "after teardown").await;
         self.teardown(&ctx, &handle, "a second time").await;
     }
 
@@ -191,14 +196,8 @@ impl Suite<'_> {
         }
         self.teardown(&ctx, &Value::Null, "Null handle after provision")
             .await;
-        if let Some(listed) = self.listed(&ctx).await {
-            assert!(
-                !listed,
-                "{}: teardown with a Null handle left {} behind (still listed)",
-                self.name(),
-                ctx.id
-            );
-        }
+        self.expect_listed(&ctx, false, "after teardown with a Null handle")
+            .await;
     }
 
     /// Declared abilities work; undeclared ones answer `Unsupported`.
@@ -277,9 +276,7 @@ impl Suite<'_> {
                 panic!("{}: pause{round} of {} failed: {e:?}", self.name(), ctx.id);
             }
         }
-        if let Some(listed) = self.listed(&ctx).await {
-            assert!(listed, "{}: paused {} is not listed", self.name(), ctx.id);
-        }
+        self.expect_listed(&ctx, true, "while paused").await;
         let mut handle = handle;
         for round in ["", " again"] {
             let deadline = tokio::time::Instant::now() + ctx.ready_timeout;
@@ -301,14 +298,8 @@ impl Suite<'_> {
             panic!("{}: pause of {} failed: {e:?}", self.name(), ctx.id);
         }
         self.teardown(&ctx, &handle, "while paused").await;
-        if let Some(listed) = self.listed(&ctx).await {
-            assert!(
-                !listed,
-                "{}: teardown of paused {} left it listed",
-                self.name(),
-                ctx.id
-            );
-        }
+        self.expect_listed(&ctx, false, "after teardown while paused")
+            .await;
     }
 
     /// Snapshot, two restores at once, deletes (twice) when `snapshot` is
